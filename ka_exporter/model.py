@@ -1,0 +1,310 @@
+"""Domain records: the frozen dataclasses every source produces and every output reads.
+
+Nothing here does I/O or imports prometheus_client. A source turns its input into these records and
+hands them to the store; collectors, verdicts and the status views only ever read them.
+
+No record carries a VRRP password: parsers drop it at the door (the wire keeps only a keyed digest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class VrrpState(IntEnum):
+    """keepalived's instance state, numbered as keepalived's JSON dump and the common exporter do."""
+
+    INIT = 0
+    BACKUP = 1
+    MASTER = 2
+    FAULT = 3
+    STOP = 4  # keepalived 2.x "STOP" (instance being shut down); exported as-is
+
+    @classmethod
+    def parse(cls, text: str) -> VrrpState | None:
+        """Map keepalived's spellings ("MASTER", "BACKUP", "FAULT", "INIT", "STOP") to a state."""
+        key = text.strip().upper()
+        if key.startswith("VRRP_STATE_"):
+            key = key[len("VRRP_STATE_") :]
+        if key == "MAST":
+            key = "MASTER"
+        if key == "BACK":
+            key = "BACKUP"
+        if key == "FAULTY":
+            key = "FAULT"
+        try:
+            return cls[key]
+        except KeyError:
+            return None
+
+
+# --------------------------------------------------------------------------------------------------
+# keepalived.conf: what *should* exist
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfVip:
+    """One `virtual_ipaddress` entry: address without prefix, plus what the line said."""
+
+    address: str
+    prefixlen: int | None = None
+    dev: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfScript:
+    """A `vrrp_script` block."""
+
+    name: str
+    script: str
+    interval: float = 1.0
+    weight: int = 0
+    fall: int = 1
+    rise: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConfInstance:
+    """A `vrrp_instance` block (the password is never kept: only whether auth is configured)."""
+
+    name: str
+    interface: str | None
+    vrid: int | None
+    state: str | None = None
+    priority: int = 100
+    advert_int: float = 1.0
+    nopreempt: bool = False
+    version: int | None = None  # per-instance `version`, else global `vrrp_version`, else None
+    family: str = "inet"  # "inet" or "inet6": from the first VIP or native_ipv6
+    vips: tuple[ConfVip, ...] = ()
+    unicast_src_ip: str | None = None
+    unicast_peers: tuple[str, ...] = ()
+    track_scripts: tuple[str, ...] = ()
+    track_interfaces: tuple[str, ...] = ()
+    auth_type: str | None = None  # "PASS" / "AH" / None
+    sync_group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """Something the config reader could not understand, with file and line."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivedConfig:
+    """Everything the exporter needs to know from keepalived.conf."""
+
+    instances: tuple[ConfInstance, ...] = ()
+    scripts: tuple[ConfScript, ...] = ()
+    sync_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    router_id: str | None = None
+    vrrp_version: int | None = None
+    enable_dbus: bool = False
+    files: tuple[str, ...] = ()
+    problems: tuple[ConfigProblem, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# keepalived's own view: dumps (.data/.stats/.json) and D-Bus
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedScript:
+    name: str
+    weight: int = 0
+    status: str | None = None  # "GOOD" / "BAD" / "INIT" / None when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedInterface:
+    name: str
+    weight: int = 0
+    up: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """keepalived's per-instance counters (.stats dump or JSON "stats"), named as its JSON names them."""
+
+    advert_rcvd: int = 0
+    advert_sent: int = 0
+    become_master: int = 0
+    release_master: int = 0
+    packet_len_err: int = 0
+    ip_ttl_err: int = 0
+    invalid_type_rcvd: int = 0
+    advert_interval_err: int = 0
+    addr_list_err: int = 0
+    invalid_authtype: int = 0
+    authtype_mismatch: int = 0
+    auth_failure: int = 0
+    pri_zero_rcvd: int = 0
+    pri_zero_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One VRRP instance as keepalived itself reports it (from D-Bus, dumps, or both merged)."""
+
+    name: str
+    interface: str
+    vrid: int
+    family: str = "inet"  # "inet" / "inet6"
+    state: VrrpState | None = None
+    wanted_state: VrrpState | None = None
+    version: int | None = None
+    priority: int | None = None  # base
+    effective_priority: int | None = None
+    master_priority: int | None = None  # what a BACKUP last heard from its master
+    master_router: str | None = None
+    advert_int: float | None = None  # seconds
+    preempt: bool | None = None
+    last_transition: float | None = None  # unix time
+    auth_type: str | None = None  # "NONE" / "PASS" / "AH"
+    vips: tuple[str, ...] = ()  # addresses without prefix
+    vips_set: tuple[str, ...] = ()  # those keepalived says are installed (" set")
+    sync_group: str | None = None
+    tracked_scripts: tuple[TrackedScript, ...] = ()
+    tracked_interfaces: tuple[TrackedInterface, ...] = ()
+    stats: InstanceStats | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# local host: process and addresses
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """keepalived's processes as psutil sees them (only those in the watched network namespace)."""
+
+    running: bool
+    pid: int | None = None
+    start_time: float | None = None
+    vrrp_pids: tuple[int, ...] = ()
+    checker_pids: tuple[int, ...] = ()
+    bfd_pids: tuple[int, ...] = ()
+    restarts: int = 0  # parent pid changes seen by this exporter
+    child_restarts: int = 0
+    exe: str | None = None
+    tmpdir: str | None = None  # TMPDIR from the parent's environment, where its dumps go
+    pidfile_problem: str | None = None  # e.g. "pid file /run/k.pid names pid 42 (sleep), not keepalived"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAddress:
+    """An address configured on a local interface (from netlink)."""
+
+    address: str
+    prefixlen: int
+    interface: str
+    family: str  # "inet" / "inet6"
+
+
+# --------------------------------------------------------------------------------------------------
+# the wire
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Advert:
+    """One decoded VRRP advertisement. `auth_digest` is a keyed hash of a PASS password, never it."""
+
+    timestamp: float
+    interface: str
+    family: str  # "inet" / "inet6"
+    source: str
+    destination: str
+    version: int
+    vrid: int
+    priority: int
+    interval: float  # seconds (v2: whole seconds, v3: centiseconds / 100)
+    addresses: tuple[str, ...]
+    auth_type: int = 0  # v2: 0 none, 1 PASS, 2 AH (also set when AH-wrapped); v3: 0
+    auth_digest: str | None = None
+    ttl: int = 255
+    outgoing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WirePeer:
+    """What one router (interface, family, vrid, source) has been advertising."""
+
+    interface: str
+    family: str
+    vrid: int
+    source: str
+    first_seen: float
+    last_seen: float
+    priority: int
+    interval: float
+    version: int
+    addresses: tuple[str, ...]
+    auth_type: int
+    auth_digest: str | None
+    adverts: int
+    local: bool = False  # sent by this host
+    last_priority_zero: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WireStats:
+    """Counters of the wire source that are not per router."""
+
+    packets: int = 0
+    invalid: tuple[tuple[str, int], ...] = ()  # (reason, count)
+    kernel_drops: int = 0
+    kernel_packets: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    interfaces: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# exporter self-health and the snapshot
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """Whether a source's last attempt worked. A failed source keeps its last good data, stale."""
+
+    name: str
+    up: bool
+    error: str | None = None
+    last_success: float | None = None
+    last_attempt: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent read of everything the exporter knows, taken under the store's lock."""
+
+    time: float
+    hostname: str
+    config: KeepalivedConfig | None = None
+    process: ProcessInfo | None = None
+    addresses: tuple[LocalAddress, ...] | None = None
+    instances: tuple[InstanceView, ...] | None = None
+    instances_source: str | None = None  # "dbus" / "dumps"
+    transitions: tuple[tuple[str, int], ...] = ()  # (instance name, count) seen via events
+    wire_peers: tuple[WirePeer, ...] | None = None
+    wire_stats: WireStats | None = None
+    sources: tuple[SourceHealth, ...] = field(default_factory=tuple)
+
+    def source(self, name: str) -> SourceHealth | None:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        return None
