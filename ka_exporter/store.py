@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ka_exporter.model import (
     InstanceView,
@@ -22,6 +23,29 @@ WireProvider = Callable[[], tuple[tuple[WirePeer, ...], WireStats]]
 Listener = Callable[[], None]
 
 
+def merge_views(views: dict[str, tuple[InstanceView, ...]]) -> tuple[InstanceView, ...] | None:
+    """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
+
+    D-Bus signals arrive within milliseconds of a transition while a dump is at most one refresh
+    interval old, so D-Bus wins on `state`; everything else only the dumps carry.
+    """
+    if not views:
+        return None
+    dumps = {v.name: v for v in views.get("dumps", ())}
+    dbus = {v.name: v for v in views.get("dbus", ())}
+    merged: list[InstanceView] = []
+    for name in sorted(set(dumps) | set(dbus)):
+        d, b = dumps.get(name), dbus.get(name)
+        if d is None:
+            if b is not None:
+                merged.append(b)
+        elif b is None or b.state is None:
+            merged.append(d)
+        else:
+            merged.append(replace(d, state=b.state))
+    return tuple(merged)
+
+
 class Store:
     """Sources write here; collectors, verdicts and views read `snapshot()`.
 
@@ -36,8 +60,7 @@ class Store:
         self._config: KeepalivedConfig | None = None
         self._process: ProcessInfo | None = None
         self._addresses: tuple[LocalAddress, ...] | None = None
-        self._instances: tuple[InstanceView, ...] | None = None
-        self._instances_source: str | None = None
+        self._views: dict[str, tuple[InstanceView, ...]] = {}  # by source: "dumps", "dbus"
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
         self._health: dict[str, SourceHealth] = {}
@@ -70,9 +93,15 @@ class Store:
         self._notify()
 
     def set_instances(self, instances: tuple[InstanceView, ...] | None, source: str) -> None:
+        """keepalived's view of its instances as `source` ("dumps" or "dbus") sees it; None forgets it.
+
+        The snapshot merges them (see `merge_views`): dumps give the detail, D-Bus the freshest state.
+        """
         with self._lock:
-            self._instances = instances
-            self._instances_source = source if instances is not None else None
+            if instances is None:
+                self._views.pop(source, None)
+            else:
+                self._views[source] = instances
             self._bump()
         self._notify()
 
@@ -129,8 +158,8 @@ class Store:
                 config=self._config,
                 process=self._process,
                 addresses=self._addresses,
-                instances=self._instances,
-                instances_source=self._instances_source,
+                instances=merge_views(self._views),
+                instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
                 sources=tuple(self._health[k] for k in sorted(self._health)),
             )
