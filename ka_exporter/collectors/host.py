@@ -1,0 +1,148 @@
+"""Process, VIP ownership and keepalived.conf metrics (the seed guide's series among them).
+
+Example output (node holding 10.97.0.100, keepalived running)::
+
+    keepalived_up 1.0
+    keepalived_process_status{hostname="node-a"} 1.0
+    keepalived_vip_status{hostname="node-a",vip="10.97.0.100"} 1.0
+    keepalived_vip_on_interface{iname="VI_WEB",interface="eth0",vip="10.97.0.100",vrid="51"} 1.0
+    keepalived_config_instance_info{family="inet",iname="VI_WEB",intf="eth0",version="2",vrid="51"} 1.0
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from ka_exporter.model import Snapshot
+
+
+def normalize_ip(address: str) -> str:
+    """Canonical text of an address ("FD97:0::120" -> "fd97::120"); unchanged if not an address."""
+    try:
+        return str(ipaddress.ip_address(address.split("/", 1)[0].split("%", 1)[0]))
+    except ValueError:
+        return address
+
+
+def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None]]:
+    """(vip, iname, vrid, configured dev) for every VIP keepalived.conf (or keepalived) names."""
+    out: list[tuple[str, str, str, str | None]] = []
+    if snap.config is not None and snap.config.instances:
+        for inst in snap.config.instances:
+            for vip in inst.vips:
+                out.append(
+                    (
+                        normalize_ip(vip.address),
+                        inst.name,
+                        str(inst.vrid) if inst.vrid is not None else "",
+                        vip.dev or inst.interface,
+                    )
+                )
+    elif snap.instances:
+        for view in snap.instances:
+            for addr in view.vips:
+                out.append((normalize_ip(addr), view.name, str(view.vrid), view.interface))
+    return out
+
+
+def collect_process(snap: Snapshot) -> Iterator[Metric]:
+    proc = snap.process
+    if proc is None:
+        return
+    up = GaugeMetricFamily("keepalived_up", "1 if keepalived's parent process is running on this node.")
+    up.add_metric([], 1.0 if proc.running else 0.0)
+    yield up
+    status = GaugeMetricFamily(
+        "keepalived_process_status",
+        "1 if keepalived is running on this node (seed guide series).",
+        labels=["hostname"],
+    )
+    status.add_metric([snap.hostname], 1.0 if proc.running else 0.0)
+    yield status
+    start = GaugeMetricFamily(
+        "keepalived_process_start_time_seconds", "Start time of keepalived's parent process (unix time)."
+    )
+    if proc.start_time is not None:
+        start.add_metric([], proc.start_time)
+    yield start
+    children = GaugeMetricFamily(
+        "keepalived_process_children", "Number of keepalived child processes (VRRP, checker, BFD)."
+    )
+    children.add_metric([], float(len(proc.vrrp_pids)) if proc.running else 0.0)
+    yield children
+    restarts = CounterMetricFamily(
+        "keepalived_process_restarts",
+        "Times this exporter saw keepalived's parent process start again with a new pid.",
+    )
+    restarts.add_metric([], float(proc.restarts))
+    yield restarts
+
+
+def collect_vips(snap: Snapshot) -> Iterator[Metric]:
+    vips = configured_vips(snap)
+    if not vips:
+        return
+    held: dict[str, set[str]] = {}
+    known = snap.addresses is not None
+    for addr in snap.addresses or ():
+        held.setdefault(normalize_ip(addr.address), set()).add(addr.interface)
+    status = GaugeMetricFamily(
+        "keepalived_vip_status",
+        "1 if this node holds the virtual IP on any interface (seed guide series).",
+        labels=["hostname", "vip"],
+    )
+    detail = GaugeMetricFamily(
+        "keepalived_vip_on_interface",
+        "1 for each interface that holds a configured virtual IP; 0 on its configured interface if absent.",
+        labels=["iname", "vrid", "vip", "interface"],
+    )
+    seen: set[str] = set()
+    for vip, iname, vrid, dev in vips:
+        where = held.get(vip, set())
+        if vip not in seen and known:
+            status.add_metric([snap.hostname, vip], 1.0 if where else 0.0)
+            seen.add(vip)
+        if not known:
+            continue
+        for intf in sorted(where):
+            detail.add_metric([iname, vrid, vip, intf], 1.0)
+        if dev and dev not in where:
+            detail.add_metric([iname, vrid, vip, dev], 0.0)
+    yield status
+    yield detail
+
+
+def collect_config(snap: Snapshot) -> Iterator[Metric]:
+    cfg = snap.config
+    if cfg is None:
+        return
+    info = GaugeMetricFamily(
+        "keepalived_config_instance_info",
+        "A VRRP instance configured in keepalived.conf (always 1).",
+        labels=["iname", "intf", "vrid", "family", "version"],
+    )
+    for inst in cfg.instances:
+        version = inst.version or cfg.vrrp_version or 2
+        info.add_metric(
+            [
+                inst.name,
+                inst.interface or "",
+                str(inst.vrid) if inst.vrid is not None else "",
+                inst.family,
+                str(version),
+            ],
+            1.0,
+        )
+    yield info
+    count = GaugeMetricFamily("keepalived_config_instances", "Number of VRRP instances in keepalived.conf.")
+    count.add_metric([], float(len(cfg.instances)))
+    yield count
+    problems = GaugeMetricFamily(
+        "keepalived_config_problems", "Lines of keepalived.conf this exporter could not understand."
+    )
+    problems.add_metric([], float(len(cfg.problems)))
+    yield problems

@@ -1,0 +1,149 @@
+"""Wiring: build the store, the enabled sources and the collector from Settings; serve or run once."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from ka_exporter import netns
+from ka_exporter.collectors import Part, SnapshotCollector
+from ka_exporter.collectors.exporter import collect_exporter
+from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.http import App, HttpServer
+from ka_exporter.settings import Settings, parse_listen_address
+from ka_exporter.sources.base import Source
+from ka_exporter.store import Store
+
+log = logging.getLogger("ka_exporter")
+
+
+def build_sources(settings: Settings, store: Store) -> list[Source]:
+    """The enabled sources, in start order. Importing a source is deferred to when it is enabled."""
+    sources: list[Source] = []
+    if settings.enabled("config"):
+        from ka_exporter.sources.config import ConfigSource
+
+        sources.append(ConfigSource(store, settings.keepalived_config))
+    if settings.enabled("process"):
+        from ka_exporter.sources.process import ProcessSource
+
+        sources.append(ProcessSource(store, settings.keepalived_pid_file))
+    if settings.enabled("vips"):
+        from ka_exporter.sources.vips import VipSource
+
+        sources.append(VipSource(store))
+    return sources
+
+
+def build_parts(settings: Settings) -> list[Part]:
+    """The collector parts, in exposition order; a disabled source's part is left out."""
+    parts: list[Part] = []
+    if settings.enabled("process"):
+        parts.append(collect_process)
+    if settings.enabled("vips"):
+        parts.append(collect_vips)
+    if settings.enabled("config"):
+        parts.append(collect_config)
+    parts.append(collect_exporter)
+    return parts
+
+
+class Exporter:
+    """One running exporter: store + sources + collector registry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(hostname=settings.hostname)
+        self.sources: list[Source] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = SnapshotCollector(self.store.snapshot, build_parts(settings))
+        self.registry.register(self.collector)
+
+    def enter_netns(self) -> None:
+        if self.settings.netns:
+            netns.enter(self.settings.netns)
+
+    def start_sources(self) -> None:
+        self.sources = build_sources(self.settings, self.store)
+        for src in self.sources:
+            # A first synchronous pass makes the first scrape complete; then events/polls take over.
+            src.run_once()
+            src.start()
+
+    def stop(self) -> None:
+        for src in self.sources:
+            src.stop()
+
+    def collect_once(self) -> bool:
+        """Run every enabled source once, in parallel; True if all of them worked."""
+        self.sources = build_sources(self.settings, self.store)
+        threads = [threading.Thread(target=s.run_once, name=f"once-{s.name}") for s in self.sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        snap = self.store.snapshot()
+        return all(h.up for h in snap.sources)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def run_once(settings: Settings, write: Callable[[bytes], None] | None = None) -> int:
+    """`--once`: collect, print or write the textfile, exit 0 if every enabled source worked."""
+    from ka_exporter.textfile import TextfileError, write_atomic
+
+    exporter = Exporter(settings)
+    exporter.enter_netns()
+    ok = exporter.collect_once()
+    body = exporter.render()
+    if settings.textfile_directory is not None:
+        try:
+            path = write_atomic(str(settings.textfile_directory), body)
+        except TextfileError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("wrote %s", path)
+    elif write is not None:
+        write(body)
+    else:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    for health in exporter.store.snapshot().sources:
+        if not health.up:
+            log.warning("source %s failed: %s", health.name, health.error)
+    return 0 if ok else 1
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT. The listening socket is bound before entering --netns."""
+    exporter = Exporter(settings)
+    host, port = parse_listen_address(settings.web_listen_address)
+    app = App(exporter.registry, settings.web_telemetry_path)
+    server = HttpServer(host, port, app)
+    exporter.enter_netns()
+    exporter.start_sources()
+    server.start()
+    log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    exporter.stop()
+    time.sleep(0)
+    return 0

@@ -1,0 +1,204 @@
+"""The process source: is keepalived running in the watched namespace, which pids, since when."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ka_exporter import netns
+from ka_exporter.model import ProcessInfo
+from ka_exporter.sources.base import Source
+from ka_exporter.store import Store
+
+log = logging.getLogger("ka_exporter.sources.process")
+
+
+@dataclass(frozen=True, slots=True)
+class _Proc:
+    pid: int
+    ppid: int
+    create_time: float
+
+
+def is_keepalived(pid: int) -> bool:
+    """True if PID is a live (not zombie) keepalived process, judged by /proc/PID/exe or comm."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if "\nState:\tZ" in head or "\nState:\tX" in head:
+        return False
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    if exe:
+        return os.path.basename(exe.removesuffix(" (deleted)")) == "keepalived"
+    return head.startswith("Name:\tkeepalived\n")
+
+
+def read_pidfile(path: Path) -> int | None:
+    """The pid in a pid file, or None when absent or not a number."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def process_environ(pid: int, name: str) -> str | None:
+    """One variable of a process's environment (needs the same uid or CAP_SYS_PTRACE)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return None
+
+
+class ProcessSource(Source):
+    """Watches keepalived's processes with psutil.
+
+    The parent is taken from the pid file only if that pid really is keepalived; otherwise (missing,
+    stale or foreign pid file) from a scan for a keepalived whose parent is not keepalived, limited
+    to processes in the watched network namespace so that several keepalived on one host (the lab,
+    containers) are told apart. A pid file naming another program is reported, never trusted.
+    """
+
+    name = "process"
+
+    def __init__(self, store: Store, pid_file: Path, interval: float = 1.0) -> None:
+        super().__init__(store)
+        self.pid_file = pid_file
+        self.interval = interval
+        self._netns = netns.current_inode()
+        self._parent: _Proc | None = None
+        self._restarts = 0
+        self._child_pids: tuple[int, ...] = ()
+        self._child_restarts = 0
+
+    def run(self) -> None:
+        # The thread inherits the daemon's namespace; remember it from inside the thread.
+        self._netns = netns.current_inode()
+        super().run()
+
+    def run_once(self) -> None:
+        try:
+            info = self._probe()
+        except Exception as exc:  # psutil races (process gone mid-read) are not fatal
+            self.fail(f"process: cannot read the process table: {exc}")
+            return
+        self.store.set_process(info)
+        if info.pidfile_problem:
+            self.fail(info.pidfile_problem)
+        else:
+            self.ok()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _probe(self) -> ProcessInfo:
+        problem: str | None = None
+        parent: _Proc | None = None
+        pid = read_pidfile(self.pid_file)
+        if pid is not None:
+            if is_keepalived(pid) and self._in_netns(pid):
+                parent = self._proc(pid)
+            elif psutil.pid_exists(pid) and not is_keepalived(pid):
+                problem = (
+                    f"pid file {self.pid_file} names pid {pid} ({_comm(pid)}), which is not keepalived;"
+                    " ignoring it"
+                )
+        if parent is None:
+            parent = self._scan_parent()
+        if parent is None:
+            self._parent = None
+            self._child_pids = ()
+            return ProcessInfo(running=False, restarts=self._restarts, pidfile_problem=problem)
+        old = self._parent
+        if old is not None and (old.pid, old.create_time) != (parent.pid, parent.create_time):
+            self._restarts += 1
+            log.info("keepalived restarted: pid %d -> %d", old.pid, parent.pid)
+        elif old is None and self._seen_before:
+            self._restarts += 1
+            log.info("keepalived started: pid %d", parent.pid)
+        self._seen_before = True
+        self._parent = parent
+        children = self._children(parent.pid)
+        if self._child_pids and children and set(children) != set(self._child_pids):
+            self._child_restarts += 1
+        self._child_pids = children
+        try:
+            exe: str | None = os.readlink(f"/proc/{parent.pid}/exe")
+        except OSError:
+            exe = None
+        return ProcessInfo(
+            running=True,
+            pid=parent.pid,
+            start_time=parent.create_time,
+            vrrp_pids=children,
+            restarts=self._restarts,
+            child_restarts=self._child_restarts,
+            exe=exe,
+            tmpdir=process_environ(parent.pid, "TMPDIR"),
+            pidfile_problem=problem,
+        )
+
+    _seen_before = False
+
+    def _in_netns(self, pid: int) -> bool:
+        try:
+            return os.stat(f"/proc/{pid}/ns/net").st_ino == self._netns
+        except OSError:
+            return False
+
+    @staticmethod
+    def _proc(pid: int) -> _Proc | None:
+        try:
+            p = psutil.Process(pid)
+            return _Proc(pid, p.ppid(), p.create_time())
+        except psutil.Error:
+            return None
+
+    def _scan_parent(self) -> _Proc | None:
+        # Fast path: the parent we know is still there.
+        known = self._parent
+        if known is not None and is_keepalived(known.pid) and self._in_netns(known.pid):
+            again = self._proc(known.pid)
+            if again is not None and again.create_time == known.create_time:
+                return again
+        found: list[_Proc] = []
+        ka_pids: set[int] = set()
+        for p in psutil.process_iter(["pid", "ppid", "name", "create_time"]):
+            if p.info["name"] != "keepalived":
+                continue
+            ka_pids.add(p.info["pid"])
+            found.append(_Proc(p.info["pid"], p.info["ppid"], p.info["create_time"]))
+        parents = [
+            p for p in found if p.ppid not in ka_pids and is_keepalived(p.pid) and self._in_netns(p.pid)
+        ]
+        if not parents:
+            return None
+        return min(parents, key=lambda p: p.create_time)
+
+    @staticmethod
+    def _children(pid: int) -> tuple[int, ...]:
+        try:
+            kids = psutil.Process(pid).children()
+        except psutil.Error:
+            return ()
+        return tuple(sorted(k.pid for k in kids if is_keepalived(k.pid)))
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "unknown"
