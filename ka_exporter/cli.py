@@ -260,6 +260,33 @@ def run(settings: Settings) -> int:
         return 1
 
 
+@main.command()
+@click.option(
+    "--profile",
+    default="fast",
+    show_default=True,
+    help="Lab profile: fast (VRRPv3, 0.1 s adverts), basic, nginx, mysql, dual-master, unicast.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop after this many seconds (default: run until Ctrl-C).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="First port for the demo exporters (one per node, then the observer).",
+)
+def demo(profile: str, seconds: float | None, port: int) -> None:
+    """Run a real keepalived pair in namespaces and show what ka-exporter sees (needs root)."""
+    from ka_exporter.demo import run_demo
+
+    sys.exit(run_demo(profile=profile, seconds=seconds, base_port=port))
+
+
 def _add_subcommands() -> None:
     try:
         from ka_exporter.lab.cli import lab
