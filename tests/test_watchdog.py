@@ -1,0 +1,103 @@
+"""The watchdog's transition bookkeeping and its hook runner, with real hook processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from ka_exporter.conditions import Condition
+from ka_exporter.watchdog import Event, HookRunner, Transitions, Watchdog
+
+SB = Condition("split_brain", (("family", "inet"), ("interface", "eth0"), ("vrid", "51")), "two masters")
+
+
+def test_debounce_ignores_a_blip_and_fires_begin_and_end_once():
+    t = Transitions(debounce=1.0)
+    cur = {SB.key: SB}
+    assert t.update(cur, 0.0) == []
+    assert t.update({}, 0.5) == []  # gone before the debounce: nothing fired, nothing to end
+    assert t.update(cur, 1.0) == []
+    assert t.update(cur, 1.9) == []
+    assert t.update(cur, 2.0) == [(SB, "begin")]
+    assert t.update(cur, 3.0) == []  # still on: no repeat
+    assert t.update({}, 3.5) == []  # not gone long enough
+    assert t.update({}, 4.0) == [(SB, "end")]
+    assert t.update({}, 9.0) == []
+
+
+def test_zero_debounce_fires_immediately():
+    t = Transitions(debounce=0.0)
+    assert t.update({SB.key: SB}, 10.0) == [(SB, "begin")]
+    assert t.update({}, 10.1) == [(SB, "end")]
+
+
+def hook(tmp: Path, body: str) -> Path:
+    p = tmp / "hook.sh"
+    p.write_text("#!/bin/sh\n" + body)
+    p.chmod(0o755)
+    return p
+
+
+def test_hook_gets_event_in_env_and_json_on_stdin(tmp_path, caplog):
+    out = tmp_path / "out"
+    script = hook(tmp_path, f"cat > {out}.json\nenv | grep ^KA_ | sort > {out}.env\n")
+    runner = HookRunner(str(script), timeout=5)
+    caplog.set_level(logging.INFO)
+    runner.submit(Event(SB, "begin", 1234.5, "node-a"))
+    assert runner.wait_idle(10)
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert doc["event"] == "split_brain_begin"
+    assert doc["labels"] == {"family": "inet", "interface": "eth0", "vrid": "51"}
+    env = (tmp_path / "out.env").read_text()
+    assert "KA_EVENT=split_brain_begin" in env
+    assert "KA_VRID=51" in env
+    assert "KA_HOSTNAME=node-a" in env
+    assert "exited 0" in caplog.text
+
+
+def test_hanging_hook_is_killed_and_logged_without_blocking(tmp_path, caplog):
+    script = hook(tmp_path, "sleep 30\n")
+    runner = HookRunner(str(script), timeout=0.5)
+    caplog.set_level(logging.INFO)
+    t0 = time.monotonic()
+    runner.submit(Event(SB, "begin", 1.0, "n"))
+    assert time.monotonic() - t0 < 0.5  # submit returns at once: collection never waits for a hook
+    assert runner.wait_idle(10)
+    assert "timed out after 0.5s and was killed" in caplog.text
+    assert runner.failures == 1
+
+
+def test_missing_hook_is_one_line(tmp_path, caplog):
+    runner = HookRunner(str(tmp_path / "nope.sh"), timeout=1)
+    caplog.set_level(logging.INFO)
+    runner.submit(Event(SB, "begin", 1.0, "n"))
+    assert runner.wait_idle(5)
+    lines = [r for r in caplog.records if "could not start" in r.getMessage()]
+    assert len(lines) == 1
+    assert "No such file or directory" in lines[0].getMessage()
+
+
+def test_never_two_runs_at_once_for_the_same_condition(tmp_path):
+    log = tmp_path / "runs"
+    # Each run records start and end; overlapping runs would interleave "start start".
+    script = hook(tmp_path, f'echo start >> {log}\nsleep 0.3\nread x\necho "end $KA_STATE" >> {log}\n')
+    runner = HookRunner(str(script), timeout=5)
+    runner.submit(Event(SB, "begin", 1.0, "n"))
+    runner.submit(Event(SB, "end", 2.0, "n"))
+    runner.submit(Event(SB, "begin", 3.0, "n"))  # replaces the pending "end": only the latest is kept
+    assert runner.wait_idle(10)
+    assert log.read_text().split("\n")[:-1] == ["start", "end begin", "start", "end begin"]
+
+
+def test_watchdog_step_reports_transitions(tmp_path):
+    state: dict[str, list[Condition]] = {"conds": [SB]}
+    clock = {"t": 0.0}
+    wd = Watchdog(lambda: (clock["t"], "node-a", state["conds"]), runner=None, debounce=0.0)
+    assert [(e.condition.kind, e.state) for e in wd.step()] == [("split_brain", "begin")]
+    clock["t"] = 1.0
+    assert wd.step() == []
+    state["conds"] = []
+    clock["t"] = 2.0
+    assert [(e.condition.kind, e.state) for e in wd.step()] == [("split_brain", "end")]
