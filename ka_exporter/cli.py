@@ -185,6 +185,28 @@ def collector_options(f: Any) -> Any:
     help="With --once: write DIR/keepalived.prom atomically for node_exporter's textfile collector.",
 )
 @click.option(
+    "--watchdog.exec",
+    "watchdog_exec",
+    default=None,
+    help="Command to run when a condition (split brain, no master, ...) begins or ends.",
+)
+@click.option(
+    "--watchdog.timeout",
+    "watchdog_timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a watchdog hook may run before it is killed.",
+)
+@click.option(
+    "--watchdog.debounce",
+    "watchdog_debounce",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="Seconds a condition must hold (or be gone) before the hook runs.",
+)
+@click.option(
     "--log.level",
     "log_level",
     type=click.Choice(logs.LEVELS),
@@ -237,6 +259,9 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         wire_max_peers=kw["wire_max_peers"],
         once=kw["once"],
         textfile_directory=kw["textfile_directory"],
+        watchdog_exec=kw["watchdog_exec"],
+        watchdog_timeout=kw["watchdog_timeout"],
+        watchdog_debounce=kw["watchdog_debounce"],
         log_level=kw["log_level"],
         log_format=kw["log_format"],
     )
@@ -285,6 +310,24 @@ def demo(profile: str, seconds: float | None, port: int) -> None:
     from ka_exporter.demo import run_demo
 
     sys.exit(run_demo(profile=profile, seconds=seconds, base_port=port))
+
+
+@main.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Collect once and print a table of VRRP instances, VIPs held, routers on the wire, verdicts."""
+    from ka_exporter import daemon
+
+    sys.exit(daemon.run_view(settings, "status"))
+
+
+@main.command()
+@click.pass_obj
+def check(settings: Settings) -> None:
+    """Nagios/Icinga plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with perfdata."""
+    from ka_exporter import daemon
+
+    sys.exit(daemon.run_view(settings, "check"))
 
 
 def _add_subcommands() -> None:

@@ -13,7 +13,7 @@ from types import FrameType
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from ka_exporter import netns
+from ka_exporter import conditions, netns
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
@@ -21,6 +21,7 @@ from ka_exporter.http import App, HttpServer
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
+from ka_exporter.watchdog import HookRunner, Watchdog
 
 log = logging.getLogger("ka_exporter")
 
@@ -123,17 +124,72 @@ def run_once(settings: Settings, write: Callable[[bytes], None] | None = None) -
     return 0 if ok else 1
 
 
+def run_view(settings: Settings, view: str) -> int:
+    """`status` / `check`: collect once, print the view. `check` exits with the Nagios status."""
+    from ka_exporter import views
+
+    try:
+        exporter = Exporter(settings)
+        exporter.enter_netns()
+        exporter.collect_once()
+        snap = exporter.store.snapshot()
+        conds = conditions.evaluate(snap)
+    except Exception as exc:  # the plugin contract: anything unexpected is UNKNOWN, one line
+        if view == "check":
+            print(f"KEEPALIVED UNKNOWN - {type(exc).__name__}: {exc}")
+            return 3
+        raise
+    if view == "check":
+        code, line = views.check_result(snap, conds)
+        print(line)
+        return code
+    sys.stdout.write(views.status_table(snap, conds))
+    return 0
+
+
+def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event) -> Watchdog:
+    """Evaluate conditions on every store change; run the hook on transitions (if configured)."""
+    runner = HookRunner(settings.watchdog_exec, settings.watchdog_timeout) if settings.watchdog_exec else None
+    store = exporter.store
+
+    def evaluate() -> tuple[float, str, list[conditions.Condition]]:
+        snap = store.snapshot()
+        return snap.time, snap.hostname, conditions.evaluate(snap)
+
+    wd = Watchdog(evaluate, runner, settings.watchdog_debounce)
+
+    def loop() -> None:
+        gen = -1
+        while not stop.is_set():
+            gen = store.wait_for_change(gen, 0.5)
+            try:
+                wd.step()
+            except Exception:
+                log.exception("watchdog evaluation failed")
+
+    threading.Thread(target=loop, name="watchdog", daemon=True).start()
+    return wd
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT. The listening socket is bound before entering --netns."""
     exporter = Exporter(settings)
     host, port = parse_listen_address(settings.web_listen_address)
-    app = App(exporter.registry, settings.web_telemetry_path)
+
+    def landing() -> str:
+        from ka_exporter import views
+
+        snap = exporter.store.snapshot()
+        return views.landing_page(snap, conditions.evaluate(snap), settings.web_telemetry_path)
+
+    app = App(exporter.registry, settings.web_telemetry_path, landing=landing)
     server = HttpServer(host, port, app)
     exporter.enter_netns()
     exporter.start_sources()
     server.start()
     log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
     stop = threading.Event()
+    start_watchdog(settings, exporter, stop)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)

@@ -28,6 +28,9 @@ class Settings:
     wire_max_peers: int = 4096
     once: bool = False
     textfile_directory: Path | None = None
+    watchdog_exec: str | None = None
+    watchdog_timeout: float = 10.0
+    watchdog_debounce: float = 0.0
     log_level: str = "info"
     log_format: str = "logfmt"
 

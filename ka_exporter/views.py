@@ -1,0 +1,195 @@
+"""Human views of one snapshot: the `status` table, the `check` plugin output, the landing page.
+
+Pure functions of a snapshot and its conditions; no I/O.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from ka_exporter import __version__
+from ka_exporter.collectors.host import normalize_ip
+from ka_exporter.conditions import Condition
+from ka_exporter.model import Snapshot, VrrpState
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    instance: str
+    vrid: str
+    interface: str
+    family: str
+    state: str
+    priority: str
+    master_priority: str
+    vips_held: str
+    routers: str
+    verdicts: str
+
+
+COLUMNS = (
+    ("instance", "INSTANCE"),
+    ("vrid", "VRID"),
+    ("interface", "INTERFACE"),
+    ("state", "STATE"),
+    ("priority", "PRIO base/eff"),
+    ("master_priority", "MASTER PRIO"),
+    ("vips_held", "VIPS HELD"),
+    ("routers", "ROUTERS ON WIRE"),
+    ("verdicts", "VERDICTS"),
+)
+
+
+def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
+    """One row per VRRP instance known from keepalived.conf or from keepalived itself."""
+    held = {normalize_ip(a.address) for a in snap.addresses or ()}
+    views = {v.name: v for v in snap.instances or ()}
+    conf = {c.name: c for c in (snap.config.instances if snap.config else ())}
+    out: list[Row] = []
+    for name in sorted(set(views) | set(conf)):
+        v, c = views.get(name), conf.get(name)
+        vrid = v.vrid if v is not None else (c.vrid if c is not None else None)
+        interface = (v.interface if v is not None else None) or (c.interface if c else None) or "-"
+        family = (v.family if v is not None else None) or (c.family if c else "inet")
+        state = v.state.name if v is not None and isinstance(v.state, VrrpState) else "-"
+        if snap.process is not None and not snap.process.running:
+            state = "DOWN"
+        base = v.priority if v is not None and v.priority is not None else (c.priority if c else None)
+        eff = v.effective_priority if v is not None else None
+        prio = f"{base if base is not None else '-'}/{eff if eff is not None else '-'}"
+        mprio = str(v.master_priority) if v is not None and v.master_priority else "-"
+        vips = [normalize_ip(x) for x in (v.vips if v is not None else ())] or [
+            normalize_ip(x.address) for x in (c.vips if c else ())
+        ]
+        mine = [x for x in vips if x in held]
+        routers = []
+        for p in snap.wire_peers or ():
+            if vrid is not None and p.vrid == vrid and p.family == family:
+                mark = "*" if p.local else ""
+                routers.append(f"{p.source}{mark}({p.priority})")
+        verdicts = [
+            cond.kind
+            for cond in conditions
+            if ("vrid", str(vrid)) in cond.labels or ("iname", name) in cond.labels
+        ]
+        out.append(
+            Row(
+                instance=name,
+                vrid=str(vrid) if vrid is not None else "-",
+                interface=interface,
+                family=family,
+                state=state,
+                priority=prio,
+                master_priority=mprio,
+                vips_held=",".join(mine) if mine else "none",
+                routers=" ".join(sorted(routers)) if routers else "-",
+                verdicts=",".join(sorted(set(verdicts))) or "ok",
+            )
+        )
+    return out
+
+
+def status_table(snap: Snapshot, conditions: list[Condition]) -> str:
+    """A fixed-width table for a terminal, then the conditions and any failed source."""
+    rs = rows(snap, conditions)
+    table = [[title for _, title in COLUMNS]] + [[getattr(r, f) for f, _ in COLUMNS] for r in rs]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in table]
+    if not rs:
+        lines.append("(no VRRP instance known: no keepalived.conf, keepalived not answering)")
+    proc = snap.process
+    if proc is not None:
+        lines.insert(
+            0,
+            f"{snap.hostname}: keepalived "
+            + (f"running (pid {proc.pid})" if proc.running else "NOT running"),
+        )
+    for cond in conditions:
+        lines.append(f"{'CRITICAL' if cond.severity >= 2 else 'WARNING'}: {cond.summary}")
+    for h in snap.sources:
+        if not h.up:
+            lines.append(f"source {h.name} failing: {h.error}")
+    return "\n".join(lines) + "\n"
+
+
+def check_result(snap: Snapshot, conditions: list[Condition]) -> tuple[int, str]:
+    """Nagios/Icinga plugin output: (exit status 0/1/2/3, one status line + perfdata)."""
+    crit = [c for c in conditions if c.severity >= 2]
+    warn = [c for c in conditions if c.severity < 2]
+    failed = [h for h in snap.sources if not h.up]
+    if crit:
+        code, word = 2, "CRITICAL"
+    elif warn or failed:
+        code, word = 1, "WARNING"
+    else:
+        code, word = 0, "OK"
+    rs = rows(snap, conditions)
+    masters = sum(1 for r in rs if r.state == "MASTER")
+    if conditions:
+        text = "; ".join(c.summary for c in conditions)
+    elif failed:
+        text = "; ".join(f"source {h.name} failing: {h.error}" for h in failed)
+    else:
+        text = f"{len(rs)} instance(s), {masters} MASTER here"
+    held = sum(1 for r in rs for _ in ([] if r.vips_held == "none" else r.vips_held.split(",")))
+    perf = [
+        f"instances={len(rs)}",
+        f"master={masters}",
+        f"vips_held={held}",
+        f"critical={len(crit)};;1",
+        f"warning={len(warn)};1",
+        f"sources_failed={len(failed)};1",
+    ]
+    return code, f"KEEPALIVED {word} - {text} | {' '.join(perf)}"
+
+
+def landing_page(snap: Snapshot, conditions: list[Condition], telemetry_path: str = "/metrics") -> str:
+    """The page at `/`: the same status as `ka-exporter status`, for a browser."""
+    e = html.escape
+    rs = rows(snap, conditions)
+    head = "".join(f"<th>{e(title)}</th>" for _, title in COLUMNS)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{e(f)} {e(str(getattr(r, f)).lower()) if f in ("state", "verdicts") else ""}">'
+            f"{e(str(getattr(r, f)))}</td>"
+            for f, _ in COLUMNS
+        )
+        + "</tr>"
+        for r in rs
+    )
+    conds = "".join(
+        f'<li class="{"critical" if c.severity >= 2 else "warning"}">{e(c.summary)}</li>' for c in conditions
+    )
+    sources = "".join(
+        f'<tr><td>{e(h.name)}</td><td class="{"ok" if h.up else "critical"}">{"up" if h.up else "DOWN"}</td>'
+        f"<td>{e(h.error or '')}</td></tr>"
+        for h in snap.sources
+    )
+    proc = snap.process
+    ka = ""
+    if proc is not None:
+        ka = f"keepalived running (pid {proc.pid})" if proc.running else "keepalived NOT running"
+    overall = "critical" if any(c.severity >= 2 for c in conditions) else ("warning" if conditions else "ok")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ka-exporter on {e(snap.hostname)}</title>
+<meta http-equiv="refresh" content="5">
+<style>
+body{{font-family:sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} th{{background:#eee}}
+.master{{color:#060;font-weight:bold}} .fault,.down,.critical{{color:#b00;font-weight:bold}}
+.warning{{color:#a60}} .ok{{color:#060}}
+</style></head><body>
+<h1>ka-exporter <small>{e(__version__)}</small></h1>
+<p id="overall" class="{overall}">{e(snap.hostname)}: {e(ka)} &mdash; {overall.upper()}</p>
+<p><a href="{e(telemetry_path)}">Metrics</a> &middot; <a href="/-/healthy">Health</a></p>
+<h2>VRRP instances</h2>
+<table id="instances"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Conditions</h2>
+<ul id="conditions">{conds or '<li class="ok">none</li>'}</ul>
+<h2>Sources</h2>
+<table id="sources"><thead><tr><th>source</th><th>state</th><th>last error</th></tr></thead>
+<tbody>{sources}</tbody></table>
+</body></html>
+"""
