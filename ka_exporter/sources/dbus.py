@@ -1,0 +1,542 @@
+"""keepalived's own view over D-Bus: instance names and states, updated by its signals as they happen.
+
+keepalived (built with D-Bus, `enable_dbus` in global_defs) owns `org.keepalived.Vrrp1` on the system
+bus and exports, per VRRP instance, an object
+
+    /org/keepalived/Vrrp1[/<netns>][/<instance>]/Instance/<iface>/<vrid>/<IPv4|IPv6>
+
+with interface `org.keepalived.Vrrp1.Instance`: properties `Name` and `State`, signal
+`VrrpStatusChange(u)`; and one `.../Vrrp` object (`org.keepalived.Vrrp1.Vrrp`: methods PrintData,
+PrintStats, signals VrrpStarted/VrrpReloaded/VrrpStopped). Instances are found by introspecting the
+tree recursively; properties are read with plain `org.freedesktop.DBus.Properties.GetAll` (falling
+back to `Get`). What keepalived really sends differs from what its introspection XML declares:
+Debian's 2.2.7 declares `Name` as `s` but answers `(s)`, and `State` is `(us)` in 2.x but `(u)` in
+older releases; `decode_name` / `decode_state` accept every shape.
+
+Decisions:
+- VrrpStopped, or the name losing its owner (a SIGKILLed keepalived sends no VrrpStopped): publish an
+  empty tuple (D-Bus vouches that keepalived has no instances now) and mark the source down.
+- Transitions are counted only when a VrrpStatusChange moves an instance to a different state; the
+  replay keepalived sends after (re)connecting is not a transition.
+- keepalived does not come back to a restarted dbus-daemon by itself (2.2.7 loses its name and only
+  re-registers when restarted): the source reconnects to the new bus and waits for NameOwnerChanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from jeepney import MatchRule
+
+from ka_exporter.dbusclient import (
+    BUS_NAME,
+    BUS_PATH,
+    BusClient,
+    BusConnectionError,
+    Call,
+    DBusError,
+    Signal,
+    resolve_address,
+)
+from ka_exporter.model import InstanceView, VrrpState
+from ka_exporter.sources.base import Source
+from ka_exporter.store import Store
+
+log = logging.getLogger("ka_exporter.sources.dbus")
+
+SERVICE = "org.keepalived.Vrrp1"
+ROOT = "/org/keepalived/Vrrp1"
+IFACE_INSTANCE = "org.keepalived.Vrrp1.Instance"
+IFACE_VRRP = "org.keepalived.Vrrp1.Vrrp"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+
+# keepalived's vrrp.h: INIT 0, BACK 1, MAST 2, FAULT 3, DELETED 97 (removed on reload), STOP 98.
+_STATE_BY_NUMBER = {
+    0: VrrpState.INIT,
+    1: VrrpState.BACKUP,
+    2: VrrpState.MASTER,
+    3: VrrpState.FAULT,
+    97: VrrpState.STOP,
+    98: VrrpState.STOP,
+}
+_FAMILY = {"IPv4": "inet", "IPv6": "inet6"}
+_DUMP_METHODS = {"data": "PrintData", "stats": "PrintStats"}
+_MAX_NODES = 8192  # introspection walk bound: 255 instances x 2 families need ~770 nodes
+_MAX_DEPTH = 10
+
+OnChange = Callable[[], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# decoding (pure functions)
+# --------------------------------------------------------------------------------------------------
+
+
+def _unvariant(value: object) -> object:
+    """jeepney gives a variant as (signature, value); peel that and one-element structs like `(s)`."""
+    for _ in range(4):
+        if (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and isinstance(value[0], str)
+            and _looks_like_signature(value[0])
+        ):
+            value = value[1]
+            continue
+        if isinstance(value, tuple | list) and len(value) == 1:
+            value = value[0]
+            continue
+        break
+    return value
+
+
+def _looks_like_signature(text: str) -> bool:
+    return 0 < len(text) <= 16 and all(c in "ybnqiuxtdsogvh()a{}" for c in text)
+
+
+def decode_name(value: object) -> str | None:
+    """The `Name` property in any shape keepalived sends (`s`, `(s)`, wrapped in a variant)."""
+    value = _unvariant(value)
+    if isinstance(value, str) and value and len(value) <= 256 and value.isprintable():
+        return value
+    return None
+
+
+def decode_state(value: object) -> VrrpState | None:
+    """The `State` property (`u`, `(u)`, `(us)`) or a VrrpStatusChange argument (`u`)."""
+    value = _unvariant(value)
+    text: object = None
+    if isinstance(value, tuple | list) and value:
+        if len(value) > 1:
+            text = value[1]
+        value = value[0]
+    if isinstance(value, int) and not isinstance(value, bool):
+        state = _STATE_BY_NUMBER.get(value)
+        if state is not None:
+            return state
+    elif isinstance(value, str):
+        text = value
+    if isinstance(text, str):
+        return VrrpState.parse(text)
+    return None
+
+
+def parse_introspection(xml: str) -> tuple[list[str], set[str]] | None:
+    """(child node names, interface names) of one Introspect answer, None if it is not valid XML."""
+    try:
+        # The XML comes from the bus peer that owns org.keepalived.Vrrp1; ElementTree never fetches
+        # external entities and expat >= 2.4.1 caps entity expansion.
+        root = ET.fromstring(xml)  # noqa: S314
+    except (ET.ParseError, ValueError):
+        return None
+    children = [
+        name
+        for node in root.findall("node")
+        if (name := node.get("name")) and "/" not in name and name not in {".", ".."}
+    ]
+    interfaces = {name for iface in root.findall("interface") if (name := iface.get("name"))}
+    return children, interfaces
+
+
+def instance_path_parts(path: str) -> tuple[str, int, str] | None:
+    """`.../Instance/<iface>/<vrid>/<IPv4|IPv6>` -> (iface as in the path, vrid, "inet"/"inet6")."""
+    parts = path.split("/")
+    if len(parts) < 5 or parts[-4] != "Instance":
+        return None
+    iface, vrid_text, family_text = parts[-3], parts[-2], parts[-1]
+    family = _FAMILY.get(family_text)
+    if not iface or family is None or not vrid_text.isdigit():
+        return None
+    vrid = int(vrid_text)
+    if not 1 <= vrid <= 255:
+        return None
+    return iface, vrid, family
+
+
+def path_component(name: str) -> str:
+    """keepalived's set_valid_path(): every non-alphanumeric character becomes '_'."""
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in name)
+
+
+def local_interface_names() -> list[str]:
+    try:
+        return [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return []
+
+
+def resolve_interface(component: str, candidates: list[str]) -> str:
+    """The real interface name behind a path component ("eth0_100" -> "eth0.100") when unambiguous."""
+    if component.isalnum():
+        return component
+    matches = [name for name in candidates if path_component(name) == component]
+    return matches[0] if len(matches) == 1 else component
+
+
+# --------------------------------------------------------------------------------------------------
+# the source
+# --------------------------------------------------------------------------------------------------
+
+
+class NotOnBusError(Exception):
+    """keepalived's service name has no owner on the bus."""
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    instances: dict[str, InstanceView]  # by object path
+    vrrp_path: str | None
+    skipped: int = 0  # instance objects whose properties could not be read
+
+
+class DbusSource(Source):
+    """Instances and their states from keepalived's D-Bus service, kept current by its signals."""
+
+    name = "dbus"
+    backoff_initial = 0.5
+    backoff_max = 10.0
+
+    def __init__(
+        self,
+        store: Store,
+        address: str | None = None,
+        on_change: OnChange | None = None,
+        *,
+        service: str = SERVICE,
+        call_timeout: float = 2.0,
+        dump_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(store)
+        self.address = resolve_address(address)
+        self.service = service
+        self.on_change = on_change
+        self.call_timeout = call_timeout
+        self.dump_timeout = dump_timeout
+        self._views: dict[str, InstanceView] = {}
+        self._vrrp_path = f"{ROOT}/Vrrp"
+        self._client: BusClient | None = None
+        self._client_lock = threading.Lock()
+        self._dump_client: BusClient | None = None
+        self._dump_lock = threading.Lock()
+        self._dump_error: str | None = None
+        self.enumerations = 0  # full re-reads of the instance tree (signals do not cause one)
+        self.signals_handled = 0
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    @property
+    def not_on_bus_error(self) -> str:
+        return (
+            f"dbus: {self.service} is not on the bus at {self.address} (is enable_dbus set in global_defs?)"
+        )
+
+    @property
+    def left_bus_error(self) -> str:
+        return f"dbus: keepalived left the bus at {self.address} ({self.service} has no owner)"
+
+    def _bus_error(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"dbus: no answer from the bus at {self.address} within {self.call_timeout:g} s"
+        return f"dbus: cannot use the bus at {self.address}: {exc}"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """Connect, enumerate, publish, disconnect (for --once). Never raises."""
+        try:
+            with BusClient(self.address, timeout=self.call_timeout) as client:
+                self._refresh(client)
+        except NotOnBusError:
+            self.fail(self.not_on_bus_error)
+        except (BusConnectionError, TimeoutError, DBusError, OSError) as exc:
+            self.fail(self._bus_error(exc))
+        except Exception as exc:  # a source never raises
+            log.exception("dbus: unexpected error")
+            self.fail(f"dbus: unexpected {type(exc).__name__}")
+
+    def run(self) -> None:
+        """Stay connected, follow signals; reconnect with backoff (0.5 s doubling to 10 s)."""
+        backoff = self.backoff_initial
+        while not self.stopping:
+            connected = False
+            try:
+                client = BusClient(self.address, timeout=self.call_timeout)
+                connected = True
+                self._follow(client)
+            except (BusConnectionError, TimeoutError, DBusError, OSError) as exc:
+                if self.stopping:
+                    break
+                self.fail(self._bus_error(exc))
+            except Exception as exc:
+                if self.stopping:
+                    break
+                log.exception("dbus: unexpected error")
+                self.fail(f"dbus: unexpected {type(exc).__name__}")
+            if connected:
+                backoff = self.backoff_initial
+            if not self.sleep(backoff):
+                break
+            backoff = min(backoff * 2, self.backoff_max)
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.interrupt()
+        with self._dump_lock:
+            if self._dump_client is not None:
+                self._dump_client.close()
+                self._dump_client = None
+
+    # -- the signal loop --------------------------------------------------------------------------
+
+    def _follow(self, client: BusClient) -> None:
+        with self._client_lock:
+            self._client = client
+        try:
+            if self.stopping:
+                return
+            owner_rule = MatchRule(
+                type="signal", sender=BUS_NAME, path=BUS_PATH, interface=BUS_NAME, member="NameOwnerChanged"
+            )
+            owner_rule.add_arg_condition(0, self.service)
+            client.add_match(owner_rule)
+            # sender=<well-known name>: the bus delivers only what the current owner sends.
+            client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_INSTANCE))
+            client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_VRRP))
+            self._refresh_or_report(client)
+            lost = client.signals_lost
+            while not self.stopping:
+                sig = client.next_signal(timeout=30.0)
+                if client.signals_lost != lost:  # the queue overflowed: states may be missed
+                    lost = client.signals_lost
+                    self._refresh_or_report(client)
+                if sig is not None:
+                    self._handle(client, sig)
+        finally:
+            with self._client_lock:
+                self._client = None
+            client.close()
+
+    def _handle(self, client: BusClient, sig: Signal) -> None:
+        self.signals_handled += 1
+        if sig.interface == BUS_NAME and sig.member == "NameOwnerChanged":
+            if len(sig.body) == 3 and sig.body[0] == self.service:
+                if sig.body[2]:
+                    self._refresh_or_report(client)
+                else:
+                    self._gone()
+            return
+        if sig.interface == IFACE_INSTANCE and sig.member == "VrrpStatusChange":
+            self._status_change(client, sig)
+            return
+        if sig.interface == IFACE_VRRP:
+            if sig.member in {"VrrpStarted", "VrrpReloaded"}:
+                self._refresh_or_report(client)
+                self._changed()
+            elif sig.member == "VrrpStopped":
+                self._gone()
+
+    def _status_change(self, client: BusClient, sig: Signal) -> None:
+        state = decode_state(sig.body[0] if sig.body else None)
+        view = self._views.get(sig.path)
+        if view is None:
+            # An instance we have not seen (created without a reload signal): read the tree again.
+            if instance_path_parts(sig.path) is not None:
+                self._refresh_or_report(client)
+                self._changed()
+            return
+        if state is None or state == view.state:
+            return
+        self._views[sig.path] = replace(view, state=state)
+        self._publish()
+        if view.state is not None:
+            self.store.count_transition(view.name)
+        if self._last_error is not None:
+            self.ok()
+        self._changed()
+
+    def _gone(self) -> None:
+        self._views = {}
+        self.store.set_instances((), self.name)
+        self.fail(self.left_bus_error)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except Exception:
+            log.exception("dbus: on_change callback failed")
+
+    # -- enumeration ------------------------------------------------------------------------------
+
+    def _refresh_or_report(self, client: BusClient) -> None:
+        try:
+            self._refresh(client)
+        except NotOnBusError:
+            self.fail(self.not_on_bus_error)
+        except DBusError as exc:
+            # keepalived went away while we walked its tree: wait for the next NameOwnerChanged.
+            self.fail(f"dbus: reading keepalived's objects failed: {exc}")
+
+    def _refresh(self, client: BusClient) -> None:
+        if client.name_owner(self.service) is None:
+            raise NotOnBusError
+        found = self.discover(client)
+        self.enumerations += 1
+        self._views = found.instances
+        if found.vrrp_path:
+            self._vrrp_path = found.vrrp_path
+        self._publish()
+        if found.skipped and not found.instances:
+            self.fail(f"dbus: could not read the properties of any of {found.skipped} instance objects")
+        else:
+            self.ok()
+
+    def _publish(self) -> None:
+        views = tuple(sorted(self._views.values(), key=lambda v: (v.name, v.interface, v.vrid)))
+        self.store.set_instances(views, self.name)
+
+    def discover(self, client: BusClient) -> Discovery:
+        """Walk keepalived's object tree (breadth first, pipelined) and read every instance."""
+        instance_paths: list[str] = []
+        vrrp_path: str | None = None
+        level = [ROOT]
+        seen = 0
+        for _depth in range(_MAX_DEPTH):
+            if not level:
+                break
+            seen += len(level)
+            calls = [Call(self.service, p, INTROSPECTABLE, "Introspect") for p in level]
+            replies = client.call_many(calls, timeout=self.call_timeout + 0.01 * len(calls))
+            following: list[str] = []
+            for path, reply in zip(level, replies, strict=True):
+                if isinstance(reply, DBusError):
+                    if path == ROOT:
+                        if reply.name.endswith((".ServiceUnknown", ".NameHasNoOwner")):
+                            raise NotOnBusError
+                        raise reply
+                    continue
+                parsed = parse_introspection(str(reply[0])) if reply and isinstance(reply[0], str) else None
+                if parsed is None:
+                    continue
+                children, interfaces = parsed
+                if IFACE_INSTANCE in interfaces:
+                    instance_paths.append(path)
+                if IFACE_VRRP in interfaces and vrrp_path is None:
+                    vrrp_path = path
+                base = path.rstrip("/")
+                following.extend(f"{base}/{child}" for child in children)
+            if seen + len(following) > _MAX_NODES:
+                following = following[: max(0, _MAX_NODES - seen)]
+            level = following
+        instances, skipped = self._read_instances(client, instance_paths)
+        return Discovery(instances=instances, vrrp_path=vrrp_path, skipped=skipped)
+
+    def _read_instances(self, client: BusClient, paths: list[str]) -> tuple[dict[str, InstanceView], int]:
+        located = [(p, parts) for p in paths if (parts := instance_path_parts(p)) is not None]
+        if not located:
+            return {}, 0
+        timeout = self.call_timeout + 0.01 * len(located)
+        calls = [Call(self.service, p, PROPERTIES, "GetAll", "s", (IFACE_INSTANCE,)) for p, _ in located]
+        replies = client.call_many(calls, timeout=timeout)
+        props: dict[str, tuple[object, object]] = {}
+        retry: list[str] = []
+        for (path, _), reply in zip(located, replies, strict=True):
+            table = reply[0] if not isinstance(reply, DBusError) and reply else None
+            if isinstance(table, dict) and "Name" in table:
+                props[path] = (table.get("Name"), table.get("State"))
+            else:
+                retry.append(path)
+        if retry:  # GetAll refused or incomplete: ask for each property on its own
+            get = [
+                Call(self.service, p, PROPERTIES, "Get", "ss", (IFACE_INSTANCE, prop))
+                for p in retry
+                for prop in ("Name", "State")
+            ]
+            answers = client.call_many(get, timeout=timeout)
+            for i, path in enumerate(retry):
+                name_reply, state_reply = answers[2 * i], answers[2 * i + 1]
+                if isinstance(name_reply, DBusError) or not name_reply:
+                    continue
+                state_value = (
+                    None if isinstance(state_reply, DBusError) or not state_reply else state_reply[0]
+                )
+                props[path] = (name_reply[0], state_value)
+        local = local_interface_names() if any(not p[1][0].isalnum() for p in located) else []
+        views: dict[str, InstanceView] = {}
+        skipped = 0
+        for path, (component, vrid, family) in located:
+            name_value, state_value = props.get(path, (None, None))
+            name = decode_name(name_value)
+            if name is None:
+                skipped += 1
+                continue
+            views[path] = InstanceView(
+                name=name,
+                interface=resolve_interface(component, local),
+                vrid=vrid,
+                family=family,
+                state=decode_state(state_value),
+            )
+        return views, skipped
+
+    # -- dumps on request -------------------------------------------------------------------------
+
+    def request_dump(self, kind: str) -> bool:
+        """Ask keepalived to write its "data" or "stats" dump; True once it says the file is written.
+
+        Thread-safe: uses its own connection, never the signal loop's. "json" has no D-Bus method
+        (the caller signals instead) and returns False, as does any failure (logged once per cause).
+        """
+        member = _DUMP_METHODS.get(kind)
+        if member is None:
+            return False
+        call = Call(self.service, self._vrrp_path, IFACE_VRRP, member)
+        with self._dump_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._dump_client is None:
+                        self._dump_client = BusClient(
+                            self.address, timeout=self.call_timeout, max_queued_signals=16
+                        )
+                    self._dump_client.call(call, timeout=self.dump_timeout)
+                except BusConnectionError as exc:
+                    self._drop_dump_client()
+                    if attempt == 2:
+                        return self._dump_failed(f"dbus: {member}: {self._bus_error(exc)}")
+                    continue  # a cached connection may have gone stale: one fresh try
+                except TimeoutError:
+                    self._drop_dump_client()  # a late reply would confuse the next call
+                    return self._dump_failed(f"dbus: {member} got no answer within {self.dump_timeout:g} s")
+                except DBusError as exc:
+                    hint = ""
+                    if exc.name.endswith(".AccessDenied"):
+                        hint = " (the bus policy lets only root call it)"
+                    elif exc.name.endswith((".ServiceUnknown", ".NameHasNoOwner")):
+                        hint = " (keepalived is not on the bus)"
+                    return self._dump_failed(f"dbus: {member} failed: {exc.name}{hint}")
+                else:
+                    if self._dump_error is not None:
+                        log.info("dbus: %s works again", member)
+                    self._dump_error = None
+                    return True
+        return False
+
+    def _drop_dump_client(self) -> None:
+        if self._dump_client is not None:
+            self._dump_client.close()
+            self._dump_client = None
+
+    def _dump_failed(self, error: str) -> bool:
+        if error != self._dump_error:
+            log.warning("%s", error)
+        self._dump_error = error
+        return False
