@@ -1,0 +1,256 @@
+"""Packet capture for the wire source: AF_PACKET sockets with a kernel BPF filter for VRRP.
+
+Everything that is not VRRP is dropped in the kernel by a classic BPF program attached with
+SO_ATTACH_FILTER, so unrelated traffic never wakes Python. The socket is SOCK_DGRAM (no link header:
+the filter and the decoder see the IP header at offset 0) and bound with ETH_P_ALL, which is what
+makes the kernel also hand us our own outgoing adverts (PACKET_OUTGOING). Because there is no link
+header, the filter tells IPv4 from IPv6 with the ancillary load SKF_AD_PROTOCOL (skb->protocol).
+
+Accepted (everything else returns 0 = drop):
+  IPv4 protocol 112 (VRRP)            IPv4 protocol 51 (AH), unfragmented, AH next header 112
+  IPv6 next header 112                IPv6 next header 51 (AH) with AH next header 112
+
+Receive timestamps come from the kernel (SO_TIMESTAMPNS). Kernel drops come from PACKET_STATISTICS
+(which resets on every read; `PacketSocket` accumulates).
+
+Also here: `read_pcap`, a small reader for pcap files (Ethernet, Linux cooked or raw IP link types)
+that yields (timestamp, IP packet) pairs, used to replay captures through the same decoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SKF_AD_PROTOCOL = 0xFFFFF000  # SKF_AD_OFF (-0x1000) + SKF_AD_PROTOCOL (0), as u32
+
+# classic BPF opcodes
+_LD_W_ABS = 0x20
+_LD_H_ABS = 0x28
+_LD_B_ABS = 0x30
+_LD_B_IND = 0x50
+_LDX_B_MSH = 0xB1
+_JEQ_K = 0x15
+_JSET_K = 0x45
+_RET_K = 0x06
+
+SNAPLEN = 0x40000
+
+Insn = tuple[int, int, int, int]  # (code, jt, jf, k)
+
+
+def _assemble(program: list[tuple[str | None, int, str | int, str | int, int]]) -> list[Insn]:
+    """Resolve labels: entries are (label, code, jt, jf, k); jt/jf are labels or 0 (= next)."""
+    where = {lab: i for i, (lab, *_rest) in enumerate(program) if lab is not None}
+    out: list[Insn] = []
+    for i, (_lab, code, jt, jf, k) in enumerate(program):
+        t = where[jt] - i - 1 if isinstance(jt, str) else jt
+        f = where[jf] - i - 1 if isinstance(jf, str) else jf
+        out.append((code, t, f, k))
+    return out
+
+
+def vrrp_filter() -> list[Insn]:
+    """The classic BPF program accepting VRRP (and AH carrying VRRP) over IPv4 and IPv6."""
+    return _assemble(
+        [
+            (None, _LD_W_ABS, 0, 0, SKF_AD_PROTOCOL),  # A = skb->protocol
+            (None, _JEQ_K, 0, "v6", ETH_P_IP),
+            (None, _LD_B_ABS, 0, 0, 9),  # A = IPv4 protocol
+            (None, _JEQ_K, "accept", 0, 112),
+            (None, _JEQ_K, 0, "drop", 51),
+            (None, _LD_H_ABS, 0, 0, 6),  # flags + fragment offset
+            (None, _JSET_K, "drop", 0, 0x3FFF),  # MF or offset: the AH header may not be here
+            (None, _LDX_B_MSH, 0, 0, 0),  # X = IHL * 4
+            (None, _LD_B_IND, 0, 0, 0),  # A = AH next header
+            (None, _JEQ_K, "accept", "drop", 112),
+            ("v6", _JEQ_K, 0, "drop", ETH_P_IPV6),
+            (None, _LD_B_ABS, 0, 0, 6),  # A = IPv6 next header
+            (None, _JEQ_K, "accept", 0, 112),
+            (None, _JEQ_K, 0, "drop", 51),
+            (None, _LD_B_ABS, 0, 0, 40),  # A = AH next header
+            (None, _JEQ_K, "accept", "drop", 112),
+            ("accept", _RET_K, 0, 0, SNAPLEN),
+            ("drop", _RET_K, 0, 0, 0),
+        ]
+    )
+
+
+def _attach_filter(sock: socket.socket, program: list[Insn]) -> None:
+    raw = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+class CaptureError(Exception):
+    """A one-line, user-facing reason why capturing on an interface does not work."""
+
+
+_ANCBUF = socket.CMSG_SPACE(16)
+_TS = struct.Struct("qq")
+
+
+class PacketSocket:
+    """One AF_PACKET socket on one interface, VRRP-only by kernel filter, non-blocking."""
+
+    def __init__(self, interface: str, rcvbuf: int = 1 << 20) -> None:
+        self.interface = interface
+        self.packets = 0  # PACKET_STATISTICS totals since open
+        self.drops = 0
+        try:
+            self.ifindex = socket.if_nametoindex(interface)
+        except OSError:
+            raise CaptureError(
+                f"wire: cannot open AF_PACKET socket on {interface}: no such interface"
+            ) from None
+        try:
+            # Protocol 0: the socket receives nothing until bound, so no unfiltered packet can
+            # slip in between socket() and SO_ATTACH_FILTER.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        except PermissionError:
+            raise CaptureError(
+                f"wire: cannot open AF_PACKET socket on {interface}: needs CAP_NET_RAW "
+                "(run as root or grant AmbientCapabilities=CAP_NET_RAW)"
+            ) from None
+        except OSError as exc:
+            raise CaptureError(
+                f"wire: cannot open AF_PACKET socket on {interface}: {exc.strerror or exc}"
+            ) from None
+        try:
+            _attach_filter(sock, vrrp_filter())
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            with contextlib.suppress(OSError):  # else keep the default size
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind((interface, ETH_P_ALL))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            why = "no such interface" if exc.errno in (errno.ENODEV, errno.ENXIO) else exc.strerror
+            raise CaptureError(f"wire: cannot open AF_PACKET socket on {interface}: {why or exc}") from None
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_batch(self, limit: int = 256) -> list[tuple[bytes, float, bool]]:
+        """Up to `limit` queued packets as (IP packet, kernel timestamp, outgoing). Non-blocking.
+
+        Raises CaptureError when the socket broke (interface went down or away)."""
+        out: list[tuple[bytes, float, bool]] = []
+        recvmsg = self.sock.recvmsg
+        unpack = _TS.unpack
+        for _ in range(limit):
+            try:
+                data, anc, _flags, addr = recvmsg(SNAPLEN, _ANCBUF)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise CaptureError(
+                    f"wire: capture on {self.interface} failed: {exc.strerror or exc}"
+                ) from None
+            ts = 0.0
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(cdata) >= 16:
+                    sec, nsec = unpack(cdata[:16])
+                    ts = sec + nsec * 1e-9
+            out.append((data, ts, addr[2] == PACKET_OUTGOING))
+        return out
+
+    def read_stats(self) -> tuple[int, int]:
+        """(packets, drops) accumulated from PACKET_STATISTICS (the kernel resets them on read)."""
+        try:
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        except OSError:
+            return self.packets, self.drops
+        packets, drops = struct.unpack("II", raw)
+        self.packets += packets
+        self.drops += drops
+        return self.packets, self.drops
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# pcap files
+# --------------------------------------------------------------------------------------------------
+
+_LINKTYPE_ETHERNET = 1
+_LINKTYPE_RAW = (101, 12, 14)
+_LINKTYPE_LINUX_SLL = 113
+_LINKTYPE_LINUX_SLL2 = 276
+
+
+def read_pcap(path: str | Path) -> Iterator[tuple[float, bytes]]:
+    """(timestamp, packet from the IP header on) for every IPv4/IPv6 packet of a pcap file.
+
+    Non-IP frames (ARP...) are skipped; 802.1Q tags are stripped. Raises ValueError on a file that
+    is not a (classic, non-ng) pcap."""
+    data = Path(path).read_bytes()
+    if len(data) < 24:
+        raise ValueError(f"{path}: not a pcap file (too short)")
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a pcap file")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
+    rec = struct.Struct(endian + "IIII")
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _orig = rec.unpack_from(data, off)
+        off += 16
+        frame = data[off : off + incl]
+        off += incl
+        ts = sec + frac * (1e-9 if nano else 1e-6)
+        ip = _strip_link(frame, linktype)
+        if ip is not None:
+            yield ts, ip
+
+
+def _strip_link(frame: bytes, linktype: int) -> bytes | None:
+    if linktype == _LINKTYPE_ETHERNET:
+        if len(frame) < 14:
+            return None
+        etype = int.from_bytes(frame[12:14], "big")
+        off = 14
+        while etype in (0x8100, 0x88A8) and len(frame) >= off + 4:
+            etype = int.from_bytes(frame[off + 2 : off + 4], "big")
+            off += 4
+    elif linktype == _LINKTYPE_LINUX_SLL:
+        if len(frame) < 16:
+            return None
+        etype = int.from_bytes(frame[14:16], "big")
+        off = 16
+    elif linktype == _LINKTYPE_LINUX_SLL2:
+        if len(frame) < 20:
+            return None
+        etype = int.from_bytes(frame[0:2], "big")
+        off = 20
+    elif linktype in _LINKTYPE_RAW:
+        return frame if frame and frame[0] >> 4 in (4, 6) else None
+    else:
+        return None
+    if etype not in (ETH_P_IP, ETH_P_IPV6):
+        return None
+    return frame[off:]
