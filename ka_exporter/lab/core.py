@@ -510,11 +510,14 @@ class Lab:
 
     def failover(self) -> str:
         """SIGTERM the current master's keepalived and return its name once its VIPs are gone (its process
-        exits ~1 s later; `start()` waits for that). The backup takes over by itself."""
+        exits ~1 s later; `start()` waits for that). The backup takes over by itself; `start_master()`
+        restarts the old master."""
         master = self._require_master()
         node = self.nodes[master]
         vips = {str(ipaddress.ip_address(v)) for v in self.vips}
         self.stop(master, signal.SIGTERM, wait=False)
+        self.stopped_master = master
+        self.save_state()
         # Return once the VIPs left the old master, not a second later when its keepalived has exited.
         self.wait_for(lambda: not node.running() or not self._addresses(node) & vips, 5.0)
         return master
@@ -528,9 +531,9 @@ class Lab:
         return master
 
     def start_master(self) -> str:
-        """Restart the node `stop_master()` stopped; returns its name."""
+        """Restart the node `stop_master()` or `failover()` stopped; returns its name."""
         if self.stopped_master is None:
-            raise LabError(f"lab {self.prefix}: no master was stopped (use stop-master first)")
+            raise LabError(f"lab {self.prefix}: no master was stopped (by stop-master or failover)")
         name = self.stopped_master
         self.start(name)
         self.stopped_master = None
