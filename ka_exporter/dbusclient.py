@@ -255,8 +255,8 @@ class BusClient:
             except BlockingIOError:
                 select.select([], [self._sock], [], self.timeout)
                 continue
-            except OSError as exc:
-                raise BusConnectionError(f"lost the bus: {_short(exc.strerror or exc)}") from None
+            except OSError:
+                raise BusConnectionError("the bus closed the connection") from None
             view = view[n:]
         return serial
 
@@ -287,8 +287,8 @@ class BusClient:
                 data = self._sock.recv(_READ_SIZE)
             except BlockingIOError:
                 continue
-            except OSError as exc:
-                raise BusConnectionError(f"lost the bus: {_short(exc.strerror or exc)}") from None
+            except OSError:
+                raise BusConnectionError("the bus closed the connection") from None
             if not data:
                 raise BusConnectionError("the bus closed the connection")
             self._parser.add_data(data)

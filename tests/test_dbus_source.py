@@ -1,18 +1,12 @@
-"""The D-Bus source against real keepalived 2.2.7 on private dbus-daemons, plus its pure decoders.
-
-Throwaway harness below (until ka_exporter.lab exists): per test, network namespaces with unique names,
-a veth between them, one private dbus-daemon per node (Debian's system-bus policy plus keepalived's own
-policy file) and keepalived started with DBUS_SYSTEM_BUS_ADDRESS, its own TMPDIR and pid files.
+"""The D-Bus source against real keepalived 2.2.7 in the lab (one private dbus-daemon per node), plus its
+pure decoders and the no-bus cases.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import secrets
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -21,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.model import InstanceView, VrrpState
+from ka_exporter.lab import LAB_PASSWORD, Lab
+from ka_exporter.lab.system import spawn
+from ka_exporter.model import InstanceView, SourceHealth, VrrpState
 from ka_exporter.sources.dbus import (
     DbusSource,
     decode_name,
@@ -33,9 +29,17 @@ from ka_exporter.sources.dbus import (
 )
 from ka_exporter.store import Store
 
-PASSWORD = "kaT3st01"
 KEEPALIVED = shutil.which("keepalived", path="/usr/sbin:/sbin:/usr/local/sbin")
 DBUS_DAEMON = shutil.which("dbus-daemon")
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 5.0, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,206 +200,8 @@ def test_background_loop_retries_with_one_log_line_and_stops_promptly(
 
 
 # --------------------------------------------------------------------------------------------------
-# harness: namespaces, private buses, keepalived
+# the real daemon, in the lab
 # --------------------------------------------------------------------------------------------------
-
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.keepalived.Vrrp1" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.keepalived.Vrrp1" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <policy user="root">
-    <allow own="org.keepalived.Vrrp1"/>
-    <allow send_destination="org.keepalived.Vrrp1"/>
-  </policy>
-</busconfig>
-"""
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 5.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
-
-
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=20)
-
-
-class Bus:
-    """A private dbus-daemon (system-bus policy) on a socket in `directory`."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.socket = directory / "bus"
-        self.config = directory / "bus.conf"
-        self.config.write_text(BUS_CONFIG.format(socket=self.socket))
-        self.address = f"unix:path={self.socket}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert DBUS_DAEMON is not None
-        self.socket.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [DBUS_DAEMON, f"--config-file={self.config}", "--nofork", "--nopidfile"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert wait_until(self.socket.exists, 5.0), "dbus-daemon did not start"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        self.proc = None
-
-
-class Node:
-    """keepalived in its own namespace, talking to its own bus."""
-
-    def __init__(self, netns: str, directory: Path, bus: Bus, config: str) -> None:
-        self.netns = netns
-        self.dir = directory
-        self.bus = bus
-        self.tmp = directory / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.conf = directory / "keepalived.conf"
-        self.conf.write_text(config)
-        self.log = directory / "keepalived.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def dbus_address(self) -> str:
-        return self.bus.address
-
-    def start(self) -> None:
-        assert KEEPALIVED is not None
-        d = self.dir
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DBUS_SYSTEM_BUS_ADDRESS": self.bus.address,
-            "TMPDIR": str(self.tmp),
-        }
-        argv = ["ip", "netns", "exec", self.netns, KEEPALIVED, "-D", "-l", "-n", "-f", str(self.conf)]
-        argv += ["-p", str(d / "k.pid"), "-r", str(d / "v.pid"), "-c", str(d / "c.pid")]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self, sig: int = signal.SIGTERM) -> float:
-        """Signal keepalived (our child, `ip netns exec` execs it); return the monotonic send time."""
-        sent = time.monotonic()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        return sent
-
-
-def keepalived_conf(
-    router: str, priority: int, v4: str, v6: str, *, dbus: bool = True, with_pass: bool = False
-) -> str:
-    lines = ["global_defs {", f"  router_id {router}", "  vrrp_version 3"]
-    if dbus:
-        lines.append("  enable_dbus")
-    lines.append("}")
-    for name, vrid, vip in (("VI_4", 71, f"{v4}.100/24"), ("VI_6", 72, f"{v6}::100/64")):
-        lines += [
-            f"vrrp_instance {name} {{",
-            "  state BACKUP",
-            "  interface eth0",
-            f"  virtual_router_id {vrid}",
-            f"  priority {priority}",
-            "  advert_int 0.1",
-            f"  virtual_ipaddress {{\n    {vip}\n  }}",
-            "}",
-        ]
-    if with_pass:
-        lines += [
-            "vrrp_instance VI_PASS {",
-            "  version 2",
-            "  state BACKUP",
-            "  interface eth0",
-            "  virtual_router_id 73",
-            f"  priority {priority}",
-            "  advert_int 1",
-            f"  authentication {{\n    auth_type PASS\n    auth_pass {PASSWORD}\n  }}",
-            f"  virtual_ipaddress {{\n    {v4}.73/24\n  }}",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-class Pair:
-    """Nodes "a" (priority 150) and "b" (100) on one veth, each with its own bus."""
-
-    def __init__(self, base: Path, nodes: int = 2, dbus: bool = True, with_pass: bool = False) -> None:
-        tag = f"{os.getpid() % 10000:04d}{secrets.token_hex(2)}"
-        self.v4 = f"10.{secrets.randbelow(64) + 128}.{secrets.randbelow(256)}"
-        self.v6 = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}"
-        self.netns = [f"kdb{tag}{n}" for n in "ab"[:nodes]]
-        self.nodes: dict[str, Node] = {}
-        self._made: list[str] = []
-        try:
-            for ns in self.netns:
-                sh("ip", "netns", "add", ns)
-                self._made.append(ns)
-                sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0")
-                sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0")
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
-            if nodes == 2:
-                sh("ip", "-n", self.netns[0], "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
-                   "netns", self.netns[1])  # fmt: skip
-            else:
-                sh("ip", "-n", self.netns[0], "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
-                sh("ip", "-n", self.netns[0], "link", "set", "peer0", "up")
-            for i, (name, ns) in enumerate(zip("ab", self.netns, strict=False)):
-                sh("ip", "-n", ns, "addr", "add", f"{self.v4}.{i + 1}/24", "dev", "eth0")
-                sh("ip", "-n", ns, "addr", "add", f"{self.v6}::{i + 1}/64", "dev", "eth0")
-                sh("ip", "-n", ns, "link", "set", "eth0", "up")
-                bus = Bus(base / name / "dbus")
-                bus.start()
-                conf = keepalived_conf(
-                    f"kd-{name}", 150 - 50 * i, self.v4, self.v6, dbus=dbus, with_pass=with_pass
-                )
-                self.nodes[name] = Node(ns, base / name, bus, conf)
-        except BaseException:
-            self.close()
-            raise
-
-    def start(self) -> None:
-        for node in self.nodes.values():
-            node.start()
-
-    def close(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-            node.bus.stop()
-        for ns in self._made:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
 def needs_lab() -> None:
@@ -404,186 +210,186 @@ def needs_lab() -> None:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
+def lab() -> Iterator[Lab]:
     needs_lab()
-    p = Pair(tmp_path)
-    try:
-        p.start()
-        yield p
-    finally:
-        p.close()
+    with Lab(profile="fast", dbus=True) as running:
+        yield running
 
 
-@pytest.fixture
-def single(tmp_path: Path) -> Iterator[Pair]:
-    needs_lab()
-    p = Pair(tmp_path, nodes=1, with_pass=True)
-    try:
-        p.start()
-        yield p
-    finally:
-        p.close()
+class Running:
+    """DbusSources started on some lab nodes' buses, each with its own store; stopped at the end."""
 
+    def __init__(self, lab: Lab, *nodes: str) -> None:
+        self.stores = {n: Store(hostname=n) for n in nodes}
+        self.sources = {n: DbusSource(self.stores[n], address=lab.nodes[n].dbus_address) for n in nodes}
 
-def states(store: Store) -> dict[str, VrrpState | None]:
-    return {v.name: v.state for v in store.snapshot().instances or ()}
+    def __enter__(self) -> Running:
+        for src in self.sources.values():
+            src.start()
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        for src in self.sources.values():
+            src.stop()
 
-def views(store: Store) -> dict[str, InstanceView]:
-    return {v.name: v for v in store.snapshot().instances or ()}
+    def states(self, node: str) -> dict[str, VrrpState | None]:
+        return {v.name: v.state for v in self.stores[node].snapshot().instances or ()}
 
-
-def started(src: DbusSource) -> DbusSource:
-    src.start()
-    return src
-
-
-# --------------------------------------------------------------------------------------------------
-# the real daemon
-# --------------------------------------------------------------------------------------------------
+    def health(self, node: str) -> SourceHealth:
+        health = self.stores[node].health("dbus")
+        return health if health is not None else SourceHealth("dbus", up=False, error="no report yet")
 
 
 @pytest.mark.lab
-def test_enumerates_instances_with_names_and_states(pair: Pair) -> None:
-    stores = {name: Store(hostname=name) for name in pair.nodes}
-    srcs = {name: DbusSource(stores[name], address=node.dbus_address) for name, node in pair.nodes.items()}
-
-    def settled() -> bool:
-        for s in srcs.values():
-            s.run_once()
-        return states(stores["a"]) == {"VI_4": VrrpState.MASTER, "VI_6": VrrpState.MASTER} and states(
-            stores["b"]
-        ) == {"VI_4": VrrpState.BACKUP, "VI_6": VrrpState.BACKUP}
-
-    assert wait_until(settled, 10.0, 0.1), (states(stores["a"]), states(stores["b"]))
-    a = views(stores["a"])
-    assert (a["VI_4"].interface, a["VI_4"].vrid, a["VI_4"].family) == ("eth0", 71, "inet")
-    assert (a["VI_6"].interface, a["VI_6"].vrid, a["VI_6"].family) == ("eth0", 72, "inet6")
-    health = stores["a"].health("dbus")
-    assert health is not None
-    assert health.up
-    assert stores["a"].snapshot().instances_source == "dbus"
-
-
-@pytest.mark.lab
-def test_failover_reaches_the_store_through_the_signal(pair: Pair) -> None:
-    store_a, store_b = Store(hostname="a"), Store(hostname="b")
-    src_a = started(DbusSource(store_a, address=pair.nodes["a"].dbus_address))
-    src_b = started(DbusSource(store_b, address=pair.nodes["b"].dbus_address))
-    seen: list[tuple[float, VrrpState | None]] = []
-    store_b.add_listener(lambda: seen.append((time.monotonic(), states(store_b).get("VI_4"))))
-    try:
-        assert wait_until(lambda: states(store_b).get("VI_4") == VrrpState.BACKUP, 10.0)
-        assert wait_until(lambda: states(store_a).get("VI_4") == VrrpState.MASTER, 10.0)
-        enumerations = src_b.enumerations
-        sent = pair.nodes["a"].stop(signal.SIGTERM)
-        assert wait_until(lambda: states(store_b).get("VI_4") == VrrpState.MASTER, 5.0)
-        arrived = next(t for t, s in seen if s == VrrpState.MASTER)
-        # The new state came with VrrpStatusChange: no re-enumeration (and this source never polls).
-        assert src_b.enumerations == enumerations
-        assert dict(store_b.snapshot().transitions).get("VI_4", 0) >= 1
-        print(f"\nSIGTERM to master -> MASTER in backup's store: {1000 * (arrived - sent):.1f} ms")
-        # The stopped node: its instances are gone from D-Bus and the source says why.
-        assert wait_until(lambda: store_a.snapshot().instances == (), 5.0)
-        health = store_a.health("dbus")
+@pytest.mark.parametrize(("profile", "family"), [("fast", "inet"), ("fast-ipv6", "inet6")])
+def test_enumerates_instances_with_names_and_states(profile: str, family: str) -> None:
+    needs_lab()
+    with Lab(profile=profile, dbus=True) as lab:
+        inst = lab.instances[0]
+        stores = {name: Store(hostname=name) for name in lab.nodes}
+        for name, node in lab.nodes.items():
+            DbusSource(stores[name], address=node.dbus_address).run_once()
+        a = stores["a"].snapshot()
+        assert a.instances == (
+            InstanceView(
+                name=inst.name, interface="eth0", vrid=inst.vrid, family=family, state=VrrpState.MASTER
+            ),
+        )
+        assert a.instances_source == "dbus"
+        b = stores["b"].snapshot().instances
+        assert b is not None
+        assert [(v.name, v.state) for v in b] == [(inst.name, VrrpState.BACKUP)]
+        health = stores["a"].health("dbus")
         assert health is not None
-        assert not health.up
-        assert health.error == src_a.left_bus_error
-    finally:
-        src_a.stop()
-        src_b.stop()
+        assert health.up
 
 
 @pytest.mark.lab
-def test_fault_when_the_interface_goes_down(pair: Pair) -> None:
+def test_failover_reaches_the_store_through_the_signal(lab: Lab) -> None:
+    name = lab.instances[0].name
+    with Running(lab, "a", "b") as run:
+        arrivals: list[tuple[float, VrrpState | None]] = []
+        run.stores["b"].add_listener(lambda: arrivals.append((time.monotonic(), run.states("b").get(name))))
+        assert wait_until(lambda: run.states("b").get(name) == VrrpState.BACKUP, 5.0)
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)
+        enumerations = run.sources["b"].enumerations
+        sent = time.monotonic()
+        assert lab.failover() == "a"
+        assert wait_until(lambda: run.states("b").get(name) == VrrpState.MASTER, 5.0)
+        arrived = next(t for t, s in arrivals if s == VrrpState.MASTER)
+        # The new state came with VrrpStatusChange: no re-enumeration happened (and this source never polls).
+        assert run.sources["b"].enumerations == enumerations
+        assert dict(run.stores["b"].snapshot().transitions).get(name, 0) >= 1
+        print(f"\nSIGTERM to the master -> MASTER in the backup's store: {1000 * (arrived - sent):.1f} ms")
+        # The stopped node: D-Bus vouches for no instances any more, and the source says why.
+        assert wait_until(lambda: run.stores["a"].snapshot().instances == (), 5.0)
+        assert not run.health("a").up
+        assert run.health("a").error == run.sources["a"].left_bus_error
+        # ... until keepalived is back: NameOwnerChanged brings the instances back.
+        lab.start("a")
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)
+        assert run.health("a").up
+
+
+@pytest.mark.lab
+def test_fault_when_the_interface_goes_down(lab: Lab) -> None:
+    name = lab.instances[0].name
+    node = lab.nodes["a"]
+    with Running(lab, "a") as run:
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)
+        enumerations = run.sources["a"].enumerations
+        subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.FAULT, 5.0)
+        assert run.sources["a"].enumerations == enumerations
+        assert dict(run.stores["a"].snapshot().transitions) == {name: 1}
+
+
+def restart_bus(lab: Lab, node: str) -> Callable[[], None]:
+    """Stop node's dbus-daemon; return a function that starts a new one on the same socket."""
+    n = lab.nodes[node]
+    assert n.dbus_proc is not None
+    n.dbus_proc.stop()
+
+    def start() -> None:
+        assert DBUS_DAEMON is not None
+        n.dbus_socket.unlink(missing_ok=True)
+        n.dbus_proc = spawn(
+            [DBUS_DAEMON, f"--config-file={n.dbus_config}", "--nofork", "--nopidfile"], n.dbus_log
+        )
+        lab.save_state()  # so that lab.down() stops the new daemon too
+        assert wait_until(n.dbus_socket.exists, 5.0)
+
+    return start
+
+
+@pytest.mark.lab
+def test_bus_restart_reconnects_and_recovers(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    name = lab.instances[0].name
+    with Running(lab, "a") as run, caplog.at_level(logging.WARNING):
+        src = run.sources["a"]
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)
+        start_bus = restart_bus(lab, "a")
+        assert wait_until(lambda: not run.health("a").up, 5.0)
+        address = lab.nodes["a"].dbus_address
+        assert (
+            run.health("a").error == f"dbus: cannot use the bus at {address}: the bus closed the connection"
+        )
+        assert run.states("a") == {name: VrrpState.MASTER}  # last good data kept; health says it is stale
+        start_bus()
+        # keepalived 2.2.7 never re-registers on a new bus by itself: the source reconnects and says so
+        assert wait_until(lambda: run.health("a").error == src.not_on_bus_error, 15.0)
+        lab.restart("a")
+        assert wait_until(lambda: run.health("a").up, 5.0)
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # one line per distinct error, however many reconnect attempts it took
+    assert lines == [
+        f"source dbus: dbus: cannot use the bus at {address}: the bus closed the connection",
+        f"source dbus: {src.not_on_bus_error}",
+    ], lines
+
+
+@pytest.mark.lab
+def test_keepalived_without_enable_dbus(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    node = lab.nodes["a"]
+    lab.stop("a")
+    node.config_path.write_text(node.config_path.read_text().replace("enable_dbus", ""))
+    lab.start("a")
+    assert wait_until(lambda: lab.master() == "a", 5.0)  # keepalived itself runs fine
     store = Store(hostname="a")
-    src = started(DbusSource(store, address=pair.nodes["a"].dbus_address))
-    try:
-        assert wait_until(lambda: states(store).get("VI_4") == VrrpState.MASTER, 10.0)
-        enumerations = src.enumerations
-        sh("ip", "-n", pair.nodes["a"].netns, "link", "set", "eth0", "down")
-        assert wait_until(lambda: states(store) == {"VI_4": VrrpState.FAULT, "VI_6": VrrpState.FAULT}, 5.0)
-        assert src.enumerations == enumerations
-    finally:
-        src.stop()
-
-
-@pytest.mark.lab
-def test_bus_restart_reconnects_and_recovers(single: Pair, caplog: pytest.LogCaptureFixture) -> None:
-    node = single.nodes["a"]
-    store = Store(hostname="a")
-    src = started(DbusSource(store, address=node.dbus_address))
-    try:
-        assert wait_until(lambda: "VI_4" in states(store), 10.0)
-        with caplog.at_level(logging.WARNING):
-            node.bus.stop()
-            assert wait_until(lambda: not store.health("dbus").up, 5.0)  # type: ignore[union-attr]
-            assert "cannot use the bus" in (store.health("dbus").error or "")  # type: ignore[union-attr]
-            # last good data stays (stale), the health record says it is stale
-            assert "VI_4" in states(store)
-            node.bus.start()
-            # keepalived 2.2.7 does not re-register on a new bus: the source reconnects and says so
-            assert wait_until(lambda: store.health("dbus").error == src.not_on_bus_error, 15.0)  # type: ignore[union-attr]
-            node.stop()
-            node.start()
-            assert wait_until(lambda: store.health("dbus").up, 10.0)  # type: ignore[union-attr]
-            assert wait_until(lambda: states(store).get("VI_4") == VrrpState.MASTER, 10.0)
-        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        # one line per distinct error, however many reconnect attempts it took
-        assert lines[-2:] == [
-            f"source dbus: dbus: cannot use the bus at {node.dbus_address}: the bus closed the connection",
-            f"source dbus: {src.not_on_bus_error}",
-        ], lines
-        assert all(x != y for x, y in itertools.pairwise(lines)), lines
-    finally:
-        src.stop()
-
-
-@pytest.mark.lab
-def test_keepalived_without_enable_dbus(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    needs_lab()
-    p = Pair(tmp_path, nodes=1, dbus=False)
-    try:
-        p.start()
-        node = p.nodes["a"]
-        store = Store(hostname="a")
-        src = DbusSource(store, address=node.dbus_address)
-        reports: list[int] = []
-        with caplog.at_level(logging.WARNING):
-            src.run_once()
-            store.add_listener(lambda: reports.append(1))
-            src.start()  # the background loop finds the same: no second line
+    src = DbusSource(store, address=node.dbus_address)
+    reports: list[int] = []
+    with caplog.at_level(logging.WARNING):
+        src.run_once()
+        store.add_listener(lambda: reports.append(1))
+        src.start()  # the background loop finds the same: no second line
+        try:
             assert wait_until(lambda: len(reports) >= 1, 5.0)
             src.run_once()
             assert src.request_dump("data") is False
+        finally:
             src.stop()
-        health = store.health("dbus")
-        assert health is not None
-        assert not health.up
-        assert health.error == (
-            f"dbus: org.keepalived.Vrrp1 is not on the bus at {node.dbus_address} "
-            "(is enable_dbus set in global_defs?)"
-        )
-        assert store.snapshot().instances is None
-        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        assert messages == [
-            f"source dbus: {health.error}",
-            "dbus: PrintData failed: org.freedesktop.DBus.Error.ServiceUnknown (keepalived is not on the bus)",
-        ]
-    finally:
-        p.close()
+    health = store.health("dbus")
+    assert health is not None
+    assert not health.up
+    assert health.error == (
+        f"dbus: org.keepalived.Vrrp1 is not on the bus at {node.dbus_address} (is enable_dbus set in global_defs?)"
+    )
+    assert store.snapshot().instances is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"source dbus: {health.error}",
+        "dbus: PrintData failed: org.freedesktop.DBus.Error.ServiceUnknown (keepalived is not on the bus)",
+    ]
 
 
 @pytest.mark.lab
-def test_request_dump_writes_the_files_without_leaking_the_password(
-    single: Pair, caplog: pytest.LogCaptureFixture
-) -> None:
-    node = single.nodes["a"]
-    store = Store(hostname="a")
-    src = started(DbusSource(store, address=node.dbus_address))
-    try:
-        assert wait_until(lambda: {"VI_4", "VI_6", "VI_PASS"} <= set(states(store)), 10.0)
-        data, stats = node.tmp / "keepalived.data", node.tmp / "keepalived.stats"
+def test_request_dump_writes_the_files_without_leaking_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    needs_lab()
+    with Lab(profile="basic", dbus=True) as lab, Running(lab, "a") as run:
+        node = lab.nodes["a"]
+        src = run.sources["a"]
+        assert wait_until(lambda: run.states("a").get("VI_1") == VrrpState.MASTER, 5.0)
+        data, stats = node.tmpdir / "keepalived.data", node.tmpdir / "keepalived.stats"
         assert not data.exists()
         results: list[bool] = []
         with caplog.at_level(logging.DEBUG):
@@ -598,13 +404,11 @@ def test_request_dump_writes_the_files_without_leaking_the_password(
             assert results == [True] * 4
             # PrintData returns once keepalived has written the file: it is complete right away
             text = data.read_text()
-            assert "VI_PASS" in text
-            assert PASSWORD in text  # the dump itself carries the password ...
-            assert "VI_PASS" in stats.read_text()
+            assert "VI_1" in text
+            assert LAB_PASSWORD in text  # the dump itself carries the password ...
+            assert "VI_1" in stats.read_text()
             assert src.request_dump("json") is False  # no D-Bus method for it
-            assert wait_until(lambda: store.health("dbus").up, 1.0)  # type: ignore[union-attr]
+            assert run.health("a").up  # the signal loop's connection was not disturbed
         # ... but nothing the source produced does
-        assert PASSWORD not in repr(store.snapshot())
-        assert PASSWORD not in caplog.text
-    finally:
-        src.stop()
+        assert LAB_PASSWORD not in repr(run.stores["a"].snapshot())
+        assert LAB_PASSWORD not in caplog.text

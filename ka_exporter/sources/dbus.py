@@ -327,7 +327,9 @@ class DbusSource(Source):
         self.signals_handled += 1
         if sig.interface == BUS_NAME and sig.member == "NameOwnerChanged":
             if len(sig.body) == 3 and sig.body[0] == self.service:
-                if sig.body[2]:
+                # A dbus-daemon that is shutting down first drops keepalived's name, then us: ask the
+                # bus again, so that a dying bus (no answer) is not taken for a stopped keepalived.
+                if sig.body[2] or client.name_owner(self.service) is not None:
                     self._refresh_or_report(client)
                 else:
                     self._gone()
