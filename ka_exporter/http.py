@@ -10,6 +10,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
@@ -27,6 +28,7 @@ class ServeError(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+    tls_handshake_timeout = 10.0
 
     def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
@@ -40,6 +42,32 @@ class _Server(ThreadingHTTPServer):
         except BaseException:
             self.server_close()
             raise
+
+    def finish_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        # TLS: the handshake runs here, in the connection's own thread, never in accept() on the
+        # serving thread, where a client that connects and stays silent would stall everyone.
+        if isinstance(request, ssl.SSLSocket) and not _tls_handshake(request, self.tls_handshake_timeout):
+            return
+        super().finish_request(request, client_address)
+
+
+def _tls_handshake(sock: ssl.SSLSocket, timeout: float) -> bool:
+    """Complete the handshake (bounded by timeout) and the context's peer check; False: drop it."""
+    try:
+        sock.settimeout(timeout)
+        sock.do_handshake()
+        check = getattr(sock.context, "check_peer", None)  # webconfig.ServerContext: client_allowed_sans
+        problem = check(sock.getpeercert()) if callable(check) else None
+        if problem:
+            log.debug("TLS client refused: %s", problem)
+            return False
+        sock.settimeout(None)
+    except (OSError, ValueError) as exc:
+        log.debug("TLS handshake failed: %s", exc)
+        return False
+    return True
 
 
 class App:
@@ -122,7 +150,9 @@ class HttpServer:
                 raise ServeError(f"cannot listen on {where}: address already in use") from None
             raise ServeError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread: threading.Thread | None = None
 
     @property
