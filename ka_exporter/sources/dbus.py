@@ -407,7 +407,11 @@ class DbusSource(Source):
         self.store.set_instances(views, self.name)
 
     def discover(self, client: BusClient) -> Discovery:
-        """Walk keepalived's object tree (breadth first, pipelined) and read every instance."""
+        """Walk keepalived's object tree (breadth first, pipelined) and read every instance.
+
+        A leaf named like an instance (`.../Instance/<iface>/<vrid>/<IPv4|IPv6>`) is not introspected:
+        its GetAll answers whether it is one, which saves a third of the round trips.
+        """
         instance_paths: list[str] = []
         vrrp_path: str | None = None
         level = [ROOT]
@@ -430,12 +434,17 @@ class DbusSource(Source):
                 if parsed is None:
                     continue
                 children, interfaces = parsed
-                if IFACE_INSTANCE in interfaces:
+                if IFACE_INSTANCE in interfaces and path not in instance_paths:
                     instance_paths.append(path)
                 if IFACE_VRRP in interfaces and vrrp_path is None:
                     vrrp_path = path
                 base = path.rstrip("/")
-                following.extend(f"{base}/{child}" for child in children)
+                for child in children:
+                    full = f"{base}/{child}"
+                    if instance_path_parts(full) is not None:
+                        instance_paths.append(full)
+                    else:
+                        following.append(full)
             if seen + len(following) > _MAX_NODES:
                 following = following[: max(0, _MAX_NODES - seen)]
             level = following
