@@ -39,6 +39,7 @@ from ka_exporter.lab.system import (
     check_root,
     find_tool,
     ip_batch,
+    live,
     log_tail,
     proc_stat,
     run,
@@ -448,10 +449,10 @@ class Lab:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            stat = proc_stat(int(entry.name))
+            stat = proc_stat(entry.name)
             program = cmdline.split(b"\0", 1)[0].rsplit(b"/", 1)[-1]
-            if program in programs and marker in cmdline and stat is not None and stat[0] not in "ZXx":
-                strays.append(Proc(int(entry.name), stat[1]))
+            if program in programs and marker in cmdline and stat is not None and live(stat):
+                strays.append(Proc(int(entry.name), stat.start_time))
         for proc in strays:
             proc.stop(signal.SIGKILL, timeout=2.0)
         return len(strays)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -70,8 +71,14 @@ def ip_batch(ip: str, commands: Sequence[str], netns: str | None = None) -> None
     run(argv, stdin="\n".join(commands) + "\n")
 
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of `pid`, or None when there is no such process."""
+class Stat(NamedTuple):
+    state: str  # "R", "S", ... "Z" for a zombie
+    pgrp: int
+    start_time: int  # clock ticks since boot
+
+
+def proc_stat(pid: int | str) -> Stat | None:
+    """State, process group and start time of `pid`, or None when there is no such process."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -79,9 +86,23 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
     # The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
     fields = raw[raw.rfind(")") + 2 :].split()
     try:
-        return fields[0], int(fields[19])
+        return Stat(fields[0], int(fields[2]), int(fields[19]))
     except (IndexError, ValueError):
         return None
+
+
+def live(stat: Stat | None) -> bool:
+    return stat is not None and stat.state not in "ZXx"
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a (non-zombie) process of process group `pgid` runs."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = proc_stat(entry.name)
+            if stat is not None and stat.pgrp == pgid and live(stat):
+                return True
+    return False
 
 
 @dataclass
@@ -98,7 +119,7 @@ class Proc:
         if self.popen is not None and self.popen.poll() is not None:
             return False
         stat = proc_stat(self.pid)
-        return stat is not None and stat[0] not in "ZXx" and stat[1] == self.start_time
+        return live(stat) and stat is not None and stat.start_time == self.start_time
 
     def send(self, sig: int, group: bool = False) -> None:
         """Send `sig` to the process (or its whole process group, which it leads) if it is still ours."""
@@ -133,18 +154,30 @@ class Proc:
         self.finish(timeout)
 
     def finish(self, timeout: float) -> None:
-        """Wait for an already signalled process; if it is still there after `timeout`, SIGKILL its group."""
+        """Wait for an already signalled process and the rest of its process group (keepalived's VRRP
+        child); whatever is still there after `timeout` gets SIGKILL. A no-op unless we signalled it."""
+        if not self.signalled:
+            return
         if not self.wait(timeout):
             self.send(signal.SIGKILL, group=True)
             self.wait(timeout)
+        # The leader is gone, so its pid cannot be reused while members of its group remain.
+        deadline = time.monotonic() + timeout
+        while group_alive(self.pid):
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                deadline += timeout
+            time.sleep(0.005)
 
     def to_json(self) -> list[int]:
-        return [self.pid, self.start_time]
+        return [self.pid, self.start_time, int(self.signalled)]
 
     @classmethod
     def from_json(cls, value: object) -> Proc | None:
-        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-            return cls(value[0], value[1])
+        """From `to_json()`'s [pid, start time, signalled]; None for anything else."""
+        if isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) for v in value):
+            return cls(value[0], value[1], signalled=bool(value[2]))
         return None
 
 
@@ -161,7 +194,7 @@ def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = N
         )
     stat = proc_stat(popen.pid)
     # The child may already have exited (start time unknown): record 0, which never matches a live process.
-    return Proc(popen.pid, stat[1] if stat else 0, popen)
+    return Proc(popen.pid, stat.start_time if stat else 0, popen)
 
 
 def log_tail(path: Path, lines: int = 8) -> str:
