@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -292,6 +293,16 @@ def test_failover_reaches_the_store_through_the_signal(lab: Lab) -> None:
 
 
 @pytest.mark.lab
+def test_sigkilled_keepalived_sends_no_vrrpstopped_but_is_noticed(lab: Lab) -> None:
+    name = lab.instances[0].name
+    with Running(lab, "a") as run:
+        assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)
+        assert lab.stop_master(kill=True) == "a"
+        assert wait_until(lambda: run.stores["a"].snapshot().instances == (), 5.0)
+        assert run.health("a").error == run.sources["a"].left_bus_error
+
+
+@pytest.mark.lab
 def test_fault_when_the_interface_goes_down(lab: Lab) -> None:
     name = lab.instances[0].name
     node = lab.nodes["a"]
@@ -302,6 +313,35 @@ def test_fault_when_the_interface_goes_down(lab: Lab) -> None:
         assert wait_until(lambda: run.states("a").get(name) == VrrpState.FAULT, 5.0)
         assert run.sources["a"].enumerations == enumerations
         assert dict(run.stores["a"].snapshot().transitions) == {name: 1}
+
+
+@pytest.mark.lab
+def test_reload_with_a_new_instance_is_followed_and_on_change_called(lab: Lab) -> None:
+    inst = lab.instances[0]
+    node = lab.nodes["a"]
+    changes: list[float] = []
+    store = Store(hostname="a")
+    src = DbusSource(store, address=node.dbus_address, on_change=lambda: changes.append(time.monotonic()))
+    src.start()
+    try:
+        assert wait_until(lambda: [v.name for v in store.snapshot().instances or ()] == [inst.name], 5.0)
+        vrid = inst.vrid % 255 + 1
+        vip = inst.vips[0].rsplit(".", 1)[0] + ".201"
+        extra = (
+            f"vrrp_instance VI_NEW {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n"
+            f"  priority 100\n  advert_int 0.1\n  virtual_ipaddress {{\n    {vip}/24\n  }}\n}}\n"
+        )
+        node.config_path.write_text(node.config_path.read_text() + extra)
+        before = len(changes)
+        assert node.proc is not None
+        assert node.proc.alive()
+        os.kill(node.proc.pid, signal.SIGHUP)  # keepalived reloads and emits VrrpReloaded
+        assert wait_until(lambda: "VI_NEW" in {v.name for v in store.snapshot().instances or ()}, 5.0)
+        new = next(v for v in store.snapshot().instances or () if v.name == "VI_NEW")
+        assert (new.interface, new.vrid, new.family) == ("eth0", vrid, "inet")
+        assert len(changes) > before  # the dump source is told to refresh
+    finally:
+        src.stop()
 
 
 def restart_bus(lab: Lab, node: str) -> Callable[[], None]:
