@@ -530,7 +530,8 @@ def _build_context(
         )
     has_ca = bool(ca_inline or ca_file)
     if has_ca and auth in ("NoClientCert", "RequestClientCert"):
-        raise err(f"{p}client CAs are set but client_auth_type is {auth}, which never checks them")
+        ca_key = "client_ca_file" if ca_file else "client_ca"
+        raise err(f"{p}{ca_key} is set but client_auth_type {auth} never checks client certificates")
     if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
         try:
             if ca_file:
