@@ -112,6 +112,8 @@ def test_fast_profile_elects_exactly_one_master_holding_all_vips(fast_lab: Lab):
     assert lab.master() == "a"
     assert [lab.vip_holders(vip) for vip in lab.vips] == [["a"]] * len(lab.vips)
     assert lab.nodes["b"].running()
+    # keepalived starts only once the veths have carrier: no spurious FAULT at start-up
+    assert all("FAULT" not in node.log_path.read_text() for node in lab.nodes.values())
     (inst,) = lab.instances
     assert inst.interface == "eth0"
     assert list(inst.vips) == lab.vips
@@ -246,6 +248,7 @@ def test_basic_profile_v2_pass_auth_and_notify_scripts():
         a, b = lab.nodes["a"], lab.nodes["b"]
         assert lab.wait_for(lambda: "INSTANCE VI_1 MASTER" in a.notify_log.read_text(), timeout=2.0)
         assert "INSTANCE VI_1 BACKUP" in b.notify_log.read_text()
+        assert "FAULT" not in a.notify_log.read_text() + b.notify_log.read_text()
         # the password is in keepalived.conf only, and that file is readable by root only
         assert LAB_PASSWORD in a.config_path.read_text()
         assert stat.S_IMODE(a.config_path.stat().st_mode) == 0o600

@@ -354,6 +354,18 @@ class Lab:
                 cmds.append(f"addr add {host.address6}/64 dev {host.interface} nodad")
             cmds.append(f"link set {host.interface} up")
             ip_batch(ip, cmds, host.netns)
+        # The kernel reports a new veth's carrier a few ms after "link set up"; keepalived started before that
+        # would begin in FAULT ("interface eth0 down") and show a spurious FAULT -> BACKUP transition.
+        if not self.wait_for(lambda: all(self._operstate(h) == "UP" for h, _ in hosts), 5.0):
+            raise LabError(f"lab {self.prefix}: the lab interfaces did not come up within 5 s")
+
+    def _operstate(self, host: LabHost) -> str:
+        try:
+            out = run([_ip(), "-n", host.netns, "-j", "link", "show", "dev", host.interface])
+            links: list[dict[str, Any]] = json.loads(out or "[]")
+        except (LabError, ValueError):
+            return "MISSING"
+        return str(links[0].get("operstate", "UNKNOWN")) if links else "MISSING"
 
     def _write_files(self) -> None:
         for node in self.nodes.values():
