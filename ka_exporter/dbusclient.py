@@ -196,6 +196,12 @@ class BusClient:
     def pending_signals(self) -> int:
         return len(self._signals)
 
+    def drop_signals(self) -> int:
+        """Forget every queued signal; return how many there were."""
+        count = len(self._signals)
+        self._signals.clear()
+        return count
+
     # -- internals --------------------------------------------------------------------------------
 
     def _authenticate(self, path: str, timeout: float) -> None:

@@ -137,9 +137,18 @@ def test_introspection_parsing_and_garbage() -> None:
     parsed = parse_introspection(REAL_INSTANCE_XML)
     assert parsed is not None
     assert "org.keepalived.Vrrp1.Instance" in parsed[1]
-    for garbage in ("", "<node", "\x00\xff", "<a><node name='../x'/><node name='ok'/></a>"):
-        result = parse_introspection(garbage)
-        assert result is None or result[0] in ([], ["ok"])
+    for garbage in (
+        "",
+        "<node",
+        "\x00\xff",
+        "<!DOCTYPE x [<!ENTITY a SYSTEM 'file:///etc/passwd'>]><n>&a;</n>",
+    ):
+        assert parse_introspection(garbage) is None, garbage
+    # child names that would walk out of the tree are ignored
+    assert parse_introspection("<node><node name='../x'/><node name='a/b'/><node name='ok'/></node>") == (
+        ["ok"],
+        set(),
+    )
 
 
 def test_interface_names_sanitized_by_keepalived_are_resolved_when_unambiguous() -> None:
@@ -286,6 +295,7 @@ def test_failover_reaches_the_store_through_the_signal(lab: Lab) -> None:
         assert wait_until(lambda: run.stores["a"].snapshot().instances == (), 5.0)
         assert not run.health("a").up
         assert run.health("a").error == run.sources["a"].left_bus_error
+        assert dict(run.stores["a"].snapshot().transitions) == {}  # MASTER -> STOP is a shutdown, not a flap
         # ... until keepalived is back: NameOwnerChanged brings the instances back.
         lab.start("a")
         assert wait_until(lambda: run.states("a").get(name) == VrrpState.MASTER, 5.0)

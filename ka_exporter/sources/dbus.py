@@ -17,7 +17,8 @@ Decisions:
 - VrrpStopped, or the name losing its owner (a SIGKILLed keepalived sends no VrrpStopped): publish an
   empty tuple (D-Bus vouches that keepalived has no instances now) and mark the source down.
 - Transitions are counted only when a VrrpStatusChange moves an instance to a different state; the
-  replay keepalived sends after (re)connecting is not a transition.
+  replay keepalived sends after (re)connecting is not a transition, nor is STOP (keepalived shutting
+  down sends it for every instance just before VrrpStopped).
 - keepalived does not come back to a restarted dbus-daemon by itself (2.2.7 loses its name and only
   re-registers when restarted): the source reconnects to the new bus and waits for NameOwnerChanged.
 """
@@ -313,10 +314,13 @@ class DbusSource(Source):
             lost = client.signals_lost
             while not self.stopping:
                 sig = client.next_signal(timeout=30.0)
-                if client.signals_lost != lost:  # the queue overflowed: states may be missed
+                if client.signals_lost != lost:
+                    # The queue overflowed: some states were missed. Everything still queued is older
+                    # than what a fresh read returns, so drop it rather than replay it over the read.
                     lost = client.signals_lost
+                    client.drop_signals()
                     self._refresh_or_report(client)
-                if sig is not None:
+                elif sig is not None:
                     self._handle(client, sig)
         finally:
             with self._client_lock:
@@ -357,7 +361,7 @@ class DbusSource(Source):
             return
         self._views[sig.path] = replace(view, state=state)
         self._publish()
-        if view.state is not None:
+        if view.state is not None and state is not VrrpState.STOP:
             self.store.count_transition(view.name)
         if self._last_error is not None:
             self.ok()
