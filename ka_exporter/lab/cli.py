@@ -48,7 +48,7 @@ def _load(name: str) -> Lab:
         return Lab.load(name)
     except LabError as exc:
         others = [n for n in known_labs() if n != name]
-        hint = f" (labs that are up: {', '.join(others)})" if others else ""
+        hint = f" (labs that are up: {', '.join(others)}; choose with --name)" if others else ""
         raise LabError(f"{str(exc).splitlines()[0]}{hint}") from None
 
 
@@ -138,7 +138,8 @@ def split(mode: str, node: str | None, name: str) -> None:
     the_lab.split(mode=mode, node=node)
     target = node or ("b" if mode == "firewall" else "all nodes")
     click.echo(
-        f"lab {name} split ({mode}, {target}): VRRP dropped; heal with: ka-exporter lab heal --name {name}"
+        f"lab {the_lab.prefix} split ({mode}, {target}): VRRP dropped; "
+        f"heal with: ka-exporter lab heal --name {the_lab.prefix}"
     )
 
 
@@ -147,8 +148,9 @@ def split(mode: str, node: str | None, name: str) -> None:
 @_one_line_errors
 def heal(name: str) -> None:
     """Remove every split."""
-    count = _load(name).heal()
-    click.echo(f"lab {name} healed: removed {count} split(s)")
+    the_lab = _load(name)
+    count = the_lab.heal()
+    click.echo(f"lab {the_lab.prefix} healed: removed {count} split(s)")
 
 
 @lab.command("failover")

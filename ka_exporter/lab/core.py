@@ -212,6 +212,11 @@ class Lab:
     def subnet(self) -> str:
         return self.addressing.subnet
 
+    @property
+    def workdir(self) -> Path:
+        """The lab's directory: one subdirectory per node (config, log, pid files, TMPDIR, bus)."""
+        return self.dir
+
     def _all_netns(self) -> list[str]:
         return [self.bridge_netns, *(n.netns for n in self.nodes.values()), self.observer.netns]
 
