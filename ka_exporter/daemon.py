@@ -118,9 +118,6 @@ def run_once(settings: Settings, write: Callable[[bytes], None] | None = None) -
     else:
         sys.stdout.buffer.write(body)
         sys.stdout.flush()
-    for health in exporter.store.snapshot().sources:
-        if not health.up:
-            log.warning("source %s failed: %s", health.name, health.error)
     return 0 if ok else 1
 
 

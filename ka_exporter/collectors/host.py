@@ -126,7 +126,7 @@ def collect_config(snap: Snapshot) -> Iterator[Metric]:
         labels=["iname", "intf", "vrid", "family", "version"],
     )
     for inst in cfg.instances:
-        version = inst.version or cfg.vrrp_version or 2
+        version = inst.version or cfg.vrrp_version or (3 if inst.family == "inet6" else 2)
         info.add_metric(
             [
                 inst.name,
