@@ -33,13 +33,18 @@ def merge_views(views: dict[str, tuple[InstanceView, ...]]) -> tuple[InstanceVie
         return None
     dumps = {v.name: v for v in views.get("dumps", ())}
     dbus = {v.name: v for v in views.get("dbus", ())}
+    dbus_vouches = "dbus" in views
     merged: list[InstanceView] = []
     for name in sorted(set(dumps) | set(dbus)):
         d, b = dumps.get(name), dbus.get(name)
         if d is None:
             if b is not None:
                 merged.append(b)
-        elif b is None or b.state is None:
+        elif b is None:
+            # D-Bus answered and does not know this instance (keepalived stopped, or reloaded
+            # without it): the dump's state is history, not the present.
+            merged.append(replace(d, state=None) if dbus_vouches else d)
+        elif b.state is None:
             merged.append(d)
         else:
             merged.append(replace(d, state=b.state))

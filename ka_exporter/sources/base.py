@@ -78,7 +78,10 @@ class Source(ABC):
     def fail(self, error: str) -> None:
         """Record a failure: one log line per distinct error, health says down, data kept (stale)."""
         if error != self._last_error:
-            log.warning("source %s: %s", self.name, error)
+            if error.startswith(f"{self.name}:") or error.startswith(f"{self.name} "):
+                log.warning("source %s", error)
+            else:
+                log.warning("source %s: %s", self.name, error)
         self._last_error = error
         self.store.report(self.name, error)
 
