@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import stat
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from ka_exporter.lab import LAB_PASSWORD, PROFILES, Lab, LabError, LabNode
 from ka_exporter.lab.cli import lab as lab_cli
 from ka_exporter.lab.core import state_path
 from ka_exporter.lab.profiles import Addressing, render_config
+from ka_exporter.lab.system import find_tool
 
 pytestmark = [
     pytest.mark.lab,
@@ -30,8 +32,11 @@ pytestmark = [
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+IP = find_tool("ip", "iproute2")  # root's PATH has /usr/sbin; CI's may not
+
+
 def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([IP, "netns", "list"], capture_output=True, text=True, check=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
@@ -54,7 +59,17 @@ def observed_sources(lab: Lab, count: int = 20) -> set[str]:
     """Source addresses of `count` VRRP packets captured by tcpdump in the observer namespace."""
     out = subprocess.run(
         [
-            *("ip", "netns", "exec", lab.observer.netns, "tcpdump", "-n", "-l", "-c", str(count)),
+            *(
+                IP,
+                "netns",
+                "exec",
+                lab.observer.netns,
+                find_tool("tcpdump", "tcpdump"),
+                "-n",
+                "-l",
+                "-c",
+                str(count),
+            ),
             *("-i", lab.observer.interface, "ip proto 112"),
         ],
         capture_output=True,
@@ -158,6 +173,8 @@ def test_bridge_split_makes_two_masters_the_observer_sees_both_and_heal_makes_on
     lab.split(mode="bridge")
     assert lab.wait_for(lambda: lab.vip_holders() == ["a", "b"], timeout=3.0)
     assert observed_sources(lab) == {a, b}
+    with pytest.raises(LabError, match=r"no single master \(.* on a,b\)"):
+        lab.failover()
     assert "split: bridge" in lab.status()
     assert lab.heal() == 1
     assert lab.wait_for(lambda: lab.master() == "a", timeout=3.0)
@@ -171,6 +188,19 @@ def test_firewall_split_on_b_makes_two_masters_and_heal_makes_one(fast_lab: Lab)
     assert "split: firewall (b)" in lab.status()
     assert lab.heal() == 1
     assert lab.wait_for(lambda: lab.master() == "a", timeout=3.0)
+
+
+def test_restart_starts_a_new_keepalived_and_the_master_stays(fast_lab: Lab):
+    lab = fast_lab
+    old = lab.nodes["b"].pid
+    lab.restart("b")
+    assert lab.nodes["b"].pid not in (None, old)
+    assert lab.master() == "a"
+    with pytest.raises(LabError, match="keepalived on node b is already running"):
+        lab.start("b")
+    lab.stop("b", signal=signal.SIGKILL)
+    assert not lab.nodes["b"].running()
+    assert lab.master() == "a"
 
 
 def test_split_rejects_an_unknown_mode_or_node(fast_lab: Lab):
@@ -270,7 +300,12 @@ def test_dbus_each_node_owns_the_keepalived_name_on_its_own_bus():
         for node in lab.nodes.values():
             assert node.dbus_address is not None
             out = subprocess.run(
-                ["busctl", f"--address={node.dbus_address}", "tree", "org.keepalived.Vrrp1"],
+                [
+                    find_tool("busctl", "systemd"),
+                    f"--address={node.dbus_address}",
+                    "tree",
+                    "org.keepalived.Vrrp1",
+                ],
                 capture_output=True,
                 text=True,
                 timeout=10,

@@ -343,7 +343,7 @@ class Lab:
                         "netns",
                         "exec",
                         host.netns,
-                        "sysctl",
+                        find_tool("sysctl", "procps"),
                         "-qw",
                         "net.ipv6.conf.all.accept_dad=0",
                         "net.ipv6.conf.default.accept_dad=0",
