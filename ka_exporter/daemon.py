@@ -41,7 +41,49 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
         from ka_exporter.sources.vips import VipSource
 
         sources.append(VipSource(store))
+    dbus_source = None
+    if settings.enabled("dbus") and dbus_wanted(settings):
+        from ka_exporter.sources.dbus import DbusSource
+
+        dbus_source = DbusSource(store, settings.keepalived_dbus_address)
+        sources.append(dbus_source)
+    if settings.enabled("dumps"):
+        from ka_exporter.sources.dumps import DumpSource
+
+        dumps = DumpSource(
+            store,
+            settings.keepalived_dumps_dir,
+            settings.keepalived_pid_file,
+            signal=settings.keepalived_signal,
+            interval=settings.keepalived_dump_interval,
+            requester=dbus_source.request_dump if dbus_source is not None else None,
+        )
+        if dbus_source is not None:
+            # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape).
+            dbus_source.on_change = dumps.request_refresh
+        sources.append(dumps)
     return sources
+
+
+def dbus_wanted(settings: Settings) -> bool:
+    """D-Bus is worth trying unless keepalived.conf is readable and does not set enable_dbus.
+
+    Without this, every keepalived run without D-Bus would show a permanently failed dbus source.
+    An explicit --keepalived.dbus-address always tries.
+    """
+    if settings.keepalived_dbus_address:
+        return True
+    if not settings.enabled("config"):
+        return True
+    from ka_exporter.parse.kaconf import ConfigError, read_config
+
+    try:
+        cfg = read_config(settings.keepalived_config)
+    except ConfigError:
+        return True
+    if not cfg.enable_dbus:
+        log.info("keepalived.conf does not set enable_dbus: reading keepalived's view from its dumps only")
+    return cfg.enable_dbus
 
 
 def build_parts(settings: Settings) -> list[Part]:
@@ -53,6 +95,10 @@ def build_parts(settings: Settings) -> list[Part]:
         parts.append(collect_vips)
     if settings.enabled("config"):
         parts.append(collect_config)
+    if settings.enabled("dbus") or settings.enabled("dumps"):
+        from ka_exporter.collectors.keepalived import collect_keepalived
+
+        parts.append(collect_keepalived)
     parts.append(collect_exporter)
     return parts
 

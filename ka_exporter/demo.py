@@ -126,6 +126,7 @@ def watchers(lab: Any, workdir: Path, base_port: int) -> Iterator[list[Watcher]]
             "--wire.interface",
             obs.interface,
             "--no-collector.process",
+            "--no-collector.vips",
             "--no-collector.dumps",
             "--no-collector.dbus",
         ]
@@ -161,7 +162,7 @@ def wait_up(ws: list[Watcher], timeout: float = 15.0) -> None:
 
 def run_demo(profile: str = "fast", seconds: float | None = None, base_port: int = DEFAULT_PORT) -> int:
     """Bring up the lab, start the exporters, print what they see until Ctrl-C (or `seconds`)."""
-    from ka_exporter.lab import Lab
+    from ka_exporter.lab import DEFAULT_NAME, Lab, known_labs
 
     stop = {"now": False}
 
@@ -171,7 +172,8 @@ def run_demo(profile: str = "fast", seconds: float | None = None, base_port: int
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     print(f"ka-exporter demo: starting a keepalived pair ({profile} profile) in network namespaces...")
-    with Lab(profile=profile, nodes=2, dbus=True) as lab:
+    name = DEFAULT_NAME if DEFAULT_NAME not in known_labs() else None
+    with Lab(profile=profile, nodes=2, dbus=True, prefix=name) as lab:
         print(lab.status())
         workdir = Path(lab.workdir)
         with watchers(lab, workdir, base_port) as ws:
@@ -184,7 +186,9 @@ def run_demo(profile: str = "fast", seconds: float | None = None, base_port: int
             for w in ws:
                 print(summary(w))
             print()
-            print("Try in another shell:  ka-exporter lab failover   (or: lab split, lab heal)")
+            hint = "" if lab.prefix == DEFAULT_NAME else f" --name {lab.prefix}"
+            print(f"Try in another shell:  .venv/bin/ka-exporter lab failover{hint}")
+            print(f"                       (or: lab split{hint}, lab heal{hint}, lab start-master{hint})")
             print("Ctrl-C stops the exporters and removes the lab.")
             started = time.monotonic()
             last = ""
