@@ -93,6 +93,24 @@ def lab_artifacts(lab: Lab) -> list[str]:
     return texts
 
 
+def up_in_parallel(labs: list[Lab]) -> list[BaseException]:
+    """Bring the labs up at the same time, one thread each; returns what went wrong."""
+    errors: list[BaseException] = []
+
+    def bring_up(lab: Lab) -> None:
+        try:
+            lab.up()
+        except BaseException as exc:  # returned to the test, which asserts there is none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bring_up, args=(lab,)) for lab in labs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 @pytest.fixture
 def fast_lab() -> Iterator[Lab]:
     with Lab(profile="fast") as lab:
@@ -213,19 +231,7 @@ def test_split_rejects_an_unknown_mode_or_node(fast_lab: Lab):
 
 def test_two_labs_in_parallel_both_work():
     labs = [Lab(profile="fast"), Lab(profile="fast")]
-    errors: list[BaseException] = []
-
-    def bring_up(lab: Lab) -> None:
-        try:
-            lab.up()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=bring_up, args=(lab,)) for lab in labs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = up_in_parallel(labs)
     try:
         assert errors == []
         first, second = labs
@@ -245,19 +251,7 @@ def test_two_labs_in_parallel_both_work():
 def test_classic_profiles_come_up_in_parallel():
     """dual-master, unicast and mysql (VRRPv2, advert 1: ~3.5 s each, so all at once)."""
     labs = {name: Lab(profile=name) for name in ("dual-master", "unicast", "mysql")}
-    errors: list[BaseException] = []
-
-    def bring_up(lab: Lab) -> None:
-        try:
-            lab.up()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=bring_up, args=(lab,)) for lab in labs.values()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = up_in_parallel(list(labs.values()))
     try:
         assert errors == []
         dual = labs["dual-master"]

@@ -365,11 +365,7 @@ class Lab:
             raise LabError(f"lab {self.prefix}: the lab interfaces did not come up within 5 s")
 
     def _operstate(self, host: LabHost) -> str:
-        try:
-            out = run([_ip(), "-n", host.netns, "-j", "link", "show", "dev", host.interface])
-            links: list[dict[str, Any]] = json.loads(out or "[]")
-        except (LabError, ValueError):
-            return "MISSING"
+        links = _ip_show(host, "link")
         return str(links[0].get("operstate", "UNKNOWN")) if links else "MISSING"
 
     def _write_files(self) -> None:
@@ -578,14 +574,9 @@ class Lab:
 
     def _addresses(self, node: LabNode) -> set[str]:
         """Addresses on the node's lab interface (empty if its namespace is gone)."""
-        try:
-            out = run([_ip(), "-n", node.netns, "-j", "addr", "show", "dev", node.interface])
-            links: list[dict[str, Any]] = json.loads(out or "[]")
-        except (LabError, ValueError):
-            return set()
         return {
             str(ipaddress.ip_address(info["local"]))
-            for link in links
+            for link in _ip_show(node, "addr")
             for info in link.get("addr_info", [])
             if "local" in info
         }
@@ -806,6 +797,16 @@ class Lab:
 
 def _ip() -> str:
     return find_tool("ip", "iproute2")
+
+
+def _ip_show(host: LabHost, what: str) -> list[dict[str, Any]]:
+    """`ip -j link|addr show dev IF` in the host's namespace; [] if the namespace or interface is gone."""
+    try:
+        out = run([_ip(), "-n", host.netns, "-j", what, "show", "dev", host.interface])
+        links: list[dict[str, Any]] = json.loads(out or "[]")
+    except (LabError, ValueError):
+        return []
+    return links
 
 
 def _write_script(path: Path, text: str) -> None:
