@@ -41,6 +41,17 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
         from ka_exporter.sources.vips import VipSource
 
         sources.append(VipSource(store))
+    if settings.enabled("wire"):
+        from ka_exporter.sources.wire import WireSource
+
+        sources.append(
+            WireSource(
+                store,
+                settings.wire_interfaces,
+                cap=settings.wire_max_peers,
+                listen_seconds=settings.wire_listen_seconds,
+            )
+        )
     dbus_source = None
     if settings.enabled("dbus") and dbus_wanted(settings):
         from ka_exporter.sources.dbus import DbusSource
@@ -99,6 +110,10 @@ def build_parts(settings: Settings) -> list[Part]:
         from ka_exporter.collectors.keepalived import collect_keepalived
 
         parts.append(collect_keepalived)
+    if settings.enabled("wire"):
+        from ka_exporter.collectors.wire import collect_wire
+
+        parts.append(collect_wire)
     parts.append(collect_exporter)
     return parts
 
@@ -132,7 +147,12 @@ class Exporter:
     def collect_once(self) -> bool:
         """Run every enabled source once, in parallel; True if all of them worked."""
         self.sources = build_sources(self.settings, self.store)
-        threads = [threading.Thread(target=s.run_once, name=f"once-{s.name}") for s in self.sources]
+        # keepalived.conf first: the wire and dump sources take their interfaces and VRIDs from it.
+        first = [s for s in self.sources if s.name == "config"]
+        for s in first:
+            s.run_once()
+        rest = [s for s in self.sources if s not in first]
+        threads = [threading.Thread(target=s.run_once, name=f"once-{s.name}") for s in rest]
         for t in threads:
             t.start()
         for t in threads:
