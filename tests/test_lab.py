@@ -288,28 +288,38 @@ def test_nginx_check_script_failure_moves_the_master():
         assert lab.wait_for(lambda: lab.master() == "b", timeout=6.0)
 
 
-def test_dbus_each_node_owns_the_keepalived_name_on_its_own_bus():
+def dbus_state(address: str, vrid: int) -> str:
+    """keepalived's State property of instance eth0/VRID/IPv4, read with dbus-send from the node's bus."""
+    return subprocess.run(
+        [
+            *(
+                find_tool("dbus-send", "dbus"),
+                f"--bus={address}",
+                "--print-reply",
+                "--dest=org.keepalived.Vrrp1",
+            ),
+            f"/org/keepalived/Vrrp1/Instance/eth0/{vrid}/IPv4",
+            *("org.freedesktop.DBus.Properties.Get", "string:org.keepalived.Vrrp1.Instance", "string:State"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+
+
+def test_dbus_each_node_has_its_own_bus_with_keepalived_on_it():
     with Lab(profile="fast", dbus=True) as lab:
-        buses = []
-        for node in lab.nodes.values():
-            assert node.dbus_address is not None
-            out = subprocess.run(
-                [
-                    find_tool("busctl", "systemd"),
-                    f"--address={node.dbus_address}",
-                    "tree",
-                    "org.keepalived.Vrrp1",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-            assert f"/org/keepalived/Vrrp1/Instance/eth0/{lab.instances[0].vrid}/IPv4" in out
-            buses.append(node.dbus_address)
-            assert node.dbus_proc is not None
-        assert len(set(buses)) == 2
-        dbus_pids = [n.dbus_proc.pid for n in lab.nodes.values() if n.dbus_proc is not None]
+        a, b = lab.nodes["a"], lab.nodes["b"]
+        assert a.dbus_address is not None
+        assert b.dbus_address is not None
+        assert a.dbus_address != b.dbus_address
+        vrid = lab.instances[0].vrid
+        assert re.search(r'uint32 2\s+string "Master"', dbus_state(a.dbus_address, vrid))
+        assert re.search(r'uint32 1\s+string "Backup"', dbus_state(b.dbus_address, vrid))
+        buses = [a.dbus_address, b.dbus_address]
+        dbus_pids = [n.dbus_proc.pid for n in (a, b) if n.dbus_proc is not None]
+        assert len(dbus_pids) == 2
     assert all(gone(pid) for pid in dbus_pids)
     assert not any(Path(bus.removeprefix("unix:path=")).exists() for bus in buses)
 
