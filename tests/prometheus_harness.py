@@ -55,7 +55,7 @@ class Prometheus:
         url = f"{self.base}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=5) as resp:
             return json.loads(resp.read())
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -87,6 +87,7 @@ def prometheus(
     workdir: Path,
     targets: Sequence[str],
     rule_files: Sequence[Path] = (),
+    *,
     scrape_interval: str = "1s",
     scheme: str = "http",
     extra_scrape: dict[str, Any] | None = None,
