@@ -35,25 +35,11 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ka_exporter.model import KeepalivedConfig, Snapshot
-from ka_exporter.verdicts.wire import CONFLICT_KINDS, VridKey, judge
+from ka_exporter.model import Snapshot
+from ka_exporter.verdicts.wire import CONFLICT_KINDS, VridKey, configured_vrids, judge
 
 VRID_LABELS = ["interface", "family", "vrid"]
 ROUTER_LABELS = ["interface", "family", "vrid", "source"]
-
-
-def configured_vrids(snap: Snapshot) -> tuple[VridKey, ...]:
-    """(interface, family, vrid) of every local VRRP instance: keepalived.conf, else keepalived's view."""
-    out: set[VridKey] = set()
-    config: KeepalivedConfig | None = snap.config
-    if config is not None and config.instances:
-        for inst in config.instances:
-            if inst.interface and inst.vrid is not None:
-                out.add((inst.interface, inst.family, inst.vrid))
-    elif snap.instances:
-        for view in snap.instances:
-            out.add((view.interface, view.family, view.vrid))
-    return tuple(sorted(out))
 
 
 def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) -> Iterator[Metric]:

@@ -100,6 +100,10 @@ def _attach_filter(sock: socket.socket, program: list[Insn]) -> None:
 class CaptureError(Exception):
     """A one-line, user-facing reason why capturing on an interface does not work."""
 
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # the errno behind it, if any
+
 
 _ANCBUF = socket.CMSG_SPACE(16)
 _TS = struct.Struct("qq")
@@ -163,7 +167,7 @@ class PacketSocket:
                 if exc.errno == errno.EINTR:
                     continue
                 raise CaptureError(
-                    f"wire: capture on {self.interface} failed: {exc.strerror or exc}"
+                    f"wire: capture on {self.interface} failed: {exc.strerror or exc}", exc.errno
                 ) from None
             ts = 0.0
             for level, kind, cdata in anc:

@@ -54,6 +54,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ka_exporter.model import KeepalivedConfig, Snapshot
+
 CONFLICT_KINDS: tuple[str, ...] = ("auth", "interval", "version", "vips")
 
 #: A router whose last advert is older than RUN_GAP intervals is not advertising any more.
@@ -268,3 +270,17 @@ def judge(
     conf = set(configured)
     keys = sorted(set(groups) | conf)
     return tuple(judge_vrid(k, groups.get(k, ()), now, k in conf) for k in keys)
+
+
+def configured_vrids(snap: Snapshot) -> tuple[VridKey, ...]:
+    """(interface, family, vrid) of every local VRRP instance: keepalived.conf, else keepalived's view."""
+    out: set[VridKey] = set()
+    config: KeepalivedConfig | None = snap.config
+    if config is not None and config.instances:
+        for inst in config.instances:
+            if inst.interface and inst.vrid is not None:
+                out.add((inst.interface, inst.family, inst.vrid))
+    elif snap.instances:
+        for view in snap.instances:
+            out.add((view.interface, view.family, view.vrid))
+    return tuple(sorted(out))

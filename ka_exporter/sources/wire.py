@@ -1,0 +1,281 @@
+"""The wire source: sniff VRRP adverts on keepalived's interfaces into the peer table.
+
+One capture thread polls one AF_PACKET socket per interface (kernel-filtered to VRRP, see
+`capture.py`), decodes each packet (`parse.vrrp.decode`) and updates the bounded `PeerTable`. It
+calls `store.wire_changed()` only when a VRID's verdict changed (a new router, masters, split brain,
+no master, conflicts), at most once per batch of packets, so a watcher sees a split brain as soon as
+the decisive advert is read; time-driven changes (expiry) are found by a tick every `tick_interval`.
+The store reads the table through `set_wire_provider(table.snapshot)`.
+
+Failures are one line each and never stop the other sources: no CAP_NET_RAW, an interface that does
+not exist. The source keeps retrying every `retry_interval` seconds; an interface that disappears
+and comes back (new ifindex) is re-opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from ka_exporter.model import Advert
+from ka_exporter.parse.vrrp import PROCESS_KEY, decode
+from ka_exporter.peers import DEFAULT_CAP, DEFAULT_LINGER, PeerTable
+from ka_exporter.sources.base import Source
+from ka_exporter.sources.capture import CaptureError, PacketSocket
+from ka_exporter.store import Store
+from ka_exporter.verdicts.wire import VridKey, VridVerdict, configured_vrids, judge
+
+Configured = Callable[[], Iterable[VridKey]] | Iterable[VridKey] | None
+
+_POLLIN = select.POLLIN
+_POLLBAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+class WireSource(Source):
+    """Sniffs VRRP on `interfaces` (default: the interfaces of the configured VRRP instances)."""
+
+    name = "wire"
+
+    def __init__(
+        self,
+        store: Store,
+        interfaces: Sequence[str] = (),
+        cap: int = DEFAULT_CAP,
+        configured: Configured = None,
+        listen_seconds: float = 3.0,
+        *,
+        linger: float = DEFAULT_LINGER,
+        key: bytes = PROCESS_KEY,
+        retry_interval: float = 5.0,
+        check_interval: float = 5.0,
+        tick_interval: float = 0.25,
+        batch: int = 256,
+    ) -> None:
+        super().__init__(store)
+        self.interfaces = tuple(interfaces)
+        self.configured = configured
+        self.listen_seconds = listen_seconds
+        self.key = key
+        self.retry_interval = retry_interval
+        self.check_interval = check_interval
+        self.tick_interval = tick_interval
+        self.batch = batch
+        self.table = PeerTable(cap=cap, linger=linger)
+        self.received = 0  # packets that got past the kernel filter into Python
+        self.attempts = 0  # socket (re)open rounds, for tests and status
+        self._sockets: dict[str, PacketSocket] = {}
+        self._by_fd: dict[int, PacketSocket] = {}
+        self._closed_stats = (0, 0)  # PACKET_STATISTICS of sockets already closed
+        self._wake: tuple[int, int] | None = None
+        store.set_wire_provider(self.table.snapshot)
+
+    # -- what to watch --------------------------------------------------------------------------------
+
+    def configured_keys(self) -> tuple[VridKey, ...]:
+        """(interface, family, vrid) that should have a master (for no_master)."""
+        conf = self.configured
+        if conf is None:
+            return configured_vrids(self.store.snapshot())
+        if callable(conf):
+            return tuple(conf())
+        return tuple(conf)
+
+    def wanted_interfaces(self) -> tuple[str, ...]:
+        if self.interfaces:
+            return self.interfaces
+        return tuple(sorted({k[0] for k in self.configured_keys()}))
+
+    def verdicts(self, now: float | None = None) -> tuple[VridVerdict, ...]:
+        """The wire verdicts now (seen and configured VRIDs)."""
+        peers, _ = self.table.snapshot()
+        return judge(peers, time.time() if now is None else now, self.configured_keys())
+
+    # -- sockets --------------------------------------------------------------------------------------
+
+    def _open(self, poller: select.poll | None) -> list[CaptureError]:
+        """Open what is missing, drop what vanished; return the errors (empty: all open)."""
+        self.attempts += 1
+        wanted = self.wanted_interfaces()
+        for name, sock in list(self._sockets.items()):
+            try:
+                gone = name not in wanted or socket.if_nametoindex(name) != sock.ifindex
+            except OSError:
+                gone = True
+            if gone:
+                self._close(sock, poller)
+        errors: list[CaptureError] = []
+        for name in wanted:
+            if name in self._sockets:
+                continue
+            try:
+                sock = PacketSocket(name)
+            except CaptureError as exc:
+                errors.append(exc)
+                continue
+            self._sockets[name] = sock
+            self._by_fd[sock.fileno()] = sock
+            if poller is not None:
+                poller.register(sock.fileno(), _POLLIN)
+        self.table.set_interfaces(tuple(sorted(self._sockets)))
+        self._update_kernel_stats()
+        return errors
+
+    def _close(self, sock: PacketSocket, poller: select.poll | None) -> None:
+        packets, drops = sock.read_stats()
+        self._closed_stats = (self._closed_stats[0] + packets, self._closed_stats[1] + drops)
+        fd = sock.fileno()
+        if poller is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                poller.unregister(fd)
+        self._by_fd.pop(fd, None)
+        self._sockets.pop(sock.interface, None)
+        sock.close()
+
+    def _close_all(self, poller: select.poll | None) -> None:
+        for sock in list(self._sockets.values()):
+            self._close(sock, poller)
+        self.table.set_interfaces(())
+
+    def _update_kernel_stats(self) -> None:
+        packets, drops = self._closed_stats
+        for sock in self._sockets.values():
+            p, d = sock.read_stats()
+            packets += p
+            drops += d
+        self.table.set_kernel_stats(packets, drops)
+
+    def _report(self, errors: list[CaptureError]) -> bool:
+        if not self.wanted_interfaces():
+            self.fail("wire: no interface to sniff (none found in keepalived.conf; use --wire.interface)")
+            return False
+        if errors:
+            self.fail(summarize(errors))
+            return False
+        self.ok()
+        return True
+
+    # -- packets --------------------------------------------------------------------------------------
+
+    def _drain(self, sock: PacketSocket) -> bool:
+        """Read what is queued on `sock` into the table; True if a verdict changed."""
+        batch = sock.recv_batch(self.batch)
+        self.received += len(batch)
+        changed = False
+        table = self.table
+        iface = sock.interface
+        key = self.key
+        for data, ts, outgoing in batch:
+            got = decode(data, interface=iface, timestamp=ts or time.time(), key=key, outgoing=outgoing)
+            if isinstance(got, Advert):
+                if table.update(got):
+                    changed = True
+            else:
+                table.count_invalid(got.reason)
+        return changed
+
+    def _poll_once(self, poller: select.poll, timeout: float) -> tuple[bool, bool]:
+        """One poll round: (a verdict changed, a socket broke)."""
+        changed = broken = False
+        for fd, ev in poller.poll(max(0.0, timeout) * 1000.0):
+            if self._wake is not None and fd == self._wake[0]:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 64)
+                continue
+            sock = self._by_fd.get(fd)
+            if sock is None:
+                continue
+            try:
+                if ev & _POLLIN or ev & select.POLLERR:
+                    changed |= self._drain(sock)
+                elif ev & _POLLBAD:
+                    broken = True
+            except CaptureError as exc:
+                # ENETDOWN: the interface went down or away. Keep the socket (the kernel re-hooks
+                # it when the same interface comes back up) and let the next check decide.
+                broken = True
+                if exc.code != errno.ENETDOWN:
+                    self._close(sock, poller)
+        return changed, broken
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        poller = select.poll()
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        self._wake = (rfd, wfd)
+        poller.register(rfd, _POLLIN)
+        next_check = 0.0
+        next_tick = time.monotonic() + self.tick_interval
+        try:
+            while not self.stopping:
+                mono = time.monotonic()
+                if mono >= next_check:
+                    healthy = self._report(self._open(poller))
+                    next_check = mono + (self.check_interval if healthy else self.retry_interval)
+                changed, broken = self._poll_once(poller, min(next_check, next_tick) - time.monotonic())
+                if broken:
+                    next_check = min(next_check, time.monotonic() + 0.2)
+                if changed:
+                    self.store.wire_changed()
+                mono = time.monotonic()
+                if mono >= next_tick:
+                    if self.table.tick(time.time()):
+                        self.store.wire_changed()
+                    next_tick = mono + self.tick_interval
+        finally:
+            self._close_all(poller)
+            self._wake = None
+            os.close(rfd)
+            os.close(wfd)
+
+    def run_once(self, listen_seconds: float | None = None) -> None:
+        """--once: listen `listen_seconds` (default: the constructor's), then close. Never raises."""
+        seconds = self.listen_seconds if listen_seconds is None else listen_seconds
+        poller = select.poll()
+        try:
+            errors = self._open(poller)
+            if self._sockets:
+                deadline = time.monotonic() + seconds
+                while True:
+                    left = deadline - time.monotonic()
+                    changed, _broken = self._poll_once(poller, min(left, self.tick_interval))
+                    if changed:
+                        self.store.wire_changed()
+                    if left <= 0:
+                        break
+                self.table.tick(time.time())
+                self._update_kernel_stats()
+            self._report(errors)
+        except Exception as exc:  # a source never raises out of run_once
+            self.fail(f"wire: {type(exc).__name__}: {exc}")
+        finally:
+            self._close_all(None)
+
+    def close(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(wake[1], b"x")
+
+
+def summarize(errors: list[CaptureError]) -> str:
+    """One line for several interfaces: "wire: cannot open ... on eth0, eth1: <reason>"."""
+    prefix = "wire: cannot open AF_PACKET socket on "
+    by_reason: dict[str, list[str]] = {}
+    other: list[str] = []
+    for exc in errors:
+        text = str(exc)
+        if text.startswith(prefix) and ": " in text[len(prefix) :]:
+            iface, reason = text[len(prefix) :].split(": ", 1)
+            by_reason.setdefault(reason, []).append(iface)
+        else:
+            other.append(text)
+    parts = [f"{prefix}{', '.join(ifaces)}: {reason}" for reason, ifaces in by_reason.items()]
+    return "; ".join(parts + other)
