@@ -1,0 +1,597 @@
+"""The dump source: keepalived's ``.data``/``.stats``/``.json`` dumps, asked for in the background.
+
+Never on the scrape path: a dump makes keepalived's VRRP process stop and write files, so it is refreshed
+every ``interval`` seconds (default 15) and when :meth:`DumpSource.request_refresh` is called (e.g. by the
+D-Bus source after a state change), at most once per ``min_gap`` seconds. A scrape only renders the store.
+
+How a refresh goes
+------------------
+1. Ask for fresh dumps. With a ``requester`` (the D-Bus source's ``request_dump``: PrintData/PrintStats,
+   which return once the file is written) for data and stats; otherwise, or when it fails, by signalling
+   keepalived's parent. The parent is taken from the pid file and signalled only if ``/proc/PID`` says it
+   is keepalived (exe or comm, not a zombie), through a pidfd opened *before* the check so that a recycled
+   pid is never signalled. A pid file naming another program is reported in one line, never signalled.
+   Signal numbers come from ``<keepalived binary> --signum=DATA|STATS|JSON`` (the binary of the running
+   process, once per binary), else 10 / 12; JSON is asked for only when the binary says it supports it:
+   SIGRTMIN+2 is not handled by a keepalived built without JSON, and its default action would kill it.
+2. Wait until each file is fresh (changed since just before the request) and complete (inotify
+   IN_CLOSE_WRITE, or size and mtime stable across two looks when inotify is unavailable), with a timeout.
+3. Parse (:mod:`ka_exporter.parse.dumps`), combine by instance name, publish with
+   ``store.set_instances(views, "dumps")``. Any problem marks the source failed with a one-line reason;
+   the store keeps the last good views (stale, and the health record says so).
+
+JSON or data+stats: JSON carries state, priorities, VIPs and counters in one structured file, but not the
+track script / interface status nor the sync group, which only ``.data`` has. So a refresh asks for
+JSON + data when keepalived supports JSON and data + stats otherwise (1.3, builds without JSON, or when
+no keepalived.json appeared after the JSON signal: then it falls back and remembers that for this pid).
+
+Where the files are: ``dumps_dir`` if given; else keepalived's ``TMPDIR`` (from ``/proc/PID/environ``) and
+``/tmp`` (keepalived < 2.2 ignores TMPDIR), seen through ``/proc/PID/root`` when keepalived runs in another
+mount namespace (systemd PrivateTmp, containers). File names: ``keepalived.data`` or, with
+``data_use_instance``, ``keepalived_<netns>_<instance>.data``. keepalived in another network namespace
+writes the same files (only the path matters).
+
+``signal=False`` (``--no-keepalived.signal``) reads whatever dumps are there without asking keepalived
+(support bundles): data, plus JSON or stats when present.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import signal as signals
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ka_exporter.model import InstanceView
+from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_json, parse_stats
+from ka_exporter.sources.base import Source
+from ka_exporter.store import Store
+
+log = logging.getLogger("ka_exporter.sources.dumps")
+
+__all__ = ["DumpSource", "Requester", "signal_numbers"]
+
+Requester = Callable[[str], bool]
+
+FALLBACK_SIGNALS = {"DATA": int(signals.SIGUSR1), "STATS": int(signals.SIGUSR2)}
+_JSON_FALLBACK = int(signals.SIGRTMIN) + 2  # only ever used when the binary confirms JSON support
+_SIGNUM_CACHE: dict[str, dict[str, int]] = {}
+_SIGNUM_LOCK = threading.Lock()
+
+# files keepalived writes beside the VRRP dumps that are not ours to read
+_OTHER_DATA = ("keepalived_parent", "keepalived_check", "keepalived_bfd")
+
+
+def signal_numbers(binary: str | None) -> dict[str, int]:
+    """{"DATA": n, "STATS": n[, "JSON": n]} from ``binary --signum=...``, cached once per binary.
+
+    "JSON" is present only when the binary answers a number for it (keepalived built with JSON).
+    Without a binary to ask (1.3 has no --signum): SIGUSR1 / SIGUSR2 and no JSON.
+    """
+    key = binary or ""
+    with _SIGNUM_LOCK:
+        cached = _SIGNUM_CACHE.get(key)
+        if cached is not None:
+            return dict(cached)
+        numbers = dict(FALLBACK_SIGNALS)
+        if binary:
+            for name in ("DATA", "STATS", "JSON"):
+                number = _ask_signum(binary, name)
+                if number is not None:
+                    numbers[name] = number
+        _SIGNUM_CACHE[key] = numbers
+        return dict(numbers)
+
+
+def _ask_signum(binary: str, name: str) -> int | None:
+    try:
+        done = subprocess.run(
+            [binary, f"--signum={name}"],
+            capture_output=True,
+            timeout=5,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = done.stdout.decode("ascii", errors="replace").strip()
+    if done.returncode != 0 or not text.isdigit():
+        return None
+    number = int(text)
+    return number if 0 < number < 65 else None
+
+
+# --------------------------------------------------------------------------------------------------
+# /proc helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_pid(path: Path) -> tuple[int | None, str | None]:
+    """(pid, None) or (None, one-line reason)."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None, f"pid file {path} does not exist (is keepalived running?)"
+    except OSError as exc:
+        return None, f"cannot read pid file {path}: {exc.strerror or exc}"
+    if not text.isdigit() or int(text) <= 0:
+        return None, f"pid file {path} does not hold a pid"
+    return int(text), None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip() or "?"
+    except OSError:
+        return "gone"
+
+
+def _is_keepalived(pid: int) -> bool:
+    """A live (not zombie) keepalived: /proc/PID/exe's name, else comm."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if "\nState:\tZ" in head or "\nState:\tX" in head:
+        return False
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    if exe:
+        return os.path.basename(exe.removesuffix(" (deleted)")) == "keepalived"
+    return head.startswith("Name:\tkeepalived\n")
+
+
+def _binary(pid: int) -> str | None:
+    """The running keepalived's binary, to ask it for signal numbers (/proc/PID/exe works even if the
+    file was replaced by an upgrade)."""
+    path = f"/proc/{pid}/exe"
+    return path if os.path.exists(path) else None
+
+
+def _environ(pid: int, name: str) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def _same_mount_ns(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return True  # cannot tell: use the plain path
+
+
+# --------------------------------------------------------------------------------------------------
+# inotify (close-write) through ctypes, with a polling fallback
+# --------------------------------------------------------------------------------------------------
+
+_IN_CLOSE_WRITE = 0x00000008
+_IN_MOVED_TO = 0x00000080
+_EVENT = struct.Struct("iIII")
+
+
+class _Watch:
+    """Names of files closed after writing (or renamed into place) in some directories, via inotify."""
+
+    _libc: ctypes.CDLL | None = None
+
+    def __init__(self, dirs: Iterable[Path]) -> None:
+        self.fd = -1
+        self.dirs: dict[int, Path] = {}
+        try:
+            libc = _Watch._libc or ctypes.CDLL(None, use_errno=True)
+            _Watch._libc = libc
+            fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+            if fd < 0:
+                return
+            self.fd = fd
+            for d in dirs:
+                wd = int(libc.inotify_add_watch(fd, os.fsencode(d), _IN_CLOSE_WRITE | _IN_MOVED_TO))
+                if wd >= 0:
+                    self.dirs[wd] = d
+        except (OSError, AttributeError):
+            self.close()
+        if not self.dirs:
+            self.close()
+
+    @property
+    def active(self) -> bool:
+        return self.fd >= 0
+
+    def events(self, timeout: float) -> list[Path]:
+        """Files closed-after-write within `timeout` seconds (empty list on timeout)."""
+        if self.fd < 0:
+            return []
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return []
+        try:
+            buf = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        out: list[Path] = []
+        offset = 0
+        while offset + _EVENT.size <= len(buf):
+            wd, _mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+            name = buf[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
+            offset += _EVENT.size + length
+            if wd in self.dirs and name:
+                out.append(self.dirs[wd] / os.fsdecode(name))
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = -1
+
+
+# --------------------------------------------------------------------------------------------------
+# the source
+# --------------------------------------------------------------------------------------------------
+
+_Stat = tuple[int, int, int]  # (mtime_ns, size, inode)
+
+
+def _stat(path: Path) -> _Stat | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _matches(name: str, kind: str) -> bool:
+    """Is `name` a VRRP dump of `kind` ("data" / "stats" / "json"), data_use_instance names included?"""
+    if not name.startswith("keepalived") or not name.endswith("." + kind):
+        return False
+    stem = name[: -len(kind) - 1]
+    if stem == "keepalived":
+        return True
+    return stem.startswith("keepalived_") and not stem.startswith(_OTHER_DATA)
+
+
+@dataclass(slots=True)
+class _Target:
+    """Where to look and whom to ask, resolved once per refresh."""
+
+    dirs: list[Path]  # where keepalived may write, as this process can open them
+    shown: list[str]  # the same, as the operator knows them (for messages)
+    pid: int | None = None
+    pidfd: int | None = None
+
+
+class DumpSource(Source):
+    """keepalived's dumps, refreshed in the background (see the module docstring)."""
+
+    name = "dumps"
+
+    def __init__(
+        self,
+        store: Store,
+        dumps_dir: Path | None,
+        pid_file: Path,
+        signal: bool = True,
+        interval: float = 15.0,
+        *,
+        requester: Requester | None = None,
+        timeout: float = 3.0,
+        min_gap: float = 1.0,
+    ) -> None:
+        super().__init__(store)
+        self.dumps_dir = dumps_dir
+        self.pid_file = pid_file
+        self.signal = signal
+        self.interval = interval
+        self.requester = requester
+        self.timeout = timeout
+        self.min_gap = min(min_gap, interval)
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one refresh at a time (run loop vs --once callers)
+        self._json_off_pid: int | None = None  # JSON found unsupported for this keepalived pid
+        self._last_start = 0.0
+        # what this source did, for tests and the status view
+        self.signals_sent = 0
+        self.requests_made = 0
+        self.refreshes = 0
+        self.last_files: tuple[Path, ...] = ()
+        self.json_supported: bool | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def request_refresh(self) -> None:
+        """Refresh soon (e.g. after a D-Bus state change): wakes the background loop, never blocks."""
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self.stopping:
+            self._last_start = time.monotonic()
+            self.run_once()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self.stopping:
+                break
+            gap = self._last_start + self.min_gap - time.monotonic()
+            if gap > 0 and not self.sleep(gap):
+                break
+
+    def close(self) -> None:
+        self._wake.set()
+
+    # -- one refresh ------------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        with self._lock:
+            try:
+                error = self._refresh()
+            except Exception as exc:  # never raise out of a source
+                log.debug("dump refresh failed", exc_info=True)
+                error = f"dump refresh failed: {type(exc).__name__}"
+        if error is None:
+            self.ok()
+        else:
+            self.fail(error)
+
+    def _refresh(self) -> str | None:
+        target = self._target()
+        if isinstance(target, str):
+            return target
+        try:
+            if not self.signal:
+                return self._read_present(target)
+            views, error, mismatch = self._ask(target)
+            if mismatch:
+                views, error, _ = self._ask(target)  # keepalived reloaded between two dumps: once more
+            if views is None:
+                return error or "no dumps"
+            self.refreshes += 1
+            self.store.set_instances(views, "dumps")
+            return None
+        finally:
+            if target.pidfd is not None:
+                os.close(target.pidfd)
+
+    def _target(self) -> _Target | str:
+        """Where to look and whom to ask, or the one-line reason why there is nothing to do."""
+        pid, pid_error = _read_pid(self.pid_file)
+        pidfd: int | None = None
+        if pid is not None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pid_error = f"pid file {self.pid_file} names pid {pid}, which is not running"
+                pid = None
+            except OSError:
+                pidfd = None  # no pidfd support: plain kill() below, after the same check
+            if pid is not None and not _is_keepalived(pid):
+                pid_error = (
+                    f"pid file {self.pid_file} names pid {pid} ({_comm(pid)}), which is not keepalived:"
+                    " not signalling it"
+                )
+                if pidfd is not None:
+                    os.close(pidfd)
+                pid, pidfd = None, None
+        asking = self.signal
+        if asking and pid is None and self.requester is None:
+            return pid_error or f"no keepalived pid in {self.pid_file}"
+        if pid_error is not None and asking:
+            log.debug("%s; asking through D-Bus only", pid_error)
+        dirs, shown = self._dirs(pid)
+        if not dirs:
+            if pidfd is not None:
+                os.close(pidfd)
+            return f"dump directory {self.dumps_dir or '/tmp'} does not exist"
+        return _Target(dirs=dirs, shown=shown, pid=pid, pidfd=pidfd)
+
+    def _dirs(self, pid: int | None) -> tuple[list[Path], list[str]]:
+        if self.dumps_dir is not None:
+            if not self.dumps_dir.is_dir():
+                return [], []
+            return [self.dumps_dir], [str(self.dumps_dir)]
+        names: list[str] = []
+        tmpdir = _environ(pid, "TMPDIR") if pid is not None else None
+        for d in (tmpdir, "/tmp"):
+            if d and d.startswith("/") and d.rstrip("/") not in names:
+                names.append(d.rstrip("/") or "/")
+        root = f"/proc/{pid}/root" if pid is not None and not _same_mount_ns(pid) else ""
+        dirs: list[Path] = []
+        shown: list[str] = []
+        for d in names:
+            path = Path(root + d)
+            if path.is_dir():
+                dirs.append(path)
+                shown.append(d + (f" (in pid {pid}'s mount namespace)" if root else ""))
+        return dirs, shown
+
+    # -- asking keepalived ------------------------------------------------------------------------
+
+    def _kinds(self, target: _Target) -> list[str]:
+        if target.pid is None:
+            return ["data", "stats"]  # D-Bus only: it has no JSON method
+        if self._json_off_pid == target.pid:
+            return ["data", "stats"]
+        numbers = signal_numbers(_binary(target.pid))
+        if "JSON" not in numbers:
+            self.json_supported = False
+            return ["data", "stats"]
+        return ["json", "data"]
+
+    def _ask(self, target: _Target) -> tuple[tuple[InstanceView, ...] | None, str | None, bool]:
+        """(views, error, dumps named different instances)."""
+        kinds = self._kinds(target)
+        files, error = self._request(target, kinds)
+        if error is not None and "json" in kinds and "json" not in files and "data" in files:
+            # keepalived took the JSON signal but wrote nothing: no JSON support. Remember, use stats.
+            log.info(
+                "keepalived (pid %s) wrote no keepalived.json after the JSON signal: using keepalived.stats",
+                target.pid,
+            )
+            self._json_off_pid = target.pid
+            self.json_supported = False
+            more, error = self._request(target, ["stats"])
+            files.update(more)
+        if error is not None:
+            return None, error, False
+        if "json" in files:
+            self.json_supported = True
+        return self._parse(files)
+
+    def _request(self, target: _Target, kinds: list[str]) -> tuple[dict[str, Path], str | None]:
+        """Ask for each kind of dump and wait until the files are fresh and complete."""
+        before = {p: _stat(p) for p in self._candidates(target.dirs, kinds)}
+        watch = _Watch(target.dirs)
+        try:
+            sent: list[str] = []
+            for kind in kinds:
+                how, error = self._ask_one(target, kind)
+                if error is not None:
+                    return {}, error
+                sent.append(how)
+            return self._wait(target, kinds, before, watch, ", ".join(sent))
+        finally:
+            watch.close()
+
+    def _ask_one(self, target: _Target, kind: str) -> tuple[str, str | None]:
+        if self.requester is not None and kind in ("data", "stats"):
+            self.requests_made += 1
+            try:
+                if self.requester(kind):
+                    return f"D-Bus Print{kind.capitalize()}", None
+            except Exception:  # a requester must not take the refresh down
+                log.debug("dump requester failed", exc_info=True)
+        if target.pid is None:
+            return "", f"could not ask keepalived for its {kind} dump (D-Bus failed and no usable pid file)"
+        number = signal_numbers(_binary(target.pid)).get(kind.upper())
+        if number is None:
+            return "", f"keepalived (pid {target.pid}) has no signal for a {kind} dump"
+        try:
+            if target.pidfd is not None:
+                signals.pidfd_send_signal(target.pidfd, number)
+            else:
+                os.kill(target.pid, number)
+        except ProcessLookupError:
+            return "", f"keepalived (pid {target.pid}) exited"
+        except PermissionError:
+            return "", f"not allowed to signal keepalived (pid {target.pid}): run as root or with CAP_KILL"
+        self.signals_sent += 1
+        return f"signal {number}", None
+
+    def _candidates(self, dirs: Iterable[Path], kinds: Iterable[str]) -> list[Path]:
+        out: list[Path] = []
+        wanted = tuple(kinds)
+        for d in dirs:
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            out.extend(d / n for n in names if any(_matches(n, k) for k in wanted))
+        return out
+
+    def _wait(
+        self, target: _Target, kinds: list[str], before: dict[Path, _Stat | None], watch: _Watch, how: str
+    ) -> tuple[dict[str, Path], str | None]:
+        deadline = time.monotonic() + self.timeout
+        found: dict[str, Path] = {}
+        closed: set[Path] = set()
+        seen: dict[Path, _Stat] = {}
+        while True:
+            for path in self._candidates(target.dirs, kinds):
+                kind = path.suffix[1:]
+                if kind in found:
+                    continue
+                now = _stat(path)
+                if now is None or now == before.get(path):
+                    continue  # not (re)written since the request
+                if path in closed or (not watch.active and seen.get(path) == now):
+                    found[kind] = path  # closed after writing, or stable across two looks
+                seen[path] = now
+            if all(k in found for k in kinds):
+                return found, None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = [k for k in kinds if k not in found]
+                names = " and ".join(f"keepalived.{k}" for k in missing)
+                return found, (
+                    f"keepalived (pid {target.pid}) wrote no fresh {names} in {' or '.join(target.shown)}"
+                    f" within {self.timeout:g} s of {how}"
+                )
+            if watch.active:
+                closed.update(watch.events(min(left, 0.25)))
+            else:
+                time.sleep(min(left, 0.02))
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _parse(self, files: dict[str, Path]) -> tuple[tuple[InstanceView, ...] | None, str | None, bool]:
+        """(views, error, dumps named different instances) from the files of one refresh."""
+        raw: dict[str, bytes] = {}
+        for kind, path in files.items():
+            try:
+                raw[kind] = path.read_bytes()
+            except FileNotFoundError:
+                return None, f"{path} vanished before it could be read", False
+            except PermissionError:
+                return (
+                    None,
+                    f"cannot read {path}: permission denied (keepalived writes it 0600: run as root)",
+                    False,
+                )
+            except OSError as exc:
+                return None, f"cannot read {path}: {exc.strerror or exc}", False
+        self.last_files = tuple(files.values())
+        try:
+            data = parse_data(raw["data"], str(files["data"])) if "data" in raw else None
+            stats = parse_stats(raw["stats"], str(files["stats"])) if "stats" in raw else None
+            json_views = parse_json(raw["json"], str(files["json"])) if "json" in raw else None
+            names = (
+                str(files.get("data", "keepalived.data")),
+                str(files.get("stats", "keepalived.stats")),
+                str(files.get("json", "keepalived.json")),
+            )
+            views = combine(data, stats, json_views, names)
+        except DumpError as exc:
+            return None, str(exc), "name different instances" in str(exc)
+        return views, None, False
+
+    def _read_present(self, target: _Target) -> str | None:
+        """signal=False: read the dumps that are there, once each is complete (not being written)."""
+        files: dict[str, Path] = {}
+        for kind in ("data", "json", "stats"):
+            paths = self._candidates(target.dirs, [kind])
+            if paths:
+                files[kind] = max(paths, key=lambda p: (_stat(p) or (0, 0, 0))[0])
+        if "json" in files and "stats" in files:
+            del files["stats"]  # JSON has the counters
+        if not files or ("data" not in files and "json" not in files):
+            return f"no keepalived.data or keepalived.json in {' or '.join(target.shown)}"
+        for _attempt in range(3):
+            first = {p: _stat(p) for p in files.values()}
+            views, error, _ = self._parse(files)
+            if all(_stat(p) == s for p, s in first.items()):
+                break  # nothing changed while reading: what was parsed is what is there
+            time.sleep(0.05)
+        else:
+            return "the dump files kept changing while being read"
+        if views is None:
+            return error or "no dumps"
+        self.refreshes += 1
+        self.store.set_instances(views, "dumps")
+        return None
