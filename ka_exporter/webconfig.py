@@ -458,9 +458,9 @@ def _headers(err: _Errors, http_section: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _tls_enabled(section: Mapping[str, Any]) -> bool:
-    return any(
-        section.get(k) for k in ("cert", "key", "cert_file", "key_file", "client_ca", "client_ca_file")
-    )
+    # Stricter than exporter-toolkit, which serves plain HTTP when only e.g. min_version is set: any
+    # TLS setting means TLS, and then a missing certificate is an error, never a silent downgrade.
+    return any(value not in (None, "", []) for value in section.values())
 
 
 def _resolve(base: Path, name: str) -> Path:

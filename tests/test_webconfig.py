@@ -230,6 +230,10 @@ def test_bad_files_are_refused_with_what_is_wrong(tmp_path, pki):
     assert "missing one of key or key_file" in refused(
         write_config(tmp_path / "d.yml", f"tls_server_config:\n  cert_file: {pki.server_cert}\n")
     )
+    # TLS settings without a certificate are an error, not plain HTTP.
+    assert "missing one of cert or cert_file" in refused(
+        write_config(tmp_path / "d2.yml", "tls_server_config:\n  min_version: TLS13\n")
+    )
     assert "min_version 'TLS14' is not one of" in refused(
         write_config(tmp_path / "e.yml", tls_block(pki, "min_version: TLS14"))
     )
