@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ka_exporter.collectors.host import normalize_ip
 from ka_exporter.model import Snapshot
+from ka_exporter.verdicts.vips import held_addresses, missing_vips, stale_vips
+from ka_exporter.verdicts.wire import configured_vrids, judge
 
 KINDS = ("keepalived_down", "split_brain", "no_master", "vip_mismatch", "wire_conflict")
 SEVERITY = {
@@ -41,7 +44,93 @@ def evaluate(snap: Snapshot) -> list[Condition]:
     """Every condition that holds in this snapshot."""
     out: list[Condition] = []
     out.extend(_keepalived_down(snap))
+    out.extend(_wire(snap))
+    out.extend(_vip_mismatch(snap))
     return sorted(out, key=lambda c: c.key)
+
+
+def _wire(snap: Snapshot) -> list[Condition]:
+    if snap.wire_peers is None:
+        return []
+    out: list[Condition] = []
+    by_key: dict[tuple[str, str, int], list[str]] = {}
+    for p in snap.wire_peers:
+        by_key.setdefault((p.interface, p.family, p.vrid), []).append(
+            f"{p.source}{' (this host)' if p.local else ''} priority {p.priority}"
+        )
+    for v in judge(snap.wire_peers, snap.time, configured_vrids(snap)):
+        labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
+        routers = "; ".join(sorted(by_key.get(v.key, [])))
+        where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
+        if v.split_brain:
+            out.append(
+                Condition(
+                    "split_brain",
+                    labels,
+                    f"split brain: {v.masters} routers advertise as master for {where}: {routers}",
+                    (("masters", str(v.masters)), ("routers", routers)),
+                )
+            )
+        if v.no_master:
+            out.append(Condition("no_master", labels, f"no router advertises {where}"))
+        for kind in sorted(v.conflicts):
+            out.append(
+                Condition(
+                    "wire_conflict",
+                    (*labels, ("conflict", kind)),
+                    f"routers on {where} disagree on {kind}: {routers}",
+                    (("routers", routers),),
+                )
+            )
+    return out
+
+
+def _vip_mismatch(snap: Snapshot) -> list[Condition]:
+    if snap.addresses is None:
+        return []
+    held = held_addresses(snap.addresses)
+    out: list[Condition] = []
+    if snap.process is not None and not snap.process.running and snap.config is not None:
+        # keepalived is gone but its VIPs are still here (a SIGKILL leaves them): nobody will remove
+        # them, and the new master answers for them too.
+        for inst in snap.config.instances:
+            gone = [v.address for v in inst.vips if normalize_ip(v.address) in held]
+            if gone:
+                out.append(
+                    Condition(
+                        "vip_mismatch",
+                        (("iname", inst.name), ("vrid", str(inst.vrid))),
+                        f"{inst.name} (VRID {inst.vrid}): keepalived is not running but "
+                        f"{', '.join(gone)} is still on this host",
+                        (("stale", ",".join(gone)),),
+                    )
+                )
+        return out
+    fresh = snap.state_fresh_since()
+    if fresh is None or (snap.addresses_changed is not None and fresh < snap.addresses_changed):
+        # The addresses changed after keepalived's state was last known (dumps only, between two
+        # refreshes): comparing them now would call every normal failover a mismatch. The address
+        # change triggers a dump refresh, and the verdict is made once the state has caught up.
+        return out
+    for view in snap.instances or ():
+        missing, stale = missing_vips(view, held), stale_vips(view, held)
+        if not (missing or stale):
+            continue
+        state = view.state.name if view.state is not None else "unknown"
+        text = f"{view.name} (VRID {view.vrid}) is {state}"
+        if missing:
+            text += f" without {', '.join(missing)}"
+        if stale:
+            text += f" but holds {', '.join(stale)}"
+        out.append(
+            Condition(
+                "vip_mismatch",
+                (("iname", view.name), ("vrid", str(view.vrid))),
+                text,
+                (("missing", ",".join(missing)), ("stale", ",".join(stale)), ("state", state)),
+            )
+        )
+    return out
 
 
 def _keepalived_down(snap: Snapshot) -> list[Condition]:

@@ -20,6 +20,7 @@ from ka_exporter.collectors.host import collect_config, collect_process, collect
 from ka_exporter.http import App, HttpServer
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
+from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
 from ka_exporter.watchdog import HookRunner, Watchdog
 
@@ -38,8 +39,6 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
 
         sources.append(ProcessSource(store, settings.keepalived_pid_file))
     if settings.enabled("vips"):
-        from ka_exporter.sources.vips import VipSource
-
         sources.append(VipSource(store))
     if settings.enabled("wire"):
         from ka_exporter.sources.wire import WireSource
@@ -72,6 +71,10 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
         if dbus_source is not None:
             # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape).
             dbus_source.on_change = dumps.request_refresh
+        for src in sources:
+            if isinstance(src, VipSource):
+                # A VIP coming or going means a transition: refresh keepalived's view to match.
+                src.on_change = dumps.request_refresh
         sources.append(dumps)
     return sources
 

@@ -302,6 +302,20 @@ class Snapshot:
     wire_peers: tuple[WirePeer, ...] | None = None
     wire_stats: WireStats | None = None
     sources: tuple[SourceHealth, ...] = field(default_factory=tuple)
+    addresses_changed: float | None = None  # when the local address set last changed
+    views_time: tuple[tuple[str, float], ...] = ()  # (view source, when it last published)
+
+    def state_fresh_since(self) -> float | None:
+        """Since when keepalived's reported states are known to be current.
+
+        D-Bus pushes every transition within milliseconds, so while the D-Bus source is up the
+        state is current now; dumps are only as fresh as the last refresh.
+        """
+        times = dict(self.views_time)
+        dbus = self.source("dbus")
+        if "dbus" in times and dbus is not None and dbus.up:
+            return self.time
+        return times.get("dumps")
 
     def source(self, name: str) -> SourceHealth | None:
         for s in self.sources:

@@ -66,6 +66,8 @@ class Store:
         self._process: ProcessInfo | None = None
         self._addresses: tuple[LocalAddress, ...] | None = None
         self._views: dict[str, tuple[InstanceView, ...]] = {}  # by source: "dumps", "dbus"
+        self._views_time: dict[str, float] = {}
+        self._addresses_changed: float | None = None
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
         self._health: dict[str, SourceHealth] = {}
@@ -93,6 +95,8 @@ class Store:
 
     def set_addresses(self, addresses: tuple[LocalAddress, ...] | None) -> None:
         with self._lock:
+            if addresses != self._addresses:
+                self._addresses_changed = self._clock()
             self._addresses = addresses
             self._bump()
         self._notify()
@@ -105,8 +109,10 @@ class Store:
         with self._lock:
             if instances is None:
                 self._views.pop(source, None)
+                self._views_time.pop(source, None)
             else:
                 self._views[source] = instances
+                self._views_time[source] = self._clock()
             self._bump()
         self._notify()
 
@@ -167,24 +173,14 @@ class Store:
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
                 sources=tuple(self._health[k] for k in sorted(self._health)),
+                addresses_changed=self._addresses_changed,
+                views_time=tuple(sorted(self._views_time.items())),
             )
         if wire is None:
             return snap
         # The wire table has its own lock (it is written per packet); read it outside ours.
         peers, stats = wire()
-        return Snapshot(
-            time=snap.time,
-            hostname=snap.hostname,
-            config=snap.config,
-            process=snap.process,
-            addresses=snap.addresses,
-            instances=snap.instances,
-            instances_source=snap.instances_source,
-            transitions=snap.transitions,
-            wire_peers=peers,
-            wire_stats=stats,
-            sources=snap.sources,
-        )
+        return replace(snap, wire_peers=peers, wire_stats=stats)
 
     def wait_for_change(self, generation: int, timeout: float) -> int:
         """Block until the store's generation moves past `generation` (or timeout); return it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -47,15 +48,19 @@ class VipSource(Source):
 
     name = "vips"
 
-    def __init__(self, store: Store, resync: float = 60.0) -> None:
+    def __init__(
+        self, store: Store, resync: float = 60.0, on_change: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(store)
         self.resync = resync
+        self.on_change = on_change  # called when the address set changed (not on the first read)
+        self._last: tuple[LocalAddress, ...] | None = None
         self._events: Any = None
 
     def run_once(self) -> None:
         try:
             with IPRoute() as ipr:
-                self.store.set_addresses(read_addresses(ipr))
+                self._publish(read_addresses(ipr))
         except Exception as exc:
             self.fail(f"vips: cannot read addresses over netlink: {exc}")
             return
@@ -83,7 +88,7 @@ class VipSource(Source):
             dump = IPRoute()
             try:
                 while not self.stopping:
-                    self.store.set_addresses(read_addresses(dump))
+                    self._publish(read_addresses(dump))
                     self.ok()
                     ready, _, _ = select.select([events], [], [], self.resync)
                     if self.stopping:
@@ -95,6 +100,13 @@ class VipSource(Source):
         finally:
             self._events = None
             events.close()
+
+    def _publish(self, addresses: tuple[LocalAddress, ...]) -> None:
+        changed = self._last is not None and addresses != self._last
+        self._last = addresses
+        self.store.set_addresses(addresses)
+        if changed and self.on_change is not None:
+            self.on_change()
 
     @staticmethod
     def _drain(events: Any) -> None:

@@ -1,0 +1,256 @@
+"""ka-exporter against a real keepalived lab: what an operator sees on each node and the observer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ka_exporter.demo import exporter_args, wait_up, watchers
+from ka_exporter.lab import LAB_PASSWORD, Lab
+from tests.conftest import free_port, parse_metrics, sample, scrape
+
+pytestmark = pytest.mark.lab
+
+
+def vip_status(w, vip: str) -> float | None:
+    return sample(parse_metrics(scrape(w.url)), "keepalived_vip_status", hostname=w.label, vip=vip)
+
+
+def promtool_check(text: str) -> str:
+    r = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    return (r.stdout + r.stderr).strip() if r.returncode else ""
+
+
+@pytest.fixture
+def fast_lab(tmp_path):
+    with Lab(profile="fast", nodes=2, dbus=True) as lab, watchers(lab, tmp_path, free_port()) as ws:
+        wait_up(ws)
+        yield lab, {w.label: w for w in ws}
+
+
+def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(fast_lab):
+    lab, ws = fast_lab
+    a, b = ws["node-a"], ws["node-b"]
+    vip = lab.vips[0]
+    assert vip_status(a, vip) == 1.0
+    assert vip_status(b, vip) == 0.0
+    time.sleep(0.5)  # the observer has heard adverts
+    for w in ws.values():
+        problems = promtool_check(scrape(w.url))
+        assert problems == "", f"{w.label}: {problems}"
+    t0 = time.monotonic()
+    lab.failover()
+    moved = None
+    deadline = t0 + 5
+    while time.monotonic() < deadline:  # polled every 20 ms, as an operator's alerting would see it
+        if vip_status(b, vip) == 1.0 and vip_status(a, vip) == 0.0:
+            moved = time.monotonic() - t0
+            break
+        time.sleep(0.02)
+    assert moved is not None, "the VIP never moved to node-b's exporter"
+    print(f"failover: VIP moved between exporters in {moved * 1000:.0f} ms")
+    m = parse_metrics(scrape(b.url))
+    assert (
+        sample(m, "keepalived_vrrp_state", iname="VI_1", intf="eth0", vrid=str(lab.instances[0].vrid)) == 2.0
+    )
+
+
+def test_sigkill_leaves_a_stale_vip_that_the_exporters_show(fast_lab):
+    lab, ws = fast_lab
+    vip = lab.vips[0]
+    killed = lab.stop_master(kill=True)
+    other = "b" if killed == "a" else "a"
+    k, o = ws[f"node-{killed}"], ws[f"node-{other}"]
+
+    def both_hold() -> bool:
+        mk, mo = parse_metrics(scrape(k.url)), parse_metrics(scrape(o.url))
+        return (
+            sample(mk, "keepalived_process_status", hostname=k.label) == 0.0
+            and sample(mk, "keepalived_vip_status", hostname=k.label, vip=vip) == 1.0
+            and sample(mo, "keepalived_vip_status", hostname=o.label, vip=vip) == 1.0
+        )
+
+    assert lab.wait_for(both_hold, timeout=10)
+    # The killed node's page names the stale VIP.
+    page = scrape(f"http://127.0.0.1:{k.port}/")
+    assert "vip_mismatch" in page or "still on this host" in page
+
+
+def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
+    out = tmp_path / "events.jsonl"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat >> {out}\n")
+    hook.chmod(0o755)
+    with Lab(profile="fast", nodes=2, dbus=False) as lab:
+        node = lab.nodes["a"]
+        port = free_port()
+        log = tmp_path / "exp.log"
+        args = [*exporter_args(node, port, "node-a"), "--watchdog.exec", str(hook)]
+        with open(log, "w") as f:
+            proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            assert lab.wait_for(lambda: _answers(url), timeout=15)
+            time.sleep(1.0)
+            # A normal failover and the preemption back never fire it.
+            lab.failover()
+            lab.wait_for(lambda: lab.master() == "b", timeout=5)
+            time.sleep(1.0)
+            lab.start_master()
+            lab.wait_for(lambda: lab.master() == "a", timeout=5)
+            time.sleep(1.0)
+            assert _events(out) == []
+            lab.split(mode="firewall", node="b")
+            assert lab.wait_for(lambda: len(_events(out)) >= 1, timeout=10), log.read_text()
+            lab.heal()
+            assert lab.wait_for(lambda: len(_events(out)) >= 2, timeout=10), log.read_text()
+            time.sleep(1.0)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    events = _events(out)
+    split = [e for e in events if e["kind"] == "split_brain"]
+    assert [e["state"] for e in split] == ["begin", "end"]
+    vrid = str(lab.instances[0].vrid)
+    assert split[0]["labels"]["vrid"] == vrid
+    routers = split[0]["details"]["routers"]
+    assert lab.nodes["a"].address in routers
+    assert lab.nodes["b"].address in routers
+
+
+def _answers(url: str) -> bool:
+    try:
+        scrape(url, timeout=1)
+        return True
+    except OSError:
+        return False
+
+
+def _events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_pass_password_never_leaves_the_exporter(tmp_path):
+    """basic profile (VRRPv2, auth PASS, D-Bus on): every output an operator can see, searched."""
+    out = tmp_path / "hook-out"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\n(env; cat) >> {out}\n")
+    hook.chmod(0o755)
+    with Lab(profile="basic", nodes=2, dbus=True) as lab:
+        assert LAB_PASSWORD in lab.nodes["a"].config_path.read_text()  # the secret is really there
+        collected: list[str] = []
+        procs = []
+        try:
+            for name in ("a", "b"):
+                node = lab.nodes[name]
+                port = free_port()
+                log = tmp_path / f"{name}.log"
+                args = [
+                    *exporter_args(node, port, f"node-{name}"),
+                    "--keepalived.dump-interval",
+                    "1",
+                    "--log.level",
+                    "debug",
+                    "--watchdog.exec",
+                    str(hook),
+                ]
+                with open(log, "w") as f:
+                    procs.append(
+                        (subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT), port, log, node)
+                    )
+            for _p, port, _log, _node in procs:
+                assert lab.wait_for(
+                    lambda port=port: _answers(f"http://127.0.0.1:{port}/metrics"), timeout=15
+                )
+            time.sleep(3.0)  # dumps refreshed (they contain the password), adverts sniffed
+            lab.split(mode="firewall", node="b")  # a split brain runs the hook
+            lab.wait_for(lambda: out.exists(), timeout=15)
+            lab.heal()
+            time.sleep(2.0)
+            for _p, port, _log, node in procs:
+                collected.append(scrape(f"http://127.0.0.1:{port}/metrics"))
+                collected.append(scrape(f"http://127.0.0.1:{port}/"))
+                for view in ("status", "check"):
+                    r = subprocess.run(
+                        [*exporter_args(node, free_port(), "x")[:2], *_view_args(node), view],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                    collected.append(r.stdout + r.stderr)
+            dump = Path(lab.nodes["a"].tmpdir) / "keepalived.data"
+            assert dump.exists()
+            assert LAB_PASSWORD in dump.read_text()  # keepalived wrote it; we must not repeat it
+        finally:
+            for p, *_ in procs:
+                p.terminate()
+                p.wait(10)
+        for _p, _port, log, _node in procs:
+            collected.append(log.read_text())
+        assert out.exists(), "the watchdog hook never ran"
+        collected.append(out.read_text())
+    everything = "\n".join(collected)
+    assert "keepalived_wire_advert_priority" in everything  # the wire did decode the PASS adverts
+    assert LAB_PASSWORD not in everything
+
+
+def _view_args(node) -> list[str]:
+    return [
+        "--netns",
+        node.netns,
+        "--keepalived.config",
+        str(node.config_path),
+        "--keepalived.pid-file",
+        str(node.pidfile),
+        "--keepalived.dumps-dir",
+        str(node.tmpdir),
+        "--keepalived.dbus-address",
+        str(node.dbus_address),
+        "--wire.listen-seconds",
+        "1.5",
+    ]
+
+
+def test_status_and_check_on_a_lab_node(fast_lab):
+    lab, _ws = fast_lab
+    node = lab.nodes["a"]
+    r = subprocess.run(
+        [sys.executable, "-m", "ka_exporter", *_view_args(node), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("VI_1"))
+    assert "MASTER" in line
+    assert lab.vips[0] in line
+    assert node.address in line and lab.nodes["b"].address not in line.split("MASTER")[0]
+    r = subprocess.run(
+        [sys.executable, "-m", "ka_exporter", *_view_args(node), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("KEEPALIVED OK - 1 instance(s), 1 MASTER here |")
+    lab.split(mode="firewall", node="b")
+    time.sleep(1.0)
+    r = subprocess.run(
+        [sys.executable, "-m", "ka_exporter", *_view_args(node), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lab.heal()
+    assert r.returncode == 2, r.stdout
+    assert r.stdout.startswith("KEEPALIVED CRITICAL - split brain")
