@@ -447,7 +447,10 @@ def served(url: str, ctx: ssl.SSLContext) -> bool:
 
 @needs_wiring
 def test_tls_and_basic_auth_with_curl_and_urllib(tmp_path, pki, tls_exporter):
-    cfg = write_config(tmp_path / "web.yml", tls_block(pki) + users_block())
+    headers = (
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Content-Type-Options: nosniff\n"
+    )
+    cfg = write_config(tmp_path / "web.yml", tls_block(pki) + users_block() + headers)
     exp = tls_exporter(cfg)
     url = f"https://127.0.0.1:{exp.port}/metrics"
     curl = shutil.which("curl")
@@ -456,12 +459,12 @@ def test_tls_and_basic_auth_with_curl_and_urllib(tmp_path, pki, tls_exporter):
         [
             curl,
             "-sS",
+            "-D",
+            "-",
             "--cacert",
             str(pki.ca),
             "-u",
             f"prometheus:{PASSWORD}",
-            "-o",
-            "-",
             "-w",
             "%{http_code}",
             url,
@@ -472,6 +475,9 @@ def test_tls_and_basic_auth_with_curl_and_urllib(tmp_path, pki, tls_exporter):
     )
     assert ok.stdout.endswith("200"), ok.stderr
     assert "ka_exporter_build_info" in ok.stdout
+    response_headers = ok.stdout.lower().split("\r\n\r\n", 1)[0]
+    assert "x-frame-options: deny" in response_headers
+    assert "x-content-type-options: nosniff" in response_headers
     wrong = subprocess.run(
         [
             curl,
