@@ -62,7 +62,8 @@ def main() -> int:
     data, stats = build(255)
     data_b, stats_b = data.encode(), stats.encode()
     views = combine(parse_data(data_b), parse_stats(stats_b))
-    assert len(views) == 255 and all(v.stats is not None for v in views)
+    assert len(views) == 255
+    assert all(v.stats is not None for v in views)
     wall: list[float] = []
     cpu: list[float] = []
     for _ in range(50):

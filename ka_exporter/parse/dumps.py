@@ -95,6 +95,14 @@ def _check_complete(text: str, name: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _num_int(p: _DataParser, lineno: int, value: str, key: str) -> int:
+    """_int() for a value of line `lineno`, building the error location only when there is an error."""
+    try:
+        return int(value)
+    except ValueError:
+        return _int(value, p.where(lineno), key)
+
+
 def _int(value: str, where: str, key: str) -> int:
     try:
         return int(value)
@@ -299,39 +307,72 @@ class _DataParser:
 
     def feed(self, lines: list[str]) -> None:
         topology = self._topology
-        watched = _TOPOLOGY_WATCH
+        skip = _h_skip
+        # raw text before " = " (indentation included) -> (handler, or _SKIP, or None for the general
+        # path; indent; key): worked out once per distinct head, so most lines cost one dict lookup
+        ops: dict[str, tuple[_Handler | None, int, str]] = {}
+        bare: dict[str, tuple[_Handler | None, int, str]] = {}  # the same for lines without " = "
         section = self.section
         inline_nic = self.inline_nic
+        in_topology = False
         for lineno, raw in enumerate(lines, 1):
+            if in_topology:
+                head, sep, tail = raw.partition(" = ")
+                if sep:
+                    op = ops.get(head)
+                    if op is None:
+                        key = head.lstrip()
+                        op = ops[head] = (_FAST.get(key, _OTHER), len(head) - len(key), key)
+                    handler, indent, key = op
+                    open_list = self.list_kind
+                    if self.inline_script is None and (open_list is None or indent <= self.list_indent):
+                        if handler is skip:
+                            # a key nobody reads (3 lines in 4); it ends any open list, so that no
+                            # stray indented line is read as, say, a VIP
+                            if open_list is not None:
+                                self.list_kind = None
+                            continue
+                        cur = self.cur
+                        if handler is not None and cur is not None:
+                            self.list_kind = None
+                            self.list_items = 0
+                            handler(self, cur, tail.rstrip(), lineno, indent)
+                            continue
+                    topology(raw.strip(), indent, lineno, key, tail.rstrip())
+                    continue
+                # a line without " = " ("Flags: none", "Virtual IP (2):", "fd_in 13, fd_out 14", items)
+                op2 = bare.get(raw)
+                if op2 is None:
+                    op2 = bare[raw] = _bare_op(raw)
+                handler, indent, value = op2
+                open_list = self.list_kind
+                cur = self.cur
+                if (
+                    handler is not None
+                    and cur is not None
+                    and self.inline_script is None
+                    and (open_list is None or indent <= self.list_indent)
+                ):
+                    self.list_kind = None
+                    self.list_items = 0
+                    handler(self, cur, value, lineno, indent)
+                    continue
             stripped = raw.lstrip()
             if not stripped:
                 continue
             if raw[0] == "-" and stripped.startswith("------<"):
                 self._section(stripped.rstrip())
                 section, inline_nic = self.section, self.inline_nic
+                in_topology = section == _SECTION_TOPOLOGY and not inline_nic
                 continue
             indent = len(raw) - len(stripped)
-            if section == _SECTION_TOPOLOGY and not inline_nic:
-                # fast path: most lines are "key = value" lines nobody reads (about 3 in 4); such a line
-                # ends any list that was open (so that no stray indented line is read as, say, a VIP)
-                key, sep, value = stripped.partition(" = ")
-                if sep and key not in watched and self.inline_script is None:
-                    if self.list_kind is None:
-                        continue
-                    if indent <= self.list_indent:
-                        self.list_kind = None
-                        continue
-                if sep:
-                    topology(stripped, indent, lineno, key, value.rstrip())
-                else:
-                    content = stripped.rstrip()
-                    topology(content, indent, lineno, *_split(content))
-                inline_nic = self.inline_nic
-                continue
             content = stripped.rstrip()
-            if inline_nic or section in _SECTION_IFACES:
+            if in_topology:
+                topology(content, indent, lineno, *_split(content))
+            elif inline_nic or section in _SECTION_IFACES:
                 self._nic(content, indent, lineno)
                 section, inline_nic = self.section, self.inline_nic
+                in_topology = section == _SECTION_TOPOLOGY and not inline_nic
             elif section == _SECTION_SCRIPTS:
                 self._scripts(content, lineno)
             elif section == _SECTION_SYNC:
@@ -611,7 +652,7 @@ _Handler = Callable[[_DataParser, _Inst, str, int, int], None]
 
 
 def _h_vrid(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    vrid = _int(v, p.where(n), "Virtual Router ID")
+    vrid = _num_int(p, n, v, "Virtual Router ID")
     if not 1 <= vrid <= 255:
         raise DumpError(f"{p.where(n)}: instance {i.name}: Virtual Router ID {vrid} is not in 1..255")
     i.vrid = vrid
@@ -636,7 +677,7 @@ def _h_wantstate(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> No
 
 
 def _h_version(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    i.version = _int(v, p.where(n), "VRRP Version")
+    i.version = _num_int(p, n, v, "VRRP Version")
 
 
 def _h_interface(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> None:
@@ -645,15 +686,15 @@ def _h_interface(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> No
 
 
 def _h_priority(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    i.priority = _int(v, p.where(n), "Priority")
+    i.priority = _num_int(p, n, v, "Priority")
 
 
 def _h_effective(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    i.effective_priority = _int(v, p.where(n), "Effective priority")
+    i.effective_priority = _num_int(p, n, v, "Effective priority")
 
 
 def _h_master_prio(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    prio = _int(v, p.where(n), "Master priority")
+    prio = _num_int(p, n, v, "Master priority")
     i.master_priority = prio if prio > 0 else None
 
 
@@ -662,7 +703,10 @@ def _h_master_router(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -
 
 
 def _h_advert(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    i.advert_int = _interval(v, p.where(n))
+    if v == "1 sec":  # by far the most common
+        i.advert_int = 1.0
+    else:
+        i.advert_int = _interval(v, p.where(n))
 
 
 def _h_preempt(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> None:
@@ -670,7 +714,13 @@ def _h_preempt(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> None
 
 
 def _h_transition(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
-    i.last_transition = _float(v, p.where(n), "Last transition")
+    try:
+        i.last_transition = float(v.split(None, 1)[0])
+    except (ValueError, IndexError):
+        i.last_transition = _float(v, p.where(n), "Last transition")
+    else:
+        if not math.isfinite(i.last_transition):
+            i.last_transition = _float(v, p.where(n), "Last transition")
 
 
 def _h_auth(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> None:
@@ -711,13 +761,46 @@ _INSTANCE_KEYS: dict[str, _Handler] = {
 }
 
 
-# keys the topology pass must see; any other "key = value" line is skipped by the fast path in feed()
-_TOPOLOGY_WATCH = frozenset(_INSTANCE_KEYS) | {
-    "Password",
-    "VRRP Instance",
-    "VRRP Script",
-    "Using Native IPv6",
+def _h_skip(_p: _DataParser, _i: _Inst, _v: str, _n: int, _indent: int) -> None:
+    """Marks a "key = value" line nobody reads (see _DataParser.feed)."""
+
+
+# the fast path of feed(): keys whose handler runs directly; keys the general path (_topology) must see
+# (None: they need more than the instance, i.e. new instances and 1.3's inline scripts); others skipped
+_FAST: dict[str, _Handler | None] = {
+    **_INSTANCE_KEYS,
+    "Password": _h_skip,  # never kept, never quoted
+    "VRRP Instance": None,
+    "VRRP Script": None,
 }
+_OTHER: _Handler = _h_skip
+
+
+def _h_native6(_p: _DataParser, i: _Inst, _v: str, _n: int, _indent: int) -> None:
+    i.family = "inet6"
+
+
+def _h_other(p: _DataParser, _i: _Inst, _v: str, _n: int, indent: int) -> None:
+    """Any other key line opens a list nobody reads (Unicast Peer, Flags, Virtual Routes, ...)."""
+    if indent >= 2:
+        p.list_kind = "other"
+        p.list_indent = indent
+
+
+def _bare_op(raw: str) -> tuple[_Handler | None, int, str]:
+    """What a topology line without " = " does, when it is not an item of an open list (see feed())."""
+    stripped = raw.lstrip()
+    indent = len(raw) - len(stripped)
+    content = stripped.rstrip()
+    if not content or content.startswith("------<"):
+        return None, indent, ""
+    key, value = _split(content)
+    if key in ("Password", "VRRP Instance", "VRRP Script"):
+        return None, indent, ""
+    handler = _INSTANCE_KEYS.get(key)
+    if handler is None:
+        handler = _h_native6 if key == "Using Native IPv6" else _h_other
+    return handler, indent, value if value is not None else ""
 
 
 def parse_data(raw: str | bytes, name: str = "keepalived.data") -> tuple[InstanceView, ...]:
@@ -792,12 +875,16 @@ def _parse_stats(lines: list[str], name: str) -> dict[str, InstanceStats]:
         result[cur] = InstanceStats(**values)
 
     fields = _STATS_FIELDS
+    seen: dict[str, tuple[int, str]] = {}  # raw text before ":" -> (indent, key), once per distinct head
     for lineno, raw in enumerate(lines, 1):
-        stripped = raw.lstrip()
-        if not stripped:
+        head, _, value = raw.partition(":")
+        info = seen.get(head)
+        if info is None:
+            key = head.lstrip()
+            info = seen[head] = (len(head) - len(key), key.rstrip())
+        indent, key = info
+        if not key:
             continue
-        indent = len(raw) - len(stripped)
-        key, _, value = stripped.partition(":")
         value = value.strip()
         if indent == 0 and key == "VRRP Instance":
             close()
