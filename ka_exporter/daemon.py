@@ -248,8 +248,23 @@ def serve(settings: Settings) -> int:
         snap = exporter.store.snapshot()
         return views.landing_page(snap, conditions.evaluate(snap), settings.web_telemetry_path)
 
-    app = App(exporter.registry, settings.web_telemetry_path, landing=landing)
-    server = HttpServer(host, port, app)
+    web = None
+    if settings.web_config_file is not None:
+        from ka_exporter.webconfig import WebConfigError, load_web_config
+
+        try:
+            web = load_web_config(settings.web_config_file)
+        except WebConfigError as exc:
+            log.error("%s", exc)
+            return 2
+    app = App(
+        exporter.registry,
+        settings.web_telemetry_path,
+        landing=landing,
+        authorize=web.authorize if web is not None else None,
+        headers=web.headers if web is not None else None,
+    )
+    server = HttpServer(host, port, app, tls=web.ssl_context() if web is not None else None)
     exporter.enter_netns()
     exporter.start_sources()
     server.start()

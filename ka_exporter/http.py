@@ -8,7 +8,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,8 +79,10 @@ class App:
         telemetry_path: str = "/metrics",
         landing: Callable[[], str] | None = None,
         authorize: Authorizer | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
+        self.headers = dict(headers or {})
         self.telemetry_path = telemetry_path
         self.landing = landing
         self.authorize = authorize
@@ -92,6 +94,12 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
         server_version = "ka-exporter"
         sys_version = ""
         protocol_version = "HTTP/1.1"
+        timeout = 30  # a client that connects and sends nothing does not hold its thread forever
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            super().send_response(code, message)
+            for name, value in app.headers.items():
+                self.send_header(name, value)
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug("%s %s", self.address_string(), format % args)

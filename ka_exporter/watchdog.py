@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -29,9 +30,25 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ka_exporter import caps
 from ka_exporter.conditions import Condition
 
 log = logging.getLogger("ka_exporter.watchdog")
+
+
+def hook_argv(argv: list[str]) -> list[str]:
+    """The hook's command line. When the exporter runs with ambient capabilities (CAP_NET_RAW from
+    the systemd unit), the hook is started through `setpriv` with them cleared, so a hook script never
+    inherits the right to sniff the network. (Not done in preexec_fn: unsafe in a threaded process.)
+    """
+    try:
+        ambient = caps.current().ambient
+    except OSError:
+        ambient = frozenset()
+    setpriv = shutil.which("setpriv")
+    if ambient and setpriv:
+        return [setpriv, "--ambient-caps", "-all", "--inh-caps", "-all", "--", *argv]
+    return argv
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +183,7 @@ class HookRunner:
         self.runs += 1
         try:
             proc = subprocess.Popen(
-                self.argv,
+                hook_argv(self.argv),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -101,3 +101,42 @@ def test_watchdog_step_reports_transitions(tmp_path):
     state["conds"] = []
     clock["t"] = 2.0
     assert [(e.condition.kind, e.state) for e in wd.step()] == [("split_brain", "end")]
+
+
+def test_hook_does_not_inherit_the_exporters_ambient_capabilities(tmp_path):
+    """Run as nobody with ambient CAP_NET_RAW (as the systemd unit grants it): the hook has none."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    # pytest's tmp_path is under a 0700 directory nobody cannot enter: use a world-writable one.
+    work = Path(tempfile.mkdtemp(prefix="ka-hookcaps-"))
+    work.chmod(0o777)
+    out = work / "status"
+    script = hook(work, f"grep -E '^Cap(Amb|Eff)' /proc/self/status > {out}\n")
+    code = (
+        "from ka_exporter.watchdog import HookRunner, Event;"
+        "from ka_exporter.conditions import Condition;"
+        f"r = HookRunner({str(script)!r}, timeout=5);"
+        "r.submit(Event(Condition('split_brain', (('vrid','1'),), 's'), 'begin', 1.0, 'n'));"
+        "r.wait_idle(10)"
+    )
+    setpriv = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+net_raw",
+        "--ambient-caps=+net_raw",
+    ]
+    probe = subprocess.run([*setpriv, "grep", "^CapAmb", "/proc/self/status"], capture_output=True, text=True)
+    assert probe.stdout.split()[1] != "0000000000000000"  # the exporter side really has it
+    try:
+        r = subprocess.run([*setpriv, sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        caps = dict(line.split(":\t") for line in out.read_text().splitlines())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert caps["CapAmb"].strip() == "0000000000000000"
+    assert caps["CapEff"].strip() == "0000000000000000"
