@@ -445,6 +445,32 @@ def test_no_json_file_after_the_json_signal_falls_back_to_stats(
 
 
 @pytest.mark.lab
+def test_through_dbus_print_methods_no_signal_at_all() -> None:
+    """With the D-Bus source's request_dump (PrintData/PrintStats, which return once the file is
+    written) as requester, keepalived is never signalled."""
+    from ka_exporter.sources.dbus import DbusSource
+
+    lab_class = lab_or_skip()
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("needs dbus-daemon")
+    with lab_class(profile="fast", dbus=True) as lab:
+        a = lab.nodes["a"]
+        store = Store()
+        dbus = DbusSource(Store(), a.dbus_address)
+        try:
+            src = DumpSource(store, None, a.pidfile, True, 15.0, requester=dbus.request_dump)
+            before = print_count(a)
+            src.run_once()
+            assert health(store) == (True, None)
+            assert [v.state for v in store.snapshot().instances or ()] == [VrrpState.MASTER]
+            assert (src.signals_sent, src.requests_made) == (0, 2)
+            assert {p.name for p in src.last_files} == {"keepalived.data", "keepalived.stats"}
+            assert print_count(a) - before == 2
+        finally:
+            dbus.close()
+
+
+@pytest.mark.lab
 def test_a_failover_shows_within_one_refresh_interval() -> None:
     lab_class = lab_or_skip()
     with lab_class(profile="fast", dbus=False) as lab:

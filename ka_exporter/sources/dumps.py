@@ -21,9 +21,11 @@ How a refresh goes
    the store keeps the last good views (stale, and the health record says so).
 
 JSON or data+stats: JSON carries state, priorities, VIPs and counters in one structured file, but not the
-track script / interface status nor the sync group, which only ``.data`` has. So a refresh asks for
-JSON + data when keepalived supports JSON and data + stats otherwise (1.3, builds without JSON, or when
-no keepalived.json appeared after the JSON signal: then it falls back and remembers that for this pid).
+track script / interface status nor the sync group, which only ``.data`` has. So a refresh by signal asks
+for JSON + data when keepalived supports JSON and data + stats otherwise (1.3, builds without JSON, or
+when no keepalived.json appeared after the JSON signal: then it falls back and remembers that for this
+pid). With a requester it asks D-Bus for data + stats (D-Bus has no JSON method) and sends no signal
+unless a D-Bus call fails.
 
 Where the files are: ``dumps_dir`` if given; else keepalived's ``TMPDIR`` (from ``/proc/PID/environ``) and
 ``/tmp`` (keepalived < 2.2 ignores TMPDIR), seen through ``/proc/PID/root`` when keepalived runs in another
@@ -424,8 +426,8 @@ class DumpSource(Source):
     # -- asking keepalived ------------------------------------------------------------------------
 
     def _kinds(self, target: _Target) -> list[str]:
-        if target.pid is None:
-            return ["data", "stats"]  # D-Bus only: it has no JSON method
+        if target.pid is None or self.requester is not None:
+            return ["data", "stats"]  # through D-Bus, which has no JSON method: no signal at all
         if self._json_off_pid == target.pid:
             return ["data", "stats"]
         numbers = signal_numbers(_binary(target.pid))
