@@ -395,7 +395,7 @@ def test_bus_restart_reconnects_and_recovers(lab: Lab, caplog: pytest.LogCapture
     # one line per distinct error, however many reconnect attempts it took
     assert lines == [
         f"source dbus: cannot use the bus at {address}: the bus closed the connection",
-        f"source dbus: {src.not_on_bus_error}",
+        f"source {src.not_on_bus_error}",
     ], lines
 
 
