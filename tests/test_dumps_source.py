@@ -380,6 +380,18 @@ def test_real_keepalived_dumps_through_json(lab: object) -> None:
 
 
 @pytest.mark.lab
+def test_without_inotify_files_are_read_once_stable(lab: object) -> None:
+    """The fallback when inotify is unavailable: size and mtime unchanged across two looks."""
+    b = lab.nodes["b"]  # type: ignore[attr-defined]
+    store = Store()
+    src = DumpSource(store, None, b.pidfile, True, 15.0, inotify=False)
+    src.run_once()
+    assert health(store) == (True, None)
+    assert [v.state for v in store.snapshot().instances or ()] == [VrrpState.BACKUP]
+    assert src.signals_sent == 2
+
+
+@pytest.mark.lab
 def test_a_hundred_scrapes_make_keepalived_dump_nothing(lab: object) -> None:
     a = lab.nodes["a"]  # type: ignore[attr-defined]
     store = Store()

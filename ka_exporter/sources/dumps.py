@@ -297,6 +297,7 @@ class DumpSource(Source):
         requester: Requester | None = None,
         timeout: float = 3.0,
         min_gap: float = 1.0,
+        inotify: bool = True,
     ) -> None:
         super().__init__(store)
         self.dumps_dir = dumps_dir
@@ -306,6 +307,7 @@ class DumpSource(Source):
         self.requester = requester
         self.timeout = timeout
         self.min_gap = min(min_gap, interval)
+        self.inotify = inotify  # False: size and mtime stable across two looks, 20 ms apart
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one refresh at a time (run loop vs --once callers)
         self._json_off_pid: int | None = None  # JSON found unsupported for this keepalived pid
@@ -459,7 +461,7 @@ class DumpSource(Source):
     def _request(self, target: _Target, kinds: list[str]) -> tuple[dict[str, Path], str | None]:
         """Ask for each kind of dump and wait until the files are fresh and complete."""
         before = {p: _stat(p) for p in self._candidates(target.dirs, kinds)}
-        watch = _Watch(target.dirs)
+        watch = _Watch(target.dirs if self.inotify else ())
         try:
             sent: list[str] = []
             for kind in kinds:
@@ -531,8 +533,9 @@ class DumpSource(Source):
             if left <= 0:
                 missing = [k for k in kinds if k not in found]
                 names = " and ".join(f"keepalived.{k}" for k in missing)
+                who = "keepalived" if target.pid is None else f"keepalived (pid {target.pid})"
                 return found, (
-                    f"keepalived (pid {target.pid}) wrote no fresh {names} in {' or '.join(target.shown)}"
+                    f"{who} wrote no fresh {names} in {' or '.join(target.shown)}"
                     f" within {self.timeout:g} s of {how}"
                 )
             if watch.active:
