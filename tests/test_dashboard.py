@@ -484,7 +484,7 @@ def _synthetic_series() -> list[dict[str, str]]:
         series.append({"series": f"{name}{{{text}}}", "values": values})
 
     for node, state in (("a", 2), ("b", 1)):
-        base = {"job": "keepalived", "instance": f"{node}:9650"}
+        base = {"job": "keepalived", "instance": f"{node}:9774"}
         inst = {**base, "iname": "VI_1", "intf": "eth0", "vrid": "51"}
         add("ka_exporter_build_info", {**base, "version": "0.1.0"}, "1x40")
         add("ka_exporter_scrape_duration_seconds", base, "0.002x40")
@@ -499,7 +499,7 @@ def _synthetic_series() -> list[dict[str, str]]:
         add("keepalived_vrrp_transitions_total", inst, "1+0x20 2+0x19")
         add("keepalived_become_master_total", inst, "1x40")
     for node in ("a", "b", "o"):
-        base = {"job": "keepalived", "instance": f"{node}:9650"}
+        base = {"job": "keepalived", "instance": f"{node}:9774"}
         seg = {**base, "interface": "eth0", "family": "inet", "vrid": "51"}
         add("keepalived_wire_split_brain", seg, "0x40")
         add("keepalived_wire_no_master", seg, "0x40")
