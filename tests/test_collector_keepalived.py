@@ -60,6 +60,7 @@ def views_of(d: Path) -> tuple[InstanceView, ...]:
 
 
 def snap_of(views: tuple[InstanceView, ...] | None, **kw: object) -> Snapshot:
+    kw.setdefault("views_time", (("dumps", 1795622899.0),))  # the dump was read a second ago
     return Snapshot(time=1795622900.0, hostname="node", instances=views, **kw)  # type: ignore[arg-type]
 
 
@@ -253,6 +254,18 @@ def test_mismatch_series_from_the_fixtures() -> None:
     assert reg.get_sample_value("keepalived_vrrp_vip_mismatch", web) == 1.0
     reg = registry_for(snap_of(views, addresses=local("10.97.0.2")))  # VI_DB's MASTER without its VIP
     assert reg.get_sample_value("keepalived_vrrp_vip_mismatch", LBL) == 1.0
+
+
+def test_no_mismatch_is_judged_from_a_dump_older_than_the_address_change() -> None:
+    """Dumps only: a failover moves the VIP before the next dump; that is not a mismatch (yet)."""
+    views = views_of(FIXTURES / "keepalived-2.2.8" / "node-b")
+    own = local("10.97.0.2")  # VI_DB's MASTER without its VIP
+    stale = registry_for(snap_of(views, addresses=own, addresses_changed=1795622899.5))
+    assert stale.get_sample_value("keepalived_vrrp_vip_mismatch", LBL) == 0.0
+    caught_up = registry_for(
+        snap_of(views, addresses=own, addresses_changed=1795622899.5, views_time=(("dumps", 1795622899.8),))
+    )
+    assert caught_up.get_sample_value("keepalived_vrrp_vip_mismatch", LBL) == 1.0
 
 
 def test_keepalived_not_running_makes_a_left_over_vip_a_mismatch() -> None:

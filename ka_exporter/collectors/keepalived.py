@@ -106,6 +106,12 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
     mismatch: GaugeMetricFamily | None = None
     held: frozenset[str] = frozenset()
     stopped = snapshot.process is not None and not snapshot.process.running
+    # Judge a mismatch only with a state at least as fresh as the addresses (dumps only: the state
+    # can lag a failover by one refresh; the address change triggers that refresh). Until then: 0.
+    fresh = snapshot.state_fresh_since()
+    current = fresh is not None and (
+        snapshot.addresses_changed is None or fresh >= snapshot.addresses_changed
+    )
     if snapshot.addresses is not None:
         held = held_addresses(snapshot.addresses)
         mismatch = GaugeMetricFamily(
@@ -157,7 +163,8 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
         )
         if mismatch is not None:
             judged = replace(view, state=VrrpState.STOP) if stopped else view
-            mismatch.add_sample(mismatch.name, labels, 1.0 if vip_mismatch_held(judged, held) else 0.0)
+            bad = (stopped or current) and vip_mismatch_held(judged, held)
+            mismatch.add_sample(mismatch.name, labels, 1.0 if bad else 0.0)
         if transitions is not None:
             transitions.add_sample(transitions.name + "_total", labels, float(counted.get(view.name, 0)))
         stats: InstanceStats | None = view.stats
