@@ -60,6 +60,7 @@ class _Entry:
         "local",
         "priority",
         "source",
+        "template",
         "version",
         "vrid",
     )
@@ -81,6 +82,7 @@ class _Entry:
         self.local = a.outgoing
         self.last_priority_zero: float | None = a.timestamp if a.priority == 0 else None
         self.expired = False
+        self.template = a  # the advert that last updated this entry (see PeerTable.repeat)
 
     def record(self) -> WirePeer:
         return WirePeer(
@@ -155,6 +157,7 @@ class PeerTable:
             else:
                 group = self._groups[gkey]
                 structural = self._refresh(e, a, ts)
+                e.template = a
             if len(group) > SMALL_GROUP:
                 # A crowd on one VRID (a flood): judged by tick(), a few times a second.
                 return False
@@ -166,6 +169,41 @@ class PeerTable:
                     return False  # already split brain; only time (tick) can clear it
                 if not any(q is not e and split_pair(e, q, ts) for q in group.values()):
                     return False
+            summary = judge_vrid(gkey, tuple(group.values()), ts).summary
+            if self._verdicts.get(gkey) == summary:
+                return False
+            self._verdicts[gkey] = summary
+            return True
+
+    def repeat(self, a: Advert, ts: float, outgoing: bool) -> bool | None:
+        """Fast path for a packet byte-identical to the one `a` was decoded from, received at `ts`.
+
+        Applies when `a` is what last updated an established, advertising entry: then only the
+        time, the count and the LRU position move (no Advert is built). Returns None when it does
+        not apply (the caller then decodes and calls `update`), else as `update`.
+        """
+        key = (a.interface, a.family, a.vrid, a.source)
+        with self._lock:
+            e = self._established.get(key)
+            if e is None or e.template is not a or e.expired or e.priority == 0:
+                return None
+            if ts - e.last_seen > RUN_GAP * e.interval:
+                return None  # a new run: the slow path restarts it
+            self._established.move_to_end(key)
+            self._packets += 1
+            e.last_seen = max(e.last_seen, ts)
+            e.adverts += 1
+            if outgoing:
+                e.local = True
+            gkey = (a.interface, a.family, a.vrid)
+            group = self._groups[gkey]
+            if len(group) == 1 or len(group) > SMALL_GROUP:
+                return False
+            cached = self._verdicts.get(gkey)
+            if cached is not None and cached[1]:
+                return False
+            if not any(q is not e and split_pair(e, q, ts) for q in group.values()):
+                return False
             summary = judge_vrid(gkey, tuple(group.values()), ts).summary
             if self._verdicts.get(gkey) == summary:
                 return False

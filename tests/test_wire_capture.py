@@ -212,7 +212,7 @@ def test_kernel_filter_passes_only_vrrp_and_ah_carrying_vrrp(pair: Pair) -> None
         src.stop()
 
 
-def test_own_outgoing_adverts_are_marked_local_and_kernel_timestamped(pair: Pair) -> None:
+def test_own_outgoing_adverts_are_marked_local_and_stamped_at_receipt(pair: Pair) -> None:
     src, store = start_source(pair)
     own = Sender(pair, iface="vr", ns=pair.rx)
     peer = Sender(pair)

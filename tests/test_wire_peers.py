@@ -186,3 +186,45 @@ def test_concurrent_writers_and_readers() -> None:
     reader.join()
     assert errors == []
     assert table.snapshot()[1].packets == 15_000
+
+
+def test_repeat_fast_path_is_equivalent_to_update() -> None:
+    """The source's shortcut for byte-identical adverts gives the same table and the same signals."""
+    rng = random.Random(42)
+    slow, fast = PeerTable(cap=6), PeerTable(cap=6)
+    shapes: dict[tuple[object, ...], Advert] = {}  # what the source caches per packet shape
+    t = 0.0
+    hits = 0
+    for _ in range(5_000):
+        t += rng.choice([0.05, 0.3, 1.0, 1.0, 1.0, 3.0]) / 4
+        r = rng.randrange(1, 5)  # 4 routers on 2 VRIDs: 8 keys for 6 places, so evictions too
+        prio = 50 * r if rng.random() > 0.05 else rng.choice([0, 255])
+        a = adv(f"10.0.0.{r}", t, vrid=51 + r % 2 if rng.random() > 0.1 else 53, prio=prio)
+        shape = (a.source, a.vrid, a.priority)
+        known = shapes.get(shape)
+        got = fast.repeat(known, t, False) if known is not None else None
+        if got is None:
+            shapes[shape] = a
+            got = fast.update(a)
+        else:
+            hits += 1
+        assert got == slow.update(a), (t, a)
+        if rng.random() < 0.05:
+            now = t + rng.random() * 5
+            assert fast.tick(now) == slow.tick(now)
+    assert fast.snapshot() == slow.snapshot()
+    assert hits > 1_000
+
+
+def test_repeat_does_not_apply_to_unknown_or_new_entries() -> None:
+    table = PeerTable()
+    a = adv("10.0.0.1", 0.0)
+    assert table.repeat(a, 1.0, False) is None
+    table.update(a)
+    assert table.repeat(a, 1.0, False) is None  # probationary: the slow path promotes it
+    table.update(adv("10.0.0.1", 1.0))
+    b = adv("10.0.0.1", 2.0)
+    table.update(b)
+    assert table.repeat(b, 3.0, False) is False
+    assert table.repeat(a, 4.0, False) is None  # not what last updated the entry
+    assert table.repeat(b, 9.0, False) is None  # after a gap: a new run, slow path

@@ -338,3 +338,21 @@ def test_quiet_pcaps_have_one_master_and_nothing_else(name: str) -> None:
     assert not any(v.conflicts for _t, v in tl if v)
     during = [v for t, v in tl if v and t <= ads[-1].timestamp]
     assert {v.masters for v in during} == {1}
+
+
+def test_pcap_through_the_live_ingest_path_matches_decode_and_update() -> None:
+    from ka_exporter.sources.wire import WireSource
+    from ka_exporter.store import Store
+
+    for name in ("split-brain.pcap", "v3-ipv4-fast.pcap", "vrid-conflict.pcap"):
+        frames = list(read_pcap(PCAPS / name))
+        src = WireSource(Store(hostname="t"), ["eth0"])
+        plain = PeerTable()
+        for ts, ip in frames:
+            src.ingest("eth0", [(ip, ts, False)])
+            got = decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY)
+            if isinstance(got, Advert):
+                plain.update(got)
+            else:
+                plain.count_invalid(got.reason)
+        assert src.table.snapshot() == plain.snapshot()

@@ -100,7 +100,7 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
     )
     last = GaugeMetricFamily(
         "keepalived_wire_last_advert_timestamp_seconds",
-        "Time of this router's last advert (kernel receive time).",
+        "Time this router's last advert was received.",
         labels=ROUTER_LABELS,
     )
     interval = GaugeMetricFamily(

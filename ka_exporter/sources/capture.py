@@ -10,8 +10,12 @@ Accepted (everything else returns 0 = drop):
   IPv4 protocol 112 (VRRP)            IPv4 protocol 51 (AH), unfragmented, AH next header 112
   IPv6 next header 112                IPv6 next header 51 (AH) with AH next header 112
 
-Receive timestamps come from the kernel (SO_TIMESTAMPNS). Kernel drops come from PACKET_STATISTICS
-(which resets on every read; `PacketSocket` accumulates).
+Own adverts are told from received ones by the kernel too: each interface gets two sockets, one
+whose filter drops PACKET_OUTGOING (SKF_AD_PKTTYPE) and one that keeps only those. So the receive path
+is a bare `recv_into`, with no per-packet sockaddr: CPython resolves the interface name of every
+address it returns with an extra ioctl, which would double the cost of a packet. The receive time is
+taken right after `recv_into` returns. Kernel drops come from PACKET_STATISTICS (which resets on
+every read; `PacketSocket` accumulates).
 
 Also here: `read_pcap`, a small reader for pcap files (Ethernet, Linux cooked or raw IP link types)
 that yields (timestamp, IP packet) pairs, used to replay captures through the same decoder.
@@ -24,6 +28,7 @@ import ctypes
 import errno
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,9 +39,8 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 SKF_AD_PROTOCOL = 0xFFFFF000  # SKF_AD_OFF (-0x1000) + SKF_AD_PROTOCOL (0), as u32
+SKF_AD_PKTTYPE = 0xFFFFF004  # SKF_AD_OFF + SKF_AD_PKTTYPE (4)
 
 # classic BPF opcodes
 _LD_W_ABS = 0x20
@@ -64,10 +68,14 @@ def _assemble(program: list[tuple[str | None, int, str | int, str | int, int]]) 
     return out
 
 
-def vrrp_filter() -> list[Insn]:
-    """The classic BPF program accepting VRRP (and AH carrying VRRP) over IPv4 and IPv6."""
+def vrrp_filter(outgoing: bool = False) -> list[Insn]:
+    """The classic BPF program accepting VRRP (and AH carrying VRRP) over IPv4 and IPv6.
+
+    `outgoing`: accept only packets this host sends (PACKET_OUTGOING), else only the others."""
     return _assemble(
         [
+            (None, _LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),  # A = skb->pkt_type
+            (None, _JEQ_K, 0 if outgoing else "drop", "drop" if outgoing else 0, PACKET_OUTGOING),
             (None, _LD_W_ABS, 0, 0, SKF_AD_PROTOCOL),  # A = skb->protocol
             (None, _JEQ_K, 0, "v6", ETH_P_IP),
             (None, _LD_B_ABS, 0, 0, 9),  # A = IPv4 protocol
@@ -105,15 +113,16 @@ class CaptureError(Exception):
         self.code = code  # the errno behind it, if any
 
 
-_ANCBUF = socket.CMSG_SPACE(16)
-_TS = struct.Struct("qq")
-
-
 class PacketSocket:
-    """One AF_PACKET socket on one interface, VRRP-only by kernel filter, non-blocking."""
+    """One AF_PACKET socket on one interface, VRRP-only by kernel filter, non-blocking.
 
-    def __init__(self, interface: str, rcvbuf: int = 1 << 20) -> None:
+    `outgoing=False` receives what other hosts send; `outgoing=True` only what this host sends."""
+
+    def __init__(self, interface: str, rcvbuf: int = 1 << 20, outgoing: bool = False) -> None:
         self.interface = interface
+        self.outgoing = outgoing
+        self._buf = bytearray(SNAPLEN)
+        self._view = memoryview(self._buf)
         self.packets = 0  # PACKET_STATISTICS totals since open
         self.drops = 0
         try:
@@ -136,8 +145,7 @@ class PacketSocket:
                 f"wire: cannot open AF_PACKET socket on {interface}: {exc.strerror or exc}"
             ) from None
         try:
-            _attach_filter(sock, vrrp_filter())
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            _attach_filter(sock, vrrp_filter(outgoing))
             with contextlib.suppress(OSError):  # else keep the default size
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.bind((interface, ETH_P_ALL))
@@ -152,15 +160,18 @@ class PacketSocket:
         return self.sock.fileno()
 
     def recv_batch(self, limit: int = 256) -> list[tuple[bytes, float, bool]]:
-        """Up to `limit` queued packets as (IP packet, kernel timestamp, outgoing). Non-blocking.
+        """Up to `limit` queued packets as (IP packet, receive time, outgoing). Non-blocking.
 
         Raises CaptureError when the socket broke (interface went down or away)."""
         out: list[tuple[bytes, float, bool]] = []
-        recvmsg = self.sock.recvmsg
-        unpack = _TS.unpack
+        recv_into = self.sock.recv_into
+        buf = self._buf
+        view = self._view
+        outgoing = self.outgoing
+        now = time.time
         for _ in range(limit):
             try:
-                data, anc, _flags, addr = recvmsg(SNAPLEN, _ANCBUF)
+                n = recv_into(buf)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -169,12 +180,7 @@ class PacketSocket:
                 raise CaptureError(
                     f"wire: capture on {self.interface} failed: {exc.strerror or exc}", exc.errno
                 ) from None
-            ts = 0.0
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(cdata) >= 16:
-                    sec, nsec = unpack(cdata[:16])
-                    ts = sec + nsec * 1e-9
-            out.append((data, ts, addr[2] == PACKET_OUTGOING))
+            out.append((view[:n].tobytes(), now(), outgoing))
         return out
 
     def read_stats(self) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from ka_exporter.verdicts.wire import VridKey, VridVerdict, configured_vrids, ju
 Configured = Callable[[], Iterable[VridKey]] | Iterable[VridKey] | None
 
 _POLLIN = select.POLLIN
+_CACHE_MAX = 1024  # remembered packet shapes per interface
 _POLLBAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
@@ -68,10 +69,11 @@ class WireSource(Source):
         self.table = PeerTable(cap=cap, linger=linger)
         self.received = 0  # packets that got past the kernel filter into Python
         self.attempts = 0  # socket (re)open rounds, for tests and status
-        self._sockets: dict[str, PacketSocket] = {}
+        self._sockets: dict[tuple[str, bool], PacketSocket] = {}  # by (interface, outgoing)
         self._by_fd: dict[int, PacketSocket] = {}
         self._closed_stats = (0, 0)  # PACKET_STATISTICS of sockets already closed
         self._wake: tuple[int, int] | None = None
+        self._cache: dict[str, dict[int, Advert]] = {}
         store.set_wire_provider(self.table.snapshot)
 
     # -- what to watch --------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ class WireSource(Source):
         """Open what is missing, drop what vanished; return the errors (empty: all open)."""
         self.attempts += 1
         wanted = self.wanted_interfaces()
-        for name, sock in list(self._sockets.items()):
+        for (name, _out), sock in list(self._sockets.items()):
             try:
                 gone = name not in wanted or socket.if_nametoindex(name) != sock.ifindex
             except OSError:
@@ -110,18 +112,19 @@ class WireSource(Source):
                 self._close(sock, poller)
         errors: list[CaptureError] = []
         for name in wanted:
-            if name in self._sockets:
-                continue
-            try:
-                sock = PacketSocket(name)
-            except CaptureError as exc:
-                errors.append(exc)
-                continue
-            self._sockets[name] = sock
-            self._by_fd[sock.fileno()] = sock
-            if poller is not None:
-                poller.register(sock.fileno(), _POLLIN)
-        self.table.set_interfaces(tuple(sorted(self._sockets)))
+            for outgoing in (False, True):  # received adverts, and this host's own
+                if (name, outgoing) in self._sockets:
+                    continue
+                try:
+                    sock = PacketSocket(name, outgoing=outgoing)
+                except CaptureError as exc:
+                    errors.append(exc)
+                    break
+                self._sockets[(name, outgoing)] = sock
+                self._by_fd[sock.fileno()] = sock
+                if poller is not None:
+                    poller.register(sock.fileno(), _POLLIN)
+        self.table.set_interfaces(tuple(sorted({name for name, _out in self._sockets})))
         self._update_kernel_stats()
         return errors
 
@@ -133,7 +136,7 @@ class WireSource(Source):
             with contextlib.suppress(KeyError, ValueError):
                 poller.unregister(fd)
         self._by_fd.pop(fd, None)
-        self._sockets.pop(sock.interface, None)
+        self._sockets.pop((sock.interface, sock.outgoing), None)
         sock.close()
 
     def _close_all(self, poller: select.poll | None) -> None:
@@ -165,13 +168,39 @@ class WireSource(Source):
         """Read what is queued on `sock` into the table; True if a verdict changed."""
         batch = sock.recv_batch(self.batch)
         self.received += len(batch)
+        return self.ingest(sock.interface, batch)
+
+    def ingest(self, iface: str, batch: Iterable[tuple[bytes, float, bool]]) -> bool:
+        """Decode (IP packet, timestamp, outgoing) tuples seen on `iface` into the table.
+
+        True if a verdict changed. A router repeats the same bytes every interval (only the IPv4
+        ID and header checksum change), so the last decode of each packet shape is remembered by a
+        keyed hash of those bytes (Python's SipHash, randomly keyed per process: never the bytes,
+        which hold a PASS password) and a repeat skips the decoder via `PeerTable.repeat`. Also
+        used to replay a capture (`read_pcap`) through exactly the live path.
+        """
         changed = False
         table = self.table
-        iface = sock.interface
         key = self.key
+        cache = self._cache.get(iface)
+        if cache is None:
+            cache = self._cache[iface] = {}
         for data, ts, outgoing in batch:
+            if len(data) >= 20 and data[0] == 0x45:
+                shape = hash((data[:4], data[6:10], data[12:]))  # not the IPv4 ID and checksum
+            else:
+                shape = hash(data)
+            known = cache.get(shape)
+            if known is not None:
+                fast = table.repeat(known, ts, outgoing)
+                if fast is not None:
+                    changed = changed or fast
+                    continue
             got = decode(data, interface=iface, timestamp=ts or time.time(), key=key, outgoing=outgoing)
             if isinstance(got, Advert):
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()  # a flood of distinct packets: start over, bounded
+                cache[shape] = got
                 if table.update(got):
                     changed = True
             else:

@@ -1,7 +1,7 @@
 """Wire verdicts: masters, split brain, no master and conflicts per (interface, family, VRID).
 
 Pure functions of peer records and a clock (`now`, in the same time base as the adverts' timestamps:
-kernel receive time live, packet time in a pcap replay). No I/O.
+receive time live, packet time in a pcap replay). No I/O.
 
 How keepalived behaves, and the rules derived from it
 ------------------------------------------------------
