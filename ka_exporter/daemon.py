@@ -18,6 +18,7 @@ from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.http import App, HttpServer
+from ka_exporter.model import Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.vips import VipSource
@@ -213,13 +214,28 @@ def run_view(settings: Settings, view: str) -> int:
     return 0
 
 
+def log_transitions(snap: Snapshot, states: dict[str, str]) -> None:
+    """One info line per VRRP state change keepalived reports (D-Bus: as it happens)."""
+    for view in snap.instances or ():
+        now = view.state.name if view.state is not None else "unknown"
+        before = states.get(view.name)
+        if before is not None and before != now:
+            log.info(
+                "instance %s (VRID %d on %s): %s -> %s", view.name, view.vrid, view.interface, before, now
+            )
+        states[view.name] = now
+
+
 def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event) -> Watchdog:
     """Evaluate conditions on every store change; run the hook on transitions (if configured)."""
     runner = HookRunner(settings.watchdog_exec, settings.watchdog_timeout) if settings.watchdog_exec else None
     store = exporter.store
 
+    states: dict[str, str] = {}
+
     def evaluate() -> tuple[float, str, list[conditions.Condition]]:
         snap = store.snapshot()
+        log_transitions(snap, states)
         return snap.time, snap.hostname, conditions.evaluate(snap)
 
     wd = Watchdog(evaluate, runner, settings.watchdog_debounce)

@@ -174,7 +174,7 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
                 )
             time.sleep(3.0)  # dumps refreshed (they contain the password), adverts sniffed
             lab.split(mode="firewall", node="b")  # a split brain runs the hook
-            lab.wait_for(lambda: out.exists(), timeout=15)
+            lab.wait_for(out.exists, timeout=15)
             lab.heal()
             time.sleep(2.0)
             for _p, port, _log, node in procs:
@@ -254,3 +254,35 @@ def test_status_and_check_on_a_lab_node(fast_lab):
     lab.heal()
     assert r.returncode == 2, r.stdout
     assert r.stdout.startswith("KEEPALIVED CRITICAL - split brain")
+
+
+def test_dbus_on_and_off_give_the_same_instance_series(fast_lab, tmp_path):
+    lab, ws = fast_lab
+    node = lab.nodes["b"]
+    port = free_port()
+    log = tmp_path / "nodbus.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [*exporter_args(node, port, "node-b"), "--no-collector.dbus"], stdout=f, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert lab.wait_for(lambda: _answers(url), timeout=15)
+
+        def series(u: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+            return {
+                k
+                for k in parse_metrics(scrape(u))
+                if k[0].startswith("keepalived_vrrp_") and not k[0].startswith("keepalived_vrrp_transitions")
+            }
+
+        assert lab.wait_for(lambda: series(url) == series(ws["node-b"].url), timeout=10), series(
+            url
+        ) ^ series(ws["node-b"].url)
+        assert series(url)
+        # With D-Bus, node-b's exporter logs the transition as it happens (one info line).
+        lab.failover()
+        assert lab.wait_for(lambda: "BACKUP -> MASTER" in ws["node-b"].log.read_text(), timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(10)
