@@ -427,7 +427,7 @@ def test_keepalived_without_enable_dbus(lab: Lab, caplog: pytest.LogCaptureFixtu
     )
     assert store.snapshot().instances is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
-        f"source dbus: {health.error}",
+        f"source {health.error}",
         "dbus: PrintData failed: org.freedesktop.DBus.Error.ServiceUnknown (keepalived is not on the bus)",
     ]
 
