@@ -139,9 +139,22 @@ class Exporter:
 
     def start_sources(self) -> None:
         self.sources = build_sources(self.settings, self.store)
+        # A first pass of each source, in parallel, makes the first scrape complete; then events and
+        # polls take over. keepalived.conf goes first (the others take interfaces and VRIDs from it);
+        # the wire source has no first pass: it listens continuously from its start.
         for src in self.sources:
-            # A first synchronous pass makes the first scrape complete; then events/polls take over.
-            src.run_once()
+            if src.name == "config":
+                src.run_once()
+        firsts = [
+            threading.Thread(target=s.run_once, name=f"first-{s.name}")
+            for s in self.sources
+            if s.name not in ("config", "wire")
+        ]
+        for t in firsts:
+            t.start()
+        for t in firsts:
+            t.join()
+        for src in self.sources:
             src.start()
 
     def stop(self) -> None:

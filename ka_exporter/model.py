@@ -256,6 +256,7 @@ class WirePeer:
     adverts: int
     local: bool = False  # sent by this host
     last_priority_zero: float | None = None
+    contested: bool = False  # adverts from this source disagree with each other (a spoofer using its address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,7 @@ class WireStats:
     evictions: int = 0
     expirations: int = 0
     interfaces: tuple[str, ...] = ()
+    listening_since: float | None = None  # when capture started (no verdict of absence before a hold time)
 
 
 # --------------------------------------------------------------------------------------------------
