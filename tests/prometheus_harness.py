@@ -71,7 +71,8 @@ class Prometheus:
         states = [
             a["state"]
             for a in self.alerts()
-            if a["labels"].get("alertname") == name and all(a["labels"].get(k) == v for k, v in labels.items())
+            if a["labels"].get("alertname") == name
+            and all(a["labels"].get(k) == v for k, v in labels.items())
         ]
         if "firing" in states:
             return "firing"
