@@ -5,13 +5,14 @@ Pure functions of a snapshot and its conditions; no I/O.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from dataclasses import dataclass
 
 from ka_exporter import __version__
 from ka_exporter.collectors.host import normalize_ip
 from ka_exporter.conditions import Condition
-from ka_exporter.model import Snapshot, VrrpState
+from ka_exporter.model import Snapshot, VrrpState, WirePeer
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,14 @@ COLUMNS = (
 )
 
 
+def wire_routers(snap: Snapshot, vrid: int | None, family: str) -> list[WirePeer]:
+    """The routers heard advertising `vrid` (of `family`) on the wire, by address."""
+    if vrid is None:
+        return []
+    peers = [p for p in snap.wire_peers or () if p.vrid == vrid and p.family == family]
+    return sorted(peers, key=lambda p: p.source)
+
+
 def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
     """One row per VRRP instance known from keepalived.conf or from keepalived itself."""
     held = {normalize_ip(a.address) for a in snap.addresses or ()}
@@ -63,11 +72,9 @@ def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
             normalize_ip(x.address) for x in (c.vips if c else ())
         ]
         mine = [x for x in vips if x in held]
-        routers = []
-        for p in snap.wire_peers or ():
-            if vrid is not None and p.vrid == vrid and p.family == family:
-                mark = "*" if p.local else ""
-                routers.append(f"{p.source}{mark}({p.priority})")
+        routers = [
+            f"{p.source}{'*' if p.local else ''}({p.priority})" for p in wire_routers(snap, vrid, family)
+        ]
         verdicts = [
             cond.kind
             for cond in conditions
@@ -83,7 +90,7 @@ def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
                 priority=prio,
                 master_priority=mprio,
                 vips_held=",".join(mine) if mine else "none",
-                routers=" ".join(sorted(routers)) if routers else "-",
+                routers=" ".join(routers) if routers else "-",
                 verdicts=",".join(sorted(set(verdicts))) or "ok",
             )
         )
@@ -145,20 +152,39 @@ def check_result(snap: Snapshot, conditions: list[Condition]) -> tuple[int, str]
 
 
 def landing_page(snap: Snapshot, conditions: list[Condition], telemetry_path: str = "/metrics") -> str:
-    """The page at `/`: the same status as `ka-exporter status`, for a browser."""
+    """The page at `/`: the same status as `ka-exporter status` and `check`, for a browser."""
     e = html.escape
     rs = rows(snap, conditions)
+    code, _line = check_result(snap, conditions)
+    overall = ("ok", "warning", "critical")[code]
+    severity: dict[str, int] = {}
+    for c in conditions:
+        severity[c.kind] = max(severity.get(c.kind, 0), c.severity)
+
+    def cell(r: Row, f: str) -> str:
+        value = str(getattr(r, f))
+        cls = f
+        if f == "state":
+            cls += f" {value.lower()}"
+        elif f == "verdicts":
+            worst = max((severity.get(k, 1) for k in value.split(",") if k != "ok"), default=0)
+            cls += " " + ("ok", "warning", "critical")[min(worst, 2)]
+        elif f == "routers" and r.routers != "-":
+            peers = wire_routers(snap, int(r.vrid) if r.vrid.isdigit() else None, r.family)
+            items = "".join(
+                f"<li>{e(p.source)}{' <em>(this host)</em>' if p.local else ''} prio {p.priority}</li>"
+                for p in peers
+            )
+            return f'<td class="{cls}"><ul>{items}</ul></td>'
+        return f'<td class="{e(cls)}">{e(value)}</td>'
+
     head = "".join(f"<th>{e(title)}</th>" for _, title in COLUMNS)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="{e(f)} {e(str(getattr(r, f)).lower()) if f in ("state", "verdicts") else ""}">'
-            f"{e(str(getattr(r, f)))}</td>"
-            for f, _ in COLUMNS
+    body = "".join("<tr>" + "".join(cell(r, f) for f, _ in COLUMNS) + "</tr>" for r in rs)
+    if not rs:
+        body = (
+            f'<tr><td colspan="{len(COLUMNS)}">no VRRP instance known '
+            "(no keepalived.conf, keepalived not answering)</td></tr>"
         )
-        + "</tr>"
-        for r in rs
-    )
     conds = "".join(
         f'<li class="{"critical" if c.severity >= 2 else "warning"}">{e(c.summary)}</li>' for c in conditions
     )
@@ -167,25 +193,43 @@ def landing_page(snap: Snapshot, conditions: list[Condition], telemetry_path: st
         f"<td>{e(h.error or '')}</td></tr>"
         for h in snap.sources
     )
+    facts = [snap.hostname]
     proc = snap.process
-    ka = ""
     if proc is not None:
-        ka = f"keepalived running (pid {proc.pid})" if proc.running else "keepalived NOT running"
-    overall = "critical" if any(c.severity >= 2 for c in conditions) else ("warning" if conditions else "ok")
+        facts.append(f"keepalived running (pid {proc.pid})" if proc.running else "keepalived NOT running")
+    failed = sum(1 for h in snap.sources if not h.up)
+    if conditions:
+        facts.append(f"{len(conditions)} condition{'s' if len(conditions) != 1 else ''}")
+    else:
+        masters = sum(1 for r in rs if r.state == "MASTER")
+        facts.append(f"{len(rs)} instance{'s' if len(rs) != 1 else ''}, {masters} MASTER here")
+    if failed:
+        facts.append(f"{failed} source{'s' if failed != 1 else ''} failing")
+    when = dt.datetime.fromtimestamp(snap.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ka-exporter on {e(snap.hostname)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<title>{overall.upper()} - ka-exporter on {e(snap.hostname)}</title>
 <meta http-equiv="refresh" content="5">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{{font-family:sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} th{{background:#eee}}
-.master{{color:#060;font-weight:bold}} .fault,.down,.critical{{color:#b00;font-weight:bold}}
-.warning{{color:#a60}} .ok{{color:#060}}
+body{{font-family:sans-serif;margin:2em;color:#222}} h1 small{{color:#777;font-weight:normal;font-size:.5em}}
+table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;
+vertical-align:top}} th{{background:#eee}} td ul{{margin:0;padding:0;list-style:none}}
+.master,.verdicts.ok{{color:#060;font-weight:bold}} .fault,.down,.critical{{color:#b00;font-weight:bold}}
+.warning{{color:#a60;font-weight:bold}} .ok{{color:#060}} .backup{{color:#036}}
+#overall{{font-size:1.3em;padding:.5em .8em;border-radius:.3em;display:inline-block;color:#fff;margin:.2em 0}}
+#overall.ok{{background:#2a7d2a}} #overall.warning{{background:#b86e00}} #overall.critical{{background:#b00}}
+#overall span{{font-weight:normal}} .legend,.updated{{color:#666;font-size:.9em}} .legend{{max-width:60em}}
 </style></head><body>
 <h1>ka-exporter <small>{e(__version__)}</small></h1>
-<p id="overall" class="{overall}">{e(snap.hostname)}: {e(ka)} &mdash; {overall.upper()}</p>
-<p><a href="{e(telemetry_path)}">Metrics</a> &middot; <a href="/-/healthy">Health</a></p>
+<div id="overall" class="{overall}">{overall.upper()} <span>&mdash; {e(" · ".join(facts))}</span></div>
+<p class="updated">As of {when}; this page reloads every 5 s.
+<a href="{e(telemetry_path)}">Metrics</a> &middot; <a href="/-/healthy">Health</a></p>
 <h2>VRRP instances</h2>
 <table id="instances"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<p class="legend">PRIO: configured/effective priority. MASTER PRIO: what a BACKUP last heard from its master.
+ROUTERS ON WIRE: the routers recently heard advertising this VRID, with their advertised priority;
+normally only the master advertises.</p>
 <h2>Conditions</h2>
 <ul id="conditions">{conds or '<li class="ok">none</li>'}</ul>
 <h2>Sources</h2>

@@ -1,0 +1,382 @@
+"""The landing page at `/` as a browser shows it: Debian's headless Chromium against a real exporter on a lab node.
+
+Each check loads the page in Chromium (`--dump-dom` for what it renders, `--screenshot` for what it looks like)
+and reads it the way a person would: the banner, the instance row, the conditions. Set KA_PAGE_SCREENSHOTS to a
+directory to keep the screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from ka_exporter.demo import exporter_args
+from ka_exporter.lab import LAB_PASSWORD, Lab
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.lab
+
+CHROMIUM = shutil.which("chromium")
+# The banner's background colours in views.landing_page (#2a7d2a, #b00): what a glance at the page shows.
+GREEN = (0x2A, 0x7D, 0x2A)
+RED = (0xBB, 0x00, 0x00)
+
+
+# ------------------------------------------------------------------------------------------ the browser
+
+
+class Browser:
+    """Debian's chromium, headless, with a throw-away profile; no network beyond the page asked for."""
+
+    def __init__(self, workdir: Path) -> None:
+        if CHROMIUM is None:
+            pytest.fail("chromium is not installed (scripts/bootstrap.sh --test installs it)")
+        self.workdir = workdir
+        self.profile = workdir / "chromium-profile"
+        self.shots = 0
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert CHROMIUM is not None
+        cmd = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            f"--user-data-dir={self.profile}",
+            *args,
+        ]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        # Its own process group: on a timeout the renderer and helpers go too (only what we started).
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise AssertionError(f"chromium did not finish: {' '.join(args)}") from None
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+    def dom(self, url: str) -> Element:
+        r = self._run("--dump-dom", url)
+        assert r.returncode == 0 and "<html" in r.stdout, r.stderr[-2000:]
+        return parse_html(r.stdout)
+
+    def screenshot(self, url: str, name: str) -> Path:
+        self.shots += 1
+        path = self.workdir / f"{self.shots:02d}-{name}.png"
+        r = self._run(f"--screenshot={path}", "--window-size=1200,800", "--hide-scrollbars", url)
+        assert r.returncode == 0 and path.exists(), r.stderr[-2000:]
+        keep = os.environ.get("KA_PAGE_SCREENSHOTS")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(keep) / path.name)
+        return path
+
+
+# ---------------------------------------------------------------------------------- reading the DOM
+
+
+class Element:
+    def __init__(self, tag: str, attrs: dict[str, str], parent: Element | None) -> None:
+        self.tag = tag
+        self.attrs = attrs
+        self.parent = parent
+        self.children: list[Element | str] = []
+
+    @property
+    def classes(self) -> set[str]:
+        return set(self.attrs.get("class", "").split())
+
+    @property
+    def text(self) -> str:
+        """The text a reader sees, whitespace collapsed; list items and table rows on their own lines."""
+        parts: list[str] = []
+        for c in self.children:
+            if isinstance(c, str):
+                parts.append(c)
+            else:
+                parts.append(("\n" if c.tag in {"li", "tr", "br", "p", "div"} else "") + c.text)
+        return "\n".join(" ".join(line.split()) for line in "".join(parts).splitlines()).strip()
+
+    def iter(self, tag: str | None = None) -> Iterator[Element]:
+        for c in self.children:
+            if isinstance(c, Element):
+                if tag is None or c.tag == tag:
+                    yield c
+                yield from c.iter(tag)
+
+    def by_id(self, ident: str) -> Element:
+        for el in self.iter():
+            if el.attrs.get("id") == ident:
+                return el
+        raise AssertionError(f"no element with id {ident!r} on the page")
+
+    def table(self) -> list[dict[str, Element]]:
+        """A table's body rows as {column title: cell}."""
+        titles = [th.text for th in self.iter("th")]
+        body = next(self.iter("tbody"))
+        return [dict(zip(titles, tr.iter("td"), strict=False)) for tr in body.iter("tr")]
+
+
+VOID = {"meta", "link", "br", "hr", "img", "input", "col", "area", "base", "source", "wbr"}
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Element("#document", {}, None)
+        self.cur = self.root
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        el = Element(tag, {k: v or "" for k, v in attrs}, self.cur)
+        self.cur.children.append(el)
+        if tag not in VOID:
+            self.cur = el
+
+    def handle_endtag(self, tag: str) -> None:
+        node: Element | None = self.cur
+        while node is not None and node.tag != tag:
+            node = node.parent
+        if node is not None and node.parent is not None:
+            self.cur = node.parent
+
+    def handle_data(self, data: str) -> None:
+        self.cur.children.append(data)
+
+
+def parse_html(text: str) -> Element:
+    builder = _TreeBuilder()
+    builder.feed(text)
+    builder.close()
+    return builder.root
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=3) as resp:
+        return str(resp.read().decode())
+
+
+def wait_page(url: str, ready: Callable[[Element], bool], timeout: float = 15.0) -> None:
+    """Poll the page cheaply (no browser) until `ready` holds for it; the browser then reads it once."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = fetch(url)
+            if ready(parse_html(last)):
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the page never got there; last seen:\n{parse_html(last).text[:3000]}")
+
+
+def instance_row(page: Element, name: str = "VI_1") -> dict[str, Element]:
+    rows = page.by_id("instances").table()
+    for row in rows:
+        if row["INSTANCE"].text == name:
+            return row
+    raise AssertionError(f"no row for {name} in {[r['INSTANCE'].text for r in rows]}")
+
+
+# ------------------------------------------------------------------------------ reading the pixels
+
+
+def png_colours(path: Path, rows: int = 250) -> dict[tuple[int, int, int], int]:
+    """How many pixels of each colour in the top `rows` rows of an 8-bit RGB/RGBA PNG (Chromium's)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, b""
+    width = height = bpp = 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, ctype, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and ctype in (2, 6) and interlace == 0, (depth, ctype, interlace)
+            bpp = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+    assert (width, height) == (1200, 800), (width, height)
+    stride = width * bpp
+    raw = zlib.decompressobj().decompress(idat, (stride + 1) * rows)
+    prev = bytearray(stride)
+    counts: dict[tuple[int, int, int], int] = {}
+    for y in range(min(rows, height)):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        for i in range(0, stride, bpp):
+            px = (line[i], line[i + 1], line[i + 2])
+            counts[px] = counts.get(px, 0) + 1
+        prev = line
+    return counts
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+def _exporter(lab: Lab, workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    log = workdir / "exporter.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*exporter_args(lab.nodes["a"], port, "node-a"), *extra], stdout=out, stderr=subprocess.STDOUT
+        )
+    return proc, f"http://127.0.0.1:{port}/", log
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
+    browser = Browser(tmp_path)
+    with Lab(profile="fast", nodes=2, dbus=True) as lab:
+        a, b = lab.nodes["a"], lab.nodes["b"]
+        vrid, vip = str(lab.instances[0].vrid), lab.vips[0]
+        proc, url, log = _exporter(lab, tmp_path)
+        try:
+
+            def healthy(page: Element) -> bool:
+                row = instance_row(page)
+                return (
+                    "ok" in page.by_id("overall").classes
+                    and row["STATE"].text == "MASTER"
+                    and a.address in row["ROUTERS ON WIRE"].text
+                )
+
+            wait_page(url, healthy)
+            page = browser.dom(url)
+            title = next(page.iter("title")).text
+            assert title.startswith("OK"), title
+            assert "node-a" in title
+            banner = page.by_id("overall")
+            assert banner.text.startswith("OK"), banner.text
+            assert "node-a" in banner.text
+            assert "keepalived running" in banner.text
+            row = instance_row(page)
+            assert row["VRID"].text == vrid
+            assert row["INTERFACE"].text == "eth0"
+            assert row["STATE"].text == "MASTER"
+            assert "master" in row["STATE"].classes
+            assert row["VIPS HELD"].text == vip
+            assert row["ROUTERS ON WIRE"].text == f"{a.address} (this host) prio 150"
+            assert row["VERDICTS"].text == "ok"
+            assert page.by_id("conditions").text == "none"
+            sources = {r["source"].text: r["state"].text for r in page.by_id("sources").table()}
+            assert sources == dict.fromkeys(("config", "dbus", "dumps", "process", "vips", "wire"), "up")
+            colours = png_colours(browser.screenshot(url, "ok"))
+            assert colours.get(GREEN, 0) > 5000, "no green OK banner on the screenshot"
+            assert colours.get(RED, 0) == 0
+
+            lab.split(mode="firewall", node="b")  # b no longer hears a: both advertise as master
+
+            def split(page: Element) -> bool:
+                return "split_brain" in instance_row(page)["VERDICTS"].text
+
+            wait_page(url, split)
+            page = browser.dom(url)
+            assert next(page.iter("title")).text.startswith("CRITICAL")
+            banner = page.by_id("overall")
+            assert banner.text.startswith("CRITICAL"), banner.text
+            assert "critical" in banner.classes
+            row = instance_row(page)
+            assert row["STATE"].text == "MASTER"
+            assert row["VERDICTS"].text == "split_brain"
+            assert "critical" in row["VERDICTS"].classes
+            routers = row["ROUTERS ON WIRE"].text.splitlines()
+            assert routers == [f"{a.address} (this host) prio 150", f"{b.address} prio 100"]
+            conds = list(page.by_id("conditions").iter("li"))
+            assert len(conds) == 1
+            assert "critical" in conds[0].classes
+            text = conds[0].text
+            assert text.startswith(f"split brain: 2 routers advertise as master for VRID {vrid}"), text
+            assert a.address in text and b.address in text
+            colours = png_colours(browser.screenshot(url, "split-brain"))
+            assert colours.get(RED, 0) > 5000, "no red CRITICAL banner on the screenshot"
+            assert colours.get(GREEN, 0) == 0
+            lab.heal()
+        finally:
+            _stop(proc)
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_lab_password_never_reaches_the_page(tmp_path):
+    """basic profile (VRRPv2, auth PASS): the dumps and the adverts carry the password; the page never does."""
+    browser = Browser(tmp_path)
+    with Lab(profile="basic", nodes=2, dbus=True) as lab:
+        a = lab.nodes["a"]
+        assert LAB_PASSWORD in a.config_path.read_text()  # the secret is really there to leak
+        proc, url, _log = _exporter(lab, tmp_path, "--keepalived.dump-interval", "1")
+        try:
+            dump = a.tmpdir / "keepalived.data"
+
+            def everything_read(page: Element) -> bool:
+                row = instance_row(page)
+                return (
+                    dump.exists()
+                    and LAB_PASSWORD in dump.read_text()  # keepalived wrote it; the dumps source read it
+                    and row["STATE"].text == "MASTER"
+                    and a.address in row["ROUTERS ON WIRE"].text  # a PASS advert decoded
+                    and "ok" in page.by_id("overall").classes
+                )
+
+            wait_page(url, everything_read, timeout=20)
+            time.sleep(1.5)  # one more dump refresh after the file was seen
+            seen = [browser.dom(url)]
+            lab.split(mode="firewall", node="b")
+            wait_page(url, lambda page: "split_brain" in instance_row(page)["VERDICTS"].text, timeout=20)
+            seen.append(browser.dom(url))
+            lab.heal()
+        finally:
+            _stop(proc)
+    assert "critical" in seen[1].by_id("overall").classes
+    for page in seen:
+        assert LAB_PASSWORD not in page.text
+        assert not any(LAB_PASSWORD in v for el in page.iter() for v in el.attrs.values())
