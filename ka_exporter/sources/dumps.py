@@ -55,6 +55,7 @@ from pathlib import Path
 
 from ka_exporter.model import InstanceView
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_json, parse_stats
+from ka_exporter.procfs import comm, environ, is_keepalived
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
 
@@ -130,48 +131,11 @@ def _read_pid(path: Path) -> tuple[int | None, str | None]:
     return int(text), None
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip() or "?"
-    except OSError:
-        return "gone"
-
-
-def _is_keepalived(pid: int) -> bool:
-    """A live (not zombie) keepalived: /proc/PID/exe's name, else comm."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            head = f.read(512)
-    except OSError:
-        return False
-    if "\nState:\tZ" in head or "\nState:\tX" in head:
-        return False
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    if exe:
-        return os.path.basename(exe.removesuffix(" (deleted)")) == "keepalived"
-    return head.startswith("Name:\tkeepalived\n")
-
-
 def _binary(pid: int) -> str | None:
     """The running keepalived's binary, to ask it for signal numbers (/proc/PID/exe works even if the
     file was replaced by an upgrade)."""
     path = f"/proc/{pid}/exe"
     return path if os.path.exists(path) else None
-
-
-def _environ(pid: int, name: str) -> str | None:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    prefix = name.encode() + b"="
-    for item in raw.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode(errors="replace")
-    return None
 
 
 def _same_mount_ns(pid: int) -> bool:
@@ -385,9 +349,9 @@ class DumpSource(Source):
                 pid = None
             except OSError:
                 pidfd = None  # no pidfd support: plain kill() below, after the same check
-            if pid is not None and not _is_keepalived(pid):
+            if pid is not None and not is_keepalived(pid):
                 pid_error = (
-                    f"pid file {self.pid_file} names pid {pid} ({_comm(pid)}), which is not keepalived:"
+                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is not keepalived:"
                     " not signalling it"
                 )
                 if pidfd is not None:
@@ -411,7 +375,7 @@ class DumpSource(Source):
                 return [], []
             return [self.dumps_dir], [str(self.dumps_dir)]
         names: list[str] = []
-        tmpdir = _environ(pid, "TMPDIR") if pid is not None else None
+        tmpdir = environ(pid, "TMPDIR") if pid is not None else None
         for d in (tmpdir, "/tmp"):
             if d and d.startswith("/") and d.rstrip("/") not in names:
                 names.append(d.rstrip("/") or "/")

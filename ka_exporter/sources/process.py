@@ -11,6 +11,7 @@ import psutil
 
 from ka_exporter import netns
 from ka_exporter.model import ProcessInfo
+from ka_exporter.procfs import comm, environ, is_keepalived
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
 
@@ -24,24 +25,6 @@ class _Proc:
     create_time: float
 
 
-def is_keepalived(pid: int) -> bool:
-    """True if PID is a live (not zombie) keepalived process, judged by /proc/PID/exe or comm."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            head = f.read(512)
-    except OSError:
-        return False
-    if "\nState:\tZ" in head or "\nState:\tX" in head:
-        return False
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    if exe:
-        return os.path.basename(exe.removesuffix(" (deleted)")) == "keepalived"
-    return head.startswith("Name:\tkeepalived\n")
-
-
 def read_pidfile(path: Path) -> int | None:
     """The pid in a pid file, or None when absent or not a number."""
     try:
@@ -49,19 +32,6 @@ def read_pidfile(path: Path) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
-
-
-def process_environ(pid: int, name: str) -> str | None:
-    """One variable of a process's environment (needs the same uid or CAP_SYS_PTRACE)."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    prefix = name.encode() + b"="
-    for item in raw.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode(errors="replace")
-    return None
 
 
 class ProcessSource(Source):
@@ -113,7 +83,7 @@ class ProcessSource(Source):
                 parent = self._proc(pid)
             elif psutil.pid_exists(pid) and not is_keepalived(pid):
                 problem = (
-                    f"pid file {self.pid_file} names pid {pid} ({_comm(pid)}), which is not keepalived;"
+                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is not keepalived;"
                     " ignoring it"
                 )
         if parent is None:
@@ -147,7 +117,7 @@ class ProcessSource(Source):
             restarts=self._restarts,
             child_restarts=self._child_restarts,
             exe=exe,
-            tmpdir=process_environ(parent.pid, "TMPDIR"),
+            tmpdir=environ(parent.pid, "TMPDIR"),
             pidfile_problem=problem,
         )
 
@@ -195,10 +165,3 @@ class ProcessSource(Source):
         except psutil.Error:
             return ()
         return tuple(sorted(k.pid for k in kids if is_keepalived(k.pid)))
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return "unknown"
