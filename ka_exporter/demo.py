@@ -33,19 +33,24 @@ class Watcher:
         return f"http://127.0.0.1:{self.port}/metrics"
 
 
-def exporter_args(node: Any, port: int, name: str) -> list[str]:
-    """The flags that point one exporter at one lab node (also used by the tests and e2e)."""
-    args = [
+def base_args(netns: str, port: int, name: str) -> list[str]:
+    """A ka-exporter process serving on loopback PORT and watching network namespace NETNS."""
+    return [
         sys.executable,
         "-m",
         "ka_exporter",
         "--web.listen-address",
         f"127.0.0.1:{port}",
         "--netns",
-        node.netns,
+        netns,
         "--hostname",
         name,
     ]
+
+
+def exporter_args(node: Any, port: int, name: str) -> list[str]:
+    """The flags that point one exporter at one lab node (also used by the tests and e2e)."""
+    args = base_args(node.netns, port, name)
     if getattr(node, "config_path", None):
         args += ["--keepalived.config", str(node.config_path)]
     if getattr(node, "pidfile", None):
@@ -112,15 +117,7 @@ def watchers(lab: Any, workdir: Path, base_port: int) -> Iterator[list[Watcher]]
         obs = lab.observer
         log = workdir / "exporter-observer.log"
         args = [
-            sys.executable,
-            "-m",
-            "ka_exporter",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--netns",
-            obs.netns,
-            "--hostname",
-            "observer",
+            *base_args(obs.netns, port, "observer"),
             "--keepalived.config",
             str(lab.nodes["a"].config_path),
             "--wire.interface",
