@@ -21,6 +21,11 @@ Decisions:
   down sends it for every instance just before VrrpStopped).
 - keepalived does not come back to a restarted dbus-daemon by itself (2.2.7 loses its name and only
   re-registers when restarted): the source reconnects to the new bus and waits for NameOwnerChanged.
+- The store lets D-Bus's state win over the dumps' (it is pushed within milliseconds). Once D-Bus can no
+  longer vouch for it (the bus is gone, or keepalived is not on it) that state is history: with a dump
+  source to hand over to (`on_change` wired to its refresh, as the daemon does) the source withdraws its
+  view and asks for a refresh, so a transition while keepalived is off the bus shows from the dumps.
+  Alone, it keeps its last good view, flagged stale by its health.
 """
 
 from __future__ import annotations
@@ -201,7 +206,7 @@ class DbusSource(Source):
 
     name = "dbus"
     backoff_initial = 0.5
-    backoff_max = 10.0
+    backoff_max = 1.0  # a reconnect to a local bus costs microseconds; recovery within 2 s of its return
 
     def __init__(
         self,
@@ -226,6 +231,7 @@ class DbusSource(Source):
         self._dump_client: BusClient | None = None
         self._dump_lock = threading.Lock()
         self._dump_error: str | None = None
+        self._published = False  # this source's view is in the store
         self.enumerations = 0  # full re-reads of the instance tree (signals do not cause one)
         self.signals_handled = 0
 
@@ -262,7 +268,7 @@ class DbusSource(Source):
             self.fail(f"dbus: unexpected {type(exc).__name__}")
 
     def run(self) -> None:
-        """Stay connected, follow signals; reconnect with backoff (0.5 s doubling to 10 s)."""
+        """Stay connected, follow signals; reconnect with backoff (0.5 s, then every 1 s)."""
         backoff = self.backoff_initial
         while not self.stopping:
             connected = False
@@ -274,11 +280,13 @@ class DbusSource(Source):
                 if self.stopping:
                     break
                 self.fail(self._bus_error(exc))
+                self._withdraw()
             except Exception as exc:
                 if self.stopping:
                     break
                 log.exception("dbus: unexpected error")
                 self.fail(f"dbus: unexpected {type(exc).__name__}")
+                self._withdraw()
             if connected:
                 backoff = self.backoff_initial
             if not self.sleep(backoff):
@@ -370,7 +378,18 @@ class DbusSource(Source):
     def _gone(self) -> None:
         self._views = {}
         self.store.set_instances((), self.name)
+        self._published = True
         self.fail(self.left_bus_error)
+        self._changed()
+
+    def _withdraw(self) -> None:
+        """D-Bus cannot vouch for keepalived's state any more (bus lost, keepalived not on it): with a dump
+        source to hand over to, take the view out of the store and have the dumps refreshed."""
+        if self.on_change is None or not self._published:
+            return
+        self._views = {}
+        self._published = False
+        self.store.set_instances(None, self.name)
         self._changed()
 
     def _changed(self) -> None:
@@ -388,6 +407,7 @@ class DbusSource(Source):
             self._refresh(client)
         except NotOnBusError:
             self.fail(self.not_on_bus_error)
+            self._withdraw()
         except DBusError as exc:
             # keepalived went away while we walked its tree: wait for the next NameOwnerChanged.
             self.fail(f"dbus: reading keepalived's objects failed: {exc}")
@@ -409,6 +429,7 @@ class DbusSource(Source):
     def _publish(self) -> None:
         views = tuple(sorted(self._views.values(), key=lambda v: (v.name, v.interface, v.vrid)))
         self.store.set_instances(views, self.name)
+        self._published = True
 
     def discover(self, client: BusClient) -> Discovery:
         """Walk keepalived's object tree (breadth first, pipelined) and read every instance.
