@@ -8,8 +8,9 @@ the decisive advert is read; time-driven changes (expiry) are found by a tick ev
 The store reads the table through `set_wire_provider(table.snapshot)`.
 
 Failures are one line each and never stop the other sources: no CAP_NET_RAW, an interface that does
-not exist. The source keeps retrying every `retry_interval` seconds; an interface that disappears
-and comes back (new ifindex) is re-opened.
+not exist. The source keeps retrying every `retry_interval` seconds (1 s: a failed open costs
+microseconds, and an interface deleted and re-created is sniffed again within a second of its return);
+an interface that disappears and comes back (new ifindex) is re-opened.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class WireSource(Source):
         *,
         linger: float = DEFAULT_LINGER,
         key: bytes = PROCESS_KEY,
-        retry_interval: float = 5.0,
+        retry_interval: float = 1.0,
         check_interval: float = 5.0,
         tick_interval: float = 0.25,
         batch: int = 256,
