@@ -45,6 +45,7 @@ import logging
 import os
 import select
 import signal as signals
+import stat
 import struct
 import subprocess
 import threading
@@ -276,6 +277,8 @@ class DumpSource(Source):
         self._lock = threading.Lock()  # one refresh at a time (run loop vs --once callers)
         self._json_off_pid: int | None = None  # JSON found unsupported for this keepalived pid
         self._last_start = 0.0
+        self.dir_check = 1.0  # seconds between looks at the dump directories while idle
+        self._watched_dirs: tuple[Path, ...] = (dumps_dir,) if dumps_dir is not None else ()
         # what this source did, for tests and the status view
         self.signals_sent = 0
         self.requests_made = 0
@@ -292,14 +295,40 @@ class DumpSource(Source):
     def run(self) -> None:
         while not self.stopping:
             self._last_start = time.monotonic()
+            marks = self._dir_marks()  # before the refresh: a change during it is noticed after it
             self.run_once()
-            self._wake.wait(self.interval)
+            self._idle(marks)
             self._wake.clear()
             if self.stopping:
                 break
             gap = self._last_start + self.min_gap - time.monotonic()
             if gap > 0 and not self.sleep(gap):
                 break
+
+    def _idle(self, marks: tuple[tuple[str, int | None], ...]) -> None:
+        """Wait for the next refresh: `interval`, a request, or a dump directory removed or (re)created
+        (checked every `dir_check` seconds: one stat, so such a fault shows within a couple of seconds
+        rather than at the next interval)."""
+        deadline = time.monotonic() + self.interval
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, self.dir_check)):
+                return
+            if self._dir_marks() != marks:
+                log.debug("a dump directory was removed or created: refreshing")
+                return
+
+    def _dir_marks(self) -> tuple[tuple[str, int | None], ...]:
+        """(path, inode or None if it is not a directory) of each directory the dumps may be written to."""
+        out: list[tuple[str, int | None]] = []
+        for path in self._watched_dirs:
+            try:
+                st = os.stat(path)
+            except OSError:
+                out.append((str(path), None))
+                continue
+            out.append((str(path), st.st_ino if stat.S_ISDIR(st.st_mode) else None))
+        return tuple(out)
 
     def close(self) -> None:
         self._wake.set()
@@ -371,6 +400,7 @@ class DumpSource(Source):
 
     def _dirs(self, pid: int | None) -> tuple[list[Path], list[str]]:
         if self.dumps_dir is not None:
+            self._watched_dirs = (self.dumps_dir,)
             if not self.dumps_dir.is_dir():
                 return [], []
             return [self.dumps_dir], [str(self.dumps_dir)]
@@ -380,6 +410,7 @@ class DumpSource(Source):
             if d and d.startswith("/") and d.rstrip("/") not in names:
                 names.append(d.rstrip("/") or "/")
         root = f"/proc/{pid}/root" if pid is not None and not _same_mount_ns(pid) else ""
+        self._watched_dirs = tuple(Path(root + d) for d in names)
         dirs: list[Path] = []
         shown: list[str] = []
         for d in names:
