@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,11 +102,27 @@ def summary(w: Watcher) -> str:
     return " | ".join(parts)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextlib.contextmanager
-def watchers(lab: Any, workdir: Path, base_port: int) -> Iterator[list[Watcher]]:
+def watchers(lab: Any, workdir: Path, base_port: int = 0) -> Iterator[list[Watcher]]:
+    """One exporter per node on ports base_port, base_port+1, ..., then the observer's.
+
+    base_port 0 picks a free port for each (tests running in parallel).
+    """
     started: list[Watcher] = []
+
+    def next_port(previous: int | None) -> int:
+        if base_port == 0:
+            return _free_port()
+        return base_port if previous is None else previous + 1
+
     try:
-        port = base_port
+        port = next_port(None)
         for name, node in sorted(lab.nodes.items()):
             log = workdir / f"exporter-{name}.log"
             with open(log, "wb") as out:
@@ -113,7 +130,7 @@ def watchers(lab: Any, workdir: Path, base_port: int) -> Iterator[list[Watcher]]
                     exporter_args(node, port, f"node-{name}"), stdout=out, stderr=subprocess.STDOUT
                 )
             started.append(Watcher(f"node-{name}", port, proc, log))
-            port += 1
+            port = next_port(port)
         obs = lab.observer
         log = workdir / "exporter-observer.log"
         args = [

@@ -12,7 +12,7 @@ import pytest
 from ka_exporter.dashboard import dashboard_queries, expand_query
 from ka_exporter.demo import wait_up, watchers
 from ka_exporter.lab import Lab
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 from tests.prometheus_harness import prometheus
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -32,16 +32,12 @@ def poll(pred, timeout: float, step: float = 0.5) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    with Lab(profile="fast", nodes=2, dbus=True) as lab:
-        base = free_port()
-        with watchers(lab, Path(work), base) as ws:
-            wait_up(ws)
-            targets = [f"127.0.0.1:{w.port}" for w in ws]
-            with prometheus(work / "prom", targets, [RULES]) as prom:
-                assert poll(
-                    lambda: len(prom.targets_up()) == 3 and set(prom.targets_up().values()) == {"up"}, 20
-                )
-                yield lab, ws, prom
+    with Lab(profile="fast", nodes=2, dbus=True) as lab, watchers(lab, Path(work), 0) as ws:
+        wait_up(ws)
+        targets = [f"127.0.0.1:{w.port}" for w in ws]
+        with prometheus(work / "prom", targets, [RULES]) as prom:
+            assert poll(lambda: len(prom.targets_up()) == 3 and set(prom.targets_up().values()) == {"up"}, 20)
+            yield lab, ws, prom
 
 
 def firing_or_pending(prom, names: set[str]) -> list[dict]:

@@ -30,7 +30,7 @@ def promtool_check(text: str) -> str:
 
 @pytest.fixture
 def fast_lab(tmp_path):
-    with Lab(profile="fast", nodes=2, dbus=True) as lab, watchers(lab, tmp_path, free_port()) as ws:
+    with Lab(profile="fast", nodes=2, dbus=True) as lab, watchers(lab, tmp_path, 0) as ws:
         wait_up(ws)
         yield lab, {w.label: w for w in ws}
 
