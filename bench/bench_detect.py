@@ -20,7 +20,6 @@ Run: /tmp/kavenv/bin/python bench/bench_detect.py
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -215,7 +214,39 @@ def main() -> int:
             f"in {idle['seconds']:.0f} s)"
         )
         result["idle"] = idle
-    print("RESULT " + json.dumps(result, sort_keys=True))
+    from common import Target
+    from common import result as emit
+
+    targets = []
+    for interval in (0.1, 1.0):
+        rows = result.get(f"interval_{interval:g}", {}).get("rows", [])
+        label = f"I={interval:g}s"
+        targets += [
+            Target(
+                f"{label}: ms, decisive packet -> store (p95)", summarize(rows, "processing_ms")[1], "<=", 50
+            ),
+            Target(
+                f"{label}: ms, receive stamp -> store (p95)",
+                summarize(rows, "from_receive_stamp_ms")[1],
+                "<=",
+                50,
+            ),
+            Target(
+                f"{label}: intervals, B's first advert -> flagged (max)",
+                summarize(rows, "rule_delay_intervals")[2],
+                "<=",
+                2,
+            ),
+            Target(
+                f"{label}: trials never flagged",
+                result.get(f"interval_{interval:g}", {}).get("missed"),
+                "==",
+                0,
+            ),
+        ]
+    if idle is not None:
+        targets.append(Target("idle: capture thread CPU %", idle["idle_cpu_percent"], "<=", 0.5))
+    emit("detect", result, targets)
     return 0
 
 

@@ -100,6 +100,11 @@ def main() -> int:
         f"  ratio (cpu medians) {ratio:.2f}x, wall {mw / sw:.2f}x "
         f"(target <= 1.5x: {'OK' if ratio <= 1.5 else 'MISSED'}; load {os.getloadavg()[0]:.2f})"
     )
+    from common import Target, result
+
+    figures = {"samples": samples, "cpu_ms_median": mc, "wall_ms_median": mw, "static_cpu_ms_median": sc}
+    figures |= {"static_wall_ms_median": sw, "cpu_ratio": ratio, "wall_ratio": mw / sw}
+    result("scrape", figures, [Target("255 instances: collector / static cpu (medians)", ratio, "<=", 1.5)])
     return 0
 
 
