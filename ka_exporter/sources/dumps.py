@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ka_exporter.caps import explain
 from ka_exporter.model import InstanceView
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_json, parse_stats
 from ka_exporter.procfs import comm, environ, is_keepalived
@@ -489,7 +490,12 @@ class DumpSource(Source):
         except ProcessLookupError:
             return "", f"keepalived (pid {target.pid}) exited"
         except PermissionError:
-            return "", f"not allowed to signal keepalived (pid {target.pid}): run as root or with CAP_KILL"
+            return "", explain(
+                "CAP_KILL",
+                f"signal keepalived (pid {target.pid}) for fresh dumps",
+                "dumps",
+                instead="or turn this source off with --no-collector.dumps",
+            )
         self.signals_sent += 1
         return f"signal {number}", None
 
@@ -549,9 +555,15 @@ class DumpSource(Source):
             except FileNotFoundError:
                 return None, f"{path} vanished before it could be read", False
             except PermissionError:
+                why = f"read {path} (keepalived writes its dumps mode 0600)"
                 return (
                     None,
-                    f"cannot read {path}: permission denied (keepalived writes it 0600: run as root)",
+                    explain(
+                        "CAP_DAC_READ_SEARCH",
+                        why,
+                        "dumps",
+                        instead="or turn this source off: --no-collector.dumps (D-Bus still gives states)",
+                    ),
                     False,
                 )
             except OSError as exc:

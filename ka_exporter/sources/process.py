@@ -126,6 +126,11 @@ class ProcessSource(Source):
     def _in_netns(self, pid: int) -> bool:
         try:
             return os.stat(f"/proc/{pid}/ns/net").st_ino == self._netns
+        except PermissionError:
+            # Reading another user's namespace link needs ptrace access: an unprivileged exporter
+            # cannot tell, so it trusts the pid file and the name (one keepalived per host is the
+            # normal case; several in namespaces need root to be told apart).
+            return True
         except OSError:
             return False
 
