@@ -1,4 +1,8 @@
-"""The VIP source: the addresses on local interfaces, from netlink, updated on address events."""
+"""The VIP source: the addresses on local interfaces, from netlink, updated on address events.
+
+Netlink is spoken through :mod:`ka_exporter.rtnl` (a plain socket): pyroute2 cost ~0.4 s and ~23 MiB
+at start-up for two dumps and a subscription.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,8 @@ import logging
 import select
 import socket
 from collections.abc import Callable
-from typing import Any
 
-from pyroute2 import IPRoute
-
+from ka_exporter import rtnl
 from ka_exporter.model import LocalAddress
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
@@ -22,19 +24,12 @@ RTMGRP_IPV6_IFADDR = 0x100
 GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 
 
-def read_addresses(ipr: Any) -> tuple[LocalAddress, ...]:
+def read_addresses(sock: socket.socket | None = None) -> tuple[LocalAddress, ...]:
     """Every address on every interface of the current network namespace."""
-    names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-    out: list[LocalAddress] = []
-    for msg in ipr.get_addr():
-        family = "inet6" if msg["family"] == socket.AF_INET6 else "inet"
-        addr = msg.get_attr("IFA_LOCAL") if family == "inet" else None
-        addr = addr or msg.get_attr("IFA_ADDRESS")
-        if not addr:
-            continue
-        ifname = names.get(msg["index"], str(msg["index"]))
-        out.append(LocalAddress(address=addr, prefixlen=msg["prefixlen"], interface=ifname, family=family))
-    return tuple(sorted(out, key=lambda a: (a.interface, a.family, a.address)))
+    return tuple(
+        LocalAddress(address=a.address, prefixlen=a.prefixlen, interface=a.interface, family=a.family)
+        for a in rtnl.addresses(sock)
+    )
 
 
 class VipSource(Source):
@@ -55,12 +50,11 @@ class VipSource(Source):
         self.resync = resync
         self.on_change = on_change  # called when the address set changed (not on the first read)
         self._last: tuple[LocalAddress, ...] | None = None
-        self._events: Any = None
+        self._events: socket.socket | None = None
 
     def run_once(self) -> None:
         try:
-            with IPRoute() as ipr:
-                self._publish(read_addresses(ipr))
+            self._publish(read_addresses())
         except Exception as exc:
             self.fail(f"vips: cannot read addresses over netlink: {exc}")
             return
@@ -81,12 +75,10 @@ class VipSource(Source):
                 backoff = min(backoff * 2, 10.0)
 
     def _watch(self) -> None:
-        events = IPRoute()
+        events = rtnl.subscribe(GROUPS)
         self._events = events
         try:
-            events.bind(groups=GROUPS)
-            dump = IPRoute()
-            try:
+            with rtnl.open_socket() as dump:
                 while not self.stopping:
                     self._publish(read_addresses(dump))
                     self.ok()
@@ -95,8 +87,6 @@ class VipSource(Source):
                         return
                     if ready:
                         self._drain(events)
-            finally:
-                dump.close()
         finally:
             self._events = None
             events.close()
@@ -109,13 +99,9 @@ class VipSource(Source):
             self.on_change()
 
     @staticmethod
-    def _drain(events: Any) -> None:
+    def _drain(events: socket.socket) -> None:
         """Read every pending event; their content does not matter, only that something changed."""
-        while True:
-            events.get()
-            ready, _, _ = select.select([events], [], [], 0.01)
-            if not ready:
-                return
+        rtnl.drain(events, linger=0.01)
 
     def close(self) -> None:
         ev = self._events
