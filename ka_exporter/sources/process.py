@@ -165,8 +165,18 @@ class ProcessSource(Source):
 
     @staticmethod
     def _children(pid: int) -> tuple[int, ...]:
+        # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) names them directly; psutil's
+        # children() reads the stat file of every process on the host, every second.
+        pids: set[int] = set()
         try:
-            kids = psutil.Process(pid).children()
-        except psutil.Error:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                    pids.update(int(x) for x in fh.read().split())
+        except FileNotFoundError:
+            try:
+                pids = {k.pid for k in psutil.Process(pid).children()}
+            except psutil.Error:
+                return ()
+        except (OSError, ValueError):
             return ()
-        return tuple(sorted(k.pid for k in kids if is_keepalived(k.pid)))
+        return tuple(sorted(k for k in pids if is_keepalived(k)))
