@@ -72,6 +72,31 @@ def test_the_dump_lists_what_ip_address_shows(netns: str, subnet: str) -> None:
     assert ("fd5e:1::7", 64, "eth0", "inet6") in got
 
 
+def pyroute2_view() -> list[tuple[str, int, str, str]]:
+    """The same table read through pyroute2, the reference netlink library (as scapy is the decoder's)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        out = []
+        for msg in ipr.get_addr():
+            fam = "inet6" if msg["family"] == 10 else "inet"
+            addr = (msg.get_attr("IFA_LOCAL") if fam == "inet" else None) or msg.get_attr("IFA_ADDRESS")
+            out.append((addr, msg["prefixlen"], names[msg["index"]], fam))
+    return sorted(out, key=lambda a: (a[2], a[3], a[0]))
+
+
+def test_the_dump_matches_pyroute2_field_for_field(netns: str, subnet: str) -> None:
+    sh("ip", "-n", netns, "address", "add", f"{subnet}.1/24", "dev", "eth0")
+    sh("ip", "-n", netns, "address", "add", f"{subnet}.100/24", "dev", "eth0", "label", "eth0:vip")
+    sh("ip", "-n", netns, "address", "add", f"{subnet}.201", "peer", f"{subnet}.202/32", "dev", "peer0")
+    sh("ip", "-n", netns, "address", "add", "fd5e:1::7/64", "dev", "eth0", "nodad")
+    sh("ip", "-n", netns, "address", "add", "fe80::97:81/64", "dev", "peer0", "nodad")
+    got = [tuple(a) for a in in_netns(netns, rtnl.addresses)]
+    assert got == in_netns(netns, pyroute2_view)
+    assert len(got) >= 6
+
+
 def test_a_namespace_sees_only_its_own_addresses(netns: str, subnet: str) -> None:
     sh("ip", "-n", netns, "address", "add", f"{subnet}.1/24", "dev", "eth0")
     inside = {a.address for a in in_netns(netns, rtnl.addresses)}
