@@ -18,6 +18,29 @@ when a router resumes after more than RUN_GAP intervals of silence or after a pr
 verdicts.wire for why split brain needs runs). A priority-0 advert sets `priority` 0 and
 `last_priority_zero`: the router resigned.
 
+Contested rows: the table is keyed by source address, which the network controls. A spoofer that
+sends with the real master's own address would otherwise just update the master's row, silently
+changing its priority, VIPs or auth. keepalived sends the same advert every interval; its priority
+changes when a tracked script or interface changes (once, and then it stays), its VIPs, interval
+or auth when it is reloaded with a new config (once). Two senders on one address instead make the
+row go back and forth. A *return* is an advert that puts back the value the row had before its
+last change, when that change was less than one hold time ago (A, B, A within seconds; a change
+reverted an hour later is two changes, not a return). A row is `contested` while, within one hold
+time of its last advert:
+  * its profile (VIP list, interval, version, auth type or password digest) had a return: one is
+    enough, a reload never reverts itself within seconds; or
+  * its priority had more than PRIORITY_FLIPS returns between two non-zero values. A spoofer
+    interleaved with the master at the same rate makes one every advert, about 8 per hold time
+    at advert_int 1; a single change from a tracked script (it changes once and then stays) or a
+    priority-0 resignation never counts, and even a script toggling the priority on every advert
+    (the fastest keepalived re-evaluates) stays at 5 (a hold time spans at most 5 adverts).
+It clears one hold time after the last return. The verdicts report it as the conflict kind
+"source".
+
+Listening: the source tells the table on which interfaces it captures and since when
+(`set_listening`, `stop_listening`); `snapshot()` reports it in `WireStats.listening_since` /
+`interfaces` for the verdicts of absence (see verdicts.wire.Listening).
+
 `update()` says whether the VRID's verdict (masters, split brain, no master, conflicts) changed, so
 the source can notify the store at once, and only then. It re-judges the VRID only when something
 that can change a verdict happened (a new router, a new run, a priority-0 or profile change, or an
@@ -28,11 +51,13 @@ advert that makes a split-brain pair); otherwise an advert costs a dict update. 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from ka_exporter.model import Advert, WirePeer, WireStats
 from ka_exporter.parse.vrrp import INVALID_REASONS
-from ka_exporter.verdicts.wire import RUN_GAP, VridKey, hold_time, judge_vrid, split_pair
+from ka_exporter.verdicts.wire import RUN_GAP, Listening, VridKey, hold_time, judge_vrid, split_pair
 
 PeerKey = tuple[str, str, int, str]  # (interface, family, vrid, source)
 
@@ -40,6 +65,9 @@ DEFAULT_CAP = 4096
 DEFAULT_LINGER = 300.0
 ESTABLISHED = 3  # adverts before an entry leaves the probationary tier
 SMALL_GROUP = 8  # VRIDs with more routers than this are judged by tick(), not per packet
+PRIORITY_FLIPS = 5  # more priority returns than this within one hold time: contested
+
+Profile = tuple[float, int, tuple[str, ...], int, str | None]  # interval, version, VIPs, auth, digest
 
 
 class _Entry:
@@ -50,6 +78,7 @@ class _Entry:
         "adverts",
         "auth_digest",
         "auth_type",
+        "contested",
         "expired",
         "family",
         "first_seen",
@@ -58,7 +87,13 @@ class _Entry:
         "last_priority_zero",
         "last_seen",
         "local",
+        "prev_priority",
+        "prev_profile",
+        "prio_changed",
+        "prio_returns",
         "priority",
+        "profile_changed",
+        "profile_return",
         "source",
         "template",
         "version",
@@ -83,6 +118,15 @@ class _Entry:
         self.last_priority_zero: float | None = a.timestamp if a.priority == 0 else None
         self.expired = False
         self.template = a  # the advert that last updated this entry (see PeerTable.repeat)
+        # contested detection (see the module docstring): what the row was before its last change,
+        # and when it went back to it
+        self.prev_priority = 0
+        self.prev_profile: Profile | None = None
+        self.prio_changed = -1e308  # when the priority last changed between non-zero values
+        self.profile_changed = -1e308
+        self.prio_returns: tuple[float, ...] = ()  # times, newest last, at most PRIORITY_FLIPS + 1
+        self.profile_return: float | None = None
+        self.contested = False
 
     def record(self) -> WirePeer:
         return WirePeer(
@@ -101,17 +145,21 @@ class _Entry:
             adverts=self.adverts,
             local=self.local,
             last_priority_zero=self.last_priority_zero,
+            contested=self.contested,
         )
 
 
 class PeerTable:
     """Thread-safe bounded table of routers seen on the wire, plus the wire's counters."""
 
-    def __init__(self, cap: int = DEFAULT_CAP, linger: float = DEFAULT_LINGER) -> None:
+    def __init__(
+        self, cap: int = DEFAULT_CAP, linger: float = DEFAULT_LINGER, clock: Callable[[], float] = time.time
+    ) -> None:
         if cap < 1:
             raise ValueError("peer table cap must be at least 1")
         self.cap = cap
         self.linger = linger
+        self._clock = clock  # only to report a stopped capture's listening time (see snapshot)
         self._lock = threading.Lock()
         self._probation: OrderedDict[PeerKey, _Entry] = OrderedDict()
         self._established: OrderedDict[PeerKey, _Entry] = OrderedDict()
@@ -123,7 +171,8 @@ class PeerTable:
         self._expirations = 0
         self._kernel_packets = 0
         self._kernel_drops = 0
-        self._interfaces: tuple[str, ...] = ()
+        self._listening: dict[str, float] = {}  # interface -> capturing since
+        self._listen_until: float | None = None  # the capture stopped then
 
     # -- writers ----------------------------------------------------------------------------------
 
@@ -137,6 +186,27 @@ class PeerTable:
             e = self._established.get(key)
             if e is not None:
                 self._established.move_to_end(key)
+                if (
+                    a.priority == e.priority
+                    and e.priority
+                    and not e.expired
+                    and ts - e.last_seen <= RUN_GAP * e.interval
+                    and a.addresses == e.addresses
+                    and a.auth_digest == e.auth_digest
+                    and a.interval == e.interval
+                    and a.version == e.version
+                    and a.auth_type == e.auth_type
+                    and not e.prio_returns
+                    and e.profile_return is None
+                ):
+                    # The steady case, an advertising router repeating itself: what `_refresh`
+                    # would do, minus its checks (nothing verdict-relevant changed for this router).
+                    e.last_seen = max(e.last_seen, ts)
+                    e.adverts += 1
+                    e.template = a
+                    if a.outgoing:
+                        e.local = True
+                    return self._rejudge(e, gkey, ts)
             else:
                 e = self._probation.get(key)
                 if e is not None:
@@ -162,13 +232,7 @@ class PeerTable:
                 # A crowd on one VRID (a flood): judged by tick(), a few times a second.
                 return False
             if not structural:
-                if len(group) == 1:
-                    return False
-                cached = self._verdicts.get(gkey)
-                if cached is not None and cached[1]:
-                    return False  # already split brain; only time (tick) can clear it
-                if not any(q is not e and split_pair(e, q, ts) for q in group.values()):
-                    return False
+                return self._rejudge(e, gkey, ts)
             summary = judge_vrid(gkey, tuple(group.values()), ts).summary
             if self._verdicts.get(gkey) == summary:
                 return False
@@ -187,6 +251,8 @@ class PeerTable:
             e = self._established.get(key)
             if e is None or e.template is not a or e.expired or e.priority == 0:
                 return None
+            if e.prio_returns or e.profile_return is not None:
+                return None  # contested detection is pending: the slow path ages it
             if ts - e.last_seen > RUN_GAP * e.interval:
                 return None  # a new run: the slow path restarts it
             self._established.move_to_end(key)
@@ -195,30 +261,42 @@ class PeerTable:
             e.adverts += 1
             if outgoing:
                 e.local = True
-            gkey = (a.interface, a.family, a.vrid)
-            group = self._groups[gkey]
-            if len(group) == 1 or len(group) > SMALL_GROUP:
-                return False
-            cached = self._verdicts.get(gkey)
-            if cached is not None and cached[1]:
-                return False
-            if not any(q is not e and split_pair(e, q, ts) for q in group.values()):
-                return False
-            summary = judge_vrid(gkey, tuple(group.values()), ts).summary
-            if self._verdicts.get(gkey) == summary:
-                return False
-            self._verdicts[gkey] = summary
-            return True
+            return self._rejudge(e, (a.interface, a.family, a.vrid), ts)
+
+    def _rejudge(self, e: _Entry, gkey: VridKey, ts: float) -> bool:
+        """After an advert that changed nothing about its router: can it have made a split brain?"""
+        group = self._groups[gkey]
+        if len(group) == 1 or len(group) > SMALL_GROUP:
+            return False
+        cached = self._verdicts.get(gkey)
+        if cached is not None and cached[1]:
+            return False  # already split brain; only time (tick) can clear it
+        if not any(q is not e and split_pair(e, q, ts) for q in group.values()):
+            return False
+        summary = judge_vrid(gkey, tuple(group.values()), ts).summary
+        if self._verdicts.get(gkey) == summary:
+            return False
+        self._verdicts[gkey] = summary
+        return True
 
     def _refresh(self, e: _Entry, a: Advert, ts: float) -> bool:
         changed = False
-        resumed = e.priority == 0 or ts - e.last_seen > RUN_GAP * e.interval or e.expired
-        if resumed and a.priority > 0:
+        prio = a.priority
+        old = e.priority
+        resumed = old == 0 or ts - e.last_seen > RUN_GAP * e.interval or e.expired
+        if resumed and prio > 0:
             e.first_seen = ts  # a new advertising run
             changed = True
-        if (a.priority == 0) != (e.priority == 0):
-            changed = True
-        if a.priority == 0:
+        if prio != old:
+            if (prio == 0) != (old == 0):
+                changed = True
+            else:  # between two non-zero priorities
+                if prio == e.prev_priority and ts - e.prio_changed <= hold_time(e.interval, e.version):
+                    # back to the previous priority, soon after: a return (rare: a tuple is enough)
+                    e.prio_returns = (*e.prio_returns[-PRIORITY_FLIPS:], ts)
+                e.prev_priority = old
+                e.prio_changed = ts
+        if prio == 0:
             e.last_priority_zero = ts
         if (
             a.interval != e.interval
@@ -227,6 +305,17 @@ class PeerTable:
             or a.auth_type != e.auth_type
             or a.auth_digest != e.auth_digest
         ):
+            before: Profile = (e.interval, e.version, e.addresses, e.auth_type, e.auth_digest)
+            if (
+                a.interval,
+                a.version,
+                a.addresses,
+                a.auth_type,
+                a.auth_digest,
+            ) == e.prev_profile and ts - e.profile_changed <= hold_time(e.interval, e.version):
+                e.profile_return = ts
+            e.prev_profile = before
+            e.profile_changed = ts
             e.interval = a.interval
             e.version = a.version
             e.addresses = a.addresses
@@ -234,12 +323,28 @@ class PeerTable:
             e.auth_digest = a.auth_digest
             changed = True
         e.last_seen = max(e.last_seen, ts)
-        e.priority = a.priority
+        e.priority = prio
         e.adverts += 1
         e.expired = False
         if a.outgoing:
             e.local = True
+        if (e.prio_returns or e.profile_return is not None or e.contested) and self._contest(e):
+            changed = True
         return changed
+
+    @staticmethod
+    def _contest(e: _Entry) -> bool:
+        """Age the entry's returns out of one hold time and re-decide `contested`; True if it changed."""
+        cut = e.last_seen - hold_time(e.interval, e.version)
+        if e.prio_returns and e.prio_returns[0] < cut:
+            e.prio_returns = tuple(t for t in e.prio_returns if t >= cut)
+        if e.profile_return is not None and e.profile_return < cut:
+            e.profile_return = None
+        contested = len(e.prio_returns) > PRIORITY_FLIPS or e.profile_return is not None
+        if contested == e.contested:
+            return False
+        e.contested = contested
+        return True
 
     def _make_room(self) -> None:
         while len(self._probation) + len(self._established) >= self.cap:
@@ -268,9 +373,17 @@ class PeerTable:
             self._kernel_packets = packets
             self._kernel_drops = drops
 
-    def set_interfaces(self, interfaces: tuple[str, ...]) -> None:
+    def set_listening(self, since: Mapping[str, float]) -> None:
+        """The interfaces captured on now, each with the time its capture started."""
         with self._lock:
-            self._interfaces = interfaces
+            self._listening = dict(since)
+            self._listen_until = None
+
+    def stop_listening(self, at: float) -> None:
+        """The capture ended at `at` (--once window over): keep what was listened, for the verdicts."""
+        with self._lock:
+            if self._listening and self._listen_until is None:
+                self._listen_until = at
 
     def tick(self, now: float) -> bool:
         """Expire and drop old entries, re-judge every VRID; True if any verdict changed."""
@@ -288,8 +401,9 @@ class PeerTable:
                 for key in stale:
                     del tier[key]
                     self._forget(key)
+            listening = self._listening_locked()
             for gkey, group in self._groups.items():
-                summary = judge_vrid(gkey, tuple(group.values()), now).summary
+                summary = judge_vrid(gkey, tuple(group.values()), now, listening=listening).summary
                 if self._verdicts.get(gkey) != summary:
                     self._verdicts[gkey] = summary
                     changed = True
@@ -301,10 +415,29 @@ class PeerTable:
         with self._lock:
             return len(self._probation) + len(self._established)
 
+    def listening(self) -> Listening | None:
+        """Where and since when the capture has been listening (None: it is not)."""
+        with self._lock:
+            return self._listening_locked()
+
+    def _listening_locked(self) -> Listening | None:
+        if not self._listening:
+            return None
+        # One start time for the whole set: the latest, i.e. since when every interface in it has
+        # been captured (a re-opened interface restarts it for all: conservative for the others).
+        since = max(self._listening.values())
+        if self._listen_until is not None:
+            # WireStats has no end time: a capture that ended reports the start of a window just as
+            # long that ends now, so `now - listening_since` is the time it actually listened (read
+            # at a snapshot's time, which the store takes just before this).
+            since += max(0.0, self._clock() - self._listen_until)
+        return Listening(since, frozenset(self._listening))
+
     def snapshot(self) -> tuple[tuple[WirePeer, ...], WireStats]:
         """All routers (sorted by key) and the counters, as immutable records."""
         with self._lock:
             entries = [*self._probation.items(), *self._established.items()]
+            listening = self._listening_locked()
             stats = WireStats(
                 packets=self._packets,
                 invalid=tuple(sorted(self._invalid.items())),
@@ -312,7 +445,8 @@ class PeerTable:
                 kernel_packets=self._kernel_packets,
                 evictions=self._evictions,
                 expirations=self._expirations,
-                interfaces=self._interfaces,
+                interfaces=tuple(sorted(self._listening)),
+                listening_since=None if listening is None else listening.since,
             )
             entries.sort(key=lambda kv: kv[0])
             peers = tuple(e.record() for _, e in entries)

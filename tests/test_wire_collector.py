@@ -14,10 +14,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ka_exporter.collectors.wire import collect_wire
-from ka_exporter.model import Advert, ConfInstance, KeepalivedConfig, Snapshot
+from ka_exporter.model import Advert, ConfInstance, KeepalivedConfig, Snapshot, WireStats
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
+from ka_exporter.verdicts.wire import CONFLICT_KINDS
 
 PCAPS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcap"
 
@@ -37,7 +38,9 @@ def _replayed(name: str, until_offset: float | None = None, cap: int = 4096) -> 
     now = 0.0
     t0: float | None = None
     for ts, ip in read_pcap(PCAPS / name):
-        t0 = ts if t0 is None else t0
+        if t0 is None:
+            t0 = ts
+            table.set_listening({"eth0": t0})  # the capture started with its first packet
         if until_offset is not None and ts > t0 + until_offset:
             break
         now = ts
@@ -72,6 +75,11 @@ def test_exposition_of_every_pcap_is_promtool_clean_and_password_free(name: str)
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
     assert b"kaT3st01" not in text
     assert b"keepalived_wire_masters{" in text
+    # real keepalived traffic (start races, failover, preemption, split brain, a third router)
+    # never makes one router's adverts look like two senders
+    assert not any(p.contested for p in table.snapshot()[0])
+    assert b'kind="source",vrid="' in text
+    assert not [ln for ln in text.splitlines() if b'kind="source"' in ln and not ln.endswith(b" 0.0")]
 
 
 def test_split_brain_values() -> None:
@@ -82,7 +90,7 @@ def test_split_brain_values() -> None:
     assert reg.get_sample_value("keepalived_wire_masters", v) == 2.0
     assert reg.get_sample_value("keepalived_wire_routers", v) == 2.0
     assert reg.get_sample_value("keepalived_wire_no_master", v) == 0.0
-    for kind in ("auth", "interval", "version", "vips"):
+    for kind in ("auth", "interval", "version", "vips", "source"):
         assert reg.get_sample_value("keepalived_wire_conflict", {**v, "kind": kind}) == 0.0
     a = {**v, "source": "10.97.0.1"}
     b = {**v, "source": "10.97.0.2"}
@@ -133,6 +141,84 @@ def test_configured_but_silent_vrid_is_no_master_and_exported() -> None:
     assert reg.get_sample_value("keepalived_wire_no_master", {**x, "family": "inet", "vrid": "51"}) == 0.0
 
 
+CONF = KeepalivedConfig(
+    instances=(
+        ConfInstance(name="VI_1", interface="eth0", vrid=51),  # advert_int 1, VRRPv2: hold ~4.15 s
+        ConfInstance(name="VI_F", interface="eth0", vrid=71, advert_int=0.1, version=3),  # ~0.46 s
+        ConfInstance(name="VI_O", interface="eth1", vrid=51),  # an interface not sniffed
+    )
+)
+
+
+def _silent(since: float | None, now: float, interfaces: tuple[str, ...] = ("eth0",)) -> CollectorRegistry:
+    """Nothing heard; the sniffer listening on `interfaces` since `since` (None: not capturing)."""
+    stats = WireStats(interfaces=interfaces if since is not None else (), listening_since=since)
+    snap = Snapshot(time=now, hostname="o", config=CONF, wire_peers=(), wire_stats=stats)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Once(snap))
+    return reg
+
+
+def _no_master(reg: CollectorRegistry, vrid: int, interface: str = "eth0") -> float | None:
+    return reg.get_sample_value(
+        "keepalived_wire_no_master", {"interface": interface, "family": "inet", "vrid": str(vrid)}
+    )
+
+
+def test_an_unheard_configured_vrid_is_no_master_only_after_its_hold_time_of_listening() -> None:
+    # just started: nobody could have been heard yet, whatever keepalived does
+    reg = _silent(since=1000.0, now=1000.3)
+    assert (_no_master(reg, 51), _no_master(reg, 71)) == (0.0, 0.0)
+    # 0.5 s: the fast VRID (advert_int 0.1) has had its hold time, the 1 s one has not
+    reg = _silent(since=1000.0, now=1000.5)
+    assert (_no_master(reg, 51), _no_master(reg, 71)) == (0.0, 1.0)
+    reg = _silent(since=1000.0, now=1004.0)
+    assert _no_master(reg, 51) == 0.0
+    reg = _silent(since=1000.0, now=1004.2)
+    assert _no_master(reg, 51) == 1.0
+    # an interface the sniffer does not capture on is never judged absent, nor is anything while
+    # the sniffer cannot capture at all (no CAP_NET_RAW: the wire source is down)
+    assert _no_master(_silent(since=1000.0, now=2000.0), 51, "eth1") == 0.0
+    reg = _silent(since=None, now=2000.0)
+    assert (_no_master(reg, 51), _no_master(reg, 71)) == (0.0, 0.0)
+    assert (
+        reg.get_sample_value("keepalived_wire_masters", {"interface": "eth0", "family": "inet", "vrid": "51"})
+        == 0.0
+    )
+
+
+def test_a_vrid_heard_since_listening_began_is_no_master_after_its_routers_hold_time() -> None:
+    # heard once right after the start, then silent: absence is judged from the router's hold time
+    table = PeerTable()
+    table.set_listening({"eth0": 1000.0})
+    table.update(Advert(1000.2, "eth0", "inet", "10.0.0.1", "224.0.0.18", 3, 71, 100, 0.1, ("10.0.0.171",)))
+    v = {"interface": "eth0", "family": "inet", "vrid": "71"}
+    _, reg = _render(table, 1000.2 + 0.45)
+    assert reg.get_sample_value("keepalived_wire_no_master", v) == 0.0
+    _, reg = _render(table, 1000.2 + 0.47)  # hold time of a 0.1 s VRRPv3 router: 0.46 s
+    assert reg.get_sample_value("keepalived_wire_no_master", v) == 1.0
+
+
+@pytest.mark.parametrize(("window", "expected"), [(3.0, 0.0), (5.0, 1.0)])
+def test_once_window_shorter_than_the_hold_time_gives_no_verdict_of_absence(
+    window: float, expected: float
+) -> None:
+    # --once: listen `window` seconds, then the other sources take 4 more seconds before the
+    # snapshot is rendered. Only the window counts as listening.
+    clock = [1000.0]
+    table = PeerTable(clock=lambda: clock[0])
+    table.set_listening({"eth0": 1000.0})
+    table.stop_listening(1000.0 + window)
+    clock[0] = 1000.0 + window + 4.0
+    peers, stats = table.snapshot()
+    assert stats.interfaces == ("eth0",)
+    snap = Snapshot(time=clock[0], hostname="o", config=CONF, wire_peers=peers, wire_stats=stats)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Once(snap))
+    assert _no_master(reg, 51) == expected  # hold time ~4.15 s
+    assert _no_master(reg, 71) == 1.0  # hold time 0.46 s: both windows are long enough
+
+
 def test_nothing_when_the_wire_source_is_off() -> None:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(_Once(Snapshot(time=0.0, hostname="x")))
@@ -160,8 +246,8 @@ def test_flood_exposition_is_bounded_by_the_cap() -> None:
         )
     text, reg = _render(table, 1002.0)
     series = [ln for ln in text.decode().splitlines() if ln and not ln.startswith("#")]
-    # 5 per router, 8 per VRID (255 at most), and the fixed counters
-    assert len(series) <= 5 * cap + 8 * 255 + len(table.snapshot()[1].invalid) + 4
+    # 5 per router, 4 + one per conflict kind per VRID (255 at most), and the fixed counters
+    assert len(series) <= 5 * cap + (4 + len(CONFLICT_KINDS)) * 255 + len(table.snapshot()[1].invalid) + 4
     assert reg.get_sample_value("keepalived_wire_peers") == cap
     assert reg.get_sample_value("keepalived_wire_peer_evictions_total") == 20_000 - cap
     assert _promtool(text).returncode == 0

@@ -228,3 +228,78 @@ def test_repeat_does_not_apply_to_unknown_or_new_entries() -> None:
     assert table.repeat(b, 3.0, False) is False
     assert table.repeat(a, 4.0, False) is None  # not what last updated the entry
     assert table.repeat(b, 9.0, False) is None  # after a gap: a new run, slow path
+
+
+def test_contested_row_is_signalled_and_cleared_and_keeps_the_last_adverts_values() -> None:
+    table = PeerTable()
+    for t in (0.0, 1.0, 2.0):
+        table.update(adv("10.0.0.1", t, prio=150, auth_type=1, auth_digest="real"))
+    # one change (a reload?) is not a contest, and one router cannot conflict: no verdict changed
+    assert table.update(adv("10.0.0.1", 2.5, prio=150, auth_type=1, auth_digest="spoof")) is False
+    assert table.snapshot()[0][0].contested is False
+    assert table.update(adv("10.0.0.1", 3.0, prio=150, auth_type=1, auth_digest="real")) is True
+    (row,) = table.snapshot()[0]
+    assert row.contested
+    assert row.auth_digest == "real"
+    (v,) = judge(table.snapshot()[0], 3.0)
+    assert v.conflicts == {"source"}
+    # the spoofer stops; the real master goes on; one hold time after the last return it clears
+    hold = hold_time(1.0, 2)
+    t = 3.0
+    cleared = None
+    while t < 12.0:
+        t += 1.0
+        if table.update(adv("10.0.0.1", t, prio=150, auth_type=1, auth_digest="real")):
+            cleared = t
+            break
+    assert cleared is not None
+    assert 3.0 + hold < cleared <= 3.0 + hold + 1.0
+    assert table.snapshot()[0][0].contested is False
+
+
+def test_a_change_reverted_long_after_is_not_a_return() -> None:
+    table = PeerTable()
+    for t in range(0, 10):
+        table.update(adv("10.0.0.1", float(t), prio=150))
+    for t in range(10, 60):  # a reload with another VIP list, reverted 50 s later
+        table.update(adv("10.0.0.1", float(t), prio=150, addresses=("10.0.0.102",)))
+    for t in range(60, 70):
+        table.update(adv("10.0.0.1", float(t), prio=150))
+    for t in range(70, 200):  # a tracked script lowers the priority and recovers, over and over,
+        table.update(adv("10.0.0.1", float(t), prio=130 if (t // 10) % 2 else 150))  # every 10 s
+        assert table.snapshot()[0][0].contested is False
+
+
+def test_the_repeat_fast_path_does_not_hide_a_contested_row_clearing() -> None:
+    slow, fast = PeerTable(), PeerTable()
+    real = [adv("10.0.0.1", float(t), prio=150, auth_type=1, auth_digest="r") for t in range(30)]
+    spoof = [adv("10.0.0.1", t + 0.5, prio=150, auth_type=1, auth_digest="s") for t in range(5, 10)]
+    ads = sorted(real + spoof, key=lambda a: a.timestamp)
+    shapes: dict[str | None, Advert] = {}
+    for a in ads:
+        known = shapes.get(a.auth_digest)
+        got = fast.repeat(known, a.timestamp, False) if known is not None else None
+        if got is None:
+            shapes[a.auth_digest] = a
+            got = fast.update(a)
+        assert got == slow.update(a), a.timestamp
+        assert fast.snapshot() == slow.snapshot()
+    assert slow.snapshot()[0][0].contested is False  # cleared by the end
+
+
+def test_listening_is_reported_and_a_stopped_capture_counts_its_window_only() -> None:
+    clock = [100.0]
+    table = PeerTable(clock=lambda: clock[0])
+    assert table.snapshot()[1].listening_since is None
+    assert table.listening() is None
+    table.set_listening({"eth0": 100.0, "eth1": 101.0})
+    _, stats = table.snapshot()
+    assert (stats.listening_since, stats.interfaces) == (101.0, ("eth0", "eth1"))  # the whole set
+    table.stop_listening(104.0)
+    clock[0] = 110.0
+    _, stats = table.snapshot()
+    assert stats.interfaces == ("eth0", "eth1")
+    assert stats.listening_since is not None
+    assert clock[0] - stats.listening_since == 3.0  # listened 101 .. 104
+    table.set_listening({"eth0": 120.0})  # a new capture
+    assert table.snapshot()[1].listening_since == 120.0

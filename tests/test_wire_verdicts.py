@@ -16,6 +16,9 @@ from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
 from ka_exporter.verdicts.wire import (
+    ALWAYS,
+    DEFAULT_HOLD,
+    Listening,
     VridVerdict,
     conflicts,
     hold_time,
@@ -70,6 +73,9 @@ def replay(
     start: float = 0.0,
     configured: Sequence[tuple[str, str, int]] = (),
     key: tuple[str, str, int] = KEY,
+    *,
+    listening: Listening | None = ALWAYS,
+    holds: dict[tuple[str, str, int], float] | None = None,
 ) -> list[tuple[float, VridVerdict | None]]:
     """Feed adverts into a PeerTable in time order; judge every STEP. Returns (t, verdict of KEY)."""
     todo = sorted(adverts, key=lambda a: a.timestamp)
@@ -82,7 +88,7 @@ def replay(
             table.update(todo[i])
             i += 1
         peers, _ = table.snapshot()
-        verdicts = {v.key: v for v in judge(peers, now, configured)}
+        verdicts = {v.key: v for v in judge(peers, now, configured, listening=listening, holds=holds)}
         out.append((now, verdicts.get(key)))
         now = round(now + STEP, 6)
     return out
@@ -203,6 +209,140 @@ def test_no_master_after_hold_time_of_silence_and_for_configured_unseen_vrids() 
     assert verdicts[("eth0", "inet", 99)].configured
     assert verdicts[("eth0", "inet", 99)].routers == 0
     assert not verdicts[KEY].no_master
+
+
+# -- listening: no verdict of absence before a hold time of capture ---------------------------------
+
+
+def no_master_times(timeline: list[tuple[float, VridVerdict | None]]) -> list[float]:
+    return [t for t, v in timeline if v is not None and v.no_master]
+
+
+def test_exporter_start_no_master_for_a_silent_configured_vrid_only_after_its_hold_time() -> None:
+    # The exporter starts listening at 100.0; nobody advertises VRID 51 (configured, advert_int 1).
+    tl = replay(
+        [], until=110.0, start=100.0, configured=[KEY], listening=Listening(100.0, frozenset({"eth0"}))
+    )
+    first = no_master_times(tl)[0]
+    assert 100.0 + DEFAULT_HOLD <= first <= 100.0 + DEFAULT_HOLD + STEP
+    assert no_master_times(tl) == [t for t, _v in tl if t >= first]  # and from then on
+
+
+def test_exporter_and_keepalived_start_together_is_never_no_master() -> None:
+    # keepalived (state MASTER) only advertises after its master down timer, ~3.4 s after start
+    # (v2-multicast-pass.pcap); an exporter started with it must not call that "no master".
+    a = every("10.0.0.1", 103.4, 120.0, prio=150)
+    tl = replay(
+        a, until=120.0, start=100.0, configured=[KEY], listening=Listening(100.0, frozenset({"eth0"}))
+    )
+    assert no_master_times(tl) == []
+    assert dict(tl)[110.0].masters == 1  # type: ignore[union-attr]
+    # without the listening gate (the old rule) this start-up read "no master" at once
+    old = replay(a, until=120.0, start=100.0, configured=[KEY])
+    assert no_master_times(old)[0] == 100.0
+
+
+def test_configured_hold_time_sets_the_gate_and_silence_after_a_heard_router_is_absence() -> None:
+    fast = ("eth0", "inet", 71)
+    holds = {fast: hold_time(0.1, 3)}
+    listening = Listening(100.0, frozenset({"eth0"}))
+    tl = replay([], until=102.0, start=100.0, configured=[fast], key=fast, listening=listening, holds=holds)
+    assert 100.0 + holds[fast] <= no_master_times(tl)[0] <= 100.0 + holds[fast] + STEP + 1e-9
+    # a router heard after the start, then silent: absence after its own hold time, gate or not
+    a = every("10.0.0.1", 100.5, 101.5, prio=150)
+    tl = replay(a, until=110.0, start=100.0, configured=[KEY], listening=listening)
+    first = no_master_times(tl)[0]
+    assert 101.5 + hold_time(1.0, 2) <= first <= 101.5 + hold_time(1.0, 2) + STEP
+
+
+def test_no_verdict_of_absence_off_the_captured_interfaces_or_when_not_capturing() -> None:
+    for listening in (Listening(100.0, frozenset({"eth1"})), None):
+        tl = replay([], until=120.0, start=100.0, configured=[KEY], listening=listening)
+        assert no_master_times(tl) == []
+        assert all(v is not None and v.configured and v.masters == 0 for _t, v in tl)
+
+
+def test_a_capture_that_ended_counts_only_its_window() -> None:
+    # --once: listened 100.0 .. 103.0 (3 s < hold 4.15 s), judged later: not known, not "no master"
+    ended = Listening(100.0, frozenset({"eth0"}), until=103.0)
+    (v,) = judge([], 109.0, [KEY], listening=ended)
+    assert not v.no_master
+    (v,) = judge([], 109.0, [KEY], listening=Listening(100.0, frozenset({"eth0"}), until=104.2))
+    assert v.no_master
+
+
+# -- contested: one source address, two senders ----------------------------------------------------
+
+
+def contested_times(adverts: list[Advert], until: float) -> list[float]:
+    tl = replay(adverts, until=until)
+    return [t for t, v in tl if v is not None and "source" in v.conflicts]
+
+
+def test_spoofer_with_the_masters_address_and_another_password_is_contested_within_an_interval() -> None:
+    real = every("10.0.0.1", 0.0, 40.0, prio=150, auth=(1, "real"))
+    spoof = every("10.0.0.1", 10.5, 20.5, prio=150, auth=(1, "wrong"))  # same source address
+    tl = replay(real + spoof, until=40.0)
+    marked = [t for t, v in tl if v is not None and "source" in v.conflicts]
+    assert marked
+    assert 10.5 < marked[0] <= 11.0 + STEP  # real advert at 11.0 puts the profile back: A, B, A
+    assert marked == [t for t, _v in tl if marked[0] <= t <= marked[-1]]  # continuous
+    # clears at the first advert one hold time after the last return (the real one at 21.0)
+    assert 21.0 + hold_time(1.0, 2) <= marked[-1] + STEP <= 21.0 + hold_time(1.0, 2) + 1.0 + STEP
+    assert split_times(tl) == []  # one address advertising is not two masters
+    assert {v.masters for _t, v in tl if v} == {1}
+
+
+def test_spoofer_flipping_only_the_priority_is_contested_and_conditions_see_it() -> None:
+    from ka_exporter import conditions
+    from ka_exporter.model import Snapshot
+
+    real = every("10.0.0.1", 0.0, 30.0, prio=150)
+    spoof = every("10.0.0.1", 10.5, 30.5, prio=255)
+    marked = contested_times(real + spoof, until=30.0)
+    assert marked
+    # a return on every advert (every 0.5 s): more than 5 within the hold time after 3 s
+    assert 12.0 < marked[0] <= 13.5 + STEP
+    table = PeerTable()
+    for a in sorted(real + spoof, key=lambda a: a.timestamp):
+        table.update(a)
+    peers, stats = table.snapshot()
+    (row,) = peers
+    assert row.contested
+    snap = Snapshot(time=30.6, hostname="h", wire_peers=peers, wire_stats=stats)
+    found = [c for c in conditions.evaluate(snap) if c.kind == "wire_conflict"]
+    assert [dict(c.labels)["conflict"] for c in found] == ["source"]
+
+
+@pytest.mark.parametrize(
+    "story",
+    [
+        "track_script_once",
+        "track_script_recovers",
+        "script_toggling_every_advert",
+        "reload_new_vips",
+        "restart",
+    ],
+)
+def test_a_legitimate_router_changing_is_never_contested(story: str) -> None:
+    src = "10.0.0.1"
+    if story == "track_script_once":  # priority lowered once by a failing check, then stays
+        ads = every(src, 0.0, 9.0, prio=150) + every(src, 9.3, 30.0, prio=130)  # immediate advert
+    elif story == "track_script_recovers":
+        ads = (
+            every(src, 0.0, 9.0, prio=150)
+            + every(src, 10.0, 12.0, prio=130)
+            + every(src, 13.0, 30.0, prio=150)
+        )
+    elif story == "script_toggling_every_advert":  # the fastest a tracked script can flap
+        ads = [adv(src, float(t), prio=150 if t % 2 else 130) for t in range(31)]
+    elif story == "reload_new_vips":  # SIGHUP with another VIP list
+        ads = every(src, 0.0, 9.0, prio=150) + every(
+            src, 10.0, 30.0, prio=150, vips=("10.0.0.100", "10.0.0.102")
+        )
+    else:  # graceful stop (priority 0), a restart with another priority
+        ads = [*every(src, 0.0, 9.0, prio=150), adv(src, 9.1, prio=0), *every(src, 13.0, 30.0, prio=120)]
+    assert contested_times(ads, until=30.0) == []
 
 
 def _peer(source: str, **kw: object) -> WirePeer:

@@ -6,6 +6,19 @@ VRIDs configured locally (keepalived.conf, else keepalived's own instance list) 
 when nothing was heard on them (that is the "no master" case). Series are bounded by the peer
 table's cap (per router) and by 255 VRIDs per interface and family (per VRID).
 
+`keepalived_wire_no_master` is a verdict of absence, so it needs listening: it stays 0 for a VRID
+nobody was heard on until the sniffer has captured for that VRID's hold time (3 x advert_int from
+keepalived.conf + skew, ~4.15 s at the default advert_int 1), and on interfaces it does not capture
+on (or while it cannot capture at all: see `ka_exporter_source_up{source="wire"}`). In `--once`
+mode only the listening window counts: with `--wire.listen-seconds` shorter than a VRID's hold time
+(the default 3 s is shorter than 4.15 s), a VRID not heard in the window reads no_master 0 ("not
+known"), never 1; use a window of at least the hold time (e.g. 5 s) for --once to judge absence.
+
+`keepalived_wire_conflict{kind="source"}` is 1 while one router row is contested: adverts with the
+same source address disagree with each other (VIPs/auth/interval/version going back and forth, or
+the priority flipping between two values), i.e. a second sender uses that address, e.g. a spoofer
+impersonating the master. It keeps the alert rule on `keepalived_wire_conflict` working for it.
+
 Example output (split-brain.pcap, both routers advertising VRID 51)::
 
     keepalived_wire_masters{family="inet",interface="eth0",vrid="51"} 2.0
@@ -15,6 +28,7 @@ Example output (split-brain.pcap, both routers advertising VRID 51)::
     keepalived_wire_conflict{family="inet",interface="eth0",kind="interval",vrid="51"} 0.0
     keepalived_wire_conflict{family="inet",interface="eth0",kind="version",vrid="51"} 0.0
     keepalived_wire_conflict{family="inet",interface="eth0",kind="vips",vrid="51"} 0.0
+    keepalived_wire_conflict{family="inet",interface="eth0",kind="source",vrid="51"} 0.0
     keepalived_wire_routers{family="inet",interface="eth0",vrid="51"} 2.0
     keepalived_wire_advert_priority{family="inet",interface="eth0",source="10.97.0.1",vrid="51"} 150.0
     keepalived_wire_adverts_total{family="inet",interface="eth0",source="10.97.0.1",vrid="51"} 17.0
@@ -36,7 +50,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from ka_exporter.model import Snapshot
-from ka_exporter.verdicts.wire import CONFLICT_KINDS, VridKey, configured_vrids, judge
+from ka_exporter.verdicts.wire import CONFLICT_KINDS, VridKey, judge_snapshot
 
 VRID_LABELS = ["interface", "family", "vrid"]
 ROUTER_LABELS = ["interface", "family", "vrid", "source"]
@@ -48,8 +62,7 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
         return
     peers = snap.wire_peers
     stats = snap.wire_stats
-    conf = configured_vrids(snap) if configured is None else tuple(configured)
-    verdicts = judge(peers, snap.time, conf)
+    verdicts = judge_snapshot(snap, configured)
 
     masters = GaugeMetricFamily(
         "keepalived_wire_masters",
@@ -64,13 +77,16 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
     )
     nomaster = GaugeMetricFamily(
         "keepalived_wire_no_master",
-        "1 if this VRID was seen or is configured locally and nobody advertised it within the hold time.",
+        "1 if this VRID was seen or is configured locally and nobody advertised it within the hold time; "
+        "0 (not known) until the sniffer has listened for the VRID's hold time, so always 0 for an "
+        "unheard VRID in --once with --wire.listen-seconds shorter than that.",
         labels=VRID_LABELS,
     )
     conflict = GaugeMetricFamily(
         "keepalived_wire_conflict",
-        "1 if routers on this VRID disagree on kind (vips, interval, version, auth); keepalived drops "
-        "such adverts silently, a classic cause of dual master.",
+        "1 if routers on this VRID disagree on kind (vips, interval, version, auth; keepalived drops "
+        "such adverts silently, a classic cause of dual master), or, kind source, if adverts from one "
+        "source address disagree with each other (a second sender using it, e.g. a spoofer).",
         labels=[*VRID_LABELS, "kind"],
     )
     routers = GaugeMetricFamily(

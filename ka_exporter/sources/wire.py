@@ -29,7 +29,14 @@ from ka_exporter.peers import DEFAULT_CAP, DEFAULT_LINGER, PeerTable
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.capture import CaptureError, PacketSocket
 from ka_exporter.store import Store
-from ka_exporter.verdicts.wire import VridKey, VridVerdict, configured_vrids, judge
+from ka_exporter.verdicts.wire import (
+    DEFAULT_HOLD,
+    VridKey,
+    VridVerdict,
+    configured_vrids,
+    judge_snapshot,
+    vrid_holds,
+)
 
 Configured = Callable[[], Iterable[VridKey]] | Iterable[VridKey] | None
 
@@ -73,6 +80,8 @@ class WireSource(Source):
         self._sockets: dict[tuple[str, bool], PacketSocket] = {}  # by (interface, outgoing)
         self._by_fd: dict[int, PacketSocket] = {}
         self._closed_stats = (0, 0)  # PACKET_STATISTICS of sockets already closed
+        self._since: dict[str, float] = {}  # interface -> both its sockets open since
+        self._gates: list[float] = []  # times a configured VRID's "listened for its hold time" comes
         self._wake: tuple[int, int] | None = None
         self._cache: dict[str, dict[int, Advert]] = {}
         store.set_wire_provider(self.table.snapshot)
@@ -94,9 +103,10 @@ class WireSource(Source):
         return tuple(sorted({k[0] for k in self.configured_keys()}))
 
     def verdicts(self, now: float | None = None) -> tuple[VridVerdict, ...]:
-        """The wire verdicts now (seen and configured VRIDs)."""
-        peers, _ = self.table.snapshot()
-        return judge(peers, time.time() if now is None else now, self.configured_keys())
+        """The wire verdicts now (seen and configured VRIDs), as the collector judges them."""
+        snap = self.store.snapshot()
+        conf = configured_vrids(snap) if self.configured is None else self.configured_keys()
+        return judge_snapshot(snap, conf, snap.time if now is None else now)
 
     # -- sockets --------------------------------------------------------------------------------------
 
@@ -125,11 +135,28 @@ class WireSource(Source):
                 self._by_fd[sock.fileno()] = sock
                 if poller is not None:
                     poller.register(sock.fileno(), _POLLIN)
-        self.table.set_interfaces(tuple(sorted({name for name, _out in self._sockets})))
+        opened = False
+        for name in wanted:
+            if name not in self._since and (name, False) in self._sockets and (name, True) in self._sockets:
+                self._since[name] = time.time()  # both sockets bound: captured from now on
+                opened = True
+        if opened:
+            self.table.set_listening(self._since)
+            self._plan_gates()
         self._update_kernel_stats()
         return errors
 
-    def _close(self, sock: PacketSocket, poller: select.poll | None) -> None:
+    def _plan_gates(self) -> None:
+        """When each configured VRID's hold time of listening will have passed (to notify then)."""
+        listening = self.table.listening()
+        if listening is None:
+            self._gates = []
+            return
+        holds = vrid_holds(self.store.snapshot())
+        keys = [k for k in self.configured_keys() if listening.covers(k[0])]
+        self._gates = sorted({listening.since + holds.get(k, DEFAULT_HOLD) for k in keys})
+
+    def _close(self, sock: PacketSocket, poller: select.poll | None, *, tell: bool = True) -> None:
         packets, drops = sock.read_stats()
         self._closed_stats = (self._closed_stats[0] + packets, self._closed_stats[1] + drops)
         fd = sock.fileno()
@@ -139,11 +166,15 @@ class WireSource(Source):
         self._by_fd.pop(fd, None)
         self._sockets.pop((sock.interface, sock.outgoing), None)
         sock.close()
+        if self._since.pop(sock.interface, None) is not None and tell:
+            self.table.set_listening(self._since)  # no longer captured there
 
     def _close_all(self, poller: select.poll | None) -> None:
+        """Close every socket; the table keeps what was listened (where, how long) for the verdicts."""
+        self.table.stop_listening(time.time())
         for sock in list(self._sockets.values()):
-            self._close(sock, poller)
-        self.table.set_interfaces(())
+            self._close(sock, poller, tell=False)
+        self._gates = []
 
     def _update_kernel_stats(self) -> None:
         packets, drops = self._closed_stats
@@ -256,7 +287,11 @@ class WireSource(Source):
                     self.store.wire_changed()
                 mono = time.monotonic()
                 if mono >= next_tick:
-                    if self.table.tick(time.time()):
+                    now = time.time()
+                    gate = bool(self._gates) and now >= self._gates[0]
+                    while self._gates and now >= self._gates[0]:
+                        del self._gates[0]  # listened for a configured VRID's hold time: re-judge
+                    if self.table.tick(now) or gate:
                         self.store.wire_changed()
                     next_tick = mono + self.tick_interval
         finally:

@@ -46,17 +46,35 @@ hold time while `split_brain` correctly stays 0. Alert on `split_brain`, not on 
 
 `no_master`: the VRID is known (seen on the wire or configured locally) and nobody has advertised
 within the hold time; a priority-0 advert within the hold time counts as "a handover is under way".
+Silence is only absence once the sniffer has been listening long enough to hear a master
+(`Listening`): a VRID nobody was heard on since the capture started is not "no master" until the
+capture has run for that VRID's hold time (`vrid_holds`: from keepalived.conf's advert_int, else
+`DEFAULT_HOLD`, the hold time of a 1 s VRRPv2 advert), and never on an interface the sniffer is not
+capturing on. Without this, every exporter start (and every `--once` run) would call every
+configured VRID masterless for a few seconds. A capture that ended (`--once`) counts only the time
+it actually listened: with `--wire.listen-seconds` shorter than a VRID's hold time, a VRID that was
+not heard in the window gets no verdict of absence (no_master 0), never a guess.
+
+`contested`: one router row (interface, family, vrid, source) whose adverts disagree with each other
+is most likely two senders using one source address (a spoofer impersonating the master). The peer
+table flags it (see `ka_exporter.peers`) and the verdicts report it as the conflict kind "source"
+(`CONFLICT_KINDS`), so `keepalived_wire_conflict{kind="source"}`, the `wire_conflict` condition and
+its alert cover it like the other kinds. It is a kind of its own rather than "auth" or "vips"
+because the remedy differs: the other kinds are misconfigured routers, this one is a sender that
+should not exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ka_exporter.model import KeepalivedConfig, Snapshot
+from ka_exporter.model import KeepalivedConfig, Snapshot, WireStats
 
-CONFLICT_KINDS: tuple[str, ...] = ("auth", "interval", "version", "vips")
+#: "source": adverts from one source address disagree with each other (`WirePeer.contested`).
+CONFLICT_KINDS: tuple[str, ...] = ("auth", "interval", "version", "vips", "source")
 
 #: A router whose last advert is older than RUN_GAP intervals is not advertising any more.
 RUN_GAP = 2.5
@@ -97,6 +115,8 @@ class PeerLike(Protocol):
     def auth_digest(self) -> str | None: ...
     @property
     def last_priority_zero(self) -> float | None: ...
+    @property
+    def contested(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +147,36 @@ def hold_time(interval: float, version: int) -> float:
     """Master down interval (3*I + worst-case skew) plus a margin for timer and capture jitter."""
     skew = 1.0 if version == 2 else interval  # (256 - priority)/256 < 1, times 1 s (v2) or I (v3)
     return 3.0 * interval + skew + 0.1 * interval + 0.05
+
+
+#: Hold time of a VRID whose advert interval is not known: keepalived's default, 1 s VRRPv2 (~4.15 s).
+DEFAULT_HOLD = hold_time(1.0, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Since when, on which interfaces and (for a capture that ended) until when the sniffer listened.
+
+    Verdicts of absence (`no_master`) need it: silence only means "no master" on an interface the
+    sniffer captures on, after it has listened for a hold time.
+    """
+
+    since: float
+    interfaces: frozenset[str] | None = None  # None: every interface
+    until: float | None = None  # the capture ended then (--once); None: still listening
+
+    def covers(self, interface: str) -> bool:
+        return self.interfaces is None or interface in self.interfaces
+
+    def listened(self, now: float) -> float:
+        """Seconds of capture up to `now`."""
+        end = now if self.until is None else min(now, self.until)
+        return end - self.since
+
+
+#: Listening forever on every interface (a complete capture replayed, plain timelines): silence
+#: within the data is absence. The default of the pure functions, as before listening was tracked.
+ALWAYS = Listening(-math.inf)
 
 
 def present(peer: PeerLike, now: float) -> bool:
@@ -221,11 +271,14 @@ def split_brain(peers: Sequence[PeerLike], now: float) -> bool:
 
 
 def conflicts(peers: Sequence[PeerLike], now: float) -> frozenset[str]:
-    """Conflict kinds among the routers of one VRID heard within their hold time."""
+    """Conflict kinds among the routers of one VRID heard within their hold time.
+
+    "source" when a router row is contested (its own adverts disagree: two senders, one address).
+    """
     live = [p for p in peers if present(p, now)]
+    kinds: set[str] = {"source"} if any(p.contested for p in live) else set()
     if len(live) < 2:
-        return frozenset()
-    kinds: set[str] = set()
+        return frozenset(kinds)
     first = live[0]
     for other in live[1:]:
         kinds |= incompatibilities(first, other)
@@ -234,12 +287,41 @@ def conflicts(peers: Sequence[PeerLike], now: float) -> frozenset[str]:
     return frozenset(kinds)
 
 
-def no_master(peers: Sequence[PeerLike], now: float) -> bool:
-    """Nobody advertised within the hold time (a recent priority-0 advert means: handover)."""
-    return not any(present(p, now) for p in peers)
+def no_master(
+    peers: Sequence[PeerLike],
+    now: float,
+    *,
+    interface: str | None = None,
+    listening: Listening | None = ALWAYS,
+    hold: float = DEFAULT_HOLD,
+) -> bool:
+    """Nobody advertised within the hold time (a recent priority-0 advert means: handover).
+
+    `listening` None (not capturing) or not covering `interface`: no verdict of absence (False).
+    If no router of the VRID was heard since the capture started, silence counts only once the
+    capture has listened for `hold` seconds (the VRID's hold time); a router heard since, now
+    silent for its own hold time, is absence at once.
+    """
+    if any(present(p, now) for p in peers):
+        return False
+    if listening is None:
+        return False
+    if interface is not None and not listening.covers(interface):
+        return False
+    if any(p.last_seen >= listening.since for p in peers):
+        return True
+    return listening.listened(now) >= hold
 
 
-def judge_vrid(key: VridKey, peers: Sequence[PeerLike], now: float, configured: bool = False) -> VridVerdict:
+def judge_vrid(
+    key: VridKey,
+    peers: Sequence[PeerLike],
+    now: float,
+    configured: bool = False,
+    *,
+    listening: Listening | None = ALWAYS,
+    hold: float = DEFAULT_HOLD,
+) -> VridVerdict:
     """The verdict for one VRID from the routers seen on it (possibly none, if only configured)."""
     return VridVerdict(
         interface=key[0],
@@ -248,7 +330,7 @@ def judge_vrid(key: VridKey, peers: Sequence[PeerLike], now: float, configured: 
         routers=sum(1 for p in peers if present(p, now)),
         masters=sum(1 for p in peers if is_master(p, now)),
         split_brain=split_brain(peers, now),
-        no_master=no_master(peers, now),
+        no_master=no_master(peers, now, interface=key[0], listening=listening, hold=hold),
         conflicts=conflicts(peers, now),
         configured=configured,
     )
@@ -263,13 +345,51 @@ def group(peers: Iterable[PeerLike]) -> dict[VridKey, list[PeerLike]]:
 
 
 def judge(
-    peers: Iterable[PeerLike], now: float, configured: Iterable[VridKey] = ()
+    peers: Iterable[PeerLike],
+    now: float,
+    configured: Iterable[VridKey] = (),
+    *,
+    listening: Listening | None = ALWAYS,
+    holds: Mapping[VridKey, float] | None = None,
 ) -> tuple[VridVerdict, ...]:
-    """Verdicts for every VRID seen on the wire or configured locally, sorted by key."""
+    """Verdicts for every VRID seen on the wire or configured locally, sorted by key.
+
+    `listening`/`holds`: see `no_master`; a VRID missing from `holds` has `DEFAULT_HOLD`.
+    """
     groups = group(peers)
     conf = set(configured)
     keys = sorted(set(groups) | conf)
-    return tuple(judge_vrid(k, groups.get(k, ()), now, k in conf) for k in keys)
+    hold = holds or {}
+    return tuple(
+        judge_vrid(k, groups.get(k, ()), now, k in conf, listening=listening, hold=hold.get(k, DEFAULT_HOLD))
+        for k in keys
+    )
+
+
+def listening_from(stats: WireStats | None) -> Listening | None:
+    """The sniffer's listening state from its counters; None if it is not (or never was) capturing."""
+    if stats is None or stats.listening_since is None:
+        return None
+    return Listening(stats.listening_since, frozenset(stats.interfaces))
+
+
+def judge_snapshot(
+    snap: Snapshot, configured: Iterable[VridKey] | None = None, now: float | None = None
+) -> tuple[VridVerdict, ...]:
+    """The wire verdicts of a snapshot: its routers, configured VRIDs, hold times and listening state.
+
+    `configured` defaults to `configured_vrids(snap)`, `now` to `snap.time`. No routers table
+    (wire source off): no verdicts.
+    """
+    if snap.wire_peers is None:
+        return ()
+    return judge(
+        snap.wire_peers,
+        snap.time if now is None else now,
+        configured_vrids(snap) if configured is None else configured,
+        listening=listening_from(snap.wire_stats),
+        holds=vrid_holds(snap),
+    )
 
 
 def configured_vrids(snap: Snapshot) -> tuple[VridKey, ...]:
@@ -284,3 +404,33 @@ def configured_vrids(snap: Snapshot) -> tuple[VridKey, ...]:
         for view in snap.instances:
             out.add((view.interface, view.family, view.vrid))
     return tuple(sorted(out))
+
+
+def instance_hold(advert_int: float | None, version: int | None, family: str) -> float:
+    """Hold time of a configured instance: keepalived's master down interval for its advert_int.
+
+    VRRPv2 (keepalived's default for IPv4; IPv6 is always v3) adverts in whole seconds, at least 1:
+    a fractional v2 advert_int is taken rounded up, so the hold is never too short.
+    """
+    if advert_int is None or advert_int <= 0:
+        return DEFAULT_HOLD
+    ver = version if version in (2, 3) else (3 if family == "inet6" else 2)
+    interval = max(1.0, float(math.ceil(advert_int))) if ver == 2 else advert_int
+    return hold_time(interval, ver)
+
+
+def vrid_holds(snap: Snapshot) -> dict[VridKey, float]:
+    """Hold time of every local VRID (keys as `configured_vrids`): keepalived.conf, else its view."""
+    out: dict[VridKey, float] = {}
+    config: KeepalivedConfig | None = snap.config
+    if config is not None and config.instances:
+        for inst in config.instances:
+            if inst.interface and inst.vrid is not None:
+                version = inst.version if inst.version is not None else config.vrrp_version
+                key = (inst.interface, inst.family, inst.vrid)
+                out[key] = max(out.get(key, 0.0), instance_hold(inst.advert_int, version, inst.family))
+    elif snap.instances:
+        for view in snap.instances:
+            key = (view.interface, view.family, view.vrid)
+            out[key] = max(out.get(key, 0.0), instance_hold(view.advert_int, view.version, view.family))
+    return out
