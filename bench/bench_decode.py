@@ -1,7 +1,10 @@
 """Advert throughput: decoder + peer table on one core, and against a bare recv loop on the same socket.
 
 Targets: >= 100,000 adverts/s through decode + table on one core, and >= 0.5x the rate of a bare
-`recv` loop on the same AF_PACKET socket measured in the same run.
+`recv` loop on the same AF_PACKET socket measured in the same run. Checked for the source's live
+path (the shape cache skips the decoder for repeated packets) and, for the ratio, also for the plain
+path (every packet decoded and tabled, as for a flood of distinct packets): the plain path is
+reported against the same floor so that the cost of a cache miss stays visible.
 
 1. Offline (no sockets): real adverts from the fixture pcaps (two routers of split-brain.pcap, IPv4
    ID varied per packet as on the wire) through the decoder alone, decoder + table (`update`), and
@@ -10,8 +13,12 @@ Targets: >= 100,000 adverts/s through decode + table on one core, and >= 0.5x th
 2. Sockets (root): a veth pair between two fresh namespaces; a sender *process* in one floods
    adverts; in the other, on ONE PacketSocket (kernel BPF filter attached), first a bare loop
    (`recv_into`, then the source's own `recv_batch`: recv_into + copy + receive time, no decode), then the
-   source's `_drain` (recv + decode + table). Rates are per CPU-second of the receiving thread
+   source's `_drain` (recv + decode + table, live path), then the plain path (`recv_batch`, then
+   `decode` + `PeerTable.update` for every packet). Rates are per CPU-second of the receiving thread
    (a receiver faster than the sender waits, which costs no CPU), and per wall second.
+
+Prints a table and one `RESULT {json}` line (bench/common.py) with the figures, the targets and
+whether each was met.
 
 Run: /tmp/kavenv/bin/python bench/bench_decode.py
 """
@@ -27,6 +34,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from common import Target, result
 
 from ka_exporter import netns
 from ka_exporter.model import Advert
@@ -161,7 +170,7 @@ def sockets() -> dict[str, float] | None:
         assert isinstance(sock, PacketSocket)
         src = WireSource(Store(hostname="b"), ["vr"])
         sender = subprocess.Popen(
-            ["ip", "netns", "exec", tx, sys.executable, "-c", SENDER, str(3 * SECONDS + 2)],
+            ["ip", "netns", "exec", tx, sys.executable, "-c", SENDER, str(4 * SECONDS + 2)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -201,11 +210,26 @@ def sockets() -> dict[str, float] | None:
                 src._drain(sock)
             return src.received - before
 
+        def plain(end: float) -> int:
+            table = PeerTable()
+            n = 0
+            while time.monotonic() < end:
+                poller.poll(100)
+                for data, ts, out in sock.recv_batch(256):
+                    got = decode(data, interface="vr", timestamp=ts, key=PROCESS_KEY, outgoing=out)
+                    if isinstance(got, Advert):
+                        table.update(got)
+                    else:
+                        table.count_invalid(got.reason)
+                    n += 1
+            return n
+
         figures: dict[str, float] = {}
         phases: tuple[tuple[str, Callable[[float], int]], ...] = (
             ("bare_recv_into", bare_recv_into),
             ("bare_recv_batch", bare_recv_batch),
             ("full", full),
+            ("plain", plain),
         )
         for name, fn in phases:
             t0, w0 = time.thread_time(), time.monotonic()
@@ -236,11 +260,18 @@ def main() -> int:
         f"{'WireSource.ingest, real adverts (per CPU-s)':58} {off['ingest_realistic_per_s']:14,.0f}  >= 100,000"
     )
     print(f"{'WireSource.ingest, spoofed flood, all new (per CPU-s)':58} {off['ingest_flood_per_s']:14,.0f}")
+    figures: dict[str, object] = {"offline": off, "load_1min": os.getloadavg()[0]}
+    targets = [
+        Target("plain decode + table, offline (per CPU-s)", off["decode_table_per_s"], ">=", 100_000),
+        Target(
+            "live ingest, real adverts, offline (per CPU-s)", off["ingest_realistic_per_s"], ">=", 100_000
+        ),
+    ]
     sk = sockets()
-    result: dict[str, object] = {"offline": off}
     if sk is not None:
         ratio_into = sk["full_per_cpu_s"] / sk["bare_recv_into_per_cpu_s"]
         ratio_msg = sk["full_per_cpu_s"] / sk["bare_recv_batch_per_cpu_s"]
+        ratio_plain = sk["plain_per_cpu_s"] / sk["bare_recv_into_per_cpu_s"]
         print(f"{'socket: bare recv_into loop (per CPU-s)':58} {sk['bare_recv_into_per_cpu_s']:14,.0f}")
         print(
             f"{'socket: bare recv_batch, no decode (per CPU-s)':58} {sk['bare_recv_batch_per_cpu_s']:14,.0f}"
@@ -250,32 +281,31 @@ def main() -> int:
         )
         print(f"{'  ratio to bare recv_into':58} {ratio_into:14.2f}  >= 0.5")
         label = "  ratio to bare recv_batch (the source's recv, no decode)"
-        print(f"{label:58} {ratio_msg:14.2f}  >= 0.5")
+        print(f"{label:58} {ratio_msg:14.2f}")
         print(
-            f"{'  per wall-s: recv_into / recv_batch / full':58} "
+            f"{'socket: recv + plain decode + table, no cache (per CPU-s)':58} {sk['plain_per_cpu_s']:14,.0f}"
+        )
+        print(f"{'  ratio to bare recv_into':58} {ratio_plain:14.2f}  >= 0.5")
+        print(
+            f"{'  per wall-s: recv_into / recv_batch / full / plain':58} "
             f"{sk['bare_recv_into_per_wall_s']:,.0f} / {sk['bare_recv_batch_per_wall_s']:,.0f} / "
-            f"{sk['full_per_wall_s']:,.0f}"
+            f"{sk['full_per_wall_s']:,.0f} / {sk['plain_per_wall_s']:,.0f}"
         )
         print(
             f"{'  sender sent / kernel drops (all phases)':58} {sk['sent']:,.0f} / {sk['kernel_drops']:,.0f}"
         )
-        result["sockets"] = sk
-        result["ratio_recv_into"] = ratio_into
-        result["ratio_recv_batch"] = ratio_msg
-    from common import Target
-    from common import result as emit
-
-    targets = [
-        Target("decoder + table, real adverts (per CPU-s)", off["decode_table_per_s"], ">=", 100_000),
-        Target("WireSource.ingest, real adverts (per CPU-s)", off["ingest_realistic_per_s"], ">=", 100_000),
-    ]
-    if sk is not None:
+        figures["sockets"] = sk
+        figures["ratio_recv_into"] = ratio_into
+        figures["ratio_recv_batch"] = ratio_msg
+        figures["ratio_plain_recv_into"] = ratio_plain
         targets += [
-            Target("socket: recv + decode + table (per CPU-s)", sk["full_per_cpu_s"], ">=", 100_000),
-            Target("socket: ratio to bare recv_into", ratio_into, ">=", 0.5),
-            Target("socket: ratio to bare recv_batch", ratio_msg, ">=", 0.5),
+            Target("socket: live path recv+decode+table (per CPU-s)", sk["full_per_cpu_s"], ">=", 100_000),
+            Target("socket: live path / bare recv_into", ratio_into, ">=", 0.5),
+            Target("socket: plain path / bare recv_into", ratio_plain, ">=", 0.5),
         ]
-    emit("decode", result, targets)
+    else:
+        targets.append(Target("socket figures (need root)", None, ">=", 0))
+    result("decode", figures, targets)
     return 0
 
 

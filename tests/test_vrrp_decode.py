@@ -287,3 +287,46 @@ def test_any_single_byte_change_in_the_vrrp_part_is_caught(packet: bytes, data: 
     got = _dec(mutated)
     assert isinstance(got, Invalid), (i, new)
     assert got.reason != "internal"
+
+
+def test_a_decoded_advert_is_a_genuine_frozen_advert_equal_to_the_constructors() -> None:
+    """The decoder's cheap construction (see parse/vrrp.py) yields exactly what Advert(...) would."""
+    import dataclasses
+
+    from ka_exporter.parse import vrrp
+
+    assert vrrp._FAST_ADVERT  # the fast construction is in use (else the bench figures mean nothing)
+    for data in REAL:
+        got = _dec(data, 5.0)
+        assert type(got) is Advert
+        twin = Advert(**{f.name: getattr(got, f.name) for f in dataclasses.fields(Advert)})
+        assert got == twin
+        assert hash(got) == hash(twin)
+        assert repr(got) == repr(twin)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got.priority = 255  # type: ignore[misc]
+        assert dataclasses.replace(got, priority=1).priority == 1
+
+
+def test_pass_digest_from_the_copied_keyed_state_is_the_keyed_blake2b() -> None:
+    from ka_exporter.parse.vrrp import auth_digest
+
+    first = next(d for d in REAL if (a := _dec(d)) and isinstance(a, Advert) and a.auth_type == 1)
+    for pw, key in ((b"kaT3st01", KEY), (b"other!!!", KEY), (b"kaT3st01", b"another key")):
+        adv = decode(_v2_with_password(first, pw), interface="eth0", timestamp=0, key=key)
+        assert isinstance(adv, Advert)
+        assert adv.auth_digest == auth_digest(pw, key)
+
+
+def test_address_text_caches_stay_right_past_their_bound() -> None:
+    from ka_exporter.parse import vrrp
+
+    base = bytearray(next(d for d in REAL if d[0] == 0x45 and d[9] == 112 and _dec(d).version == 2))  # type: ignore[union-attr]
+    for i in range(vrrp._CACHE_MAX + 500):  # more distinct sources than the cache holds
+        p = bytearray(base)
+        p[12:16] = bytes([10, (i >> 16) & 255, (i >> 8) & 255, i & 255])  # (not in the VRRP checksum)
+        got = _dec(bytes(p))
+        assert isinstance(got, Advert)
+        assert got.source == f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+        assert got.destination == "224.0.0.18"
+    assert len(vrrp._ENDS) <= vrrp._CACHE_MAX
