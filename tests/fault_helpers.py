@@ -231,8 +231,9 @@ def run_load(url: str, total: int, threads: int) -> LoadResult:
 
 
 class Failovers:
-    """Moves the lab's master every `every` seconds in a thread: SIGTERM the master (the backup takes
-    over), then start it again (it preempts back). `with Failovers(lab, 2.0) as f:`; f.done counts."""
+    """Moves the lab's master at once and then every `every` seconds, in a thread: SIGTERM the master
+    (the backup takes over), then start it again (it preempts back). `with Failovers(lab, 2.0) as f:`;
+    f.done counts the moves made."""
 
     def __init__(self, lab: Any, every: float) -> None:
         self.lab = lab
@@ -254,9 +255,10 @@ class Failovers:
         started = time.monotonic()
         step = 0
         while True:
-            step += 1
+            # the first move at once, then one every `every` seconds
             if self._stop.wait(max(0.0, started + step * self.every - time.monotonic())):
                 return
+            step += 1
             try:
                 if self.lab.stopped_master is None:
                     self.lab.failover()
