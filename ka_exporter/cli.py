@@ -164,9 +164,9 @@ def collector_options(f: Any) -> Any:
     "--wire.listen-seconds",
     "wire_listen_seconds",
     type=click.FloatRange(min=0.0),
-    default=3.0,
+    default=5.0,
     show_default=True,
-    help="With --once: how long to listen for adverts.",
+    help="With --once: how long to listen for adverts (a VRID is called masterless only after a hold time).",
 )
 @click.option(
     "--wire.max-peers",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ka_exporter.collectors.host import normalize_ip
 from ka_exporter.model import Snapshot
 from ka_exporter.verdicts.vips import held_addresses, missing_vips, stale_vips
-from ka_exporter.verdicts.wire import configured_vrids, judge
+from ka_exporter.verdicts.wire import judge_snapshot
 
 KINDS = ("keepalived_down", "split_brain", "no_master", "vip_mismatch", "wire_conflict")
 SEVERITY = {
@@ -58,7 +58,7 @@ def _wire(snap: Snapshot) -> list[Condition]:
         by_key.setdefault((p.interface, p.family, p.vrid), []).append(
             f"{p.source}{' (this host)' if p.local else ''} priority {p.priority}"
         )
-    for v in judge(snap.wire_peers, snap.time, configured_vrids(snap)):
+    for v in judge_snapshot(snap):
         labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
         routers = "; ".join(sorted(by_key.get(v.key, [])))
         where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
@@ -74,13 +74,14 @@ def _wire(snap: Snapshot) -> list[Condition]:
         if v.no_master:
             out.append(Condition("no_master", labels, f"no router advertises {where}"))
         for kind in sorted(v.conflicts):
+            text = (
+                f"adverts from one source address on {where} disagree with each other "
+                f"(a second sender using its address?): {routers}"
+                if kind == "source"
+                else f"routers on {where} disagree on {kind}: {routers}"
+            )
             out.append(
-                Condition(
-                    "wire_conflict",
-                    (*labels, ("conflict", kind)),
-                    f"routers on {where} disagree on {kind}: {routers}",
-                    (("routers", routers),),
-                )
+                Condition("wire_conflict", (*labels, ("conflict", kind)), text, (("routers", routers),))
             )
     return out
 

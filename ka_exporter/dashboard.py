@@ -259,7 +259,7 @@ def _rows() -> list[tuple[str, list[Panel]]]:
         Panel(
             "state-timeline",
             "Conflicts and VIP mismatches",
-            "Wire conflicts between routers of one VRID, by kind: vips, interval, version, auth "
+            "Wire conflicts between routers of one VRID, by kind: vips, interval, version, auth, source "
             "(keepalived_wire_conflict); and instances whose VIPs disagree with their state "
             "(keepalived_vrrp_vip_mismatch).",
             "none",

@@ -24,7 +24,7 @@ class Settings:
     hostname: str | None = None
     collectors: frozenset[str] = field(default_factory=lambda: frozenset(COLLECTORS))
     wire_interfaces: tuple[str, ...] = ()
-    wire_listen_seconds: float = 3.0
+    wire_listen_seconds: float = 5.0
     wire_max_peers: int = 4096
     once: bool = False
     textfile_directory: Path | None = None
