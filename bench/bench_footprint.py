@@ -11,10 +11,14 @@ scapy never imported (with the wire source off or on).
    all threads from /proc over the window (after a 5 s warm-up); RSS is VmRSS at the end and VmHWM.
    With py-spy available (PATH, $PY_SPY or /tmp/bench-tools/bin) the CPU is broken down by thread.
 2. `--once` against the same node: wall time and CPU (wait4) and peak RSS (VmHWM, recorded at exit by
-   a small wrapper, which also lists the scapy modules loaded), wire off (5 runs) and on (2 runs,
+   a small wrapper, which also lists the scapy modules loaded), wire off (9 runs) and on (2 runs,
    --wire.listen-seconds 3 by default), next to the floor: a Python process that imports
-   prometheus_client and renders its default registry (and a bare interpreter). One more run of each
-   under `-X importtime` names the imports that cost most.
+   prometheus_client and renders its default registry (and a bare interpreter). Runs are interleaved
+   (one of each in turn): single runs vary by +-30% on a busy machine. One more run of each under
+   `-X importtime` names the imports that cost most. Bytecode: this machine sets
+   PYTHONDONTWRITEBYTECODE=1, so ka_exporter would be compiled from source at every start, which an
+   installed exporter never is; the runs use a bytecode cache of their own (PYTHONPYCACHEPREFIX,
+   filled by an untimed first run), and "no bytecode cache" shows the difference.
 
 Run: /tmp/kavenv/bin/python bench/bench_footprint.py [seconds]
 """
@@ -22,6 +26,7 @@ Run: /tmp/kavenv/bin/python bench/bench_footprint.py [seconds]
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -40,6 +45,7 @@ SCRAPE_EVERY = 15.0
 RSS_MIB = 64.0
 CPU_PERCENT = 0.5
 ONCE_SECONDS = 0.5
+ONCE_RUNS = 9
 
 # Runs `python -m ka_exporter ARGS` (or `-c CODE`) and, at exit, records the peak RSS of this process
 # image (VmHWM: wait4's ru_maxrss would include the bench's own memory, inherited until exec), the
@@ -68,7 +74,8 @@ else:
 def serving(lab: Lab, workdir: Path, seconds: float) -> dict[str, Any]:
     node = lab.nodes["a"]
     port = common.free_port()
-    with Process(exporter_args(node, port, "node-a"), workdir / "exporter.log") as exp:
+    env = common.bytecode_env(workdir / "pycache")
+    with Process(exporter_args(node, port, "node-a"), workdir / "exporter.log", env=env) as exp:
         common.wait_http(port, exp)
         # keepalived's view, the VIPs and the adverts are in before the floor copies the series
         deadline = time.monotonic() + 15
@@ -131,36 +138,52 @@ def once_args(lab: Lab, *extra: str) -> list[str]:
 
 def once(lab: Lab, workdir: Path) -> dict[str, Any]:
     floor_code = "import sys, prometheus_client; sys.stdout.buffer.write(prometheus_client.generate_latest())"
-    plan: tuple[tuple[str, str, list[str], int], ...] = (
-        ("wire_off", "module", once_args(lab, "--no-collector.wire"), 5),
-        ("wire_on", "module", once_args(lab), 2),
-        ("floor", "code", [floor_code], 5),
-        ("python", "code", ["pass"], 5),
-    )
-    out: dict[str, Any] = {}
-    for name, mode, args, count in plan:
-        runs: list[tuple[common.Run, dict[str, Any]]] = []
-        for k in range(count + 1):  # the last run is under -X importtime: not timed, imports listed
-            marker = workdir / f"once-{name}-{k}.json"
-            x = ["-X", "importtime"] if k == count else []
-            r = common.run_measured([sys.executable, *x, "-c", WRAPPER, str(marker), mode, *args])
-            if r.code not in (0, 1):  # 1: a source failed (e.g. nothing heard on the wire): still output
-                raise RuntimeError(f"{name}: exit {r.code}\n{r.output[-2000:]}")
-            seen = json.loads(marker.read_text()) if marker.exists() else {}
-            if k == count:
-                out[name] = {"top_imports_ms": top_imports(r.output)}
-            else:
-                runs.append((r, seen))
+    plan: dict[str, tuple[str, list[str], int]] = {
+        "wire_off": ("module", once_args(lab, "--no-collector.wire"), ONCE_RUNS),
+        "wire_off_no_pyc": ("module", once_args(lab, "--no-collector.wire"), 3),
+        "wire_on": ("module", once_args(lab), 2),
+        "floor": ("code", [floor_code], ONCE_RUNS),
+        "python": ("code", ["pass"], ONCE_RUNS),
+    }
+    runs: dict[str, list[tuple[common.Run, dict[str, Any]]]] = {name: [] for name in plan}
+    out: dict[str, Any] = {name: {} for name in plan}
+    cached = common.bytecode_env(workdir / "pycache")
+    inherited = dict(os.environ)  # this machine's PYTHONDONTWRITEBYTECODE=1: ka_exporter compiled each run
+
+    def one(name: str, k: int, importtime: bool = False) -> None:
+        mode, args, _count = plan[name]
+        marker = workdir / f"once-{name}-{k}.json"
+        x = ["-X", "importtime"] if importtime else []
+        env = inherited if name.endswith("_no_pyc") else cached
+        r = common.run_measured([sys.executable, *x, "-c", WRAPPER, str(marker), mode, *args], env=env)
+        if r.code not in (0, 1):  # 1: a source failed (e.g. nothing heard on the wire): still output
+            raise RuntimeError(f"{name}: exit {r.code}\n{r.output[-2000:]}")
+        if importtime:
+            out[name]["top_imports_ms"] = top_imports(r.output)
+        elif k >= 0:
+            runs[name].append((r, json.loads(marker.read_text()) if marker.exists() else {}))
+
+    for name in ("wire_off", "floor", "python"):  # fill the bytecode cache: not timed
+        one(name, -2)
+    # interleaved, so that the machine's noise falls on the exporter and its floor alike
+    for k in range(max(count for _m, _a, count in plan.values())):
+        for name, (_mode, _args, count) in plan.items():
+            if k < count:
+                one(name, k)
+    for name in plan:  # one more of each under -X importtime: not timed, imports listed
+        one(name, -1, importtime=True)
+    for name, rs in runs.items():
         out[name].update(
             {
-                "runs": count,
-                "wall_s_median": round(common.median([r.wall for r, _ in runs]), 3),
-                "wall_s_max": round(max(r.wall for r, _ in runs), 3),
-                "cpu_s_median": round(common.median([r.cpu for r, _ in runs]), 3),
-                "rss_mib": round(max(s.get("hwm_kib", 0) for _, s in runs) / 1024, 1),
-                "exit_codes": sorted({r.code for r, _ in runs}),
-                "scapy_modules": sorted({m for _, s in runs for m in s.get("scapy", ["(no record)"])}),
-                "modules_loaded": max(s.get("modules", 0) for _, s in runs),
+                "runs": len(rs),
+                "wall_s_median": round(common.median([r.wall for r, _ in rs]), 3),
+                "wall_s_min": round(min(r.wall for r, _ in rs), 3),
+                "wall_s_max": round(max(r.wall for r, _ in rs), 3),
+                "cpu_s_median": round(common.median([r.cpu for r, _ in rs]), 3),
+                "rss_mib": round(max(s.get("hwm_kib", 0) for _, s in rs) / 1024, 1),
+                "exit_codes": sorted({r.code for r, _ in rs}),
+                "scapy_modules": sorted({m for _, s in rs for m in s.get("scapy", ["(no record)"])}),
+                "modules_loaded": max(s.get("modules", 0) for _, s in rs),
             }
         )
     return out
@@ -207,9 +230,10 @@ def main() -> int:
     print(f"  exporter threads: {serve['threads']}; CPU % by thread: {busy or 'all idle'}")
     print()
     print("--once against node a (D-Bus on)")
-    print(f"{'':34} {'wall s':>8} {'max s':>7} {'cpu s':>7} {'RSS MiB':>8}  target")
+    print(f"{'':34} {'wall s':>8} {'min s':>7} {'max s':>7} {'cpu s':>7} {'RSS MiB':>8}  target")
     for name, label in (
         ("wire_off", "--once --no-collector.wire"),
+        ("wire_off_no_pyc", "  the same, no bytecode cache"),
         ("wire_on", "--once (wire on, listens 3 s)"),
         ("floor", "floor: import prometheus_client"),
         ("python", "bare python -c pass"),
@@ -217,7 +241,8 @@ def main() -> int:
         r = one[name]
         target = f"<= {ONCE_SECONDS} s" if name == "wire_off" else ""
         print(
-            f"{label:34} {r['wall_s_median']:>8.3f} {r['wall_s_max']:>7.3f} {r['cpu_s_median']:>7.3f} "
+            f"{label:34} {r['wall_s_median']:>8.3f} {r['wall_s_min']:>7.3f} {r['wall_s_max']:>7.3f} "
+            f"{r['cpu_s_median']:>7.3f} "
             f"{r['rss_mib']:>8.1f}  {target}"
         )
     for name in ("wire_off", "wire_on"):
