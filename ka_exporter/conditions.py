@@ -13,6 +13,11 @@ from ka_exporter.model import Snapshot
 from ka_exporter.verdicts.vips import held_addresses, missing_vips, stale_vips
 from ka_exporter.verdicts.wire import judge_snapshot
 
+# A normal failover shows a VIP mismatch for a moment: keepalived reports MASTER just before it adds
+# its VIPs, and STOP/BACKUP just before it removes them (D-Bus is that fast). Two seconds is far longer
+# than that ordering gap and far shorter than anything an operator would call a mismatch.
+VIP_MISMATCH_HOLD = 2.0
+
 KINDS = ("keepalived_down", "split_brain", "no_master", "vip_mismatch", "wire_conflict")
 SEVERITY = {
     "split_brain": 2,
@@ -29,6 +34,9 @@ class Condition:
     labels: tuple[tuple[str, str], ...]  # e.g. (("interface","eth0"),("family","inet"),("vrid","51"))
     summary: str
     details: tuple[tuple[str, str], ...] = ()
+    hold: float = (
+        0.0  # seconds it must last before the watchdog calls it begun (on top of --watchdog.debounce)
+    )
 
     @property
     def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -104,6 +112,7 @@ def _vip_mismatch(snap: Snapshot) -> list[Condition]:
                         f"{inst.name} (VRID {inst.vrid}): keepalived is not running but "
                         f"{', '.join(gone)} is still on this host",
                         (("stale", ",".join(gone)),),
+                        hold=VIP_MISMATCH_HOLD,
                     )
                 )
         return out
@@ -129,6 +138,7 @@ def _vip_mismatch(snap: Snapshot) -> list[Condition]:
                 (("iname", view.name), ("vrid", str(view.vrid))),
                 text,
                 (("missing", ",".join(missing)), ("stale", ",".join(stale)), ("state", state)),
+                hold=VIP_MISMATCH_HOLD,
             )
         )
     return out

@@ -23,11 +23,15 @@ WireProvider = Callable[[], tuple[tuple[WirePeer, ...], WireStats]]
 Listener = Callable[[], None]
 
 
-def merge_views(views: dict[str, tuple[InstanceView, ...]]) -> tuple[InstanceView, ...] | None:
+def merge_views(
+    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True
+) -> tuple[InstanceView, ...] | None:
     """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
 
     D-Bus signals arrive within milliseconds of a transition while a dump is at most one refresh
-    interval old, so D-Bus wins on `state`; everything else only the dumps carry.
+    interval old, so D-Bus wins on `state` while the D-Bus source is up (`dbus_current`); once it
+    has lost the bus its last word is history and the dumps' state counts. Everything else only the
+    dumps carry.
     """
     if not views:
         return None
@@ -44,7 +48,7 @@ def merge_views(views: dict[str, tuple[InstanceView, ...]]) -> tuple[InstanceVie
             # D-Bus answered and does not know this instance (keepalived stopped, or reloaded
             # without it): the dump's state is history, not the present.
             merged.append(replace(d, state=None) if dbus_vouches else d)
-        elif b.state is None:
+        elif b.state is None or not dbus_current:
             merged.append(d)
         else:
             merged.append(replace(d, state=b.state))
@@ -169,7 +173,9 @@ class Store:
                 config=self._config,
                 process=self._process,
                 addresses=self._addresses,
-                instances=merge_views(self._views),
+                instances=merge_views(
+                    self._views, dbus_current=(h := self._health.get("dbus")) is None or h.up
+                ),
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
                 sources=tuple(self._health[k] for k in sorted(self._health)),

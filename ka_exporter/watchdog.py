@@ -109,11 +109,9 @@ class Transitions:
             t = self._tracked.get(key)
             if t is None:
                 t = self._tracked[key] = _Tracked(cond, since=now)
-            if t.last_seen and now - t.last_seen > max(self.debounce, 0) and not t.active:
-                t.since = now  # it had gone away (not long enough to end): count presence anew
             t.condition = cond
             t.last_seen = now
-            if not t.active and now - t.since >= self.debounce:
+            if not t.active and now - t.since >= max(self.debounce, cond.hold):
                 t.active = True
                 events.append((cond, "begin"))
         for key in list(self._tracked):

@@ -140,3 +140,15 @@ def test_hook_does_not_inherit_the_exporters_ambient_capabilities(tmp_path):
         shutil.rmtree(work, ignore_errors=True)
     assert caps["CapAmb"].strip() == "0000000000000000"
     assert caps["CapEff"].strip() == "0000000000000000"
+
+
+def test_a_condition_with_a_hold_must_last_that_long_even_without_debounce():
+    mm = Condition("vip_mismatch", (("iname", "VI_1"), ("vrid", "51")), "MASTER without VIP", hold=2.0)
+    t = Transitions(debounce=0.0)
+    assert t.update({mm.key: mm}, 0.0) == []
+    assert t.update({mm.key: mm}, 0.5) == []
+    assert t.update({}, 0.6) == []  # a failover's ordering gap: gone before the hold, never fired
+    assert t.update({mm.key: mm}, 1.0) == []
+    assert t.update({mm.key: mm}, 2.9) == []
+    assert t.update({mm.key: mm}, 3.0) == [(mm, "begin")]
+    assert t.update({}, 3.1) == [(mm, "end")]

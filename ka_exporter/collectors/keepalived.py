@@ -73,7 +73,10 @@ STATS_COUNTERS: tuple[tuple[str, str, str], ...] = (
 )
 
 _GAUGES: tuple[tuple[str, str], ...] = (
-    ("keepalived_vrrp_state", "VRRP state as keepalived reports it: 0 INIT, 1 BACKUP, 2 MASTER, 3 FAULT."),
+    (
+        "keepalived_vrrp_state",
+        "VRRP state as keepalived reports it: 0 INIT, 1 BACKUP, 2 MASTER, 3 FAULT, 4 STOP.",
+    ),
     ("keepalived_vrrp_wanted_state", "The state keepalived is moving to (Wantstate), same numbering."),
     ("keepalived_vrrp_priority", "Configured (base) priority of the instance."),
     ("keepalived_vrrp_effective_priority", "Priority after track script and interface weights."),
