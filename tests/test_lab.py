@@ -501,4 +501,6 @@ def test_profiles_render_the_classic_configurations(tmp_path: Path):
     assert "enable_dbus" not in fast
     basic = conf("basic", "a")
     assert f"auth_pass {LAB_PASSWORD}" in basic
+    assert "auth_type PASS" in basic
+    assert "auth_type AH" in conf("ah", "a")
     assert f'notify "{tmp_path / "notify.sh"}"' in basic

@@ -303,8 +303,8 @@ def test_spoofed_priority_255_on_a_configured_vrid_is_a_conflict_not_a_replaceme
             watcher.close()
 
 
-@pytest.mark.parametrize("profile", ["unicast", "fast-ipv6"])
-def test_unicast_and_ipv6_adverts_are_decoded_in_the_lab(profile: str) -> None:
+@pytest.mark.parametrize("profile", ["unicast", "fast-ipv6", "ah"])
+def test_unicast_ipv6_and_ah_adverts_are_decoded_in_the_lab(profile: str) -> None:
     need_lab()
     with Lab(profile=profile) as lab:
         watcher = Watcher(lab, {"a": lab.nodes["a"], "b": lab.nodes["b"]})
@@ -323,6 +323,14 @@ def test_unicast_and_ipv6_adverts_are_decoded_in_the_lab(profile: str) -> None:
             if profile == "unicast":
                 assert own[0].auth_type == 1
                 assert own[0].family == "inet"
+                for name in ("a", "b"):
+                    assert LAB_PASSWORD.encode() not in _render(watcher[name].store)
+            elif profile == "ah":
+                # keepalived wraps each VRRPv2 advert in IPsec AH (IP protocol 51): the kernel filter
+                # lets it through and the decoder unwraps it.
+                assert own[0].auth_type == 2
+                assert heard[0].auth_type == 2
+                assert own[0].version == 2
                 for name in ("a", "b"):
                     assert LAB_PASSWORD.encode() not in _render(watcher[name].store)
             else:

@@ -13,6 +13,7 @@ initial states follow that order, so node a is the preferred master of the first
 | mysql        | both BACKUP, nopreempt, track_script weight -20 fall 3 rise 2    | v2, advert 1    |
 | dual-master  | two VRIDs, a is master of the first, b of the second             | v2, advert 1    |
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
+| ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
 
 Check scripts stand in for `pidof nginx` / a MySQL ping: they fail while the node's `service-down` flag file
 exists (see `Lab.set_check`), so a rehearsal can break a service without installing one.
@@ -49,6 +50,7 @@ class Profile:
     version: int = 2
     advert_int: float = 1.0
     auth: bool = False
+    auth_type: str = "PASS"  # or "AH": the advert travels inside an IPsec AH header (IP protocol 51)
     ipv6: bool = False
     notify: bool = False
     check: str | None = None  # vrrp_script name, e.g. "chk_nginx"
@@ -91,6 +93,7 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile("dual-master", "two VRIDs, a master of one, b of the other", auth=True, dual=True),
         Profile("unicast", "unicast_src_ip / unicast_peer, VRRPv2, PASS auth", auth=True, unicast=True),
+        Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
     )
 }
 
@@ -219,7 +222,7 @@ def render_config(
         if profile.auth:
             lines += [
                 "    authentication {",
-                "        auth_type PASS",
+                f"        auth_type {profile.auth_type}",
                 f"        auth_pass {LAB_PASSWORD}",
                 "    }",
             ]
