@@ -12,7 +12,7 @@ scapy never imported (with the wire source off or on).
    With py-spy available (PATH, $PY_SPY or /tmp/bench-tools/bin) the CPU is broken down by thread.
 2. `--once` against the same node: wall time and CPU (wait4) and peak RSS (VmHWM, recorded at exit by
    a small wrapper, which also lists the scapy modules loaded), wire off (9 runs) and on (2 runs,
-   --wire.listen-seconds 3 by default), next to the floor: a Python process that imports
+   the default --wire.listen-seconds), next to the floor: a Python process that imports
    prometheus_client and renders its default registry (and a bare interpreter). Runs are interleaved
    (one of each in turn): single runs vary by +-30% on a busy machine. One more run of each under
    `-X importtime` names the imports that cost most. Bytecode: this machine sets
@@ -234,7 +234,7 @@ def main() -> int:
     for name, label in (
         ("wire_off", "--once --no-collector.wire"),
         ("wire_off_no_pyc", "  the same, no bytecode cache"),
-        ("wire_on", "--once (wire on, listens 3 s)"),
+        ("wire_on", "--once, wire on (default window)"),
         ("floor", "floor: import prometheus_client"),
         ("python", "bare python -c pass"),
     ):
