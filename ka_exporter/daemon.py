@@ -6,7 +6,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -254,9 +253,16 @@ def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event
     wd = Watchdog(evaluate, runner, settings.watchdog_debounce)
 
     def loop() -> None:
+        # Evaluate when the store changed, or when a debounce/hold falls due; otherwise sleep (idle
+        # cost). Every time-driven verdict (wire expiry, listening gate) already changes the store.
         gen = -1
         while not stop.is_set():
-            gen = store.wait_for_change(gen, 0.5)
+            deadline = wd.transitions.next_deadline()
+            timeout = 30.0 if deadline is None else max(0.0, deadline - store.clock()) + 0.01
+            new = store.wait_for_change(gen, timeout)
+            if new == gen and (deadline is None or store.clock() < deadline):
+                continue
+            gen = new
             try:
                 wd.step()
             except Exception:
@@ -294,22 +300,22 @@ def serve(settings: Settings) -> int:
         headers=web.headers if web is not None else None,
     )
     server = HttpServer(host, port, app, tls=web.ssl_context() if web is not None else None)
-    exporter.enter_netns()
-    exporter.start_sources()
-    server.start()
-    log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
     stop = threading.Event()
-    start_watchdog(settings, exporter, stop)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
 
+    # Before anything answers: a SIGTERM from the moment the port is reachable is a clean stop.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    exporter.enter_netns()
+    exporter.start_sources()
+    server.start()
+    log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
+    start_watchdog(settings, exporter, stop)
     while not stop.wait(1.0):
         pass
     server.stop()
     exporter.stop()
-    time.sleep(0)
     return 0

@@ -85,22 +85,30 @@ class Store:
 
     # -- writers ----------------------------------------------------------------------------------
 
+    # Writers bump the generation (waking watchers) only when something changed: sources re-publish
+    # the same records every poll, and waking the watchdog for nothing is the exporter's idle cost.
+
     def set_config(self, config: KeepalivedConfig | None) -> None:
         with self._lock:
+            if config == self._config:
+                return
             self._config = config
             self._bump()
         self._notify()
 
     def set_process(self, process: ProcessInfo | None) -> None:
         with self._lock:
+            if process == self._process:
+                return
             self._process = process
             self._bump()
         self._notify()
 
     def set_addresses(self, addresses: tuple[LocalAddress, ...] | None) -> None:
         with self._lock:
-            if addresses != self._addresses:
-                self._addresses_changed = self._clock()
+            if addresses == self._addresses:
+                return
+            self._addresses_changed = self._clock()
             self._addresses = addresses
             self._bump()
         self._notify()
@@ -146,6 +154,8 @@ class Store:
             self._health[source] = SourceHealth(
                 name=source, up=error is None, error=error, last_success=last_ok, last_attempt=now
             )
+            if old is not None and (old.up, old.error) == (error is None, error):
+                return  # the same outcome again: timestamps move, nothing to wake anyone for
             self._bump()
         self._notify()
 

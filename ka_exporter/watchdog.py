@@ -100,11 +100,13 @@ class Transitions:
     def __init__(self, debounce: float = 0.0) -> None:
         self.debounce = debounce
         self._tracked: dict[tuple[str, tuple[tuple[str, str], ...]], _Tracked] = {}
+        self._last_update = 0.0
 
     def update(
         self, current: Mapping[tuple[str, tuple[tuple[str, str], ...]], Condition], now: float
     ) -> list[tuple[Condition, str]]:
         events: list[tuple[Condition, str]] = []
+        self._last_update = now
         for key, cond in current.items():
             t = self._tracked.get(key)
             if t is None:
@@ -128,6 +130,16 @@ class Transitions:
 
     def active(self) -> list[Condition]:
         return [t.condition for t in self._tracked.values() if t.active]
+
+    def next_deadline(self) -> float | None:
+        """When a pending begin or end falls due even if nothing else changes (None: nothing pending)."""
+        due: list[float] = []
+        for t in self._tracked.values():
+            if not t.active:
+                due.append(t.since + max(self.debounce, t.condition.hold))
+            elif t.last_seen < self._last_update:  # active but absent at the last update
+                due.append(t.last_seen + self.debounce)
+        return min(due) if due else None
 
 
 class HookRunner:

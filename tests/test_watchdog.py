@@ -152,3 +152,17 @@ def test_a_condition_with_a_hold_must_last_that_long_even_without_debounce():
     assert t.update({mm.key: mm}, 2.9) == []
     assert t.update({mm.key: mm}, 3.0) == [(mm, "begin")]
     assert t.update({}, 3.1) == [(mm, "end")]
+
+
+def test_next_deadline_says_when_a_pending_transition_falls_due():
+    mm = Condition("vip_mismatch", (("iname", "VI_1"),), "x", hold=2.0)
+    t = Transitions(debounce=0.5)
+    assert t.next_deadline() is None
+    t.update({mm.key: mm}, 10.0)
+    assert t.next_deadline() == 12.0  # the hold, longer than the debounce
+    t.update({mm.key: mm}, 12.0)
+    assert t.next_deadline() is None  # active and present: nothing pending
+    assert t.update({}, 12.2) == []
+    assert t.next_deadline() == 12.5  # absent since after 12.0: its end is due at last_seen + debounce
+    assert t.update({}, 12.5) == [(mm, "end")]
+    assert t.next_deadline() is None

@@ -11,6 +11,7 @@ Example output (node holding 10.97.0.100, keepalived running)::
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 from ka_exporter.model import Snapshot
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_ip(address: str) -> str:
     """Canonical text of an address ("FD97:0::120" -> "fd97::120"); unchanged if not an address."""
     try:

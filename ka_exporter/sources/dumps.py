@@ -294,10 +294,16 @@ class DumpSource(Source):
         self._wake.set()
 
     def run(self) -> None:
+        # The daemon makes a first pass (run_once) before starting the loop: do not ask keepalived
+        # again right away, wait for the next refresh first.
+        skip_first = self._last_start > 0 or self.refreshes > 0
         while not self.stopping:
-            self._last_start = time.monotonic()
             marks = self._dir_marks()  # before the refresh: a change during it is noticed after it
-            self.run_once()
+            if skip_first:
+                skip_first = False
+            else:
+                self._last_start = time.monotonic()
+                self.run_once()
             self._idle(marks)
             self._wake.clear()
             if self.stopping:

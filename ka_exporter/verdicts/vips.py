@@ -21,6 +21,7 @@ with a ``for:`` longer than the dump interval (D-Bus state changes arrive within
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ from ka_exporter.model import InstanceView, LocalAddress, VrrpState
 __all__ = ["held_addresses", "missing_vips", "stale_vips", "vip_mismatch", "vip_mismatch_held"]
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical(address: str) -> str:
     text = address.split("/", 1)[0].split("%", 1)[0]
     try:
