@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from ka_exporter import __version__, logs
 from ka_exporter.settings import COLLECTORS, DEFAULT_PORT, Settings, parse_listen_address
@@ -19,6 +18,8 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
     """Read the YAML file into click's default_map: flags and environment still win over it."""
     if not value:
         return value
+    import yaml  # only when a file is given: --once should not pay for it
+
     try:
         with open(value, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
@@ -62,7 +63,22 @@ def collector_options(f: Any) -> Any:
     return f
 
 
+class _Commands(click.Group):
+    """Loads the `lab` subcommand only when it is asked for (it imports the lab's code)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "lab"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "lab" and "lab" not in self.commands:
+            from ka_exporter.lab.cli import lab
+
+            self.add_command(lab)
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=_Commands,
     invoke_without_command=True,
     context_settings={"auto_envvar_prefix": ENV_PREFIX, "help_option_names": ["-h", "--help"]},
 )
@@ -328,14 +344,3 @@ def check(settings: Settings) -> None:
     from ka_exporter import daemon
 
     sys.exit(daemon.run_view(settings, "check"))
-
-
-def _add_subcommands() -> None:
-    try:
-        from ka_exporter.lab.cli import lab
-    except ImportError:  # the lab package is optional at import time
-        return
-    main.add_command(lab)
-
-
-_add_subcommands()

@@ -15,9 +15,17 @@ README = (REPO / "README.md").read_text()
 def walk(cmd: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
     out = [(path, cmd)]
     if isinstance(cmd, click.Group):
-        for name, sub in sorted(cmd.commands.items()):
+        ctx = click.Context(cmd)
+        for name in cmd.list_commands(ctx):  # as --help lists them (the lab group is loaded lazily)
+            sub = cmd.get_command(ctx, name)
+            assert sub is not None, name
             out.extend(walk(sub, (*path, name)))
     return out
+
+
+def test_the_lab_commands_are_walked():
+    names = {" ".join(p) for p, _ in walk(main)}
+    assert {"lab up", "lab down", "lab failover", "lab split", "status", "check", "demo"} <= names
 
 
 def test_every_command_and_option_has_help_text():
