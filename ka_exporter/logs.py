@@ -47,6 +47,3 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # pyroute2 and scapy are chatty at info; their warnings still show.
-    for noisy in ("pyroute2", "scapy", "scapy.runtime"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
