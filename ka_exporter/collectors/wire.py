@@ -147,7 +147,9 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
         invalid.add_metric([reason], count)
     yield invalid
     yield CounterMetricFamily(
-        "keepalived_wire_packets", "Packets the kernel filter passed to the sniffer.", value=stats.packets
+        "keepalived_wire_packets",
+        "VRRP packets the sniffer read (past the kernel filter).",
+        value=stats.packets,
     )
     yield CounterMetricFamily(
         "keepalived_wire_kernel_drops",

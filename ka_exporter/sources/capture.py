@@ -105,6 +105,9 @@ def _attach_filter(sock: socket.socket, program: list[Insn]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+SO_RCVBUFFORCE = 33  # not in Python 3.11's socket module
+
+
 class CaptureError(Exception):
     """A one-line, user-facing reason why capturing on an interface does not work."""
 
@@ -146,8 +149,11 @@ class PacketSocket:
             ) from None
         try:
             _attach_filter(sock, vrrp_filter(outgoing))
-            with contextlib.suppress(OSError):  # else keep the default size
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            try:  # past net.core.rmem_max where allowed (root / CAP_NET_ADMIN): most hosts cap at 208 KiB
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                with contextlib.suppress(OSError):  # else as much as rmem_max allows, or the default
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.bind((interface, ETH_P_ALL))
             sock.setblocking(False)
         except OSError as exc:

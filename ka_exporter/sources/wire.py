@@ -274,6 +274,7 @@ class WireSource(Source):
         poller.register(rfd, _POLLIN)
         next_check = 0.0
         next_tick = time.monotonic() + self.tick_interval
+        next_stats = 0.0
         try:
             while not self.stopping:
                 mono = time.monotonic()
@@ -294,6 +295,9 @@ class WireSource(Source):
                     if self.table.tick(now) or gate:
                         self.store.wire_changed()
                     next_tick = mono + self.tick_interval
+                    if mono >= next_stats:  # kernel drops visible within a second, not a check interval
+                        self._update_kernel_stats()
+                        next_stats = mono + 1.0
         finally:
             self._close_all(poller)
             self._wake = None
