@@ -50,8 +50,13 @@ def base_args(netns: str, port: int, name: str) -> list[str]:
 
 
 def exporter_args(node: Any, port: int, name: str) -> list[str]:
-    """The flags that point one exporter at one lab node (also used by the tests and e2e)."""
-    args = base_args(node.netns, port, name)
+    """A ka-exporter process serving on PORT and watching one lab node (also used by the tests)."""
+    return base_args(node.netns, port, name) + node_args(node)
+
+
+def node_args(node: Any) -> list[str]:
+    """The flags that point ka-exporter at one lab node's keepalived (`--netns` aside)."""
+    args: list[str] = []
     if getattr(node, "config_path", None):
         args += ["--keepalived.config", str(node.config_path)]
     if getattr(node, "pidfile", None):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args
+from ka_exporter.demo import exporter_args, node_args
 from ka_exporter.lab import Lab
 from ka_exporter.lab.system import spawn
 from tests.conftest import free_port, scrape, sh, unique
@@ -435,14 +435,7 @@ def once(rig: Rig, directory: Path) -> tuple[subprocess.CompletedProcess[str], f
         "node-a",
         "--netns",
         node.netns,
-        "--keepalived.config",
-        str(node.config_path),
-        "--keepalived.pid-file",
-        str(node.pidfile),
-        "--keepalived.dumps-dir",
-        str(node.tmpdir),
-        "--keepalived.dbus-address",
-        str(node.dbus_address),
+        *node_args(node),
         "--wire.listen-seconds",
         "0.5",
     ]

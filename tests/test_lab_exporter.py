@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args, wait_up, watchers
+from ka_exporter.demo import exporter_args, node_args, wait_up, watchers
 from ka_exporter.lab import LAB_PASSWORD, Lab
 from tests.conftest import free_port, parse_metrics, sample, scrape
 
@@ -205,20 +205,7 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
 
 
 def _view_args(node) -> list[str]:
-    return [
-        "--netns",
-        node.netns,
-        "--keepalived.config",
-        str(node.config_path),
-        "--keepalived.pid-file",
-        str(node.pidfile),
-        "--keepalived.dumps-dir",
-        str(node.tmpdir),
-        "--keepalived.dbus-address",
-        str(node.dbus_address),
-        "--wire.listen-seconds",
-        "1.5",
-    ]
+    return ["--netns", node.netns, *node_args(node), "--wire.listen-seconds", "1.5"]
 
 
 def test_status_and_check_on_a_lab_node(fast_lab):

@@ -57,21 +57,9 @@ def test_node_exporter_serves_our_textfile_without_error(node_exporter, tmp_path
         " authentication {\n  auth_type PASS\n  auth_pass Zx9secr\n }\n"
         " virtual_ipaddress {\n  192.0.2.200/24\n }\n}\n"
     )
+    once = [*EXPORTER, "--once", "--keepalived.config", str(conf), "--hostname", "n1", *NO_KA]
     r = subprocess.run(
-        [
-            *EXPORTER,
-            "--once",
-            "--keepalived.config",
-            str(conf),
-            "--hostname",
-            "n1",
-            *NO_KA,
-            "--textfile.directory",
-            str(textdir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [*once, "--textfile.directory", str(textdir)], capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 0, r.stderr
     text = scrape(url)
@@ -83,20 +71,7 @@ def test_node_exporter_serves_our_textfile_without_error(node_exporter, tmp_path
     assert "Zx9secr" not in text
     # A second run replaces the file atomically; node_exporter keeps reading it without error.
     r = subprocess.run(
-        [
-            *EXPORTER,
-            "--once",
-            "--keepalived.config",
-            str(conf),
-            "--hostname",
-            "n1",
-            *NO_KA,
-            "--textfile.directory",
-            str(textdir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [*once, "--textfile.directory", str(textdir)], capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 0
     assert sample(parse_metrics(scrape(url)), "node_textfile_scrape_error") == 0.0
