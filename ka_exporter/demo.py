@@ -78,7 +78,7 @@ def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-STATE = {0.0: "INIT", 1.0: "BACKUP", 2.0: "MASTER", 3.0: "FAULT"}
+STATE = {0.0: "INIT", 1.0: "BACKUP", 2.0: "MASTER", 3.0: "FAULT", 4.0: "STOP"}
 
 
 def summary(w: Watcher) -> str:
