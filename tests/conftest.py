@@ -8,13 +8,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -111,6 +115,31 @@ def stop_exporter(exp: RunningExporter) -> None:
         except subprocess.TimeoutExpired:
             exp.proc.kill()
             exp.proc.wait(5)
+
+
+def in_netns(name: str, fn: Callable[[], T], timeout: float = 120.0) -> T:
+    """Run fn in a new thread that entered network namespace `name` (threads it starts stay there);
+    return its result or raise what it raised."""
+    from ka_exporter import netns
+
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            netns.enter(name)
+            out.append(fn())
+        except BaseException as exc:
+            err.append(exc)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"{fn!r} in netns {name} still running after {timeout:g} s")
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def wait_until(pred: object, timeout: float = 5.0, step: float = 0.02) -> bool:

@@ -5,37 +5,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
-from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
-from ka_exporter import netns
 from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.host import collect_process
 from ka_exporter.lab import Lab
 from ka_exporter.sources.process import ProcessSource
 from ka_exporter.store import Store
-from tests.conftest import wait_until
+from tests.conftest import in_netns, wait_until
 
 pytestmark = pytest.mark.lab
 
 T = TypeVar("T")
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    out: list[T] = []
-
-    def body() -> None:
-        netns.enter(name)
-        out.append(fn())
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(10)
-    return out[0]
 
 
 def keepalived_children(pid: int) -> set[int]:

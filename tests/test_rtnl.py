@@ -7,41 +7,19 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
 
-from ka_exporter import netns as nsmod
 from ka_exporter import rtnl
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
-from tests.conftest import sh, wait_until
+from tests.conftest import in_netns, sh, wait_until
 
 pytestmark = pytest.mark.lab
 
 T = TypeVar("T")
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            nsmod.enter(name)
-            out.append(fn())
-        except BaseException as exc:
-            err.append(exc)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(10)
-    if err:
-        raise err[0]
-    return out[0]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -24,7 +24,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRP, VRRPv3
 
-from ka_exporter import conditions, netns
+from ka_exporter import conditions
 from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.model import ConfInstance, KeepalivedConfig
@@ -32,7 +32,7 @@ from ka_exporter.sources.capture import PacketSocket
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
 from ka_exporter.verdicts.wire import CONFLICT_KINDS
-from tests.conftest import sh, unique, wait_until
+from tests.conftest import in_netns, sh, unique, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -50,26 +50,6 @@ class Pair:
 
     def ip(self, host: int) -> str:
         return f"{self.net}.{host}"
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    """Run fn in a new thread that entered netns `name` (threads it starts stay there)."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            netns.enter(name)
-            out.append(fn())
-        except BaseException as exc:
-            err.append(exc)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
 
 
 def make_link(pair: Pair) -> None:

@@ -23,12 +23,12 @@ from prometheus_client.registry import CollectorRegistry
 from scapy.layers.inet import IP
 from scapy.layers.vrrp import VRRP
 
-from ka_exporter import netns
 from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
 from ka_exporter.verdicts.wire import VridKey, VridVerdict
+from tests.conftest import in_netns
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -38,25 +38,6 @@ LAB_PASSWORD: str = lab_mod.LAB_PASSWORD
 
 T = TypeVar("T")
 POLL = 0.02
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            netns.enter(name)
-            out.append(fn())
-        except BaseException as exc:
-            err.append(exc)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
 
 
 @dataclass
