@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -166,6 +167,17 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         sh("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A temporary directory an unprivileged user can traverse (pytest's tmp_path is root-only)."""
+    d = Path(tempfile.mkdtemp(prefix="ka-world-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -32,10 +32,9 @@ import shlex
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,17 +481,6 @@ class Operator:
 # ------------------------------------------------------------------------------------------- the test
 
 
-@pytest.fixture
-def world_root() -> Iterator[Path]:
-    """A temporary / that the unprivileged user can traverse (pytest's tmp_path is root-only)."""
-    d = Path(tempfile.mkdtemp(prefix="ka-deploy-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def checkout_to(dest: Path) -> Path:
     """A copy of the repository's tracked files as they are in the working tree (pip builds in it)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
@@ -503,7 +491,7 @@ def checkout_to(dest: Path) -> Path:
     return dest
 
 
-def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes(world_root, tmp_path):
+def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes(world_dir, tmp_path):
     from tests.prometheus_harness import prometheus
 
     section = readme_section("Deployment")
@@ -515,14 +503,14 @@ def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes
     (job,) = yaml.safe_load(yaml_blocks[0])["scrape_configs"]
 
     for d in ("etc/sysusers.d", "etc/default", "etc/systemd/system", "opt"):
-        (world_root / d).mkdir(parents=True)
-    checkout = checkout_to(world_root / "src" / "ka-exporter")
+        (world_dir / d).mkdir(parents=True)
+    checkout = checkout_to(world_dir / "src" / "ka-exporter")
     hostname = subprocess.run(["hostname", "-f"], capture_output=True, text=True).stdout.strip()
 
     with Lab(profile="fast", nodes=2, dbus=True) as lab:
         user = job["basic_auth"]["username"]
         op = Operator(
-            lab, world_root, checkout, secrets.token_urlsafe(16), user, tmp_path / "ka-exporter.journal"
+            lab, world_dir, checkout, secrets.token_urlsafe(16), user, tmp_path / "ka-exporter.journal"
         )
         op.system_d.mkdir()
         fwd: Forwarder | None = None
@@ -553,7 +541,7 @@ def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes
             # A wrong password is refused.
             wrong = subprocess.run(
                 ["ip", "netns", "exec", lab.nodes["a"].netns, "curl", "-s", "-o/dev/null", "-w%{http_code}",
-                 "--cacert", f"{world_root}/etc/ka-exporter/tls/server.crt", "-u", f"{user}:guess",
+                 "--cacert", f"{world_dir}/etc/ka-exporter/tls/server.crt", "-u", f"{user}:guess",
                  "--resolve", f"{hostname}:9774:{lab.nodes['a'].address}", f"https://{hostname}:9774/metrics"],
                 capture_output=True, text=True, timeout=30,
             )  # fmt: skip
@@ -570,7 +558,7 @@ def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes
             ca = prom_dir / "nodes.crt"
             ca.write_bytes(
                 (other / "server.crt").read_bytes()
-                + (world_root / "etc/ka-exporter/tls/server.crt").read_bytes()
+                + (world_dir / "etc/ka-exporter/tls/server.crt").read_bytes()
             )
             secret = prom_dir / "password"
             secret.write_text(op.password)
@@ -595,7 +583,7 @@ def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes
             # What the node's own view says through the same door (the README's curl, without | head).
             full = op.sh(
                 f"exec ip netns exec {lab.nodes['a'].netns} curl --fail -sS --cacert "
-                f"{world_root}/etc/ka-exporter/tls/server.crt -u {user}:{op.password} "
+                f"{world_dir}/etc/ka-exporter/tls/server.crt -u {user}:{op.password} "
                 f"--resolve {hostname}:9774:{lab.nodes['a'].address} https://{hostname}:9774/metrics"
             )
             m = parse_metrics(full)

@@ -7,8 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,17 +62,6 @@ def test_explanation_is_one_line_with_what_why_and_how():
 
 
 # ------------------------------------------------------------------------- really unprivileged
-
-
-@pytest.fixture
-def world_dir() -> Iterator[Path]:
-    """A directory the unprivileged user can read (pytest's tmp_path is root-only)."""
-    d = Path(tempfile.mkdtemp(prefix="ka-priv-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def as_nobody(args: list[str], *, net_raw: bool, bound: bool = True, cwd: Path | None = None):
