@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ka_exporter.collectors.host import normalize_ip
 from ka_exporter.model import Snapshot
-from ka_exporter.verdicts.vips import held_addresses, missing_vips, stale_vips
+from ka_exporter.verdicts.vips import canonical_ip, held_addresses, missing_vips, stale_vips
 from ka_exporter.verdicts.wire import judge_snapshot
 
 # A normal failover shows a VIP mismatch for a moment: keepalived reports MASTER just before it adds
@@ -103,7 +102,7 @@ def _vip_mismatch(snap: Snapshot) -> list[Condition]:
         # keepalived is gone but its VIPs are still here (a SIGKILL leaves them): nobody will remove
         # them, and the new master answers for them too.
         for inst in snap.config.instances:
-            gone = [v.address for v in inst.vips if normalize_ip(v.address) in held]
+            gone = [v.address for v in inst.vips if canonical_ip(v.address) in held]
             if gone:
                 out.append(
                     Condition(

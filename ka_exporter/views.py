@@ -10,9 +10,9 @@ import html
 from dataclasses import dataclass
 
 from ka_exporter import __version__
-from ka_exporter.collectors.host import normalize_ip
 from ka_exporter.conditions import Condition
 from ka_exporter.model import Snapshot, VrrpState, WirePeer
+from ka_exporter.verdicts.vips import canonical_ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def wire_routers(snap: Snapshot, vrid: int | None, family: str) -> list[WirePeer
 
 def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
     """One row per VRRP instance known from keepalived.conf or from keepalived itself."""
-    held = {normalize_ip(a.address) for a in snap.addresses or ()}
+    held = {canonical_ip(a.address) for a in snap.addresses or ()}
     views = {v.name: v for v in snap.instances or ()}
     conf = {c.name: c for c in (snap.config.instances if snap.config else ())}
     out: list[Row] = []
@@ -68,8 +68,8 @@ def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
         eff = v.effective_priority if v is not None else None
         prio = f"{base if base is not None else '-'}/{eff if eff is not None else '-'}"
         mprio = str(v.master_priority) if v is not None and v.master_priority else "-"
-        vips = [normalize_ip(x) for x in (v.vips if v is not None else ())] or [
-            normalize_ip(x.address) for x in (c.vips if c else ())
+        vips = [canonical_ip(x) for x in (v.vips if v is not None else ())] or [
+            canonical_ip(x.address) for x in (c.vips if c else ())
         ]
         mine = [x for x in vips if x in held]
         routers = [

@@ -11,23 +11,13 @@ Example output (node holding 10.97.0.100, keepalived running)::
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from ka_exporter.model import Snapshot
-
-
-@functools.lru_cache(maxsize=4096)
-def normalize_ip(address: str) -> str:
-    """Canonical text of an address ("FD97:0::120" -> "fd97::120"); unchanged if not an address."""
-    try:
-        return str(ipaddress.ip_address(address.split("/", 1)[0].split("%", 1)[0]))
-    except ValueError:
-        return address
+from ka_exporter.verdicts.vips import canonical_ip
 
 
 def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None]]:
@@ -38,7 +28,7 @@ def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None]]:
             for vip in inst.vips:
                 out.append(
                     (
-                        normalize_ip(vip.address),
+                        canonical_ip(vip.address),
                         inst.name,
                         str(inst.vrid) if inst.vrid is not None else "",
                         vip.dev or inst.interface,
@@ -47,7 +37,7 @@ def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None]]:
     elif snap.instances:
         for view in snap.instances:
             for addr in view.vips:
-                out.append((normalize_ip(addr), view.name, str(view.vrid), view.interface))
+                out.append((canonical_ip(addr), view.name, str(view.vrid), view.interface))
     return out
 
 
@@ -91,7 +81,7 @@ def collect_vips(snap: Snapshot) -> Iterator[Metric]:
     held: dict[str, set[str]] = {}
     known = snap.addresses is not None
     for addr in snap.addresses or ():
-        held.setdefault(normalize_ip(addr.address), set()).add(addr.interface)
+        held.setdefault(canonical_ip(addr.address), set()).add(addr.interface)
     status = GaugeMetricFamily(
         "keepalived_vip_status",
         "1 if this node holds the virtual IP on any interface (seed guide series).",

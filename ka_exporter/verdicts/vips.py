@@ -27,11 +27,20 @@ from collections.abc import Iterable
 
 from ka_exporter.model import InstanceView, LocalAddress, VrrpState
 
-__all__ = ["held_addresses", "missing_vips", "stale_vips", "vip_mismatch", "vip_mismatch_held"]
+__all__ = [
+    "canonical_ip",
+    "held_addresses",
+    "missing_vips",
+    "stale_vips",
+    "vip_mismatch",
+    "vip_mismatch_held",
+]
 
 
 @functools.lru_cache(maxsize=4096)
-def _canonical(address: str) -> str:
+def canonical_ip(address: str) -> str:
+    """Canonical text of an address ("FD97:0::120/64" -> "fd97::120"); without prefix or zone if not
+    an address at all."""
     text = address.split("/", 1)[0].split("%", 1)[0]
     try:
         return str(ipaddress.ip_address(text))
@@ -41,21 +50,21 @@ def _canonical(address: str) -> str:
 
 def held_addresses(local: Iterable[LocalAddress]) -> frozenset[str]:
     """The canonical text of every address on a local interface."""
-    return frozenset(_canonical(a.address) for a in local)
+    return frozenset(canonical_ip(a.address) for a in local)
 
 
 def missing_vips(instance: InstanceView, held: frozenset[str]) -> tuple[str, ...]:
     """A MASTER's VIPs that are not on this host (empty when not MASTER)."""
     if instance.state != VrrpState.MASTER:
         return ()
-    return tuple(v for v in instance.vips if _canonical(v) not in held)
+    return tuple(v for v in instance.vips if canonical_ip(v) not in held)
 
 
 def stale_vips(instance: InstanceView, held: frozenset[str]) -> tuple[str, ...]:
     """VIPs this host holds although the instance is not MASTER (empty when MASTER or state unknown)."""
     if instance.state is None or instance.state == VrrpState.MASTER:
         return ()
-    return tuple(v for v in instance.vips if _canonical(v) in held)
+    return tuple(v for v in instance.vips if canonical_ip(v) in held)
 
 
 def vip_mismatch_held(instance: InstanceView, held: frozenset[str]) -> bool:
