@@ -17,7 +17,7 @@ from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.http import App, HttpServer
-from ka_exporter.model import Snapshot
+from ka_exporter.model import KeepalivedConfig, Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.vips import VipSource
@@ -33,7 +33,11 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
     if settings.enabled("config"):
         from ka_exporter.sources.config import ConfigSource
 
-        sources.append(ConfigSource(store, settings.keepalived_config))
+        config = ConfigSource(store, settings.keepalived_config)
+        # Read keepalived.conf now: which other sources are worth running depends on it (D-Bus).
+        # The daemon's own first pass later finds it unchanged and does not read it again.
+        config.run_once()
+        sources.append(config)
     if settings.enabled("process"):
         from ka_exporter.sources.process import ProcessSource
 
@@ -52,7 +56,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
             )
         )
     dbus_source = None
-    if settings.enabled("dbus") and dbus_wanted(settings):
+    if settings.enabled("dbus") and dbus_wanted(settings, store.snapshot().config):
         from ka_exporter.sources.dbus import DbusSource
 
         dbus_source = DbusSource(store, settings.keepalived_dbus_address)
@@ -79,25 +83,17 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
     return sources
 
 
-def dbus_wanted(settings: Settings) -> bool:
-    """D-Bus is worth trying unless keepalived.conf is readable and does not set enable_dbus.
+def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
+    """D-Bus is worth trying unless keepalived.conf was read and does not set enable_dbus.
 
     Without this, every keepalived run without D-Bus would show a permanently failed dbus source.
     An explicit --keepalived.dbus-address always tries.
     """
-    if settings.keepalived_dbus_address:
+    if settings.keepalived_dbus_address or config is None:
         return True
-    if not settings.enabled("config"):
-        return True
-    from ka_exporter.parse.kaconf import ConfigError, read_config
-
-    try:
-        cfg = read_config(settings.keepalived_config)
-    except ConfigError:
-        return True
-    if not cfg.enable_dbus:
+    if not config.enable_dbus:
         log.info("keepalived.conf does not set enable_dbus: reading keepalived's view from its dumps only")
-    return cfg.enable_dbus
+    return config.enable_dbus
 
 
 def build_parts(settings: Settings) -> list[Part]:
