@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -24,6 +25,30 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 EXPORTER = [sys.executable, "-m", "ka_exporter"]
+
+
+_TRAVERSE_GRANTED: list[tuple[Path, int]] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Several tests run the exporter as an unprivileged user (uid 65534). It must be able to reach
+    the checkout and its virtualenv: a checkout under a 0700 directory (mktemp -d) would hide them. As
+    root, add search permission (o+x, no listing) to such ancestors for the session; restored after."""
+    if os.geteuid() != 0:
+        return
+    for top in {REPO, Path(sys.prefix).resolve()}:
+        for d in [top, *top.parents]:
+            mode = d.stat().st_mode
+            if not mode & 0o001:
+                _TRAVERSE_GRANTED.append((d, mode))
+                d.chmod(mode | 0o001)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    while _TRAVERSE_GRANTED:
+        d, mode = _TRAVERSE_GRANTED.pop()
+        with contextlib.suppress(OSError):
+            d.chmod(mode & 0o7777)
 
 
 def unique(prefix: str = "kt") -> str:
