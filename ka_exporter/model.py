@@ -274,6 +274,32 @@ class WireStats:
 
 
 # --------------------------------------------------------------------------------------------------
+# the link layer: who answers for each VIP (ARP for IPv4, neighbour discovery for IPv6)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VipAnswers:
+    """Who answers for one configured VIP on its link, as the L2 witness (`sources/l2.py`) sees it.
+
+    Answers are ARP replies / gratuitous ARPs (IPv4) or neighbour advertisements (IPv6) naming the
+    VIP as their sender/target address. `answerers` are the distinct MACs heard within the witness's
+    window; with `use_vmac` two masters answer with the same virtual MAC, so `last_probe_answers`
+    counts the answers to the latest completed probe, duplicates included.
+    """
+
+    vip: str  # canonical address text (verdicts.vips.canonical_ip)
+    interface: str
+    family: str  # "inet" / "inet6"
+    answerers: tuple[str, ...] = ()  # distinct MACs ("aa:bb:cc:dd:ee:ff"), sorted, bounded
+    last_probe_answers: int | None = None  # answers to the latest completed probe; None: no probe yet
+    last_probe: float | None = None  # when the latest completed probe was sent
+    last_answer: float | None = None  # when any answer (reply, gratuitous, unsolicited NA) was last seen
+    probing: bool = False  # active probes are sent for this VIP
+    listening_since: float | None = None  # when this VIP's capture started (no verdict of absence before)
+
+
+# --------------------------------------------------------------------------------------------------
 # exporter self-health and the snapshot
 # --------------------------------------------------------------------------------------------------
 
@@ -306,6 +332,7 @@ class Snapshot:
     sources: tuple[SourceHealth, ...] = field(default_factory=tuple)
     addresses_changed: float | None = None  # when the local address set last changed
     views_time: tuple[tuple[str, float], ...] = ()  # (view source, when it last published)
+    l2: tuple[VipAnswers, ...] | None = None  # the L2 witness, one record per watched VIP
 
     def state_fresh_since(self) -> float | None:
         """Since when keepalived's reported states are known to be current.

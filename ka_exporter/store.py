@@ -15,6 +15,7 @@ from ka_exporter.model import (
     ProcessInfo,
     Snapshot,
     SourceHealth,
+    VipAnswers,
     WirePeer,
     WireStats,
 )
@@ -74,6 +75,7 @@ class Store:
         self._addresses_changed: float | None = None
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
+        self._l2: tuple[VipAnswers, ...] | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
         self.generation = 0
@@ -134,6 +136,15 @@ class Store:
             self._bump()
         self._notify()
 
+    def set_l2(self, answers: tuple[VipAnswers, ...] | None) -> None:
+        """The L2 witness's current view of who answers for each VIP; None forgets it."""
+        with self._lock:
+            if answers == self._l2:
+                return
+            self._l2 = answers
+            self._bump()
+        self._notify()
+
     def set_wire_provider(self, provider: WireProvider | None) -> None:
         with self._lock:
             self._wire = provider
@@ -191,6 +202,7 @@ class Store:
                 sources=tuple(self._health[k] for k in sorted(self._health)),
                 addresses_changed=self._addresses_changed,
                 views_time=tuple(sorted(self._views_time.items())),
+                l2=self._l2,
             )
         if wire is None:
             return snap
