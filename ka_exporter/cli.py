@@ -185,6 +185,14 @@ class _Commands(click.Group):
     help="With --once: how long to listen for adverts (a VRID is called masterless only after a hold time).",
 )
 @click.option(
+    "--lvs.interval",
+    "lvs_interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between reads of IPVS and keepalived's checker dump (the lvs source).",
+)
+@click.option(
     "--wire.max-peers",
     "wire_max_peers",
     type=click.IntRange(min=1),
@@ -273,6 +281,7 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         wire_interfaces=tuple(kw["wire_interfaces"]),
         wire_listen_seconds=kw["wire_listen_seconds"],
         wire_max_peers=kw["wire_max_peers"],
+        lvs_interval=kw["lvs_interval"],
         once=kw["once"],
         textfile_directory=kw["textfile_directory"],
         watchdog_exec=kw["watchdog_exec"],

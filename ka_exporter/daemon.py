@@ -80,7 +80,26 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 # A VIP coming or going means a transition: refresh keepalived's view to match.
                 src.on_change = dumps.request_refresh
         sources.append(dumps)
+    if settings.enabled("lvs") and lvs_wanted(store.snapshot().config):
+        from ka_exporter.sources.lvs import LvsSource
+
+        sources.append(
+            LvsSource(
+                store,
+                settings.keepalived_dumps_dir,
+                signal=settings.keepalived_signal,
+                interval=settings.lvs_interval,
+            )
+        )
     return sources
+
+
+def lvs_wanted(config: KeepalivedConfig | None) -> bool:
+    """The lvs source runs only when keepalived.conf was read and has virtual_server blocks.
+
+    Without this, every VRRP-only keepalived (most of them) would show a permanently failed lvs source.
+    """
+    return config is not None and bool(config.virtual_servers)
 
 
 def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
@@ -113,6 +132,10 @@ def build_parts(settings: Settings) -> list[Part]:
         from ka_exporter.collectors.wire import collect_wire
 
         parts.append(collect_wire)
+    if settings.enabled("lvs"):
+        from ka_exporter.collectors.lvs import collect_lvs
+
+        parts.append(collect_lvs)
     parts.append(collect_exporter)
     return parts
 

@@ -89,6 +89,28 @@ class ConfInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfRealServer:
+    """A `real_server` inside a `virtual_server` block."""
+
+    key: str  # lvs_key(address, port): the `real_server` label
+    weight: int = 1
+    inhibit_on_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfVirtualServer:
+    """A `virtual_server` block: `IP PORT`, `fwmark N` or `group NAME`."""
+
+    key: str  # "10.0.0.1:80", "[2001:db8::1]:80", "fwmark:1", "group:NAME" (the `virtual_server` label)
+    protocol: str = "TCP"
+    lb_algo: str | None = None
+    quorum: int = 1
+    delay_loop: float = 60.0
+    real_servers: tuple[ConfRealServer, ...] = ()
+    sorry_server: str | None = None  # "address:port"
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """Something the config reader could not understand, with file and line."""
 
@@ -112,6 +134,7 @@ class KeepalivedConfig:
     enable_dbus: bool = False
     files: tuple[str, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
+    virtual_servers: tuple[ConfVirtualServer, ...] = ()  # LVS (read only as far as the lvs source needs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,6 +323,104 @@ class VipAnswers:
 
 
 # --------------------------------------------------------------------------------------------------
+# LVS: keepalived's checker view (keepalived_check.data) and the kernel's IPVS table
+# --------------------------------------------------------------------------------------------------
+
+
+def lvs_key(address: str, port: int | None) -> str:
+    """`10.0.0.1:80`, `[2001:db8::1]:80` (address canonical): the label value of a server."""
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{port if port is not None else 0}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckerView:
+    """One health checker of a real server, from the dump's "Health checkers" section."""
+
+    method: str  # "TCP_CHECK", "HTTP_GET", "MISC_CHECK", ...
+    up: bool
+    failed_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealServerView:
+    """A real server as keepalived's checker child sees it."""
+
+    key: str  # lvs_key(address, port)
+    weight: int  # configured (initial) weight
+    effective_weight: int
+    alive: bool
+    inhibit_on_failure: bool
+    failed_checkers: int
+    in_ipvs: bool  # keepalived's "RS set": it believes the server is in IPVS
+    checkers: tuple[CheckerView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServerView:
+    """A virtual server as keepalived's checker child sees it."""
+
+    key: str  # lvs_key(...), "fwmark:N" or "group:NAME"
+    protocol: str  # "TCP", "UDP", "SCTP", "none"
+    scheduler: str | None
+    quorum: int
+    hysteresis: int
+    alive: bool
+    quorum_up: bool
+    delay_loop: float
+    sorry_server: str | None = None
+    real_servers: tuple[RealServerView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsCounters:
+    """IPVS's counters for a service or destination (since it was added to IPVS) and its rate estimates."""
+
+    connections: int = 0
+    in_packets: int = 0
+    out_packets: int = 0
+    in_bytes: int = 0
+    out_bytes: int = 0
+    cps: int = 0
+    in_pps: int = 0
+    out_pps: int = 0
+    in_bps: int = 0
+    out_bps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsDest:
+    key: str  # lvs_key(address, port)
+    forward: str  # "Masq", "Route", "Tunnel", "Local"
+    weight: int
+    active: int
+    inactive: int
+    counters: IpvsCounters | None = None  # None when read from /proc (no per-destination counters there)
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsService:
+    key: str
+    protocol: str  # "TCP", "UDP", "SCTP", "FWM"
+    scheduler: str
+    dests: tuple[IpvsDest, ...] = ()
+    counters: IpvsCounters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LvsView:
+    """What the lvs source knows: keepalived's checker view and IPVS's table, each with its time."""
+
+    checker: tuple[VirtualServerView, ...] | None = None
+    checker_time: float | None = None
+    checker_error: str | None = None
+    ipvs: tuple[IpvsService, ...] | None = None
+    ipvs_time: float | None = None
+    ipvs_error: str | None = None
+    ipvs_via: str | None = None  # "netlink" or "proc"
+
+
+# --------------------------------------------------------------------------------------------------
 # exporter self-health and the snapshot
 # --------------------------------------------------------------------------------------------------
 
@@ -333,6 +454,7 @@ class Snapshot:
     addresses_changed: float | None = None  # when the local address set last changed
     views_time: tuple[tuple[str, float], ...] = ()  # (view source, when it last published)
     l2: tuple[VipAnswers, ...] | None = None  # the L2 witness, one record per watched VIP
+    lvs: LvsView | None = None  # the lvs source: keepalived's checker view and IPVS
 
     def state_fresh_since(self) -> float | None:
         """Since when keepalived's reported states are known to be current.

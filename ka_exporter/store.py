@@ -12,6 +12,7 @@ from ka_exporter.model import (
     InstanceView,
     KeepalivedConfig,
     LocalAddress,
+    LvsView,
     ProcessInfo,
     Snapshot,
     SourceHealth,
@@ -76,6 +77,7 @@ class Store:
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
         self._l2: tuple[VipAnswers, ...] | None = None
+        self._lvs: LvsView | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
         self.generation = 0
@@ -145,6 +147,15 @@ class Store:
             self._bump()
         self._notify()
 
+    def set_lvs(self, lvs: LvsView | None) -> None:
+        """The lvs source's view (keepalived's checker dump and IPVS); None forgets it."""
+        with self._lock:
+            if lvs == self._lvs:
+                return
+            self._lvs = lvs
+            self._bump()
+        self._notify()
+
     def set_wire_provider(self, provider: WireProvider | None) -> None:
         with self._lock:
             self._wire = provider
@@ -203,6 +214,7 @@ class Store:
                 addresses_changed=self._addresses_changed,
                 views_time=tuple(sorted(self._views_time.items())),
                 l2=self._l2,
+                lvs=self._lvs,
             )
         if wire is None:
             return snap
