@@ -1,9 +1,9 @@
 """The lvs source: keepalived's health-checker view and the kernel's IPVS table, every `interval`.
 
 - keepalived's view: the checker child writes `keepalived_check.data` (in keepalived's TMPDIR) when it
-  gets SIGUSR1. The signal goes to the checker child only (not the parent, which would make the VRRP
-  child dump too), found by the process source. The file is 0600 root: reading it needs root (or
-  keepalived's user).
+  gets SIGUSR1. The signal goes to the checker child when the process source knows it, else to
+  keepalived's parent, which passes it on to its children (the VRRP child then writes keepalived.data
+  too). The file is 0600 root: reading it needs root (or keepalived's user).
 - IPVS: generic netlink (family "IPVS") gives every service and destination with 64-bit counters and
   rates; the kernel answers it only with CAP_NET_ADMIN. Without it the source falls back to
   `/proc/net/ip_vs` (any user: weights and connections, no counters) and says so once.
@@ -136,7 +136,11 @@ class LvsSource(Source):
     def _checker_target(self) -> tuple[int | None, Path]:
         snap = self.store.snapshot()
         proc = snap.process
-        pid = proc.checker_pids[0] if proc is not None and proc.running and proc.checker_pids else None
+        pid = None
+        if proc is not None and proc.running:
+            # The checker child alone when known; else the parent, which passes SIGUSR1 on to its
+            # children (the VRRP child then writes keepalived.data too).
+            pid = proc.checker_pids[0] if proc.checker_pids else proc.pid
         directory = self.dumps_dir or Path((proc.tmpdir if proc is not None else None) or "/tmp")
         return pid, directory / CHECK_FILE
 
@@ -173,8 +177,10 @@ class LvsSource(Source):
     # -- the pass ---------------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        services, via, ipvs_error = self._read_ipvs()
+        # keepalived first, IPVS second: keepalived changes IPVS before its dump says so, so the IPVS
+        # read is never older than the state it is checked against.
         checker, checker_error = self._read_checker()
+        services, via, ipvs_error = self._read_ipvs()
         now = self.store.clock()
         view = self._view
         if services is not None:
