@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ka_exporter.dashboard import dashboard_queries, expand_query
 from ka_exporter.lab import uml
 from ka_exporter.lab.uml import DETECTION_BOUND, REQUESTS, LvsLabResult, parse_scrape, rs_labels
 
@@ -223,6 +224,52 @@ def test_the_real_server_down_alert_fires_from_the_scraped_series(lab: Any, tmp_
     path.write_text(yaml.safe_dump(test, sort_keys=False))
     out = subprocess.run(
         ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_dashboard_lvs_row_returns_series_over_the_scraped_data(lab: Any, tmp_path: Path) -> None:
+    """Every LVS query of the dashboard, evaluated by promtool over the guest's scrapes (one per 15 s)."""
+    result: LvsLabResult = lab[0]
+    steps(lab)
+    scrapes = [s for s in result.scrapes if s["phase"] in ("ready", "traffic")]
+    assert len(scrapes) >= 2
+    by_series: dict[str, list[str]] = {}
+    for i, scrape in enumerate(scrapes):
+        for (name, labels), value in parse_scrape(scrape["text"]).items():
+            text = ",".join(f'{k}="{v}"' for k, v in (("job", "lvs"), ("instance", "uml:9774"), *labels))
+            by_series.setdefault(f"{name}{{{text}}}", ["_"] * len(scrapes))[i] = str(value)
+    queries = [q for q in dashboard_queries() if "keepalived_lvs_" in q or "keepalived_ipvs_" in q]
+    assert len(queries) >= 3
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"alert": f"Query{i}", "expr": f"absent({expand_query(q, '1m')})"}
+                    for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    test = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [{"series": k, "values": " ".join(v)} for k, v in by_series.items()],
+                "alert_rule_test": [
+                    {"eval_time": f"{(len(scrapes) - 1) * 15}s", "alertname": f"Query{i}", "exp_alerts": []}
+                    for i in range(len(queries))
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    out = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
 
