@@ -115,10 +115,40 @@ virtual_server {VIP} 8080 {{
 }}
 """
 
-# The longest keepalived may take to call a failed real server down: one delay_loop until the next
-# check, the failed attempt and each retry (connect_timeout + delay_before_retry); the exporter then needs
-# up to one lvs interval to read it, and the guest one scrape poll to see it.
-DETECTION_BOUND = DELAY_LOOP + CONNECT_TIMEOUT + RETRY * (DELAY_BEFORE_RETRY + CONNECT_TIMEOUT) + LVS_INTERVAL
+
+_CHECKER_LINE = re.compile(r"^ \[[^\]]+\]:\w+:(\d+) -> \[([^\]]+)\]:\w+:\d+$")
+
+
+def detection_bounds(check_dump: str) -> dict[str, float]:
+    """Per checker ("RIP:VPORT"): the longest keepalived may take to call a failed real server down, from
+    the timings keepalived itself reports in its checker dump: one delay loop until the next check, the
+    failed attempt and each retry (timeout + delay before retry); plus one lvs interval for the exporter
+    to read it. (keepalived 2.2.7 applies a 3 s delay_before_retry to HTTP_GET whatever the block says.)"""
+    bounds: dict[str, float] = {}
+    key: str | None = None
+    fields: dict[str, float] = {}
+
+    def close() -> None:
+        if key is not None and {"Delay loop", "Retries", "Delay before retry", "Timeout"} <= fields.keys():
+            bounds[key] = (
+                fields["Delay loop"]
+                + fields["Timeout"]
+                + fields["Retries"] * (fields["Delay before retry"] + fields["Timeout"])
+                + LVS_INTERVAL
+            )
+
+    for line in check_dump.splitlines():
+        if m := _CHECKER_LINE.match(line):
+            close()
+            key, fields = f"{m.group(2)}:{m.group(1)}", {}
+        elif key is not None and " = " in line:
+            name, _, value = line.strip().partition(" = ")
+            number = value.split()[0] if value.split() else ""
+            with contextlib.suppress(ValueError):
+                fields.setdefault(name, float(number) / (1e6 if value.endswith(" us") else 1))
+    close()
+    return bounds
+
 
 INIT = """#!/bin/sh
 # ka-exporter lab lvs: init of the UML guest (PID 1). Everything below lives in the guest only.
@@ -308,6 +338,41 @@ def vs_labels(vport: int) -> tuple[tuple[str, str], ...]:
     return (("protocol", "TCP"), ("virtual_server", f"{VIP}:{vport}"))
 
 
+_COSTS = """
+import json, sys, time
+from pathlib import Path
+N = 20
+out = {}
+t = time.perf_counter()
+from ka_exporter.sources.lvs import IpvsNetlink, read_file
+from ka_exporter.parse.ipvs import parse_proc_ip_vs
+out["import_ms"] = round((time.perf_counter() - t) * 1000, 1)
+reader = IpvsNetlink()
+t = time.perf_counter()
+for _ in range(N):
+    reader.read()
+out["netlink_read_ms"] = round((time.perf_counter() - t) * 1000 / N, 2)
+t = time.perf_counter()
+for _ in range(N):
+    parse_proc_ip_vs(read_file(Path("/proc/net/ip_vs")))
+out["proc_read_ms"] = round((time.perf_counter() - t) * 1000 / N, 2)
+try:
+    t = time.perf_counter()
+    from pyroute2 import IPVS
+    from pyroute2.ipvs import IPVSService
+    out["pyroute2_import_ms"] = round((time.perf_counter() - t) * 1000, 1)
+    ipvs = IPVS()
+    t = time.perf_counter()
+    for _ in range(N):
+        for svc in ipvs.service("dump"):
+            ipvs.dest("dump", service=IPVSService.from_message(svc))
+    out["pyroute2_read_ms"] = round((time.perf_counter() - t) * 1000 / N, 2)
+except Exception as exc:
+    out["pyroute2_error"] = type(exc).__name__ + ": " + str(exc)[:100]
+Path(sys.argv[1]).write_text(json.dumps(out))
+"""
+
+
 class Guest:
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -319,6 +384,7 @@ class Guest:
         self._scrapes = (out / "scrapes.jsonl").open("a")
         self._progress = (out / "progress.log").open("a")
         self.last: dict[Sample, float] = {}
+        self.bounds: dict[str, float] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -493,6 +559,7 @@ class Guest:
         self.scenario_fail_and_return()
         self.scenario_removed_by_hand()
         self.scenario_privileges()
+        self.scenario_costs()
         self.scenario_stop()
 
     def up(self, s: dict[Sample, float], vport: int, rs: str) -> float | None:
@@ -514,6 +581,7 @@ class Guest:
             )
 
         took = self.wait("ready", "every real server's state and IPVS", ready, 90)
+        self.bounds = detection_bounds((self.run_dir / "tmp" / "keepalived_check.data").read_text())
         deadline = time.monotonic() + 30
         while VIP not in self.sh("ip", "-o", "addr", "show", "dev", "cl0"):
             if time.monotonic() > deadline:
@@ -570,7 +638,7 @@ class Guest:
         self.step(
             "fail",
             down_after_seconds=seen,
-            bound_seconds=DETECTION_BOUND,
+            bound_seconds={p: self.bounds.get(f"{RS['rs2']}:{p}") for p in ("80", "8080")},
             rs2_80_in_ipvs=("keepalived_ipvs_real_server_weight", rs_labels(80, "rs2")) in s,
             rs2_8080_ipvs_weight=s.get(("keepalived_ipvs_real_server_weight", rs_labels(8080, "rs2"))),
             rs2_8080_inhibited=s.get(("keepalived_lvs_real_server_inhibited", rs_labels(8080, "rs2"))),
@@ -645,6 +713,18 @@ class Guest:
         ).strip()
         proc_ok = self.sh(*base, "cat", "/proc/net/ip_vs", check=False).count("->") > 1
         self.step("privileges", nobody=plain, nobody_with_cap_net_admin=admin, nobody_reads_proc=proc_ok)
+
+    def scenario_costs(self) -> None:
+        """What one IPVS read costs here: this package's netlink reader, /proc/net/ip_vs, pyroute2's IPVS.
+
+        UML makes every syscall a ptrace round trip, so the absolute figures are inflated; the ratios are
+        what the choice rests on. Printed by the lab test and `lab lvs`."""
+        self.sh(sys.executable, "-c", _COSTS, str(self.out / "costs.json"), check=False)
+        try:
+            costs = json.loads((self.out / "costs.json").read_text())
+        except (OSError, ValueError):
+            costs = {"error": "no figures"}
+        self.step("costs", **costs)
 
     def scenario_stop(self) -> None:
         self.stop("keepalived")

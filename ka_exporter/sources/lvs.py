@@ -146,33 +146,38 @@ class LvsSource(Source):
 
     def _read_checker(self) -> tuple[tuple[VirtualServerView, ...] | None, str | None]:
         pid, path = self._checker_target()
-        if pid is None and self.signal:
+        if not self.signal:
+            return self._parse_checker(path)  # only what is there (a support bundle)
+        if pid is None:
             return None, None  # keepalived (or its checker child) is not running: nothing to ask
         before = _stamp(path)
-        if self.signal and pid is not None:
-            try:
-                os.kill(pid, signals.SIGUSR1)
-            except OSError as exc:
-                return None, f"cannot signal keepalived's checker (pid {pid}): {exc.strerror}"
+        try:
+            os.kill(pid, signals.SIGUSR1)
+        except OSError as exc:
+            return None, f"cannot signal keepalived (pid {pid}) for its checker dump: {exc.strerror}"
         deadline = time.monotonic() + self.wait
         error = f"{path}: no fresh dump within {self.wait:g} s of SIGUSR1"
         last: tuple[int, int, int] | None = None
         while True:
-            now_stamp = _stamp(path)
+            stamp = _stamp(path)
             # keepalived rewrites the file in place: parse once it changed and then held still
-            settled = now_stamp == last or not self.signal
-            last = now_stamp
-            if now_stamp is not None and (now_stamp != before or not self.signal) and settled:
-                try:
-                    return parse_check_data(read_file(path), str(path)), None
-                except DumpError as exc:
-                    error = str(exc)  # keepalived may still be writing it: try again until the deadline
-                except OSError as exc:
-                    error = f"{path}: {exc.strerror or exc}"
-            elif now_stamp is None and not self.signal:
-                return None, f"{path}: no such dump"
+            if stamp is not None and stamp != before and stamp == last:
+                checker, problem = self._parse_checker(path)
+                if problem is None:
+                    return checker, None
+                error = problem  # keepalived may still be writing it: try again until the deadline
+            last = stamp
             if time.monotonic() >= deadline or not self.sleep(0.05):
                 return None, error
+
+    @staticmethod
+    def _parse_checker(path: Path) -> tuple[tuple[VirtualServerView, ...] | None, str | None]:
+        try:
+            return parse_check_data(read_file(path), str(path)), None
+        except DumpError as exc:
+            return None, str(exc)
+        except OSError as exc:
+            return None, f"{path}: {exc.strerror or exc}"
 
     # -- the pass ---------------------------------------------------------------------------------
 

@@ -1,0 +1,74 @@
+"""The lvs source on this machine's own kernel (no IPVS): its netlink read fails for real, /proc and the
+checker dump are files (a support bundle's copies), and the source says what it could not read."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ka_exporter.sources.lvs import LvsSource, read_file
+from ka_exporter.store import Store
+from ka_exporter.verdicts.lvs import lvs_problems
+
+LVS = Path(__file__).parent / "fixtures" / "lvs-2.2.7-uml"
+
+
+def source(tmp_path: Path, phase: str, proc: Path | None = None) -> tuple[Store, LvsSource]:
+    shutil.copy(LVS / phase / "keepalived_check.data", tmp_path / "keepalived_check.data")
+    store = Store(hostname="lb1")
+    return store, LvsSource(
+        store, tmp_path, signal=False, proc_path=proc or LVS / phase / "proc-net-ip_vs.txt"
+    )
+
+
+def test_netlink_refused_falls_back_to_proc_and_the_checker_dump_is_read(tmp_path: Path) -> None:
+    store, src = source(tmp_path, "after")
+    src.run_once()
+    snap = store.snapshot()
+    assert snap.lvs is not None
+    assert snap.lvs.ipvs_via == "proc"  # this kernel has no IPVS netlink family
+    assert snap.lvs.checker is not None and [v.key for v in snap.lvs.checker] == [
+        "10.140.0.100:80",
+        "10.140.0.100:8080",
+    ]
+    assert lvs_problems(snap.lvs) == []
+    health = snap.source("lvs")
+    assert health is not None and health.up
+
+
+def test_no_ipvs_in_the_kernel_is_one_line_and_the_checker_view_stays(tmp_path: Path) -> None:
+    store, src = source(tmp_path, "before", proc=tmp_path / "no-such-proc-file")
+    src.run_once()
+    snap = store.snapshot()
+    health = snap.source("lvs")
+    assert health is not None and not health.up
+    assert health.error == "this kernel has no IPVS (no /proc/net/ip_vs): no LVS table or counters"
+    assert snap.lvs is not None and snap.lvs.ipvs is None and snap.lvs.checker is not None
+
+
+def test_a_broken_checker_dump_keeps_the_last_good_view(tmp_path: Path) -> None:
+    store, src = source(tmp_path, "before")
+    src.run_once()
+    good = store.snapshot().lvs
+    (tmp_path / "keepalived_check.data").write_text(
+        "------< LVS Topology >------\n ------< Virtual server >------\n"
+    )
+    src.run_once()
+    snap = store.snapshot()
+    assert snap.lvs is not None and good is not None and snap.lvs.checker == good.checker  # stale, kept
+    health = snap.source("lvs")
+    assert (
+        health is not None
+        and not health.up
+        and "virtual server without its address line" in (health.error or "")
+    )
+
+
+def test_read_file_refuses_symlinks_and_non_regular_files(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to(LVS / "before" / "keepalived_check.data")
+    with pytest.raises(OSError):
+        read_file(tmp_path / "link")
+    with pytest.raises(OSError):
+        read_file(tmp_path)
