@@ -31,7 +31,12 @@ from ka_exporter.store import Store
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 PASSWORD = "kaT3st01"
-ALL_CONFS = sorted(FIXTURES.glob("**/keepalived.conf"))
+# the corpus the fixtures README describes (keepalived-*/, pcap/); lvs-*/ has its own tests (test_lvs_parse)
+ALL_CONFS = sorted(
+    p
+    for p in FIXTURES.glob("**/keepalived.conf")
+    if p.relative_to(FIXTURES).parts[0].startswith(("keepalived-", "pcap"))
+)
 
 
 def by_name(cfg: KeepalivedConfig) -> dict[str, ConfInstance]:
