@@ -89,6 +89,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 settings.keepalived_dumps_dir,
                 signal=settings.keepalived_signal,
                 interval=settings.lvs_interval,
+                pid_file=settings.keepalived_pid_file,
             )
         )
     return sources

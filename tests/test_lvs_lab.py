@@ -148,6 +148,9 @@ def test_ipvs_read_costs_are_measured(lab: Any) -> None:
 def test_keepalived_stopped_flushes_ipvs_and_zeros_stay_for_the_configured_servers(lab: Any) -> None:
     stopped = steps(lab)["stopped"]
     assert stopped["ipvs_destinations_left"] == 0
+    # one checker dump per lvs interval, asked of the checker child alone (the VRRP child's dumps are the
+    # dumps source's, every 15 s)
+    assert stopped["checker_dumps"] > 3 * stopped["vrrp_dumps"], stopped
     assert stopped["configured_real_servers_zero"] == sorted(
         [f"{RS1}:80", f"{RS2}:80", f"{RS3}:80", f"{RS1}:8080", f"{RS2}:8080"]
     )

@@ -740,9 +740,13 @@ class Guest:
         )
         s = self.last
         ipvs_left = self.sh("ipvsadm", "-Ln").count("->") - 1
+        log = (self.out / "keepalived.log").read_text(errors="replace")
         self.step(
             "stopped",
             ipvs_destinations_left=ipvs_left,
+            # the lvs source signals the checker child only; the VRRP child dumps for the dumps source
+            checker_dumps=log.count("Printing checker data"),
+            vrrp_dumps=log.count("Printing VRRP data"),
             configured_real_servers_zero=sorted(
                 dict(lab)["real_server"]
                 for (n, lab), v in s.items()

@@ -1,9 +1,9 @@
 """The lvs source: keepalived's health-checker view and the kernel's IPVS table, every `interval`.
 
 - keepalived's view: the checker child writes `keepalived_check.data` (in keepalived's TMPDIR) when it
-  gets SIGUSR1. The signal goes to the checker child when the process source knows it, else to
-  keepalived's parent, which passes it on to its children (the VRRP child then writes keepalived.data
-  too). The file is 0600 root: reading it needs root (or keepalived's user).
+  gets SIGUSR1. The signal goes to the checker child (`checker_child`: its pid file, checked to name a
+  child of keepalived), else to keepalived's parent, which passes it on to its children (the VRRP child
+  then writes keepalived.data too). The file is 0600 root: reading it needs root (or keepalived's user).
 - IPVS: generic netlink (family "IPVS") gives every service and destination with 64-bit counters and
   rates; the kernel answers it only with CAP_NET_ADMIN. Without it the source falls back to
   `/proc/net/ip_vs` (any user: weights and connections, no counters) and says so once.
@@ -96,8 +96,10 @@ class LvsSource(Source):
         netlink: IpvsNetlink | None = None,
         proc_path: Path = PROC_IP_VS,
         wait: float = 3.0,
+        pid_file: Path | None = None,
     ) -> None:
         super().__init__(store)
+        self.pid_file = pid_file
         self.dumps_dir = dumps_dir
         self.signal = signal
         self.interval = interval
@@ -137,10 +139,11 @@ class LvsSource(Source):
         snap = self.store.snapshot()
         proc = snap.process
         pid = None
-        if proc is not None and proc.running:
+        if proc is not None and proc.running and proc.pid is not None:
             # The checker child alone when known; else the parent, which passes SIGUSR1 on to its
-            # children (the VRRP child then writes keepalived.data too).
-            pid = proc.checker_pids[0] if proc.checker_pids else proc.pid
+            # children (the VRRP child then writes keepalived.data too, and keepalived logs it).
+            pid = proc.checker_pids[0] if proc.checker_pids else checker_child(proc.pid, self.pid_file)
+            pid = pid or proc.pid
         directory = self.dumps_dir or Path((proc.tmpdir if proc is not None else None) or "/tmp")
         return pid, directory / CHECK_FILE
 
@@ -209,6 +212,31 @@ class LvsSource(Source):
             self.fail("; ".join(errors))
         else:
             self.ok()
+
+
+def checker_child(parent: int, pid_file: Path | None) -> int | None:
+    """The pid of keepalived's checker child: from its pid file (`-c`/`--checkers_pid` on the parent's
+    command line, else `checkers.pid` next to the parent's pid file, keepalived's default), trusted only
+    if that process really is a child of `parent`."""
+    try:
+        argv = Path(f"/proc/{parent}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    path: str | None = None
+    for i, arg in enumerate(argv):
+        if arg.startswith("--checkers_pid="):
+            path = arg.split("=", 1)[1]
+        elif arg in ("-c", "--checkers_pid") and i + 1 < len(argv):
+            path = argv[i + 1]
+    if path is None:
+        path = str((pid_file.parent if pid_file is not None else Path("/run")) / "checkers.pid")
+    try:
+        pid = int(Path(path).read_text().split()[0])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError, IndexError):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return pid if len(fields) > 1 and fields[1] == str(parent) else None
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
