@@ -48,6 +48,12 @@ def test_keepalived_down_but_ipvs_still_sends_traffic() -> None:
     ]
 
 
+def test_no_cross_check_against_a_stale_view() -> None:
+    stale = replace(view("after", ipvs_phase="before"), checker_error="keepalived_check.data: truncated")
+    assert lvs_problems(stale) == []
+    assert lvs_problems(replace(stale, checker_error=None, ipvs_error="IPVS: netlink error")) == []
+
+
 def test_alive_but_missing_from_ipvs() -> None:
     v = view("before")
     assert v.ipvs is not None

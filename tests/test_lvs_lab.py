@@ -128,6 +128,9 @@ def test_a_real_server_removed_from_ipvs_by_hand_is_missing_from_ipvs(lab: Any) 
     by_hand = steps(lab)["by_hand"]
     assert by_hand["other_problems"] == 0
     assert by_hand["exported"] == by_hand["ipvsadm"]  # the netlink reader agrees with ipvsadm
+    # ... on the counters too (ipvsadm -Ln --stats --exact), read while no client traffic flows
+    assert by_hand["exported_counters"] == by_hand["ipvsadm_counters"]
+    assert by_hand["ipvsadm_counters"][VS80][0] >= REQUESTS
     assert len(by_hand["exported"]) == 4
 
 

@@ -685,13 +685,40 @@ class Guest:
         # the exporter's netlink view against ipvsadm's own
         table = self.sh("ipvsadm", "-Ln")
         ipvsadm = sorted(re.findall(r"->\s+(\d+\.\d+\.\d+\.\d+:\d+)\s+\w+\s+(\d+)", table))
+        time.sleep(LVS_INTERVAL * 2)  # no client traffic now: the counters stand still
+        scraped = self.scrape("by-hand")
         exported = sorted(
             (dict(lab)["real_server"], str(int(v)))
-            for (n, lab), v in self.scrape("by-hand").items()
+            for (n, lab), v in scraped.items()
             if n == "keepalived_ipvs_real_server_weight"
         )
+        stats = self.sh("ipvsadm", "-Ln", "--stats", "--exact")
+        # TCP  10.140.0.100:80   Conns InPkts OutPkts InBytes OutBytes
+        ipvsadm_counters = {
+            m[0]: [int(x) for x in m[1:]]
+            for m in re.findall(r"^TCP\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", stats, re.MULTILINE)
+        }
+        names = ("connections", "incoming_packets", "outgoing_packets", "incoming_bytes", "outgoing_bytes")
+        exported_counters = {
+            vs: [
+                int(
+                    scraped.get(
+                        (f"keepalived_ipvs_virtual_server_{n}_total", vs_labels(int(vs.rsplit(":", 1)[1]))),
+                        -1,
+                    )
+                )
+                for n in names
+            ]
+            for vs in ipvsadm_counters
+        }
         self.step(
-            "by_hand", seconds=round(took, 2), other_problems=others, ipvsadm=ipvsadm, exported=exported
+            "by_hand",
+            seconds=round(took, 2),
+            other_problems=others,
+            ipvsadm=ipvsadm,
+            exported=exported,
+            ipvsadm_counters=ipvsadm_counters,
+            exported_counters=exported_counters,
         )
 
     def scenario_privileges(self) -> None:

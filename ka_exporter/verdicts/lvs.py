@@ -11,7 +11,8 @@ Pure functions of records. Each problem names the virtual server (and real serve
   (keepalived's `quorum_state_up` is 0: the sorry server, if any, takes over).
 - `no_alive_real_server`: a virtual server with no alive real server at all.
 
-The first two need both views; they are only as fresh as the older of the two (a failover between the
+The first two need both views, both current (neither's last read failed); they are only as fresh as the
+older of the two (a failover between the
 checker dump and the IPVS read shows a mismatch for up to one lvs interval), so alert with a `for:`.
 """
 
@@ -48,7 +49,10 @@ def lvs_problems(view: LvsView | None) -> list[LvsProblem]:
     if view is None or view.checker is None:
         return []
     out: list[LvsProblem] = []
-    index = _ipvs_index(view.ipvs) if view.ipvs is not None else None
+    # Cross-checks only between two current views: a stale one (its last read failed) would turn any
+    # change since then into a mismatch.
+    current = view.checker_error is None and view.ipvs_error is None
+    index = _ipvs_index(view.ipvs) if view.ipvs is not None and current else None
     for vs in view.checker:
         proto = _protocol(vs)
         if not vs.quorum_up:
