@@ -75,7 +75,7 @@ class Guard(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_connections: int = 1024
+    max_connections: int = 4096
     handshake_timeout: float = 10.0
     header_timeout: float = 10.0
     idle_timeout: float = 300.0
@@ -522,18 +522,30 @@ class _AsyncServer:
         self.kept[conn] = None
         self.kept.move_to_end(conn)
 
-    def _evict_one(self) -> bool:
-        for table in (self.fresh, self.kept):
-            for conn in table:
-                if conn.state != BUSY:
-                    table.pop(conn)
-                    conn.abort()
-                    self.evicted += 1
-                    return True
+    def _evict(self, table: OrderedDict[_Conn, None]) -> bool:
+        for conn in table:
+            if conn.state != BUSY:
+                table.pop(conn)
+                conn.abort()
+                self.evicted += 1
+                return True
         return False
+
+    def _make_room(self) -> bool | None:
+        """True: there is room (maybe after evicting); None: wait for accepts in flight; False: full."""
+        if self.connections + self.pending_accepts < self.max_connections:
+            return True
+        if self._evict(self.fresh):
+            return True
+        if self.pending_accepts:
+            return None  # they become evictable once attached; never evict a kept one for them
+        return self._evict(self.kept)
 
     def _accept(self) -> None:
         for _ in range(64):
+            room = self._make_room()
+            if room is None:
+                return  # the listening socket stays readable: called again on the next iteration
             try:
                 sock, _addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -545,7 +557,7 @@ class _AsyncServer:
                 self.client_error("accept failed", "-", exc)
                 self._pause_accepting(0.1)
                 return
-            if self.connections + self.pending_accepts >= self.max_connections and not self._evict_one():
+            if not room:
                 sock.close()
                 self.client_error("connection refused", "-", "every connection is busy")
                 continue
