@@ -562,6 +562,10 @@ class _AsyncServer:
                 self.client_error("connection refused", "-", "every connection is busy")
                 continue
             sock.setblocking(False)
+            # No Nagle: TLS writes its session tickets and then the response as two small segments,
+            # and the second would wait for the client's delayed ACK (40 ms).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pending_accepts += 1
             self.loop.create_task(self._attach(sock))
 
@@ -679,7 +683,7 @@ class _AsyncServer:
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
