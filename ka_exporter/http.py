@@ -84,6 +84,7 @@ class Limits:
     render_workers: int = 2
     max_renders: int = 16  # distinct renders queued or running; beyond that, 503
     max_auth_pending: int = 32  # bcrypt checks queued; beyond that, 429
+    max_stalled: int = 32  # clients not reading a response (each holds up to one body in memory)
 
 
 def registry_render(registry: CollectorRegistry) -> Render:
@@ -246,9 +247,11 @@ class _Conn(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._paused_writing = True
         self._arm(self.server.limits.write_timeout)
+        self.server.stalled_writer(self)
 
     def resume_writing(self) -> None:
         self._paused_writing = False
+        self.server.stalled.pop(self, None)
         if self.state == IDLE:
             self._arm(self.server.limits.idle_timeout)
         elif self.state == BUSY:
@@ -493,6 +496,7 @@ class _AsyncServer:
         self.loop.set_exception_handler(self._loop_error)
         self.fresh: OrderedDict[_Conn, None] = OrderedDict()  # no request completed yet, oldest first
         self.kept: OrderedDict[_Conn, None] = OrderedDict()  # completed one, least recently used first
+        self.stalled: OrderedDict[_Conn, None] = OrderedDict()  # not reading their response
         self.pending_accepts = 0
         self.evicted = 0
         self.render_pool = concurrent.futures.ThreadPoolExecutor(
@@ -516,6 +520,20 @@ class _AsyncServer:
     def unregister(self, conn: _Conn) -> None:
         self.fresh.pop(conn, None)
         self.kept.pop(conn, None)
+        self.stalled.pop(conn, None)
+
+    def stalled_writer(self, conn: _Conn) -> None:
+        """A client is not reading its response: its transport holds the rest of the body in memory.
+
+        At most `max_stalled` such clients: the longest-stalled one beyond that is dropped, so clients
+        that ask for /metrics and never read cannot add up to more memory than MemoryMax allows.
+        """
+        self.stalled[conn] = None
+        while len(self.stalled) > self.limits.max_stalled:
+            oldest = next(iter(self.stalled))
+            self.stalled.pop(oldest)
+            self.client_error("client does not read its response", oldest.peer, "dropped (too many such)")
+            oldest.abort()
 
     def touch(self, conn: _Conn) -> None:
         self.fresh.pop(conn, None)
@@ -575,6 +593,9 @@ class _AsyncServer:
             await self.loop.connect_accepted_socket(lambda: _Conn(self, guard), sock)
         except OSError as exc:
             self.client_error("connection lost", "-", exc)
+            sock.close()
+        except Exception:
+            log.exception("cannot serve a new connection")
             sock.close()
         finally:
             self.pending_accepts -= 1

@@ -228,3 +228,52 @@ def test_tls_clients_that_reset_leave_at_most_one_line_each_never_a_traceback(
         for line in text.splitlines():
             assert isinstance(json.loads(line), dict), line
     assert len(text.splitlines()) < 60  # one debug line per client error at most, rate-limited
+
+
+def test_clients_that_never_read_their_response_are_bounded(tmp_path: Path) -> None:
+    """Each one holds the unsent rest of a body in memory: beyond max_stalled, the oldest is dropped."""
+    reg = CollectorRegistry()
+    big = Gauge("ka_test_big", "Large labels.", ["blob"], registry=reg)
+    for i in range(1500):
+        big.labels(f"{i:06d}" + "x" * 4000).set(i)  # a ~6 MB body: more than loopback buffers take
+    srv = HttpServer("127.0.0.1", 0, App(reg), limits=Limits(max_stalled=4, write_timeout=30.0))
+    srv.start()
+    stalled = []
+    try:
+        for _ in range(12):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+            time.sleep(0.1)
+
+        gone: set[int] = set()
+
+        def dropped() -> int:
+            for i, s in enumerate(stalled):
+                if i in gone:
+                    continue
+                try:
+                    s.setblocking(False)
+                    while s.recv(1 << 20):
+                        pass
+                    gone.add(i)  # EOF
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    gone.add(i)
+            return len(gone)
+
+        # 12 clients that read nothing, at most 4 allowed to stall: 8 dropped, whatever the order.
+        assert wait_until(lambda: dropped() >= 8, 10)
+        assert srv._server.connections <= 4
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read()
+        assert len(body) > 5_000_000
+        conn.close()
+    finally:
+        for s in stalled:
+            s.close()
+        srv.stop()
