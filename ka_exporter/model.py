@@ -101,6 +101,19 @@ class ConfigProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfNotifyFifo:
+    """A `notify_fifo` / `vrrp_notify_fifo` line of global_defs.
+
+    `has_script`: keepalived also runs a `*_notify_fifo_script` that reads this FIFO. A FIFO's lines go
+    to one reader each, so reading it as well would steal events from the operator's script.
+    """
+
+    kind: str  # "notify_fifo" / "vrrp_notify_fifo"
+    path: str
+    has_script: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class KeepalivedConfig:
     """Everything the exporter needs to know from keepalived.conf."""
 
@@ -110,6 +123,7 @@ class KeepalivedConfig:
     router_id: str | None = None
     vrrp_version: int | None = None
     enable_dbus: bool = False
+    notify_fifos: tuple[ConfNotifyFifo, ...] = ()
     files: tuple[str, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
 
@@ -325,7 +339,7 @@ class Snapshot:
     process: ProcessInfo | None = None
     addresses: tuple[LocalAddress, ...] | None = None
     instances: tuple[InstanceView, ...] | None = None
-    instances_source: str | None = None  # "dbus" / "dumps"
+    instances_source: str | None = None  # "dbus" / "dumps" / "fifo", joined with "+"
     transitions: tuple[tuple[str, int], ...] = ()  # (instance name, count) seen via events
     wire_peers: tuple[WirePeer, ...] | None = None
     wire_stats: WireStats | None = None
@@ -337,13 +351,14 @@ class Snapshot:
     def state_fresh_since(self) -> float | None:
         """Since when keepalived's reported states are known to be current.
 
-        D-Bus pushes every transition within milliseconds, so while the D-Bus source is up the
-        state is current now; dumps are only as fresh as the last refresh.
+        D-Bus and the notify FIFO push every transition within milliseconds, so while either source is
+        up the state is current now; dumps are only as fresh as the last refresh.
         """
         times = dict(self.views_time)
-        dbus = self.source("dbus")
-        if "dbus" in times and dbus is not None and dbus.up:
-            return self.time
+        for events in ("dbus", "fifo"):  # the event streams: current while their source is up
+            health = self.source(events)
+            if events in times and health is not None and health.up:
+                return self.time
         return times.get("dumps")
 
     def source(self, name: str) -> SourceHealth | None:

@@ -25,7 +25,7 @@ Listener = Callable[[], None]
 
 
 def merge_views(
-    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True
+    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True, fifo_current: bool = True
 ) -> tuple[InstanceView, ...] | None:
     """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
 
@@ -33,26 +33,37 @@ def merge_views(
     interval old, so D-Bus wins on `state` while the D-Bus source is up (`dbus_current`); once it
     has lost the bus its last word is history and the dumps' state counts. Everything else only the
     dumps carry.
+
+    The notify FIFO ("fifo") is the other event stream: its lines arrive as keepalived writes them,
+    so while that source is up (`fifo_current`) its state and effective priority beat a dump's, but not
+    a D-Bus that is up and vouches for the instance list (both report the same transition; D-Bus also
+    knows which instances exist).
     """
     if not views:
         return None
     dumps = {v.name: v for v in views.get("dumps", ())}
     dbus = {v.name: v for v in views.get("dbus", ())}
+    fifo = {v.name: v for v in views.get("fifo", ())} if fifo_current else {}
     dbus_vouches = "dbus" in views
+    dbus_rules = dbus_vouches and dbus_current
     merged: list[InstanceView] = []
-    for name in sorted(set(dumps) | set(dbus)):
-        d, b = dumps.get(name), dbus.get(name)
+    for name in sorted(set(dumps) | set(dbus) | set(fifo)):
+        d, b, f = dumps.get(name), dbus.get(name), fifo.get(name)
+        m: InstanceView | None
         if d is None:
-            if b is not None:
-                merged.append(b)
+            m = b
         elif b is None:
             # D-Bus answered and does not know this instance (keepalived stopped, or reloaded
             # without it): the dump's state is history, not the present.
-            merged.append(replace(d, state=None) if dbus_vouches else d)
+            m = replace(d, state=None) if dbus_vouches else d
         elif b.state is None or not dbus_current:
-            merged.append(d)
+            m = d
         else:
-            merged.append(replace(d, state=b.state))
+            m = replace(d, state=b.state)
+        if f is not None and f.state is not None and not dbus_rules:
+            m = f if m is None else replace(m, state=f.state, effective_priority=f.effective_priority)
+        if m is not None:
+            merged.append(m)
     return tuple(merged)
 
 
@@ -195,7 +206,9 @@ class Store:
                 process=self._process,
                 addresses=self._addresses,
                 instances=merge_views(
-                    self._views, dbus_current=(h := self._health.get("dbus")) is None or h.up
+                    self._views,
+                    dbus_current=(h := self._health.get("dbus")) is None or h.up,
+                    fifo_current=(f := self._health.get("fifo")) is None or f.up,
                 ),
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
