@@ -150,9 +150,11 @@ def build_parts(settings: Settings) -> list[Part]:
 
         parts.append(collect_keepalived)
     if settings.enabled("wire"):
+        from ka_exporter.collectors.failover import collect_failover
         from ka_exporter.collectors.wire import collect_wire
 
         parts.append(collect_wire)
+        parts.append(collect_failover)
     parts.append(collect_exporter)
     return parts
 

@@ -288,6 +288,57 @@ class WireStats:
 
 
 # --------------------------------------------------------------------------------------------------
+# failover timing from the wire (verdicts/failover.py keeps the accounts)
+# --------------------------------------------------------------------------------------------------
+
+# From a preemption's milliseconds to a SIGKILL's master-down interval at advert_int 10 (30+ s).
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Cumulative bucket counts for BUCKETS (then +Inf = count), the count and the sum."""
+
+    buckets: tuple[int, ...] = (0,) * len(BUCKETS)
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, value: float) -> Histogram:
+        return Histogram(
+            tuple(n + (value <= le) for n, le in zip(self.buckets, BUCKETS, strict=True)),
+            self.count + 1,
+            self.total + value,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverEvent:
+    """One change of master on a VRID. Exactly one of `gap` / `overlap` is set."""
+
+    key: tuple[str, str, int]  # (interface, family, vrid)
+    at: float  # the new master's first advert
+    old: str | None
+    new: str
+    gap: float | None = None
+    overlap: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VridTiming:
+    """A VRID's accounts since the exporter started."""
+
+    key: tuple[str, str, int]  # (interface, family, vrid)
+    master: str | None = None
+    master_changes: int = 0
+    masterless_seconds: float = 0.0
+    multi_master_seconds: float = 0.0
+    observed_seconds: float = 0.0
+    unobserved_seconds: float = 0.0
+    gaps: Histogram = field(default_factory=Histogram)
+    overlaps: Histogram = field(default_factory=Histogram)
+
+
+# --------------------------------------------------------------------------------------------------
 # the link layer: who answers for each VIP (ARP for IPv4, neighbour discovery for IPv6)
 # --------------------------------------------------------------------------------------------------
 
@@ -347,6 +398,8 @@ class Snapshot:
     addresses_changed: float | None = None  # when the local address set last changed
     views_time: tuple[tuple[str, float], ...] = ()  # (view source, when it last published)
     l2: tuple[VipAnswers, ...] | None = None  # the L2 witness, one record per watched VIP
+    failover: tuple[VridTiming, ...] | None = None  # the wire's failover accounts, per VRID
+    failover_events: tuple[FailoverEvent, ...] = ()  # the latest master changes, oldest first
 
     def state_fresh_since(self) -> float | None:
         """Since when keepalived's reported states are known to be current.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ka_exporter.model import (
+    FailoverEvent,
     InstanceView,
     KeepalivedConfig,
     LocalAddress,
@@ -16,11 +17,13 @@ from ka_exporter.model import (
     Snapshot,
     SourceHealth,
     VipAnswers,
+    VridTiming,
     WirePeer,
     WireStats,
 )
 
 WireProvider = Callable[[], tuple[tuple[WirePeer, ...], WireStats]]
+FailoverProvider = Callable[[], tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]]
 Listener = Callable[[], None]
 
 
@@ -86,6 +89,7 @@ class Store:
         self._addresses_changed: float | None = None
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
+        self._failover: FailoverProvider | None = None
         self._l2: tuple[VipAnswers, ...] | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
@@ -161,6 +165,11 @@ class Store:
             self._wire = provider
             self._bump()
 
+    def set_failover_provider(self, provider: FailoverProvider | None) -> None:
+        """The wire source's failover accounts, read (outside the store's lock) by every snapshot."""
+        with self._lock:
+            self._failover = provider
+
     def wire_changed(self) -> None:
         """Called by the wire source when its peer table changed in a way verdicts care about."""
         with self._lock:
@@ -217,6 +226,10 @@ class Store:
                 views_time=tuple(sorted(self._views_time.items())),
                 l2=self._l2,
             )
+            failover = self._failover
+        if failover is not None:
+            timings, events = failover()
+            snap = replace(snap, failover=timings, failover_events=events)
         if wire is None:
             return snap
         # The wire table has its own lock (it is written per packet); read it outside ours.
