@@ -261,7 +261,7 @@ def test_slowloris_and_idle_connections_do_not_stop_tls_scrapes(tmp_path, certs,
     print(
         f"\nscrapes {total}, ok {len(result.latencies)}, p99 {p99(result.latencies):.3f} s, "
         f"threads quiet {threads_quiet} max {max(threads)}, fds held {held}, rss {rss / 2**20:.0f} MiB, "
-        f"attackers {stats}"
+        f"attackers {stats}, cgroup {exp.cgroup.dirs if exp.cgroup else 'none (nofile limit only)'}"
     )
     assert total >= 100
     assert len(result.latencies) >= 0.99 * total, result.failures[:5]
