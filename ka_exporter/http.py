@@ -15,8 +15,9 @@ connect and stay silent, or trickle a request byte by byte (slowloris):
   evicts the oldest one that has not completed a request, then the longest-idle kept-alive one. A
   real scraper, whose request completes in milliseconds, is never the oldest: it still gets in.
 - TLS runs on memory BIOs (ssl.SSLObject) inside the loop. Each new connection asks `web()` for the
-  current web config, so a re-read config (rotated certificates, changed users) applies to new
-  handshakes without a restart, as exporter-toolkit does.
+  current web config (TLS context), and so does each request (users, headers), so a re-read config
+  applies without a restart: rotated certificates to new handshakes, changed users to the next
+  request, as exporter-toolkit does.
 - Client misbehaviour (reset, bad handshake, garbage) is logged at debug level, one logfmt line each
   and rate-limited; it never produces a traceback.
 """
@@ -351,6 +352,9 @@ class _Conn(asyncio.Protocol):
 
     async def _serve(self, req: _Request) -> None:
         try:
+            # Users and headers as the web config says now (re-read), as exporter-toolkit checks them
+            # per request; the TLS context stays the one this connection was made with.
+            self.guard = self.server.guard()
             resp = await self.server.respond(req, self.guard)
         except Exception:
             log.exception("serving %s failed", req.target[:200])

@@ -31,9 +31,10 @@ Deviations from exporter-toolkit, all refused loudly rather than ignored quietly
 - `curve_preferences` with more than one curve keeps OpenSSL's default groups (Python 3.11 sets one
   group only) and says so in a warning line.
 - Re-reading: like exporter-toolkit (which reads the file and the certificate again for every TLS
-  handshake), a new connection gets the current file: `WebConfigReloader` stats the file and the
-  files it names (cert_file, key_file, client_ca_file) for each new connection and loads them again
-  when one changed, so rotated certificates and changed users apply without a restart. Unlike
+  handshake and the users for every request), `WebConfigReloader` stats the file and the files it
+  names (cert_file, key_file, client_ca_file) for each new connection and each request and loads them
+  again when one changed, so rotated certificates (new handshakes) and changed users (next request)
+  apply without a restart. Unlike
   exporter-toolkit, a file that no longer loads (a half-written key, a typo) does not fail every
   handshake: the last good config stays in use and one error line says why (again only after the
   next change). Switching between HTTP and HTTPS needs a restart (the listener's scheme is fixed).

@@ -93,15 +93,22 @@ def test_replaced_certificate_reaches_new_handshakes_without_restart(tmp_path, c
         pid = exp.proc.pid
         assert exp.proc.poll() is None
 
-        # Users are re-read too: a password added to the file works on the next connection.
+        # Users are re-read too, for every request: on a connection kept open across the change,
+        # the request before needs no password and the one after does.
+        kept = http.client.HTTPSConnection("127.0.0.1", exp.port, context=client, timeout=5)
+        kept.request("GET", "/metrics")
+        resp = kept.getresponse()
+        assert resp.status == 200
+        resp.read()
         cfg.write_text(cfg.read_text() + users_block())
+        kept.request("GET", "/metrics")
+        resp = kept.getresponse()
+        assert resp.status == 401
+        resp.read()
+        kept.close()
         conn = http.client.HTTPSConnection("127.0.0.1", exp.port, context=client, timeout=5)
         conn.request("GET", "/metrics", headers={"Authorization": basic("prometheus", PASSWORD)})
         assert conn.getresponse().status == 200
-        conn.close()
-        conn = http.client.HTTPSConnection("127.0.0.1", exp.port, context=client, timeout=5)
-        conn.request("GET", "/metrics")
-        assert conn.getresponse().status == 401
         conn.close()
     finally:
         stop_exporter(exp)
