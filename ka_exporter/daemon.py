@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -194,9 +195,15 @@ class Exporter:
         for src in self.sources:
             src.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.3) -> None:
+        """Stop every source at once, then give their threads `timeout` in all to finish. A thread
+        asleep in a poll with a long timeout (netlink resync) is a daemon thread: the process exit
+        ends it, nothing of it needs flushing."""
         for src in self.sources:
-            src.stop()
+            src.request_stop()
+        deadline = time.monotonic() + timeout
+        for src in self.sources:
+            src.join(max(0.0, deadline - time.monotonic()))
 
     def collect_once(self) -> bool:
         """Run every enabled source once, in parallel; True if all of them worked."""
