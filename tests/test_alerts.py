@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "alerts" / "keepalived.rules.yml"
-RULE_FILES = (RULES, ROOT / "alerts" / "lvs.rules.yml")  # every shipped rule file
+RULE_FILES = sorted((ROOT / "alerts").glob("*.rules.yml"))  # keepalived.rules.yml, slo.rules.yml, ...
 TESTS_DIR = ROOT / "alerts" / "tests"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 SEVERITIES = {"critical", "warning", "info"}
@@ -38,14 +38,14 @@ def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def load_rules(path: Path | None = None) -> list[dict[str, Any]]:
-    """The rules of one file, or (no path) of every shipped rule file."""
-    docs = [yaml.safe_load(p.read_text()) for p in ([path] if path else RULE_FILES)]
-    return [rule for doc in docs for group in doc["groups"] for rule in group["rules"]]
+def load_rules(path: Path = RULES) -> list[dict[str, Any]]:
+    doc = yaml.safe_load(path.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    return [r for r in load_rules() if "alert" in r]
+    """The alerts of every shipped rule file."""
+    return [r for path in RULE_FILES for r in load_rules(path) if "alert" in r]
 
 
 def unit_test_files() -> list[Path]:
@@ -102,19 +102,22 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     assert "KeepalivedDown" in result.stdout + result.stderr
 
 
-def _write_copy(tmp_path: Path, rules_text: str, rules: Path = RULES) -> None:
-    for shipped in RULE_FILES:
-        (tmp_path / shipped.name).write_text(shipped.read_text())
-    (tmp_path / rules.name).write_text(rules_text)
+def _write_copy(tmp_path: Path, rules_text: str) -> None:
+    (tmp_path / "keepalived.rules.yml").write_text(rules_text)
     (tmp_path / "tests").mkdir()
     for f in unit_test_files():
         (tmp_path / "tests" / f.name).write_text(f.read_text())
 
 
-def test_unit_tests_load_the_shipped_rule_file() -> None:
+def test_unit_tests_load_the_shipped_rule_files() -> None:
+    """Each promtool test file loads one shipped rule file, and every shipped rule file is tested."""
+    loaded = set()
     for f in unit_test_files():
         doc = yaml.safe_load(f.read_text())
-        assert [(f.parent / p).resolve() for p in doc["rule_files"]] in ([r] for r in RULE_FILES), f.name
+        files = [(f.parent / p).resolve() for p in doc["rule_files"]]
+        assert len(files) == 1 and files[0] in RULE_FILES, f.name
+        loaded.add(files[0])
+    assert loaded == set(RULE_FILES)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -223,24 +226,21 @@ def test_every_alert_fires_in_a_case_and_stays_quiet_in_another() -> None:
         assert quiet, f"{name}: no promtool case where it must not fire"
 
 
-def _for_rules() -> list[tuple[Path, int, str]]:
+def _for_rules() -> list[tuple[int, str]]:
     return [
-        (path, i, f"{r['alert']} {r.get('labels', {}).get('signal', '')}".strip())
-        for path in RULE_FILES
-        for i, r in enumerate(load_rules(path))
+        (i, f"{r['alert']} {r.get('labels', {}).get('signal', '')}".strip())
+        for i, r in enumerate(load_rules())
         if duration_seconds(str(r.get("for", "0s"))) > 0
     ]
 
 
-@pytest.mark.parametrize(
-    ("path", "index", "label"), _for_rules(), ids=[label for _, _, label in _for_rules()]
-)
-def test_each_for_duration_is_load_bearing(tmp_path: Path, path: Path, index: int, label: str) -> None:
+@pytest.mark.parametrize(("index", "label"), _for_rules(), ids=[label for _, label in _for_rules()])
+def test_each_for_duration_is_load_bearing(tmp_path: Path, index: int, label: str) -> None:
     """Drop one rule's `for:` and some quiet case (failover, preemption, restart, scrape gap) must fail."""
-    doc = yaml.safe_load(path.read_text())
+    doc = yaml.safe_load(RULES.read_text())
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     del rules[index]["for"]
-    _write_copy(tmp_path, yaml.safe_dump(doc, sort_keys=False), path)
+    _write_copy(tmp_path, yaml.safe_dump(doc, sort_keys=False))
     name = rules[index]["alert"]
     files = [f for f in sorted((tmp_path / "tests").glob("*.yml")) if f"alertname: {name}\n" in f.read_text()]
     result = run_promtool("test", "rules", *files)
