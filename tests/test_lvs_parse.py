@@ -77,6 +77,34 @@ def test_checker_dump_virtual_server_and_checker_fields() -> None:
     assert [(c.method, c.up) for c in rs1.checkers] == [("TCP_CHECK", True)]
 
 
+def test_checker_dump_ipv6_fwmark_and_group_virtual_servers() -> None:
+    text = check("before").decode()
+    head = text[: text.index(" ------< Virtual server >------")]
+    one_vs = text[
+        text.index(" ------< Virtual server >------") : text.index(
+            " ------< Virtual server >------", len(head) + 10
+        )
+    ]
+    rs = one_vs[one_vs.index("   ------< Real server >------") :].split("   ------< Real server >------")[1]
+    vs_body = one_vs[: one_vs.index("   ------< Real server >------")]
+    dumps = {
+        "VS VIP = 2001:db8::1, VPORT = 80": (
+            "[2001:db8::1]:80",
+            "RIP = 2001:db8::11, RPORT = 80, WEIGHT = 1 EFF WEIGHT = 1",
+        ),
+        "VS FWMARK = 7": ("fwmark:7", "RIP = 10.141.0.11, RPORT = 80, WEIGHT = 1 EFF WEIGHT = 1"),
+        "VS GROUP = [web]:80": ("group:web", "RIP = 10.141.0.11, RPORT = 80, WEIGHT = 1 EFF WEIGHT = 1"),
+    }
+    for header, (key, rip) in dumps.items():
+        body = vs_body.replace(" VS VIP = 10.140.0.100, VPORT = 80", f" {header}")
+        real = "   ------< Real server >------" + rs.replace(
+            "RIP = 10.141.0.11, RPORT = 80, WEIGHT = 1 EFF WEIGHT = 1", rip
+        )
+        (vs,) = parse_check_data(head + body + real)
+        assert vs.key == key
+        assert vs.real_servers[0].alive
+
+
 def test_checker_dump_without_virtual_servers_is_empty() -> None:
     text = check("before").decode()
     globals_only = text[: text.index("------< LVS Topology >------")]

@@ -89,7 +89,8 @@ def _vs_key(line: str) -> str | None:
     if m := _VS_FWM.match(line):
         return f"fwmark:{m.group(1)}"
     if m := _VS_GROUP.match(line):
-        return f"group:{m.group(1)}"
+        group = re.fullmatch(r"\[(.+)\]:\d+", m.group(1))  # FMT_VS of a group: "[name]:port"
+        return f"group:{group.group(1) if group else m.group(1)}"
     return None
 
 
