@@ -119,6 +119,12 @@ def test_detection_bounds_come_from_keepalived_s_own_checker_timings() -> None:
     assert len(bounds) == 5
 
 
+def test_a_down_real_server_put_back_in_ipvs_by_hand_is_weight_while_down(lab: Any) -> None:
+    """The guest added the failed rs2:80 back with ipvsadm and waited until /metrics said
+    weight_while_down 1, then removed it and waited for 0 (a step is recorded only when both happened)."""
+    assert steps(lab)["weight_while_down"]["seconds"] >= 0
+
+
 def test_the_real_server_returns(lab: Any) -> None:
     back = steps(lab)["return"]
     assert back["vs_8080_quorum_up"] == 1.0

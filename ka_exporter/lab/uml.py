@@ -655,6 +655,13 @@ class Guest:
         for _ in range(3):
             self.scrape("fail")
             time.sleep(0.5)
+        # rs2:80 is down and out of IPVS: put it back by hand, and IPVS sends traffic to a failed server
+        self.sh("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", f"{RS['rs2']}:80", "-m", "-w", "1")
+        key = ("keepalived_lvs_real_server_problem", with_kind(rs_labels(80, "rs2"), "weight_while_down"))
+        took = self.wait("fail", "weight_while_down for rs2:80", lambda s: s.get(key) == 1, 20)
+        self.sh("ipvsadm", "-d", "-t", f"{VIP}:80", "-r", f"{RS['rs2']}:80")
+        self.wait("fail", "weight_while_down cleared", lambda s: s.get(key) == 0, 20)
+        self.step("weight_while_down", seconds=round(took, 2))
         self.httpd("rs2")
         returned = time.monotonic()
         self.wait(
