@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.sources.lvs import LvsSource, read_file
+from ka_exporter.sources.lvs import LvsSource, checker_child, read_file
 from ka_exporter.store import Store
 from ka_exporter.verdicts.lvs import lvs_problems
 
@@ -72,3 +72,39 @@ def test_read_file_refuses_symlinks_and_non_regular_files(tmp_path: Path) -> Non
         read_file(tmp_path / "link")
     with pytest.raises(OSError):
         read_file(tmp_path)
+
+
+def test_checker_child_is_found_by_its_pid_file_and_must_be_a_child(tmp_path: Path) -> None:
+    """keepalived's default: checkers.pid next to the parent's pid file; a pid that is not the parent's
+    child (a stale file, a recycled pid) is not trusted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "checkers.pid"
+    script = tmp_path / "parent.py"  # a stand-in parent: one child, its pid where keepalived would write it
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "open(sys.argv[1], 'w').write(str(child.pid))\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script), str(pidfile)])
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the test's parent never wrote its child's pid"
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        assert checker_child(parent.pid, tmp_path / "keepalived.pid") == child
+        pidfile.write_text(str(parent.pid))  # not a child of itself
+        assert checker_child(parent.pid, tmp_path / "keepalived.pid") is None
+        pidfile.unlink()
+        assert checker_child(parent.pid, tmp_path / "keepalived.pid") is None
+    finally:
+        if "child" in locals():
+            os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
