@@ -117,10 +117,8 @@ class LvsSource(Source):
             return None, None, "this kernel has no IPVS (no /proc/net/ip_vs): no LVS table or counters"
         try:
             return self.netlink.read(), "netlink", None
-        except (OSError, nl.IpvsError, StopIteration) as exc:
-            reason = (
-                f"{exc}" if not isinstance(exc, StopIteration) else "no reply from the netlink controller"
-            )
+        except (OSError, nl.IpvsError) as exc:
+            reason = str(exc)
         if not self._said_proc:
             log.warning(
                 "lvs: IPVS over netlink failed (%s; it needs CAP_NET_ADMIN): reading %s, no counters",
