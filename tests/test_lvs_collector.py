@@ -66,6 +66,35 @@ def test_alive_but_missing_from_ipvs() -> None:
     assert {p.kind for p in lvs_problems(replace(v, ipvs=()))} == {"missing_from_ipvs"}  # ipvsadm -C
 
 
+def test_below_quorum_with_a_sorry_server_the_alive_ones_are_out_of_ipvs_by_design() -> None:
+    """keepalived 2.2.7 (UML lab): quorum lost with a sorry server, it removes the alive rs1:8080 from IPVS
+    and adds the sorry server; that is not missing_from_ipvs."""
+    v = view("after")
+    assert v.checker is not None and v.ipvs is not None
+    checker = tuple(
+        replace(vs, quorum_up=False, sorry_server="10.141.0.13:8080") if vs.key == VS8080 else vs
+        for vs in v.checker
+    )
+    ipvs = tuple(
+        replace(
+            s,
+            dests=(
+                *(d for d in s.dests if d.key != "10.141.0.11:8080"),
+                IpvsDest("10.141.0.13:8080", "Masq", 1, 0, 0),
+            ),
+        )
+        if s.key == VS8080
+        else s
+        for s in v.ipvs
+    )
+    assert lvs_problems(replace(v, checker=checker, ipvs=ipvs)) == [LvsProblem("below_quorum", VS8080, "TCP")]
+    # without a sorry server keepalived leaves them in IPVS: their absence is a mismatch again
+    no_sorry = tuple(replace(vs, sorry_server=None) for vs in checker)
+    assert LvsProblem("missing_from_ipvs", VS8080, "TCP", "10.141.0.11:8080") in lvs_problems(
+        replace(v, checker=no_sorry, ipvs=ipvs)
+    )
+
+
 def test_quorum_lost_and_no_alive_real_server() -> None:
     v = view("after")
     assert v.checker is not None

@@ -107,6 +107,9 @@ def test_a_killed_real_server_is_down_within_one_delay_loop_and_the_retries(lab:
         1,
     )
     assert (fail["vs_8080_quorum_up"], fail["vs_8080_below_quorum"]) == (0, 1)  # quorum 4, weights 3 + 1
+    # the sorry server (rs3:8080) serves; keepalived took the alive rs1:8080 out of IPVS itself
+    assert fail["vs_8080_sorry_active"] == 1
+    assert fail["ipvs_8080"] == [f"{RS2}:8080", f"{RS3}:8080"]
     assert fail["mismatches"] == 0  # an inhibited server is not a keepalived/IPVS mismatch
 
 

@@ -17,7 +17,8 @@ over /run (hostfs would share the host's) and loaded ip_vs from a private module
                                         VIP 10.140.0.100 (VRRP)            --veth-- ns "rs": 10.141.0.11-13
     VS 10.140.0.100:80    rr  NAT TCP_CHECK              rs1, rs2 (busybox httpd), rs3 (never listens)
     VS 10.140.0.100:8080  wrr NAT HTTP_GET /health       rs1 weight 3, rs2 weight 1 inhibit_on_failure,
-                                                         quorum 4 (losing rs2 loses the quorum)
+                                                         quorum 4 (losing rs2 loses the quorum),
+                                                         sorry_server rs3:8080
 
 Scenarios, each step waiting on what ka-exporter's /metrics says: ready, client traffic (the counters
 grow), rs2 fails (down within delay_loop + retries) and returns, a real server removed from IPVS by hand
@@ -96,6 +97,7 @@ virtual_server {VIP} 8080 {{
   protocol TCP
   persistence_timeout 30
   quorum 4
+  sorry_server {RS["rs3"]} 8080
 
   real_server {RS["rs1"]} 8080 {{
     weight 3
@@ -646,6 +648,14 @@ class Guest:
                 ("keepalived_lvs_real_server_effective_weight", rs_labels(8080, "rs2"))
             ),
             vs_8080_quorum_up=s.get(("keepalived_lvs_virtual_server_quorum_up", vs_labels(8080))),
+            vs_8080_sorry_active=s.get(
+                ("keepalived_lvs_virtual_server_sorry_server_active", vs_labels(8080))
+            ),
+            ipvs_8080=sorted(
+                dict(lab)["real_server"]
+                for (n, lab), _v in s.items()
+                if n == "keepalived_ipvs_real_server_weight" and dict(lab)["virtual_server"] == f"{VIP}:8080"
+            ),
             vs_8080_below_quorum=s.get(
                 ("keepalived_lvs_virtual_server_problem", with_kind(vs_labels(8080), "below_quorum"))
             ),

@@ -4,6 +4,8 @@ Pure functions of records. Each problem names the virtual server (and real serve
 
 - `missing_from_ipvs`: keepalived calls a real server alive but IPVS has no such destination (someone
   ran `ipvsadm -C`/`-d`, or keepalived failed to add it): it gets no traffic although it is healthy.
+  Not while the virtual server is below quorum with a sorry server: keepalived then takes the alive
+  real servers out of IPVS itself and the sorry server serves.
 - `weight_while_down`: keepalived calls a real server down but IPVS still has it with weight > 0:
   IPVS keeps sending new connections to a failed server. (An inhibited server keeps weight 0 in IPVS
   while keepalived reports effective weight 1: that is normal and never called a problem.)
@@ -63,9 +65,12 @@ def lvs_problems(view: LvsView | None) -> list[LvsProblem]:
             continue  # a group's entries are separate IPVS services: not cross-checked
         service = index.get((vs.key, proto))
         dests = {d.key: d for d in service.dests} if service is not None else {}
+        # Below quorum with a sorry server, keepalived takes the alive real servers out of IPVS and the
+        # sorry server serves (seen in the UML lab): their absence is keepalived's doing, not a mismatch.
+        sorry_serves = not vs.quorum_up and vs.sorry_server is not None
         for rs in vs.real_servers:
             dest = dests.get(rs.key)
-            if rs.alive and rs.effective_weight > 0 and dest is None:
+            if rs.alive and rs.effective_weight > 0 and dest is None and not sorry_serves:
                 out.append(LvsProblem("missing_from_ipvs", vs.key, vs.protocol, rs.key))
             elif not rs.alive and dest is not None and dest.weight > 0:
                 out.append(LvsProblem("weight_while_down", vs.key, vs.protocol, rs.key))
