@@ -234,7 +234,9 @@ class ProcessSource(Source):
                     "its network namespace cannot be read (needs root or CAP_SYS_PTRACE) and no pid file"
                     " vouches for it"
                 )
-            log.info("not adopting keepalived candidate pid %d (%s): %s", pid, comm(pid), why)
+            # Another namespace's keepalived is normal (containers, the lab): not worth an info line.
+            level = logging.DEBUG if "another network namespace" in why else logging.INFO
+            log.log(level, "not adopting keepalived candidate pid %d (%s): %s", pid, comm(pid), why)
 
     def _scan_parent(self) -> _Proc | None:
         # Fast path: the parent we know is still there.
