@@ -1,0 +1,71 @@
+"""Control characters from keepalived.conf, keepalived or the wire never reach a terminal or the page raw."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from ka_exporter.views import printable
+from tests.conftest import EXPORTER, scrape
+
+EVIL = "VI_\x1b[2J\x1b]0;pwned\x07X\u202eY\u200b"
+CONF = (
+    f"vrrp_instance {EVIL} {{\n  interface lo\n  virtual_router_id 51\n  priority 100\n"
+    "  virtual_ipaddress {\n    192.0.2.51/32 dev lo\n  }\n}\n"
+)
+
+
+def test_printable_escapes_controls_and_invisible_format_characters():
+    assert printable("VI_1 eth0.10 fe80::1") == "VI_1 eth0.10 fe80::1"  # the usual untouched
+    assert printable(EVIL) == "VI_\\x1b[2J\\x1b]0;pwned\\x07X\\u202eY\\u200b"
+    assert printable("a\nb\rc\td\x7f\x9b") == "a\\x0ab\\x0dc\\x09d\\x7f\\x9b"
+    assert printable("café ✓") == "café ✓"  # printable non-ASCII stays
+
+
+@pytest.mark.parametrize("command", ["status", "check"])
+def test_status_and_check_print_no_escape_sequence(tmp_path, command):
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(CONF)
+    r = subprocess.run(
+        [
+            *EXPORTER,
+            "--keepalived.config",
+            str(conf),
+            "--keepalived.pid-file",
+            str(tmp_path / "none.pid"),
+            "--no-collector.wire",
+            "--no-collector.dbus",
+            "--no-collector.dumps",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = r.stdout
+    for ch in ("\x1b", "\x07", "\u202e", "\u200b"):
+        assert ch not in out, (command, out)
+        assert ch not in r.stderr
+    if command == "status":
+        assert "VI_\\x1b[2J\\x1b]0;pwned\\x07X\\u202eY\\u200b" in out  # named, visibly
+    else:
+        assert len(out.splitlines()) == 1 and out.startswith("KEEPALIVED CRITICAL - ")
+
+
+def test_the_page_shows_the_name_escaped(tmp_path, exporter_factory):
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(CONF)
+    exp = exporter_factory(
+        "--keepalived.config",
+        str(conf),
+        "--keepalived.pid-file",
+        str(tmp_path / "none.pid"),
+        "--no-collector.wire",
+        "--no-collector.dbus",
+        "--no-collector.dumps",
+    )
+    page = scrape(f"http://127.0.0.1:{exp.port}/")
+    for ch in ("\x1b", "\x07", "\u202e", "\u200b"):
+        assert ch not in page
+    assert "VI_\\x1b[2J\\x1b]0;pwned\\x07X\\u202eY\\u200b" in page
