@@ -16,6 +16,16 @@ CONF = (
 )
 
 
+def conf_args(tmp_path) -> list[str]:
+    """The evil keepalived.conf, and no source that needs keepalived."""
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(CONF)
+    return [
+        *("--keepalived.config", str(conf), "--keepalived.pid-file", str(tmp_path / "none.pid")),
+        *("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps"),
+    ]
+
+
 def test_printable_escapes_controls_and_invisible_format_characters():
     assert printable("VI_1 eth0.10 fe80::1") == "VI_1 eth0.10 fe80::1"  # the usual untouched
     assert printable(EVIL) == "VI_\\x1b[2J\\x1b]0;pwned\\x07X\\u202eY\\u200b"
@@ -25,20 +35,8 @@ def test_printable_escapes_controls_and_invisible_format_characters():
 
 @pytest.mark.parametrize("command", ["status", "check"])
 def test_status_and_check_print_no_escape_sequence(tmp_path, command):
-    conf = tmp_path / "keepalived.conf"
-    conf.write_text(CONF)
     r = subprocess.run(
-        [
-            *EXPORTER,
-            "--keepalived.config",
-            str(conf),
-            "--keepalived.pid-file",
-            str(tmp_path / "none.pid"),
-            "--no-collector.wire",
-            "--no-collector.dbus",
-            "--no-collector.dumps",
-            command,
-        ],
+        [*EXPORTER, *conf_args(tmp_path), command],
         capture_output=True,
         text=True,
         timeout=60,
@@ -54,17 +52,7 @@ def test_status_and_check_print_no_escape_sequence(tmp_path, command):
 
 
 def test_the_page_shows_the_name_escaped(tmp_path, exporter_factory):
-    conf = tmp_path / "keepalived.conf"
-    conf.write_text(CONF)
-    exp = exporter_factory(
-        "--keepalived.config",
-        str(conf),
-        "--keepalived.pid-file",
-        str(tmp_path / "none.pid"),
-        "--no-collector.wire",
-        "--no-collector.dbus",
-        "--no-collector.dumps",
-    )
+    exp = exporter_factory(*conf_args(tmp_path))
     page = scrape(f"http://127.0.0.1:{exp.port}/")
     for ch in ("\x1b", "\x07", "\u202e", "\u200b"):
         assert ch not in page
