@@ -208,3 +208,51 @@ def test_next_deadline_says_when_a_pending_transition_falls_due():
     assert t.next_deadline() == 12.5  # absent since after 12.0: its end is due at last_seen + debounce
     assert t.update({}, 12.5) == [(mm, "end")]
     assert t.next_deadline() is None
+
+
+CHILD = """
+import json, os, sys
+open(sys.argv[1] + "/cgroup.procs", "w").write(str(os.getpid()))
+from ka_exporter.conditions import Condition
+from ka_exporter.watchdog import Event, HookRunner
+runner = HookRunner(sys.argv[2], timeout=10, max_concurrent=4)
+runner.backoff = 0.05
+for v in range(1, 13):
+    runner.submit(Event(Condition("no_master", (("vrid", str(v)),), "x"), "begin", 1.0, "n"))
+ok = runner.wait_idle(90)
+st = runner.stats
+print(json.dumps({"idle": ok, "runs": st.runs, "retries": st.retries, "failures": st.failures}))
+"""
+
+
+def test_under_a_tasks_limit_no_event_is_lost(tmp_path):
+    """The unit's TasksMax, emulated with a pids cgroup: hooks that cannot start are retried, not lost."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    import pytest
+
+    root = Path("/sys/fs/cgroup/pids")
+    if os.geteuid() != 0 or not (root / "cgroup.procs").exists():
+        pytest.skip("needs root and the cgroup v1 pids controller")
+    cg = root / f"ka-h6-{secrets.token_hex(4)}"
+    cg.mkdir()
+    try:
+        # The interpreter and its 4 workers, plus room for one hook (sh + sleep) at a time.
+        (cg / "pids.max").write_text("7\n")
+        out = tmp_path / "delivered"
+        script = hook(tmp_path, f'echo "$KA_VRID" >> {out}\nsleep 0.1\n')
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, str(cg), str(script)], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["idle"] is True
+        assert res["retries"] > 0, res  # the limit really refused starts
+        # (A hook whose own `sleep` the limit refuses exits non-zero: it ran, and is counted a failure.)
+        assert sorted(int(x) for x in out.read_text().split()) == list(range(1, 13))  # every one ran
+        assert res["runs"] == 12
+    finally:
+        cg.rmdir()
