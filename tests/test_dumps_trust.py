@@ -141,3 +141,24 @@ def test_a_dump_created_before_it_is_written_is_waited_for(tmp_path):
     h = store.health("dumps")
     assert h is not None and h.up, h
     assert store.snapshot().instances, "the complete dump was not read"
+
+
+@needs_root
+def test_a_keepalived_of_another_user_named_by_the_pid_file_is_not_signalled(world_dir):
+    from tests.test_process_trust import STRANGER as OTHER
+    from tests.test_process_trust import _end, fake_keepalived
+
+    fake = fake_keepalived(world_dir / "bin", OTHER)
+    try:
+        (world_dir / "keepalived.pid").write_text(f"{fake.pid}\n")
+        store = Store()
+        src = DumpSource(store, world_dir, world_dir / "keepalived.pid", True, 15.0, timeout=0.5)
+        src.run_once()
+        h = store.health("dumps")
+        assert h is not None and not h.up
+        assert h.error is not None and f"run by uid {OTHER}, not root: not signalling it" in h.error
+        assert src.signals_sent == 0
+        time.sleep(0.2)
+        assert fake.poll() is None  # SIGUSR1 would have killed the `sleep` it really is
+    finally:
+        _end(fake)

@@ -451,9 +451,14 @@ class DumpSource(Source):
                 pid = None
             except OSError:
                 pidfd = None  # no pidfd support: plain kill() below, after the same check
+            what: str | None = None
             if pid is not None and not is_keepalived(pid):
+                what = "not keepalived"
+            elif pid is not None and (owner := status(pid)) is not None and owner.uid != 0:
+                what = f"a keepalived run by uid {owner.uid}, not root"  # not the daemon: never signalled
+            if pid is not None and what is not None:
                 pid_error = (
-                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is not keepalived:"
+                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is {what}:"
                     " not signalling it"
                 )
                 if pidfd is not None:
