@@ -15,9 +15,9 @@ import pytest
 
 from ka_exporter.sources.dumps import DumpSource
 from ka_exporter.store import Store
-from tests.conftest import EXPORTER, parse_metrics, sample
+from tests.conftest import EXPORTER, FIXTURES, parse_metrics, sample
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "keepalived-2.2.7-debian" / "node-a"
+FIXTURE = FIXTURES / "keepalived-2.2.7-debian" / "node-a"
 STRANGER = 4242
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (files owned by another user)")
