@@ -171,7 +171,9 @@ class Exporter:
         self.sources: list[Source] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.watchdog_stats = WatchdogStats()
-        parts = [*build_parts(settings), watchdog_part(self.watchdog_stats)]
+        parts = build_parts(settings)
+        if not settings.once:  # the watchdog runs only while serving
+            parts.append(watchdog_part(self.watchdog_stats))
         self.collector = SnapshotCollector(self.store.snapshot, parts)
         self.registry.register(self.collector)
 

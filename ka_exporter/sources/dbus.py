@@ -350,16 +350,14 @@ class DbusSource(Source):
             client.close()
 
     def _ping(self, client: BusClient) -> None:
-        """The liveness call: the bus answers within call_timeout, and keepalived still owns its name."""
+        """The liveness call: the bus answers within call_timeout (TimeoutError if not)."""
         try:
-            owner = client.name_owner(self.service)
+            client.name_owner(self.service)  # keepalived leaving is told by NameOwnerChanged
         except TimeoutError:
             self._bus_down.set()
             log.debug("dbus: liveness call got no answer within %g s", self.call_timeout)
             raise
         self.pings += 1
-        if owner is None and self._views:
-            self._gone()
 
     def _handle(self, client: BusClient, sig: Signal) -> None:
         self.signals_handled += 1
