@@ -162,3 +162,40 @@ def test_a_keepalived_of_another_user_named_by_the_pid_file_is_not_signalled(wor
         assert fake.poll() is None  # SIGUSR1 would have killed the `sleep` it really is
     finally:
         _end(fake)
+
+
+@needs_root
+@pytest.mark.lab
+def test_real_keepalived_with_a_symlink_planted_where_it_writes(tmp_path):
+    """Signal mode against a real keepalived: a symlink planted at TMPDIR/keepalived.data is neither
+    followed nor waited on; once it is removed, keepalived's own dump is read again."""
+    from ka_exporter.lab import Lab
+
+    secret = tmp_path / "secret"
+    secret.write_text("VRRP Instance = ROOT_ONLY_SECRET\n")
+    secret.chmod(0o600)
+    with Lab(profile="fast", nodes=2, dbus=False) as lab:
+        a = lab.nodes["a"]
+        store = Store()
+        src = DumpSource(store, None, a.pidfile, True, 15.0, timeout=2.0)
+        src.run_once()
+        h = store.health("dumps")
+        assert h is not None and h.up, h
+        planted = a.tmpdir / "keepalived.data"
+        planted.unlink()
+        planted.symlink_to(secret)
+        sent = src.signals_sent
+        src.run_once()
+        h = store.health("dumps")
+        assert h is not None and not h.up
+        # (seen through /proc/PID/root: `ip netns exec` gives keepalived its own mount namespace)
+        want = f"{planted} is a symlink: not following it (remove it so keepalived can write there)"
+        assert h.error is not None and h.error.endswith(want), h.error
+        assert src.signals_sent == sent  # refused before asking keepalived for anything
+        assert all("ROOT_ONLY_SECRET" not in v.name for v in store.snapshot().instances or ())
+        assert secret.read_text() == "VRRP Instance = ROOT_ONLY_SECRET\n"  # keepalived did not write it
+        planted.unlink()
+        src.run_once()
+        h = store.health("dumps")
+        assert h is not None and h.up, h
+        assert store.snapshot().instances
