@@ -166,3 +166,45 @@ def test_unprivileged_exporter_sees_a_sigkilled_keepalived_at_once_and_adopts_no
             exp.terminate()
             exp.wait(10)
             _end(fake)
+
+
+def _once_as_nobody(world_dir: Path, pidfile: Path) -> tuple[float | None, str]:
+    assert SETPRIV is not None
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    r = subprocess.run(
+        [
+            *(SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"),
+            *(sys.executable, "-m", "ka_exporter", "--once", "--keepalived.pid-file", str(pidfile)),
+            *("--no-collector.config", "--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+    )
+    return sample(parse_metrics(r.stdout), "keepalived_up"), r.stderr
+
+
+@needs_root
+def test_unprivileged_the_pid_file_vouches_only_if_root_wrote_it_after_the_process_started(world_dir):
+    """As nobody the namespace of a root process cannot be read: the pid file decides. Root's fresh pid
+    file is believed; the same file dated before the process started (a recycled pid) is not, nor is
+    one that another user owns."""
+    fake = fake_keepalived(world_dir / "bin", 0)  # root's, in this namespace: only the pid file can tell
+    try:
+        pidfile = world_dir / "keepalived.pid"
+        pidfile.write_text(f"{fake.pid}\n")
+        up, err = _once_as_nobody(world_dir, pidfile)
+        assert up == 1.0, err
+        old = time.time() - 3600
+        os.utime(pidfile, (old, old))
+        up, err = _once_as_nobody(world_dir, pidfile)
+        assert up == 0.0, err
+        os.utime(pidfile)
+        os.chown(pidfile, STRANGER, STRANGER)
+        up, err = _once_as_nobody(world_dir, pidfile)
+        assert up == 0.0, err
+        assert "not owned by root" in err
+    finally:
+        _end(fake)
