@@ -131,7 +131,12 @@ def status_table(snap: Snapshot, conditions: list[Condition]) -> str:
         lines.insert(
             0,
             f"{printable(snap.hostname)}: keepalived "
-            + (f"running (pid {proc.pid})" if proc.running else "NOT running"),
+            + (f"running (pid {proc.pid})" if proc.running else "NOT running")
+            + (
+                " but STOPPED (pid " + ", ".join(map(str, proc.stopped_pids)) + ")"
+                if proc.stopped_pids
+                else ""
+            ),
         )
     for cond in conditions:
         lines.append(f"{'CRITICAL' if cond.severity >= 2 else 'WARNING'}: {printable(cond.summary)}")

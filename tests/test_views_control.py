@@ -57,3 +57,21 @@ def test_the_page_shows_the_name_escaped(tmp_path, exporter_factory):
     for ch in ("\x1b", "\x07", "\u202e", "\u200b"):
         assert ch not in page
     assert "VI_\\x1b[2J\\x1b]0;pwned\\x07X\\u202eY\\u200b" in page
+
+
+def test_a_stopped_keepalived_is_said_in_status_and_check():
+    from ka_exporter.conditions import evaluate
+    from ka_exporter.model import ProcessInfo, Snapshot
+    from ka_exporter.views import check_result, status_table
+
+    frozen = Snapshot(1.0, "node-a", process=ProcessInfo(running=True, pid=42, stopped_pids=(42, 43)))
+    conds = evaluate(frozen)
+    assert [c.kind for c in conds] == ["keepalived_frozen"]
+    assert (
+        status_table(frozen, conds).splitlines()[0]
+        == "node-a: keepalived running (pid 42) but STOPPED (pid 42, 43)"
+    )
+    code, line = check_result(frozen, conds)
+    assert code == 2 and "is stopped (pid 42, 43 in state T)" in line
+    running = Snapshot(1.0, "node-a", process=ProcessInfo(running=True, pid=42))
+    assert evaluate(running) == []  # the verdict stays 0 for a keepalived that runs
