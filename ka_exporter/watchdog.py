@@ -5,9 +5,12 @@ from `conditions.evaluate(snapshot)`; this module only tracks their transitions 
 
 - debounced: a condition must hold (or be gone) for `debounce` seconds before its begin (end) fires,
   so a one-scrape blip never pages anyone;
-- never blocking collection: hooks run in their own threads, with a timeout (then SIGKILL);
-- never twice at once for the same condition: a transition that arrives while the previous run for
-  that condition is still going waits for it, and only the latest pending transition is kept;
+- never blocking collection: hooks run in a fixed pool of worker threads, with a timeout (then SIGKILL);
+- bounded: at most `max_concurrent` hooks at once, however many conditions change (see HookRunner);
+- never twice at once for the same condition, and no event lost: a transition waits in the queue
+  until its hook ran; one cancelled by the next before it ran (or folded into a storm event) is
+  counted as coalesced;
+- a VRID only heard on the wire, not in keepalived.conf, pages only if the operator asks (Watchdog);
 - every run and its exit status are logged, one line each.
 
 The hook gets the event as environment variables (KA_EVENT, KA_KIND, KA_STATE, KA_VRID, ...) and as
