@@ -19,7 +19,7 @@ from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.watchdog import watchdog_part
-from ka_exporter.http import App, HttpServer
+from ka_exporter.http import App, HttpServer, Limits
 from ka_exporter.model import KeepalivedConfig, Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
@@ -355,23 +355,24 @@ def serve(settings: Settings) -> int:
         snap = exporter.store.snapshot()
         return views.landing_page(snap, conditions.evaluate(snap), settings.web_telemetry_path)
 
-    web = None
+    reloader = None
     if settings.web_config_file is not None:
-        from ka_exporter.webconfig import WebConfigError, load_web_config
+        from ka_exporter.webconfig import WebConfigError, WebConfigReloader, load_web_config
 
         try:
-            web = load_web_config(settings.web_config_file)
+            # Re-read when it or its certificates change: new connections get the current one.
+            reloader = WebConfigReloader(load_web_config(settings.web_config_file))
         except WebConfigError as exc:
             log.error("%s", exc)
             return 2
-    app = App(
-        exporter.registry,
-        settings.web_telemetry_path,
-        landing=landing,
-        authorize=web.authorize if web is not None else None,
-        headers=web.headers if web is not None else None,
+    app = App(exporter.registry, settings.web_telemetry_path, landing=landing)
+    server = HttpServer(
+        host,
+        port,
+        app,
+        web=reloader.current if reloader is not None else None,
+        limits=Limits(max_connections=settings.web_max_connections),
     )
-    server = HttpServer(host, port, app, tls=web.ssl_context() if web is not None else None)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

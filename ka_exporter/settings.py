@@ -14,6 +14,7 @@ class Settings:
     web_listen_address: str = f":{DEFAULT_PORT}"
     web_telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
+    web_max_connections: int = 4096
     keepalived_config: Path = Path("/etc/keepalived/keepalived.conf")
     keepalived_pid_file: Path = Path("/run/keepalived.pid")
     keepalived_dumps_dir: Path | None = None
