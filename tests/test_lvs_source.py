@@ -4,10 +4,14 @@ checker dump are files (a support bundle's copies), and the source says what it 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from ka_exporter.model import ProcessInfo
+from ka_exporter.procfs import status
 from ka_exporter.sources.lvs import LvsSource, checker_child, read_file
 from ka_exporter.store import Store
 from ka_exporter.verdicts.lvs import lvs_problems
@@ -108,3 +112,38 @@ def test_checker_child_is_found_by_its_pid_file_and_must_be_a_child(tmp_path: Pa
             os.kill(child, signal.SIGKILL)
         parent.kill()
         parent.wait()
+
+
+def _stand_in(tmp_path: Path, *prefix: str) -> subprocess.Popen[bytes]:
+    """A process standing where keepalived's parent would: SIGUSR1 kills it (sleep's default), so it
+    stays alive only if the source never signalled it."""
+    return subprocess.Popen([*prefix, "sleep", "30"])
+
+
+@pytest.mark.parametrize("case", ["not_root", "symlink"])
+def test_never_signals_what_it_must_not(tmp_path: Path, case: str) -> None:
+    store = Store(hostname="lb1")
+    if case == "not_root":
+        proc = _stand_in(tmp_path, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+        want = "does not run as root: not signalled"
+    else:
+        proc = _stand_in(tmp_path)
+        (tmp_path / "keepalived_check.data").symlink_to("/etc/passwd")
+        want = "is a symlink: not signalling keepalived"
+    try:
+        deadline = time.monotonic() + 10
+        while (st := status(proc.pid)) is None or (case == "not_root" and st.uid != 65534):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        store.set_process(ProcessInfo(running=True, pid=proc.pid))
+        src = LvsSource(
+            store, tmp_path, signal=True, proc_path=LVS / "before" / "proc-net-ip_vs.txt", wait=0.5
+        )
+        src.run_once()
+        health = store.snapshot().source("lvs")
+        assert health is not None and not health.up and want in (health.error or ""), health
+        time.sleep(0.2)
+        assert proc.poll() is None  # still alive: never signalled
+    finally:
+        proc.kill()
+        proc.wait()

@@ -28,8 +28,10 @@ from ka_exporter.model import IpvsService, LvsView, VirtualServerView
 from ka_exporter.parse import ipvs as nl
 from ka_exporter.parse.checker import parse_check_data
 from ka_exporter.parse.dumps import DumpError
+from ka_exporter.procfs import status
 from ka_exporter.rtnl import netlink_dump
 from ka_exporter.sources.base import Source
+from ka_exporter.sources.dumps import DumpRefusedError, read_dump
 from ka_exporter.store import Store
 
 log = logging.getLogger("ka_exporter.sources.lvs")
@@ -151,6 +153,15 @@ class LvsSource(Source):
             return self._parse_checker(path)  # only what is there (a support bundle)
         if pid is None:
             return None, None  # keepalived (or its checker child) is not running: nothing to ask
+        owner = status(pid)
+        if owner is None or owner.uid != 0:
+            # never signal what is not the root daemon (a pid file naming another user's "keepalived")
+            return None, f"keepalived (pid {pid}) does not run as root: not signalled for its checker dump"
+        if path.is_symlink():  # keepalived (root) would write through it: never ask it to
+            return (
+                None,
+                f"{path} is a symlink: not signalling keepalived (remove it so keepalived can write there)",
+            )
         before = _stamp(path)
         try:
             os.kill(pid, signals.SIGUSR1)
@@ -173,9 +184,12 @@ class LvsSource(Source):
 
     @staticmethod
     def _parse_checker(path: Path) -> tuple[tuple[VirtualServerView, ...] | None, str | None]:
+        """The dump, read by the dumps source's rules (no symlink, a regular file owned by root or this
+        exporter's user, in a directory others cannot write to unless sticky, size-capped)."""
         try:
-            return parse_check_data(read_file(path), str(path)), None
-        except DumpError as exc:
+            raw = read_dump(path, frozenset({0, os.geteuid()}), MAX_DUMP)
+            return parse_check_data(raw, str(path)), None
+        except (DumpError, DumpRefusedError) as exc:
             return None, str(exc)
         except OSError as exc:
             return None, f"{path}: {exc.strerror or exc}"
