@@ -519,8 +519,10 @@ def _synthetic_series() -> list[dict[str, str]]:
     return series
 
 
-def empty_queries(tmp_path: Path, exprs: list[str]) -> list[str]:
-    """The queries that return no series over the synthetic data, evaluated by promtool at 10m."""
+def empty_queries(
+    tmp_path: Path, exprs: list[str], series: list[dict[str, str]] | None = None, eval_time: str = "9m"
+) -> list[str]:
+    """The queries that return no series over the synthetic data (or `series`), evaluated by promtool."""
     rules = {
         "groups": [
             {
@@ -536,9 +538,10 @@ def empty_queries(tmp_path: Path, exprs: list[str]) -> list[str]:
         "tests": [
             {
                 "interval": "15s",
-                "input_series": _synthetic_series(),
+                "input_series": _synthetic_series() if series is None else series,
                 "alert_rule_test": [
-                    {"eval_time": "9m", "alertname": f"Query{i}", "exp_alerts": []} for i in range(len(exprs))
+                    {"eval_time": eval_time, "alertname": f"Query{i}", "exp_alerts": []}
+                    for i in range(len(exprs))
                 ],
             }
         ],

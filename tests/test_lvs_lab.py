@@ -19,6 +19,7 @@ import yaml
 from ka_exporter.dashboard import dashboard_queries, expand_query
 from ka_exporter.lab import uml
 from ka_exporter.lab.uml import REQUESTS, LvsLabResult, detection_bounds, parse_scrape, rs_labels
+from tests.test_dashboard import empty_queries
 
 ROOT = Path(__file__).resolve().parents[1]
 LVS_RULES = ROOT / "alerts" / "lvs.rules.yml"
@@ -274,37 +275,9 @@ def test_the_dashboard_lvs_row_returns_series_over_the_scraped_data(lab: Any, tm
             by_series.setdefault(f"{name}{{{text}}}", ["_"] * len(scrapes))[i] = str(value)
     queries = [q for q in dashboard_queries() if "keepalived_lvs_" in q or "keepalived_ipvs_" in q]
     assert len(queries) >= 3
-    rules = {
-        "groups": [
-            {
-                "name": "dashboard",
-                "rules": [
-                    {"alert": f"Query{i}", "expr": f"absent({expand_query(q, '1m')})"}
-                    for i, q in enumerate(queries)
-                ],
-            }
-        ]
-    }
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "15s",
-        "tests": [
-            {
-                "interval": "15s",
-                "input_series": [{"series": k, "values": " ".join(v)} for k, v in by_series.items()],
-                "alert_rule_test": [
-                    {"eval_time": f"{(len(scrapes) - 1) * 15}s", "alertname": f"Query{i}", "exp_alerts": []}
-                    for i in range(len(queries))
-                ],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    out = subprocess.run(
-        ["promtool", "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True, check=False
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    series = [{"series": k, "values": " ".join(v)} for k, v in by_series.items()]
+    exprs = [expand_query(q, "1m") for q in queries]
+    assert empty_queries(tmp_path, exprs, series, f"{(len(scrapes) - 1) * 15}s") == []
 
 
 def test_without_ipvs_the_lvs_source_says_so_in_one_line_and_the_rest_goes_on(tmp_path: Path) -> None:
