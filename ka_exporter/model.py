@@ -286,6 +286,11 @@ class VipAnswers:
     VIP as their sender/target address. `answerers` are the distinct MACs heard within the witness's
     window; with `use_vmac` two masters answer with the same virtual MAC, so `last_probe_answers`
     counts the answers to the latest completed probe, duplicates included.
+
+    `answerers` are OTHER hosts' MACs only: the witness drops this host's own outgoing frames in the
+    kernel (and a host does not hear its own ARP replies anyway). Whether this node holds the VIP
+    itself comes from `Snapshot.addresses` (netlink), so "this node holds it and one answerer" is two
+    holders. `probes_sent` / `answers_seen` are running totals since the witness started.
     """
 
     vip: str  # canonical address text (verdicts.vips.canonical_ip)
@@ -297,6 +302,8 @@ class VipAnswers:
     last_answer: float | None = None  # when any answer (reply, gratuitous, unsolicited NA) was last seen
     probing: bool = False  # active probes are sent for this VIP
     listening_since: float | None = None  # when this VIP's capture started (no verdict of absence before)
+    probes_sent: int = 0  # active probes sent for this VIP
+    answers_seen: int = 0  # frames naming this VIP heard (replies, gratuitous ARPs, NAs)
 
 
 # --------------------------------------------------------------------------------------------------
