@@ -16,6 +16,7 @@ from ka_exporter.model import (
     Snapshot,
     SourceHealth,
     VipAnswers,
+    VrrpState,
     WirePeer,
     WireStats,
 )
@@ -25,7 +26,11 @@ Listener = Callable[[], None]
 
 
 def merge_views(
-    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True
+    views: dict[str, tuple[InstanceView, ...]],
+    dbus_current: bool = True,
+    *,
+    stopped: bool = False,
+    config: KeepalivedConfig | None = None,
 ) -> tuple[InstanceView, ...] | None:
     """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
 
@@ -33,7 +38,15 @@ def merge_views(
     interval old, so D-Bus wins on `state` while the D-Bus source is up (`dbus_current`); once it
     has lost the bus its last word is history and the dumps' state counts. Everything else only the
     dumps carry.
+
+    keepalived not running (`stopped`: the process source found no keepalived): every instance
+    keepalived last reported and every instance of keepalived.conf (`config`) keeps one record, with
+    state and wanted state STOP (4), whatever the last dump or D-Bus said. So a SIGKILLed master never
+    reads MASTER, and dumps mode (whose last dump says MASTER) and D-Bus mode (whose bus forgot the
+    instances) show the same series.
     """
+    if stopped:
+        return _stopped_views(views, config)
     if not views:
         return None
     dumps = {v.name: v for v in views.get("dumps", ())}
@@ -54,6 +67,25 @@ def merge_views(
         else:
             merged.append(replace(d, state=b.state))
     return tuple(merged)
+
+
+def _stopped_views(
+    views: dict[str, tuple[InstanceView, ...]], config: KeepalivedConfig | None
+) -> tuple[InstanceView, ...] | None:
+    known = merge_views(views) or ()
+    out = {v.name: replace(v, state=VrrpState.STOP, wanted_state=VrrpState.STOP) for v in known}
+    for inst in config.instances if config is not None else ():
+        if inst.name not in out and inst.interface and inst.vrid is not None:
+            out[inst.name] = InstanceView(
+                name=inst.name,
+                interface=inst.interface,
+                vrid=inst.vrid,
+                family=inst.family,
+                state=VrrpState.STOP,
+                wanted_state=VrrpState.STOP,
+                vips=tuple(v.address for v in inst.vips),
+            )
+    return tuple(out[name] for name in sorted(out)) or None
 
 
 class Store:
@@ -195,7 +227,10 @@ class Store:
                 process=self._process,
                 addresses=self._addresses,
                 instances=merge_views(
-                    self._views, dbus_current=(h := self._health.get("dbus")) is None or h.up
+                    self._views,
+                    dbus_current=(h := self._health.get("dbus")) is None or h.up,
+                    stopped=self._process is not None and not self._process.running,
+                    config=self._config,
                 ),
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),

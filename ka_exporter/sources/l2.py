@@ -90,6 +90,9 @@ DEFAULT_MAX_MACS = 8
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16)
+
 VipTarget = tuple[str, str]  # (interface, VIP address)
 Targets = Callable[[], Iterable[VipTarget]] | Iterable[VipTarget] | None
 
@@ -201,6 +204,15 @@ def decode(frame: bytes, own_mac: bytes) -> Answer | None:
     return None
 
 
+def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time of a frame (SO_TIMESTAMPNS), if it came with one."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("qq", data)
+            return float(sec + nsec * 1e-9)
+    return None
+
+
 def mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
@@ -232,15 +244,25 @@ class _Watch:
     interface: str
     family: str
     packed: bytes
-    macs: dict[bytes, float] = field(default_factory=dict)  # MAC -> last heard
+    heard: dict[bytes, float] = field(default_factory=dict)  # MAC -> last heard (any frame)
     probe_at: float | None = None  # the open probe's send time
-    probe_count: int = 0  # answers to the open probe so far
+    probe_macs: list[bytes] = field(default_factory=list)  # answers to the open probe (IPv4: each)
     last_probe: float | None = None  # latest completed probe's send time
-    last_probe_answers: int | None = None
+    last_probe_macs: tuple[bytes, ...] | None = None
     last_answer: float | None = None
     next_probe: float = 0.0
     probes: int = 0
     answers: int = 0
+
+    def answerers(self, probing: bool, now: float, window: float) -> tuple[bytes, ...]:
+        """Who answers now: the latest probe's answerers while probing, else those heard in the window.
+
+        While probing, a passively heard frame (a gratuitous ARP) does not make an answerer: after a
+        failover the old master's last answer and the new one's announcements would otherwise read as
+        two answerers for a window; both answering one probe means both held the VIP at that instant."""
+        if probing and self.last_probe_macs is not None:
+            return tuple(sorted(set(self.last_probe_macs)))
+        return tuple(sorted(m for m, t in self.heard.items() if now - t <= window))
 
 
 class L2Source(Source):
@@ -272,7 +294,9 @@ class L2Source(Source):
         self.probe_interval = probe_interval
         self.max_probe_rate = max_probe_rate
         self.min_gap = 1.0 / max_probe_rate
-        self.answer_window = answer_window if answer_window is not None else min(0.5, probe_interval / 2)
+        # Linux answers a probe at once; the window only has to cover the round trip, and the kernel
+        # receive timestamp (SO_TIMESTAMPNS) is what is compared, so a busy exporter misses nothing.
+        self.answer_window = answer_window if answer_window is not None else min(0.2, probe_interval / 2)
         self.window = window if window is not None else 3 * probe_interval
         self.max_vips = max_vips
         self.max_macs = max_macs
@@ -282,6 +306,7 @@ class L2Source(Source):
         self._watches: dict[tuple[str, bytes], _Watch] = {}  # (interface, packed VIP)
         self._socks: dict[str, socket.socket] = {}
         self._macs: dict[str, bytes] = {}  # interface -> its own MAC
+        self._ifindex: dict[str, int] = {}  # interface -> ifindex when opened (re-created: re-open)
         self._since: dict[str, float] = {}  # interface -> listening since
         self._last_probe_sent = float("-inf")
         self._published: tuple[object, ...] | None = None
@@ -300,9 +325,7 @@ class L2Source(Source):
         else:
             found = tuple(conf)
         if len(found) > self.max_vips and not self._capped:
-            log.warning(
-                "l2: %d VIPs configured, watching the first %d (--l2.max-vips)", len(found), self.max_vips
-            )
+            log.warning("l2: %d VIPs configured, watching the first %d", len(found), self.max_vips)
             self._capped = True
         return found[: self.max_vips]
 
@@ -324,7 +347,11 @@ class L2Source(Source):
     def _open(self, poller: select.poll) -> list[str]:
         wanted = {w.interface for w in self._watches.values()}
         for iface in list(self._socks):
-            if iface not in wanted:
+            try:
+                gone = iface not in wanted or socket.if_nametoindex(iface) != self._ifindex.get(iface)
+            except OSError:
+                gone = True
+            if gone:
                 self._close(iface, poller)
         errors: list[str] = []
         for iface in sorted(wanted - set(self._socks)):
@@ -335,6 +362,8 @@ class L2Source(Source):
                 continue
             self._socks[iface] = sock
             self._macs[iface] = sock.getsockname()[4][:6]
+            with contextlib.suppress(OSError):
+                self._ifindex[iface] = socket.if_nametoindex(iface)
             self._since[iface] = self._clock()
             poller.register(sock.fileno(), select.POLLIN)
         return errors
@@ -355,13 +384,12 @@ class L2Source(Source):
 
     # -- packets --------------------------------------------------------------------------------------
 
-    def _drain(self, iface: str, sock: socket.socket, now: float) -> bool:
-        """Read what is queued; True if the answerer set of a VIP changed."""
+    def _drain(self, iface: str, sock: socket.socket) -> None:
+        """Read what is queued on `sock` into the watches."""
         own = self._macs.get(iface, ZERO_MAC)
-        changed = False
         for _ in range(256):
             try:
-                frame = sock.recv(SNAPLEN)
+                frame, anc, _flags, _addr = sock.recvmsg(SNAPLEN, _CMSG_SPACE)
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -372,28 +400,30 @@ class L2Source(Source):
             w = self._watches.get((iface, ans.vip))
             if w is None:
                 continue
+            at = _kernel_time(anc) or self._clock()
             w.answers += 1
-            w.last_answer = now
-            if ans.to_probe and w.probe_at is not None:
-                w.probe_count += 1
-            if ans.mac not in w.macs:
-                changed = True
-                if len(w.macs) >= self.max_macs:
-                    del w.macs[min(w.macs, key=w.macs.__getitem__)]
-            w.macs[ans.mac] = now
-        return changed
+            w.last_answer = at
+            if ans.to_probe and w.probe_at is not None and at - w.probe_at <= self.answer_window:
+                w.probe_macs.append(ans.mac)
+            if ans.mac not in w.heard and len(w.heard) >= self.max_macs:
+                del w.heard[min(w.heard, key=w.heard.__getitem__)]
+            w.heard[ans.mac] = at
 
-    def _send_probes(self, now: float) -> None:
-        """Close probes whose answer window passed; send the due ones within the rate cap."""
+    def _close_probes(self, now: float) -> None:
         for w in self._watches.values():
             if w.probe_at is not None and now - w.probe_at >= self.answer_window:
-                w.last_probe, w.last_probe_answers = w.probe_at, w.probe_count
-                w.probe_at = None
+                macs = w.probe_macs if w.family == "inet" else sorted(set(w.probe_macs))
+                w.last_probe, w.last_probe_macs = w.probe_at, tuple(macs[: self.max_macs * 4])
+                w.probe_at, w.probe_macs = None, []
+
+    def _send_probes(self, now: float) -> None:
+        """Send the due probes, never two closer than 1 / max_probe_rate seconds."""
         if not self.probe:
             return
         due = sorted((w for w in self._watches.values() if w.probe_at is None and w.next_probe <= now),
                      key=lambda w: w.next_probe)  # fmt: skip
         for w in due:
+            now = self._clock()
             if now - self._last_probe_sent < self.min_gap:
                 return
             sock = self._socks.get(w.interface)
@@ -410,17 +440,13 @@ class L2Source(Source):
             self._last_probe_sent = now
             self.sent += 1
             w.probes += 1
-            w.probe_at, w.probe_count = now, 0
+            w.probe_at, w.probe_macs = now, []
             w.next_probe = now + self.probe_interval
 
-    def _expire(self, now: float) -> bool:
-        changed = False
+    def _expire(self, now: float) -> None:
         for w in self._watches.values():
-            old = [m for m, t in w.macs.items() if now - t > self.window]
-            for m in old:
-                del w.macs[m]
-                changed = True
-        return changed
+            for m in [m for m, t in w.heard.items() if now - t > self.window]:
+                del w.heard[m]
 
     def _next_wake(self, now: float) -> float:
         """Seconds until something is due: a probe, an answer window's end, a MAC's expiry."""
@@ -430,33 +456,39 @@ class L2Source(Source):
                 times.append(w.probe_at + self.answer_window)
             elif self.probe:
                 times.append(max(w.next_probe, self._last_probe_sent + self.min_gap))
-            times.extend(t + self.window for t in w.macs.values())
+            times.extend(t + self.window for t in w.heard.values())
         return max(0.0, min(times) - now)
 
     # -- publishing -----------------------------------------------------------------------------------
 
-    def records(self) -> tuple[VipAnswers, ...]:
-        return tuple(
-            VipAnswers(
-                vip=w.vip,
-                interface=w.interface,
-                family=w.family,
-                answerers=tuple(sorted(mac_text(m) for m in w.macs)),
-                last_probe_answers=w.last_probe_answers,
-                last_probe=w.last_probe,
-                last_answer=w.last_answer,
-                probing=self.probe and w.interface in self._socks,
-                listening_since=self._since.get(w.interface),
-                probes_sent=w.probes,
-                answers_seen=w.answers,
+    def records(self, now: float | None = None) -> tuple[VipAnswers, ...]:
+        now = self._clock() if now is None else now
+        out = []
+        for w in self._watches.values():
+            probing = self.probe and w.interface in self._socks
+            probe_macs = w.last_probe_macs
+            out.append(
+                VipAnswers(
+                    vip=w.vip,
+                    interface=w.interface,
+                    family=w.family,
+                    answerers=tuple(mac_text(m) for m in w.answerers(probing, now, self.window)),
+                    last_probe_answers=None if probe_macs is None else len(probe_macs),
+                    last_probe=w.last_probe,
+                    last_answer=w.last_answer,
+                    probing=probing,
+                    listening_since=self._since.get(w.interface),
+                    probes_sent=w.probes,
+                    answers_seen=w.answers,
+                    heard=tuple(sorted(mac_text(m) for m in w.heard)),
+                )
             )
-            for w in self._watches.values()
-        )
+        return tuple(out)
 
     def _publish(self, now: float, force: bool = False) -> None:
-        recs = self.records()
-        decisive = tuple((r.vip, r.interface, r.answerers, r.last_probe_answers, r.probing, r.listening_since)
-                         for r in recs)  # fmt: skip
+        recs = self.records(now)
+        decisive = tuple((r.vip, r.interface, r.answerers, r.last_probe_answers, r.probing, r.listening_since,
+                          r.heard) for r in recs)  # fmt: skip
         if force or decisive != self._published or now - self._published_at >= self.refresh:
             self._published = decisive
             self._published_at = now
@@ -465,10 +497,57 @@ class L2Source(Source):
     # -- loop -----------------------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        """Publish the current records (the witness only works while it runs in the background)."""
+        """One round (`--once`): probe every VIP once within the rate cap, collect the answers, publish.
+
+        Takes about (VIPs / max_probe_rate) + the answer window; the daemon never calls it (its
+        background loop does the same continuously)."""
         self._sync_watches()
-        self._publish(self._clock(), force=True)
-        self.ok() if self._watches else self.fail("l2: no VIP to watch (none found in keepalived.conf)")
+        if not self._watches:
+            self.fail("l2: no VIP to watch (none found in keepalived.conf)")
+            return
+        poller = select.poll()
+        try:
+            errors = self._open(poller)
+            if errors:
+                self.fail("; ".join(errors))
+            start = self._clock()
+            deadline = start + len(self._watches) / self.max_probe_rate + self.answer_window + 1.0
+            while self._clock() < deadline and any(
+                w.last_probe is None or w.last_probe < start for w in self._watches.values()
+            ):
+                self._step(poller)
+            self._publish(self._clock(), force=True)
+            if not errors:
+                self.ok()
+        finally:
+            self.close()
+
+    def _step(self, poller: select.poll, limit: float = 1.0) -> bool:
+        """Wait for frames or the next due time (at most `limit` s), read, probe; False if a socket broke."""
+        now = self._clock()
+        intact = True
+        for fd, ev in poller.poll(max(0.0, min(self._next_wake(now), limit, 1.0)) * 1000):
+            iface = next((i for i, s in self._socks.items() if s.fileno() == fd), None)
+            if iface is None:
+                continue
+            if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                self._close(iface, poller)
+                intact = False
+                continue
+            try:
+                self._drain(iface, self._socks[iface])
+            except OSError as exc:
+                self.fail(f"l2: capture on {iface} failed: {exc.strerror or exc}")
+                self._close(iface, poller)
+                intact = False
+        now = self._clock()
+        self._close_probes(now)
+        try:
+            self._send_probes(now)
+        except OSError as exc:
+            self.fail(f"l2: probing failed: {exc.strerror or exc}")
+        self._expire(now)
+        return intact
 
     def run(self) -> None:
         poller = select.poll()
@@ -486,27 +565,9 @@ class L2Source(Source):
                         self.fail("; ".join(errors))
                     else:
                         self.ok()
-                changed = False
-                for fd, ev in poller.poll(max(0.0, min(self._next_wake(now), next_open - now, 1.0)) * 1000):
-                    iface = next((i for i, s in self._socks.items() if s.fileno() == fd), None)
-                    if iface is None:
-                        continue
-                    if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                        self._close(iface, poller)
-                        next_open = 0.0
-                        continue
-                    try:
-                        changed |= self._drain(iface, self._socks[iface], self._clock())
-                    except OSError as exc:
-                        self.fail(f"l2: capture on {iface} failed: {exc.strerror or exc}")
-                        self._close(iface, poller)
-                now = self._clock()
-                try:
-                    self._send_probes(now)
-                except OSError as exc:
-                    self.fail(f"l2: probing failed: {exc.strerror or exc}")
-                changed |= self._expire(now)
-                self._publish(now, force=changed)
+                if not self._step(poller, next_open - now):
+                    next_open = 0.0
+                self._publish(self._clock())
         finally:
             self.close()
 
@@ -526,6 +587,7 @@ def open_socket(interface: str) -> socket.socket:
         ) from None
     try:
         _attach_filter(sock, l2_filter())
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)
     except OSError as exc:
