@@ -21,41 +21,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import common
 from common import Process, Target
 
-from ka_exporter import netns
-from ka_exporter.demo import exporter_args
-from ka_exporter.lab import Lab
-from ka_exporter.sources.l2 import SO_TIMESTAMPNS, L2Source, _kernel_time
-from ka_exporter.store import Store
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ka_exporter.demo import exporter_args  # noqa: E402
+from ka_exporter.lab import Lab  # noqa: E402
+from ka_exporter.sources.l2 import SO_TIMESTAMPNS, L2Source, _kernel_time  # noqa: E402
+from ka_exporter.store import Store  # noqa: E402
+from tests.conftest import in_netns  # noqa: E402
 
 SCRAPE_EVERY = 15.0
-T = TypeVar("T")
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    """fn() in a thread that entered network namespace `name` (threads it starts stay there)."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            netns.enter(name)
-            out.append(fn())
-        except BaseException as exc:
-            err.append(exc)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(60)
-    if err:
-        raise err[0]
-    return out[0]
 
 
 def idle(lab: Lab, seconds: float, workdir: Path, extra: list[str]) -> dict[str, Any]:
