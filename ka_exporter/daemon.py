@@ -6,7 +6,9 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from prometheus_client.exposition import generate_latest
@@ -67,6 +69,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
             )
         )
     dbus_source = None
+    dumps = None
     if settings.enabled("dbus") and dbus_wanted(settings, store.snapshot().config):
         from ka_exporter.sources.dbus import DbusSource
 
@@ -91,7 +94,45 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 # A VIP coming or going means a transition: refresh keepalived's view to match.
                 src.on_change = dumps.request_refresh
         sources.append(dumps)
+    fifo = fifo_wanted(settings, store.snapshot().config)
+    if fifo is not None:
+        from ka_exporter.sources.fifo import FifoSource
+
+        # A transition read from the FIFO refreshes the dump's detail soon after (never per scrape).
+        sources.append(
+            FifoSource(
+                store,
+                fifo,
+                on_change=dumps.request_refresh if dumps is not None else None,
+                count_transitions=dbus_source is None,  # D-Bus counts them when it runs
+            )
+        )
     return sources
+
+
+def fifo_wanted(settings: Settings, config: KeepalivedConfig | None) -> Path | None:
+    """The notify FIFO to read: keepalived.conf's `vrrp_notify_fifo`, else `notify_fifo`, if enabled.
+
+    A FIFO that keepalived also feeds to a `*_notify_fifo_script` is never read: each line goes to one
+    reader only, so the exporter would take events away from the operator's script.
+    """
+    if not settings.enabled("fifo") or config is None or not config.notify_fifos:
+        return None
+    by_kind = {f.kind: f for f in config.notify_fifos}
+    for kind in ("vrrp_notify_fifo", "notify_fifo"):
+        fifo = by_kind.get(kind)
+        if fifo is None:
+            continue
+        if fifo.has_script:
+            log.info(
+                "%s %s is read by keepalived's %s_script: not read here (a FIFO line goes to one reader)",
+                kind,
+                fifo.path,
+                kind,
+            )
+            continue
+        return Path(fifo.path)
+    return None
 
 
 def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
@@ -116,14 +157,16 @@ def build_parts(settings: Settings) -> list[Part]:
         parts.append(collect_vips)
     if settings.enabled("config"):
         parts.append(collect_config)
-    if settings.enabled("dbus") or settings.enabled("dumps"):
+    if settings.enabled("dbus") or settings.enabled("dumps") or settings.enabled("fifo"):
         from ka_exporter.collectors.keepalived import collect_keepalived
 
         parts.append(collect_keepalived)
     if settings.enabled("wire"):
+        from ka_exporter.collectors.failover import collect_failover
         from ka_exporter.collectors.wire import collect_wire
 
         parts.append(collect_wire)
+        parts.append(collect_failover)
     if settings.enabled("l2"):
         from ka_exporter.collectors.l2 import collect_l2
 
@@ -167,9 +210,15 @@ class Exporter:
         for src in self.sources:
             src.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.3) -> None:
+        """Stop every source at once, then give their threads `timeout` in all to finish. A thread
+        asleep in a poll with a long timeout (netlink resync) is a daemon thread: the process exit
+        ends it, nothing of it needs flushing."""
         for src in self.sources:
-            src.stop()
+            src.request_stop()
+        deadline = time.monotonic() + timeout
+        for src in self.sources:
+            src.join(max(0.0, deadline - time.monotonic()))
 
     def collect_once(self) -> bool:
         """Run every enabled source once, in parallel; True if all of them worked."""

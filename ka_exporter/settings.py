@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 9774
-COLLECTORS = ("process", "vips", "config", "wire", "dbus", "dumps", "l2")
+COLLECTORS = ("process", "vips", "config", "wire", "dbus", "dumps", "fifo", "l2")
 
 
 @dataclass(frozen=True, slots=True)

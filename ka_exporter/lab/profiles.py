@@ -62,6 +62,7 @@ class Profile:
     all_backup: bool = False
     dual: bool = False
     unicast: bool = False
+    notify_fifo: bool = False  # global_defs vrrp_notify_fifo NODE_DIR/notify.fifo
     priorities: tuple[int, int, int] = (150, 100, 50)
     vmac: bool = False  # use_vmac: keepalived puts the VIP on a macvlan with MAC 00:00:5e:00:01:VRID
 
@@ -97,6 +98,7 @@ PROFILES: dict[str, Profile] = {
         Profile("unicast", "unicast_src_ip / unicast_peer, VRRPv2, PASS auth", auth=True, unicast=True),
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
         Profile("vmac", "fast with use_vmac (macvlan, virtual MAC)", version=3, advert_int=0.1, vmac=True),
+        Profile("fifo", "fast, with vrrp_notify_fifo", version=3, advert_int=0.1, notify_fifo=True),
     )
 }
 
@@ -187,6 +189,8 @@ def render_config(
         lines.append("    vrrp_version 3")
     if dbus:
         lines.append("    enable_dbus")
+    if profile.notify_fifo:
+        lines.append(f"    vrrp_notify_fifo {node_dir / 'notify.fifo'}")
     lines.append("}")
     if profile.check:
         lines += [
