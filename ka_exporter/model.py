@@ -354,8 +354,9 @@ class VipAnswers:
     the old and the new holder together for a while); without probes, those heard within the
     witness's window. With `use_vmac` two masters answer with the same virtual MAC, so
     `last_probe_answers` counts the answers to the latest completed probe, duplicates included
-    (IPv4, where an answer to a probe is exact; for IPv6 it counts distinct MACs, since an answer to
-    a DAD probe cannot be told from an unsolicited advertisement, which keepalived sends in bursts).
+    (IPv4, where an answer to a probe is exact; for IPv6 it counts distinct MACs, two only once both
+    answered two probes in a row, since an answer to a DAD probe cannot be told from an unsolicited
+    advertisement, which keepalived sends in bursts when it takes over).
     `heard` is every MAC heard naming the VIP within the window, passive frames included.
 
     `answerers` are OTHER hosts' MACs only: the witness drops this host's own outgoing frames in the

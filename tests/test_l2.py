@@ -31,6 +31,7 @@ from ka_exporter.model import (
 )
 from ka_exporter.parse.dumps import combine, parse_data, parse_json
 from ka_exporter.sources.l2 import (
+    _confirmed,
     arp_probe,
     configured_targets,
     dad_probe,
@@ -237,3 +238,22 @@ def test_keepalived_not_running_every_instance_reads_stop_in_both_modes() -> Non
     ]
     # running: unchanged behaviour
     assert merge_views({"dumps": (master,)}) == (master,)
+
+
+def test_ipv6_two_macs_count_only_when_both_answered_two_probes_in_a_row() -> None:
+    a, b = b"\x02" + b"\0" * 4 + b"\x01", b"\x02" + b"\0" * 4 + b"\x02"
+    assert _confirmed([a, a], None) == [a]  # one MAC, however many advertisements
+    assert _confirmed([a, b], None) == [a]  # first probe: not yet two
+    assert _confirmed([a, b], (a,)) == [a]  # a failover's overlap (old answers, new announces)
+    assert _confirmed([b], (a, b)) == [b]
+    assert _confirmed([a, b], (a, b)) == [a, b]  # a dual holder keeps answering: two
+
+
+def test_this_node_and_another_answerer_need_a_probe_after_the_local_address_change() -> None:
+    # b just took the VIP over (addresses changed at t=10); the latest probe (t=9.5) still has a's
+    # answer from before a let it go: not two holders
+    stale = rec(answerers=("02:00:00:00:00:01",), last_probe_answers=1, last_probe=9.5)
+    v = judge(stale, held={"10.9.8.100"}, held_since=10.0)
+    assert (v.two_answerers, v.answerers) == (False, 1)
+    fresh = rec(answerers=("02:00:00:00:00:01",), last_probe_answers=1, last_probe=10.2)
+    assert judge(fresh, held={"10.9.8.100"}, held_since=10.0).two_answerers  # a still answers: split

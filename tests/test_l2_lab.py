@@ -159,9 +159,26 @@ def assert_rate(times: list[float], rate: float) -> None:
         assert within <= rate + 1, (within, rate)
 
 
-def test_ipv4_one_answerer_two_in_a_firewall_split_none_when_nobody_holds_and_the_probes_are_bounded() -> (
-    None
-):
+def failovers_never_show_two(lab: Any, ws: Witnesses, cycles: int = 2) -> None:
+    """SIGTERM failovers and preemptions back, polled every 50 ms: two answerers must never show."""
+    t0 = time.monotonic()
+    for _ in range(cycles):
+        lab.failover()
+        assert lab.wait_for(lambda: lab.master() == "b", 5)
+        time.sleep(0.6)
+        lab.start_master()  # a comes back with the higher priority and preempts b
+        assert lab.wait_for(lambda: lab.master() == "a", 5)
+        time.sleep(0.6)
+    time.sleep(0.5)
+    for w in ws.w.values():
+        for vip in lab.vips:
+            seen = w.since(t0, vip)
+            assert len(seen) >= 15, w.name
+            bad = [v for v in seen if v is not None and v.two_answerers]
+            assert bad == [], (w.name, vip, bad[:2])
+
+
+def test_ipv4_one_two_and_no_answerer_and_the_probes_on_the_wire() -> None:
     need_lab()
     with Lab(profile="fast") as lab:
         vip = lab.vips[0]
@@ -172,7 +189,7 @@ def test_ipv4_one_answerer_two_in_a_firewall_split_none_when_nobody_holds_and_th
             # 1. normal: exactly one answerer everywhere (node a holds it; b and the observer hear a)
             assert wait(lambda: ws.all(lambda v: v.probe_answers is not None), 5)
             t0 = time.monotonic()
-            time.sleep(1.5)
+            time.sleep(1.0)
             for w in ws.w.values():
                 seen = w.since(t0, vip)
                 assert seen and all(
@@ -187,7 +204,7 @@ def test_ipv4_one_answerer_two_in_a_firewall_split_none_when_nobody_holds_and_th
             t_split = time.monotonic()
             assert lab.wait_for(lambda: set(lab.vip_holders()) == {"a", "b"}, 10)
             t_second = time.monotonic()
-            assert wait(lambda: ws.all(lambda v: v.two_answerers), 5)
+            assert wait(lambda: ws.all(lambda v: v.two_answerers), 10)
             t_flag = time.monotonic()
             assert t_flag - t_second <= 2 * lab.profile.advert_int + PROBE + 1.0  # + poll and load slack
             time.sleep(1.0)
@@ -200,6 +217,7 @@ def test_ipv4_one_answerer_two_in_a_firewall_split_none_when_nobody_holds_and_th
             assert t_split <= t_second
             lab.heal()
             assert wait(lambda: ws.all(lambda v: not v.two_answerers and v.answerers == 1), 5)
+            failovers_never_show_two(lab, ws)
 
             # 3. nobody holds the VIP: keepalived stopped on both (SIGTERM removes the VIP)
             lab.stop("a")
@@ -261,9 +279,11 @@ def test_ipv6_dad_probes_see_one_then_two_answerers_and_teach_no_neighbour_cache
                     assert seen and all(v is not None and v.answerers == 1 for v in seen), (w.name, vip)
             lab.split(mode="firewall", node="b")
             assert lab.wait_for(lambda: set(lab.vip_holders()) == {"a", "b"}, 10)
-            assert wait(lambda: ws.all(lambda v: v.two_answerers), 5)
+            ok = wait(lambda: ws.all(lambda v: v.two_answerers), 10)
+            assert ok, {n: [(w.now(v), w.record(v)) for v in lab.vips] for n, w in ws.w.items()}
             lab.heal()
             assert wait(lambda: ws.all(lambda v: not v.two_answerers), 5)
+            failovers_never_show_two(lab, ws)  # keepalived's NA bursts at each takeover included
             ns = [f for _t, f in wire.frames if len(f) >= 55 and f[20] == 58 and f[54] == 135]
             assert len(ns) >= 5
             for f in ns:
@@ -341,7 +361,7 @@ def test_sigkilled_keepalived_reads_stop_in_dbus_and_dumps_mode_alike(vmac_lab: 
         os.kill(pid, signal.SIGKILL)
         assert lab.wait_for(lambda: not a.running(), 5)
         scrapes: dict[str, list[tuple[float | None, float | None]]] = {k: [] for k in modes}
-        end = time.monotonic() + 6
+        end = time.monotonic() + 4
         while time.monotonic() < end:
             for name, exp in modes.items():
                 m = exp.metrics()

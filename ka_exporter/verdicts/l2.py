@@ -39,11 +39,21 @@ class L2Verdict:
         return self.others + (1 if self.held_here else 0)
 
 
-def judge(rec: VipAnswers, held: Iterable[str] = (), known_held: bool = True) -> L2Verdict:
+def judge(
+    rec: VipAnswers, held: Iterable[str] = (), known_held: bool = True, held_since: float | None = None
+) -> L2Verdict:
     """The verdict on one record. `held`: canonical addresses this node holds; `known_held`: whether
-    that address table was read at all (if not, this node is assumed not to hold the VIP)."""
+    that address table was read at all (if not, this node is assumed not to hold the VIP);
+    `held_since`: when the local address set last changed (`Snapshot.addresses_changed`).
+
+    "This node holds it and another host answers" needs a probe sent after the local addresses last
+    changed: right after a failover the new holder's address is live at once, while the latest probe
+    may still carry the old holder's answer (given before it let the VIP go). Until such a probe, the
+    other answerers of this node's VIP are not counted."""
     here = known_held and rec.vip in set(held)
     others = len(rec.answerers)
+    if here and held_since is not None and (rec.last_probe is None or rec.last_probe < held_since):
+        others = 0
     probe = rec.last_probe_answers
     two = others + (1 if here else 0) >= 2 or (probe is not None and probe >= 2)
     silent = rec.probing and probe == 0 and others == 0 and not here
@@ -59,4 +69,5 @@ def judge_snapshot(snap: Snapshot) -> tuple[L2Verdict, ...]:
     if snap.l2 is None:
         return ()
     held = held_set(snap.addresses)
-    return tuple(judge(r, held, snap.addresses is not None) for r in snap.l2)
+    known = snap.addresses is not None
+    return tuple(judge(r, held, known, snap.addresses_changed) for r in snap.l2)
