@@ -49,6 +49,7 @@ import logging
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -329,6 +330,8 @@ class L2Source(Source):
         self._last_probe_sent = float("-inf")
         self._published: tuple[object, ...] | None = None
         self._published_at = float("-inf")
+        self._probes_seen: tuple[float | None, ...] = ()
+        self._changed: float | None = None
         self._capped = False
         self.sent = 0  # probes sent (all VIPs), for tests and the bench
 
@@ -397,6 +400,11 @@ class L2Source(Source):
         sock.close()
 
     def close(self) -> None:
+        """Close the sockets; while the background loop runs, it does so itself on its way out
+        (within a second of `stop()`), so no socket is closed under its poll."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            return
         for iface in list(self._socks):
             self._close(iface, None)
 
@@ -508,7 +516,11 @@ class L2Source(Source):
         recs = self.records(now)
         # A verdict pairs "this node holds the VIP" with other answerers only from a probe sent after
         # the local addresses last changed (verdicts.l2): the first such probe is news at once.
-        changed = self.store.snapshot().addresses_changed
+        probes = tuple(r.last_probe for r in recs)
+        if probes != self._probes_seen:  # a probe completed: read the store only then
+            self._probes_seen = probes
+            self._changed = self.store.snapshot().addresses_changed
+        changed = self._changed
         decisive = tuple(
             (r.vip, r.interface, r.answerers, r.last_probe_answers, r.probing, r.listening_since, r.heard,
              changed is not None and r.last_probe is not None and r.last_probe >= changed)
