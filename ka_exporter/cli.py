@@ -114,6 +114,15 @@ class _Commands(click.Group):
     help="Exporter-toolkit web config (TLS, basic auth), as node_exporter uses.",
 )
 @click.option(
+    "--web.max-connections",
+    "web_max_connections",
+    type=click.IntRange(16, 65536),
+    default=4096,
+    show_default=True,
+    help="Client connections held at once (also kept below the descriptor limit); when full, a new "
+    "connection evicts the oldest one that has not completed a request.",
+)
+@click.option(
     "--keepalived.config",
     "keepalived_config",
     type=click.Path(path_type=Path),
@@ -247,6 +256,21 @@ class _Commands(click.Group):
     help="Seconds a condition must hold (or be gone) before the hook runs.",
 )
 @click.option(
+    "--watchdog.max-concurrent",
+    "watchdog_max_concurrent",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="Hooks running at once, at most (one at a time per condition; the rest wait in a queue).",
+)
+@click.option(
+    "--watchdog.unconfigured-vrids/--no-watchdog.unconfigured-vrids",
+    "watchdog_unconfigured_vrids",
+    default=False,
+    show_default=True,
+    help="Also run the hook for VRIDs only heard on the wire, not in keepalived.conf (an observer).",
+)
+@click.option(
     "--log.level",
     "log_level",
     type=click.Choice(logs.LEVELS),
@@ -285,6 +309,7 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         web_listen_address=kw["web_listen_address"],
         web_telemetry_path=kw["web_telemetry_path"],
         web_config_file=kw["web_config_file"],
+        web_max_connections=kw.get("web_max_connections", 4096),
         keepalived_config=Path(kw["keepalived_config"]),
         keepalived_pid_file=Path(kw["keepalived_pid_file"]),
         keepalived_dumps_dir=kw["keepalived_dumps_dir"],
@@ -305,6 +330,8 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         watchdog_exec=kw["watchdog_exec"],
         watchdog_timeout=kw["watchdog_timeout"],
         watchdog_debounce=kw["watchdog_debounce"],
+        watchdog_max_concurrent=kw["watchdog_max_concurrent"],
+        watchdog_unconfigured_vrids=kw["watchdog_unconfigured_vrids"],
         log_level=kw["log_level"],
         log_format=kw["log_format"],
     )

@@ -14,6 +14,7 @@ class Settings:
     web_listen_address: str = f":{DEFAULT_PORT}"
     web_telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
+    web_max_connections: int = 4096
     keepalived_config: Path = Path("/etc/keepalived/keepalived.conf")
     keepalived_pid_file: Path = Path("/run/keepalived.pid")
     keepalived_dumps_dir: Path | None = None
@@ -34,6 +35,8 @@ class Settings:
     watchdog_exec: str | None = None
     watchdog_timeout: float = 10.0
     watchdog_debounce: float = 0.0
+    watchdog_max_concurrent: int = 4
+    watchdog_unconfigured_vrids: bool = False
     log_level: str = "info"
     log_format: str = "logfmt"
 

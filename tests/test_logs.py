@@ -6,9 +6,8 @@ import json
 import subprocess
 import sys
 
-from tests.test_serving_attacks import LOGFMT
-
 from ka_exporter.logs import Throttle
+from tests.test_serving_attacks import LOGFMT
 
 CRASH = """
 import threading
@@ -33,7 +32,7 @@ def test_uncaught_exceptions_in_threads_and_main_are_one_line_each() -> None:
             assert all(LOGFMT.match(line) for line in lines), lines
             assert "uncaught exception in thread worker" in lines[0]
             assert "ZeroDivisionError" in lines[0]
-            assert "ValueError: main second line" in lines[1]
+            assert "ValueError: main | second line" in lines[1]
         else:
             docs = [json.loads(line) for line in lines]
             assert docs[0]["level"] == "error"
