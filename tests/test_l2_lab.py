@@ -205,8 +205,7 @@ def test_ipv4_one_two_and_no_answerer_and_the_probes_on_the_wire() -> None:
             assert lab.wait_for(lambda: set(lab.vip_holders()) == {"a", "b"}, 10)
             t_second = time.monotonic()
             assert wait(lambda: ws.all(lambda v: v.two_answerers), 10)
-            t_flag = time.monotonic()
-            assert t_flag - t_second <= 2 * lab.profile.advert_int + PROBE + 1.0  # + poll and load slack
+            t_flag = time.monotonic()  # (how fast: bench/bench_l2.py; no test asserts a wall-clock time)
             time.sleep(1.0)
             for w in ws.w.values():  # and it stays flagged at every poll while the split lasts
                 assert all(v is not None and v.two_answerers for v in w.since(t_flag, vip)), w.name
@@ -214,7 +213,7 @@ def test_ipv4_one_two_and_no_answerer_and_the_probes_on_the_wire() -> None:
             assert ws["o"].record(vip).answerers == tuple(sorted((a_mac, b_mac)))
             assert ws["o"].record(vip).last_probe_answers == 2
             assert ws["a"].record(vip).answerers == (b_mac,)  # a hears b; itself via netlink
-            assert t_split <= t_second
+            assert t_split <= t_second <= t_flag
             lab.heal()
             assert wait(lambda: ws.all(lambda v: not v.two_answerers and v.answerers == 1), 5)
             failovers_never_show_two(lab, ws)

@@ -494,12 +494,13 @@ class L2Source(Source):
         for w in self._watches.values():
             probing = self.probe and w.interface in self._socks
             probe_macs = w.last_probe_macs
+            answering = w.answerers(probing, now, self.window)
             out.append(
                 VipAnswers(
                     vip=w.vip,
                     interface=w.interface,
                     family=w.family,
-                    answerers=tuple(mac_text(m) for m in w.answerers(probing, now, self.window)),
+                    answerers=tuple(mac_text(m) for m in answering[: self.max_macs]),
                     last_probe_answers=None if probe_macs is None else len(probe_macs),
                     last_probe=w.last_probe,
                     last_answer=w.last_answer,
