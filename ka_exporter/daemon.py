@@ -59,6 +59,17 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 listen_seconds=settings.wire_listen_seconds,
             )
         )
+    if settings.enabled("l2"):
+        from ka_exporter.sources.l2 import L2Source
+
+        sources.append(
+            L2Source(
+                store,
+                probe_interval=settings.l2_probe_interval,
+                max_probe_rate=settings.l2_max_probe_rate,
+                max_vips=settings.l2_max_vips,
+            )
+        )
     dbus_source = None
     dumps = None
     if settings.enabled("dbus") and dbus_wanted(settings, store.snapshot().config):
@@ -178,6 +189,10 @@ def build_parts(settings: Settings) -> list[Part]:
 
         parts.append(collect_wire)
         parts.append(collect_failover)
+    if settings.enabled("l2"):
+        from ka_exporter.collectors.l2 import collect_l2
+
+        parts.append(collect_l2)
     if settings.enabled("lvs"):
         from ka_exporter.collectors.lvs import collect_lvs
 
@@ -216,7 +231,7 @@ class Exporter:
         firsts = [
             threading.Thread(target=s.run_once, name=f"first-{s.name}")
             for s in self.sources
-            if s.name not in ("config", "wire")
+            if s.name not in ("config", "wire", "l2")  # both listen continuously from their start
         ]
         for t in firsts:
             t.start()

@@ -373,9 +373,21 @@ class VipAnswers:
     """Who answers for one configured VIP on its link, as the L2 witness (`sources/l2.py`) sees it.
 
     Answers are ARP replies / gratuitous ARPs (IPv4) or neighbour advertisements (IPv6) naming the
-    VIP as their sender/target address. `answerers` are the distinct MACs heard within the witness's
-    window; with `use_vmac` two masters answer with the same virtual MAC, so `last_probe_answers`
-    counts the answers to the latest completed probe, duplicates included.
+    VIP as their sender/target address. `answerers` are the distinct MACs answering now: while the
+    witness probes, those that answered its latest completed probe (two MACs there held the VIP at
+    the same instant; a gratuitous ARP heard in passing does not count, or every failover would show
+    the old and the new holder together for a while); without probes, those heard within the
+    witness's window. With `use_vmac` two masters answer with the same virtual MAC, so
+    `last_probe_answers` counts the answers to the latest completed probe, duplicates included
+    (IPv4, where an answer to a probe is exact; for IPv6 it counts distinct MACs, two only once both
+    answered two probes in a row, since an answer to a DAD probe cannot be told from an unsolicited
+    advertisement, which keepalived sends in bursts when it takes over).
+    `heard` is every MAC heard naming the VIP within the window, passive frames included.
+
+    `answerers` are OTHER hosts' MACs only: the witness drops this host's own outgoing frames in the
+    kernel (and a host does not hear its own ARP replies anyway). Whether this node holds the VIP
+    itself comes from `Snapshot.addresses` (netlink), so "this node holds it and one answerer" is two
+    holders. `probes_sent` / `answers_seen` are running totals since the witness started.
     """
 
     vip: str  # canonical address text (verdicts.vips.canonical_ip)
@@ -387,6 +399,9 @@ class VipAnswers:
     last_answer: float | None = None  # when any answer (reply, gratuitous, unsolicited NA) was last seen
     probing: bool = False  # active probes are sent for this VIP
     listening_since: float | None = None  # when this VIP's capture started (no verdict of absence before)
+    probes_sent: int = 0  # active probes sent for this VIP
+    answers_seen: int = 0  # frames naming this VIP heard (replies, gratuitous ARPs, NAs)
+    heard: tuple[str, ...] = ()  # distinct MACs heard in any frame naming the VIP within the window
 
 
 # --------------------------------------------------------------------------------------------------
