@@ -16,6 +16,7 @@ from ka_exporter import conditions, netns
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.exposition import Renderer
 from ka_exporter.http import App, HttpServer
 from ka_exporter.model import KeepalivedConfig, Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
@@ -125,8 +126,12 @@ class Exporter:
         self.store = Store(hostname=settings.hostname)
         self.sources: list[Source] = []
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = SnapshotCollector(self.store.snapshot, build_parts(settings))
+        parts = build_parts(settings)
+        self.collector = SnapshotCollector(self.store.snapshot, parts)
         self.registry.register(self.collector)
+        # What /metrics serves: the same parts, rendered once per change of the store (the registry
+        # stays for --once and as the reference the renderer is tested against).
+        self.renderer = Renderer(self.store.snapshot_versions, parts)
 
     def enter_netns(self) -> None:
         if self.settings.netns:
@@ -294,6 +299,7 @@ def serve(settings: Settings) -> int:
         landing=landing,
         authorize=web.authorize if web is not None else None,
         headers=web.headers if web is not None else None,
+        render=exporter.renderer.render,
     )
     server = HttpServer(host, port, app, tls=web.ssl_context() if web is not None else None)
     stop = threading.Event()

@@ -19,6 +19,8 @@ from prometheus_client.registry import CollectorRegistry
 log = logging.getLogger("ka_exporter.http")
 
 Authorizer = Callable[[str | None], bool]  # Authorization header -> allowed?
+# (Accept, Accept-Encoding) -> (body, content type, content encoding or None)
+Render = Callable[[str, str], tuple[bytes, str, str | None]]
 
 
 class ServeError(Exception):
@@ -80,8 +82,11 @@ class App:
         landing: Callable[[], str] | None = None,
         authorize: Authorizer | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        render: Render | None = None,
     ) -> None:
         self.registry = registry
+        self.render = render
         self.headers = dict(headers or {})
         self.telemetry_path = telemetry_path
         self.landing = landing
@@ -129,6 +134,15 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 return
 
         def _metrics(self) -> None:
+            if app.render is not None:
+                body, ctype, encoding = app.render(
+                    self.headers.get("Accept") or "", self.headers.get("Accept-Encoding") or ""
+                )
+                self.send_response(200)
+                if encoding is not None:
+                    self.send_header("Content-Encoding", encoding)
+                self._finish(body, ctype)
+                return
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             body = encoder(app.registry)
             self.send_response(200)

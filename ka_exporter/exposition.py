@@ -1,0 +1,360 @@
+"""The scrape: the exposition of one store snapshot, rendered once per change and served as bytes.
+
+`Renderer.render(accept, accept_encoding)` is the `render` callable of `http.App`: it returns the body,
+its content type and its content encoding. The work of a scrape is what changed since the last one:
+
+- the store keeps a version per section (`store.SECTIONS`); each collector part has a cache key made
+  of the versions of what it reads (`KEYS`), and its rendered text is kept until that key moves;
+- the whole body (and its gzip) is kept until one part's key moves: a scrape of an unchanged state
+  copies bytes;
+- the text of the parts is formatted by `Formatter`, which writes exactly what prometheus_client's
+  `generate_latest` (text 0.0.4 and OpenMetrics 1.0.0) writes for the same families, with the label
+  sets' text kept between renders. Anything it does not format itself (other metric types, other
+  content types or escapings) goes through prometheus_client's own encoder.
+
+One scrape is one consistent snapshot: the parts rendered for it read one snapshot, and a part kept
+from an earlier one was made from sections at the same versions, so it says what a fresh render would.
+
+A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape.
+Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
+change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that.
+
+`ka_exporter_scrape_duration_seconds` is the time the served body took to render: a body served from
+the cache carries the figure of the render that made it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from math import copysign
+from typing import Any
+
+from prometheus_client import openmetrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import (
+    _escape,
+    _is_legacy_labelname_rune,
+    escape_label_name,
+    escape_metric_name,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, Part
+from ka_exporter.collectors.exporter import collect_exporter
+from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.collectors.keepalived import collect_keepalived
+from ka_exporter.model import Snapshot
+from ka_exporter.store import Versions
+
+log = logging.getLogger("ka_exporter.exposition")
+
+__all__ = ["KEYS", "OPENMETRICS", "TEXT", "Formatter", "Renderer", "keys_for"]
+
+TEXT = CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS = openmetrics.exposition.CONTENT_TYPE_LATEST
+_EOF = b"# EOF\n"
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes a value
+
+KeyFn = Callable[[Snapshot, Versions], Hashable]
+Source = Callable[[], tuple[Snapshot, Versions]]
+Render = tuple[bytes, str, str | None]
+Encoder = Callable[[Collector], bytes]
+_OM = "application/openmetrics-text"
+
+
+def _sections(*names: str) -> KeyFn:
+    def key(_snap: Snapshot, versions: Versions) -> Hashable:
+        return tuple(versions[n] for n in names)
+
+    return key
+
+
+def _keepalived_key(snap: Snapshot, versions: Versions) -> Hashable:
+    # The VIP mismatch is judged only with a state at least as fresh as the addresses: that
+    # comparison, not every publication time, is what the part reads of views_time.
+    fresh = snap.state_fresh_since()
+    current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
+    sections = ("views", "process", "addresses", "health", "transitions")
+    return (*(versions[n] for n in sections), current)
+
+
+def _wire_key(snap: Snapshot, versions: Versions) -> Hashable:
+    # Counters and last-advert times move per packet without a store change: the records themselves
+    # are the key (64 routers compare in microseconds). Every section but the timestamps, so a part
+    # that reads more of the snapshot later still renders fresh.
+    skip = ("health_times", "views_time")
+    return (tuple(v for k, v in sorted(versions.items()) if k not in skip), snap.wire_peers, snap.wire_stats)
+
+
+KEYS: dict[Callable[..., Any], KeyFn] = {
+    collect_process: _sections("process"),
+    collect_vips: _sections("config", "views", "addresses"),
+    collect_config: _sections("config"),
+    collect_keepalived: _keepalived_key,
+    collect_exporter: _sections("health", "health_times"),
+}
+
+
+def keys_for(parts: Sequence[Part]) -> dict[Callable[..., Any], KeyFn]:
+    """`KEYS`, plus the wire collector's key when it is one of `parts` (imported only then)."""
+    keys = dict(KEYS)
+    names = {getattr(p, "__module__", ""): p for p in parts}
+    wire = names.get("ka_exporter.collectors.wire")
+    if wire is not None and getattr(wire, "__name__", "") == "collect_wire":
+        keys[wire] = _wire_key
+    return keys
+
+
+class _Families(Collector):
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = list(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._metrics)
+
+
+class Formatter:
+    """Text of metric families, byte for byte what prometheus_client's encoders write.
+
+    Gauge and counter families of plain samples (no timestamp, exemplar, native histogram, and no
+    `_created` sample) are formatted here, with each label set's text remembered (bounded); any other
+    family goes through prometheus_client's encoder for the content type.
+    """
+
+    LABEL_MEMO_MAX = 200_000
+    VALUE_MEMO_MAX = 4096
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[tuple[str, str], ...], str] = {}
+        self._names: dict[tuple[str, bool], str] = {}
+        self._values: dict[float, str] = {}
+
+    def format(self, metrics: Iterable[Metric], content_type: str, encoder: Encoder | None = None) -> bytes:
+        """The exposition of `metrics` in `content_type`, without `# EOF`.
+
+        `encoder` is prometheus_client's encoder for it (from `choose_encoder`); it defaults to the one
+        `choose_encoder` picks for text 0.0.4 or OpenMetrics 1.0.0.
+        """
+        if encoder is None:
+            encoder = om_generate_latest if content_type.startswith(_OM) else generate_latest
+        kind = _fast_kind(content_type)
+        om = kind == "om"
+        fast = kind is not None
+        out: list[str] = []
+        slow: list[bytes] = []
+        if len(self._labels) > self.LABEL_MEMO_MAX:
+            self._labels.clear()
+        by_id: dict[int, str] = {}
+        metrics = list(metrics)  # holds every labels dict (and so its id) until this returns
+        for metric in metrics:
+            text = self._family(metric, om, by_id) if fast else None
+            if text is None:
+                if out:
+                    slow.append("".join(out).encode())
+                    out = []
+                slow.append(_encode([metric], content_type, encoder))
+            else:
+                out.append(text)
+        if not slow:
+            return "".join(out).encode()
+        if out:
+            slow.append("".join(out).encode())
+        return b"".join(slow)
+
+    def _family(self, metric: Metric, om: bool, by_id: dict[int, str]) -> str | None:
+        mtype = metric.type
+        if mtype not in ("gauge", "counter") or metric.unit:
+            return None
+        name = metric.name
+        # The one sample name a plain family has; anything else (_created, ...) is the encoder's.
+        expected = name + "_total" if mtype == "counter" else name
+        doc = metric.documentation
+        if om:
+            mname = escape_metric_name(name)
+            help_ = _escape(doc, openmetrics.exposition.ALLOWUTF8, _is_legacy_labelname_rune)
+        else:
+            mname = escape_metric_name(expected)
+            help_ = doc.replace("\\", r"\\").replace("\n", r"\n")
+        sname = self._names.get((expected, om))
+        if sname is None:
+            sname = self._names[(expected, om)] = _sample_name(expected, om)
+        lines = [f"# HELP {mname} {help_}\n# TYPE {mname} {mtype}\n"]
+        append = lines.append
+        memo = self._labels
+        values = self._values
+        for raw, labels, value, ts, exemplar, native in metric.samples:
+            if raw != expected or ts is not None or exemplar is not None or native is not None:
+                return None
+            val: str | None
+            if value == 0:  # 0.0 and -0.0 are one dict key but two texts
+                val = "-0.0" if copysign(1.0, value) < 0 else "0.0"
+            else:
+                val = values.get(value)
+                if val is None:
+                    val = _go_float(value)
+                    if len(values) < self.VALUE_MEMO_MAX:
+                        values[value] = val
+            if labels:
+                # The collectors share one labels dict between the families of a series: its
+                # text is found by identity within this call (the dicts live until it returns).
+                text = by_id.get(id(labels))
+                if text is None:
+                    items = tuple(labels.items())
+                    text = memo.get(items)
+                    if text is None:
+                        text = memo[items] = _labels(labels)
+                    by_id[id(labels)] = text
+                append(f"{sname}{text} {val}\n")
+            else:
+                append(f"{sname} {val}\n")
+        return "".join(lines)
+
+
+def _fast_kind(content_type: str) -> str | None:
+    """ "text" / "om" where `Formatter` writes what the encoder for `content_type` writes, else None.
+
+    That is the default escaping (underscores) of text 0.0.4 / 1.0.0 and OpenMetrics 1.x: what
+    Prometheus asks for. Other escapings and OpenMetrics 2 (native histograms) are the encoder's.
+    """
+    kind = _KINDS.get(content_type)
+    if kind is None and content_type not in _KINDS:
+        fields = [f.strip() for f in content_type.split(";")]
+        params = dict(f.partition("=")[::2] for f in fields[1:])
+        underscores = params.get("escaping", openmetrics.exposition.UNDERSCORES) == "underscores"
+        version = params.get("version", "")
+        if fields[0] == "text/plain" and underscores:
+            kind = "text"
+        elif fields[0] == "application/openmetrics-text" and underscores and version.startswith("1."):
+            kind = "om"
+        _KINDS[content_type] = kind
+    return kind
+
+
+_KINDS: dict[str, str | None] = {}
+
+
+def _sample_name(name: str, om: bool) -> str:
+    if om:
+        return _escape(name, openmetrics.exposition.UNDERSCORES, _is_legacy_labelname_rune)
+    return escape_metric_name(name)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    # As both of prometheus_client's encoders write a label set (sorted by name, values escaped).
+    utf8 = openmetrics.exposition.ALLOWUTF8
+    inner = ",".join(
+        f'{escape_label_name(k)}="{_escape(v, utf8, _is_legacy_labelname_rune)}"'
+        for k, v in sorted(labels.items())
+    )
+    return "{" + inner + "}"
+
+
+def _encode(metrics: Sequence[Metric], content_type: str, encoder: Encoder) -> bytes:
+    """prometheus_client's own encoding of `metrics` for `content_type`, without `# EOF`."""
+    body = encoder(_Families(metrics))
+    return body.removesuffix(_EOF) if content_type.startswith(_OM) else body
+
+
+class _Body:
+    __slots__ = ("body", "gzipped", "keys")
+
+    def __init__(self, keys: tuple[Hashable, ...], body: bytes) -> None:
+        self.keys = keys
+        self.body = body
+        self.gzipped: bytes | None = None
+
+
+class Renderer:
+    """Renders the parts over store snapshots, keeping each part's text and the body until they move.
+
+    `source` returns a snapshot and its section versions (`Store.snapshot_versions`); `parts` are the
+    collector parts in exposition order; `keys` the cache key of each part (default `keys_for(parts)`).
+    Thread-safe: one render at a time (concurrent scrapes of an unchanged state share the bytes).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        parts: Sequence[Part],
+        keys: Mapping[Callable[..., Any], KeyFn] | None = None,
+        *,
+        gzip_level: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._source = source
+        self._parts = tuple(parts)
+        all_keys = keys_for(self._parts) if keys is None else keys
+        self._keys: tuple[KeyFn | None, ...] = tuple(all_keys.get(p) for p in self._parts)
+        self._gzip_level = gzip_level
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._formatter = Formatter()
+        self._chunks: dict[tuple[str, int], tuple[Hashable, bytes]] = {}
+        self._bodies: dict[str, _Body] = {}
+        self.renders = 0  # bodies rendered (not served from the cache), for tests and benches
+        self.part_renders = [0] * len(self._parts)
+
+    def render(self, accept: str = "", accept_encoding: str = "") -> Render:
+        """(body, content type, content encoding or None) for a request's Accept headers."""
+        encoder, content_type = choose_encoder(accept)
+        gz = "gzip" in (accept_encoding or "")
+        with self._lock:
+            body = self._body(content_type, encoder)
+            if not gz:
+                return body.body, content_type, None
+            if body.gzipped is None:
+                body.gzipped = gzip.compress(body.body, compresslevel=self._gzip_level)
+            return body.gzipped, content_type, "gzip"
+
+    def body(self, accept: str = "") -> bytes:
+        """The uncompressed body for `accept` (for --once and tests)."""
+        return self.render(accept, "")[0]
+
+    def _body(self, content_type: str, encoder: Encoder) -> _Body:
+        started = self._clock()
+        snap, versions = self._source()
+        keys: list[Hashable] = []
+        for keyfn in self._keys:
+            keys.append(object() if keyfn is None else (keyfn(snap, versions)))
+        key_tuple = tuple(keys)
+        cached = self._bodies.get(content_type)
+        if cached is not None and cached.keys == key_tuple:
+            return cached
+        chunks: list[bytes] = []
+        for i, (part, key) in enumerate(zip(self._parts, key_tuple, strict=True)):
+            kept = self._chunks.get((content_type, i))
+            if kept is not None and kept[0] == key:
+                chunks.append(kept[1])
+                continue
+            try:
+                metrics = list(part(snap))
+                text = self._formatter.format(metrics, content_type, encoder)
+            except Exception:
+                log.exception("collector %s failed; its metrics are left out of this scrape", _name(part))
+                self._chunks.pop((content_type, i), None)
+                key_tuple = (*key_tuple[:i], object(), *key_tuple[i + 1 :])  # retry on the next scrape
+                continue
+            self.part_renders[i] += 1
+            self._chunks[(content_type, i)] = (key, text)
+            chunks.append(text)
+        duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
+        duration.add_metric([], self._clock() - started)
+        chunks.append(self._formatter.format([duration], content_type, encoder))
+        if content_type.startswith(_OM):
+            chunks.append(_EOF)
+        made = _Body(key_tuple, b"".join(chunks))
+        self._bodies[content_type] = made
+        self.renders += 1
+        return made
+
+
+def _name(part: Part) -> str:
+    return getattr(part, "__name__", repr(part))
