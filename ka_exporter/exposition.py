@@ -29,7 +29,7 @@ import gzip
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from math import copysign
 from typing import Any
 
@@ -56,14 +56,16 @@ from ka_exporter.store import Versions
 
 log = logging.getLogger("ka_exporter.exposition")
 
-__all__ = ["KEYS", "OPENMETRICS", "TEXT", "Formatter", "Renderer", "keys_for"]
+__all__ = ["KEYS", "OPENMETRICS", "TEXT", "Formatter", "Renderer", "units_for"]
 
 TEXT = CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS = openmetrics.exposition.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
 _go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes a value
 
-KeyFn = Callable[[Snapshot, Versions], Hashable]
+KeyFn = Callable[[Snapshot, Versions], object]  # compared with ==
+UnitRender = Callable[[Snapshot, Versions], Iterable[Metric]]
+Unit = tuple[KeyFn | None, UnitRender]  # a key of None: rendered on every scrape
 Source = Callable[[], tuple[Snapshot, Versions]]
 Render = tuple[bytes, str, str | None]
 Encoder = Callable[[Collector], bytes]
@@ -71,27 +73,19 @@ _OM = "application/openmetrics-text"
 
 
 def _sections(*names: str) -> KeyFn:
-    def key(_snap: Snapshot, versions: Versions) -> Hashable:
+    def key(_snap: Snapshot, versions: Versions) -> object:
         return tuple(versions[n] for n in names)
 
     return key
 
 
-def _keepalived_key(snap: Snapshot, versions: Versions) -> Hashable:
+def _keepalived_key(snap: Snapshot, versions: Versions) -> object:
     # The VIP mismatch is judged only with a state at least as fresh as the addresses: that
     # comparison, not every publication time, is what the part reads of views_time.
     fresh = snap.state_fresh_since()
     current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
     sections = ("views", "process", "addresses", "health", "transitions")
     return (*(versions[n] for n in sections), current)
-
-
-def _wire_key(snap: Snapshot, versions: Versions) -> Hashable:
-    # Counters and last-advert times move per packet without a store change: the records themselves
-    # are the key (64 routers compare in microseconds). Every section but the timestamps, so a part
-    # that reads more of the snapshot later still renders fresh.
-    skip = ("health_times", "views_time")
-    return (tuple(v for k, v in sorted(versions.items()) if k not in skip), snap.wire_peers, snap.wire_stats)
 
 
 KEYS: dict[Callable[..., Any], KeyFn] = {
@@ -103,14 +97,69 @@ KEYS: dict[Callable[..., Any], KeyFn] = {
 }
 
 
-def keys_for(parts: Sequence[Part]) -> dict[Callable[..., Any], KeyFn]:
-    """`KEYS`, plus the wire collector's key when it is one of `parts` (imported only then)."""
-    keys = dict(KEYS)
-    names = {getattr(p, "__module__", ""): p for p in parts}
-    wire = names.get("ka_exporter.collectors.wire")
-    if wire is not None and getattr(wire, "__name__", "") == "collect_wire":
-        keys[wire] = _wire_key
-    return keys
+def _wire_units() -> list[Unit]:
+    """collect_wire as two units: the per-VRID verdicts, and the routers and counters.
+
+    Counters and last-advert times move with every advert without a store change, so the routers
+    unit is keyed on the records themselves (64 routers compare in microseconds). The verdicts unit
+    is keyed on the verdicts, judged again only when the store or the records moved: an advert that
+    changes no verdict re-renders the routers' few series, not every VRID's.
+    """
+    from ka_exporter.collectors.wire import router_families, verdict_families
+    from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
+
+    skip = ("health_times", "views_time")
+    memo: list[object] = [None]
+    judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
+
+    def judged(snap: Snapshot, versions: Versions) -> tuple[VridVerdict, ...] | None:
+        if snap.wire_peers is None or snap.wire_stats is None:
+            return None
+        basis = (
+            tuple(v for k, v in sorted(versions.items()) if k not in skip),
+            snap.wire_peers,
+            snap.wire_stats,
+        )
+        if basis != memo[0]:
+            memo[0], judged_memo[0] = basis, judge_snapshot(snap)
+        return judged_memo[0]
+
+    def verdicts(snap: Snapshot, versions: Versions) -> Iterable[Metric]:
+        got = judged(snap, versions)
+        return () if got is None else verdict_families(got)
+
+    def routers_key(snap: Snapshot, _versions: Versions) -> object:
+        return (snap.wire_peers, snap.wire_stats)
+
+    def routers(snap: Snapshot, _versions: Versions) -> Iterable[Metric]:
+        if snap.wire_peers is None or snap.wire_stats is None:
+            return ()
+        return router_families(snap.wire_peers, snap.wire_stats)
+
+    return [(judged, verdicts), (routers_key, routers)]
+
+
+def _is_collect_wire(part: Part) -> bool:
+    module = getattr(part, "__module__", "")
+    return module == "ka_exporter.collectors.wire" and getattr(part, "__name__", "") == "collect_wire"
+
+
+def units_for(parts: Sequence[Part], keys: Mapping[Callable[..., Any], KeyFn]) -> list[list[Unit]]:
+    """Each part as the units it is rendered in: (cache key, or None for every scrape; render)."""
+    out: list[list[Unit]] = []
+    for part in parts:
+        if part not in keys and _is_collect_wire(part):
+            out.append(_wire_units())  # imported only when the wire collector runs
+        else:
+            out.append([(keys.get(part), _plain(part))])
+    return out
+
+
+def _plain(part: Part) -> UnitRender:
+    def render(snap: Snapshot, _versions: Versions) -> Iterable[Metric]:
+        return part(snap)
+
+    return render
 
 
 class _Families(Collector):
@@ -266,7 +315,7 @@ def _encode(metrics: Sequence[Metric], content_type: str, encoder: Encoder) -> b
 class _Body:
     __slots__ = ("body", "gzipped", "keys")
 
-    def __init__(self, keys: tuple[Hashable, ...], body: bytes) -> None:
+    def __init__(self, keys: tuple[object, ...], body: bytes) -> None:
         self.keys = keys
         self.body = body
         self.gzipped: bytes | None = None
@@ -276,8 +325,9 @@ class Renderer:
     """Renders the parts over store snapshots, keeping each part's text and the body until they move.
 
     `source` returns a snapshot and its section versions (`Store.snapshot_versions`); `parts` are the
-    collector parts in exposition order; `keys` the cache key of each part (default `keys_for(parts)`).
-    Thread-safe: one render at a time (concurrent scrapes of an unchanged state share the bytes).
+    collector parts in exposition order; `keys` the cache key of each part (default `KEYS`; the wire
+    collector is split in two units of its own, see `_wire_units`). Thread-safe: one render at a
+    time (concurrent scrapes of an unchanged state share the bytes).
     """
 
     def __init__(
@@ -291,16 +341,17 @@ class Renderer:
     ) -> None:
         self._source = source
         self._parts = tuple(parts)
-        all_keys = keys_for(self._parts) if keys is None else keys
-        self._keys: tuple[KeyFn | None, ...] = tuple(all_keys.get(p) for p in self._parts)
+        units = units_for(self._parts, KEYS if keys is None else keys)
+        # Flat: (index of the part, key, render) per unit, in exposition order.
+        self._units = [(i, key, render) for i, part_units in enumerate(units) for key, render in part_units]
         self._gzip_level = gzip_level
         self._clock = clock
         self._lock = threading.Lock()
         self._formatter = Formatter()
-        self._chunks: dict[tuple[str, int], tuple[Hashable, bytes]] = {}
+        self._chunks: dict[tuple[str, int], tuple[object, bytes]] = {}
         self._bodies: dict[str, _Body] = {}
         self.renders = 0  # bodies rendered (not served from the cache), for tests and benches
-        self.part_renders = [0] * len(self._parts)
+        self.part_renders = [0] * len(self._parts)  # renders of (a unit of) each part
 
     def render(self, accept: str = "", accept_encoding: str = "") -> Render:
         """(body, content type, content encoding or None) for a request's Accept headers."""
@@ -321,40 +372,37 @@ class Renderer:
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
         snap, versions = self._source()
-        keys: list[Hashable] = []
-        for keyfn in self._keys:
-            keys.append(object() if keyfn is None else (keyfn(snap, versions)))
-        key_tuple = tuple(keys)
+        keys = [object() if key is None else key(snap, versions) for _i, key, _r in self._units]
         cached = self._bodies.get(content_type)
-        if cached is not None and cached.keys == key_tuple:
+        if cached is not None and cached.keys == tuple(keys):
             return cached
         chunks: list[bytes] = []
-        for i, (part, key) in enumerate(zip(self._parts, key_tuple, strict=True)):
-            kept = self._chunks.get((content_type, i))
-            if kept is not None and kept[0] == key:
+        for u, (i, _key, render) in enumerate(self._units):
+            kept = self._chunks.get((content_type, u))
+            if kept is not None and kept[0] == keys[u]:
                 chunks.append(kept[1])
                 continue
             try:
-                metrics = list(part(snap))
-                text = self._formatter.format(metrics, content_type, encoder)
+                text = self._formatter.format(render(snap, versions), content_type, encoder)
             except Exception:
-                log.exception("collector %s failed; its metrics are left out of this scrape", _name(part))
-                self._chunks.pop((content_type, i), None)
-                key_tuple = (*key_tuple[:i], object(), *key_tuple[i + 1 :])  # retry on the next scrape
+                name = _name(self._parts[i])
+                log.exception("collector %s failed; its metrics are left out of this scrape", name)
+                self._chunks.pop((content_type, u), None)
+                keys[u] = object()  # tried again on the next scrape
                 continue
             self.part_renders[i] += 1
-            self._chunks[(content_type, i)] = (key, text)
+            self._chunks[(content_type, u)] = (keys[u], text)
             chunks.append(text)
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
         duration.add_metric([], self._clock() - started)
         chunks.append(self._formatter.format([duration], content_type, encoder))
         if content_type.startswith(_OM):
             chunks.append(_EOF)
-        made = _Body(key_tuple, b"".join(chunks))
+        made = _Body(tuple(keys), b"".join(chunks))
         self._bodies[content_type] = made
         self.renders += 1
         return made
 
 
 def _name(part: Part) -> str:
-    return getattr(part, "__name__", repr(part))
+    return str(getattr(part, "__name__", repr(part)))
