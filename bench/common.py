@@ -336,10 +336,11 @@ def thread_cpu(pid: int) -> dict[int, float]:
 
 
 def py_spy() -> str | None:
-    """A py-spy binary ($PY_SPY, PATH, or /tmp/bench-tools/bin), for profiling; None if there is none."""
+    """A py-spy binary ($PY_SPY, PATH, the venv's or /tmp/bench-tools/bin); None if there is none."""
     import shutil
 
-    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), "/tmp/bench-tools/bin/py-spy"):
+    venv = str(Path(sys.executable).parent / "py-spy")
+    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), venv, "/tmp/bench-tools/bin/py-spy"):
         if cand and os.access(cand, os.X_OK):
             return cand
     return None

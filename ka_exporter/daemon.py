@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -318,6 +319,10 @@ def serve(settings: Settings) -> int:
     # A scrape waits for the GIL whenever a source thread runs Python (a poll, a burst of adverts):
     # up to the switch interval per hand-over, 5 ms by default, which was most of a scrape's p99.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # What was built at start (modules, keepalived.conf, first records) stays: keep it out of the
+    # collector's full passes, which otherwise walk it in the middle of scrapes.
+    gc.collect()
+    gc.freeze()
     server.start()
     log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
     start_watchdog(settings, exporter, stop)

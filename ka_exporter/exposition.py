@@ -30,7 +30,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields
 from math import copysign
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import openmetrics
@@ -102,12 +104,19 @@ def _wire_units() -> list[Unit]:
 
     Counters and last-advert times move with every advert without a store change, so the routers
     unit is keyed on the records themselves (64 routers compare in microseconds). The verdicts unit
-    is keyed on the verdicts, judged again only when the store or the records moved: an advert that
-    changes no verdict re-renders the routers' few series, not every VRID's.
+    is keyed on the verdicts, judged again only when the store moved (the wire source moves its
+    "wire" section right after the batch of adverts that changed a verdict, and on its tick when
+    time changed one) or a router's record moved in more than its counters and times (a new
+    router, a priority, ...): an advert that changes no verdict re-renders the routers' series only,
+    not every VRID's (1,000 VRIDs take milliseconds to judge).
     """
     from ka_exporter.collectors.wire import router_families, verdict_families
+    from ka_exporter.model import WirePeer, WireStats
     from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
 
+    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
+    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
+    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
     skip = ("health_times", "views_time")
     memo: list[object] = [None]
     judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
@@ -115,11 +124,8 @@ def _wire_units() -> list[Unit]:
     def judged(snap: Snapshot, versions: Versions) -> tuple[VridVerdict, ...] | None:
         if snap.wire_peers is None or snap.wire_stats is None:
             return None
-        basis = (
-            tuple(v for k, v in sorted(versions.items()) if k not in skip),
-            snap.wire_peers,
-            snap.wire_stats,
-        )
+        moved = tuple(v for k, v in sorted(versions.items()) if k not in skip)
+        basis = (moved, [peer_fields(p) for p in snap.wire_peers], stats_fields(snap.wire_stats))
         if basis != memo[0]:
             memo[0], judged_memo[0] = basis, judge_snapshot(snap)
         return judged_memo[0]

@@ -140,6 +140,11 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
         for ts, ip in read_pcap(PCAP)
         if isinstance(a := decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY), Advert)
     )
+
+    def advert_in(a: Advert) -> None:
+        if table.update(a):  # as the wire source does after each batch that moved a verdict
+            store.wire_changed()
+
     changes = [
         (
             "instances go FAULT",
@@ -150,7 +155,7 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
         ("a VIP goes", lambda: store.set_addresses(()), {collect_vips, KA}),
         ("a D-Bus transition", lambda: store.count_transition(views[0].name), {KA}),
         ("a source fails", lambda: store.report("vips", error="netlink: gone"), {collect_exporter, KA}),
-        ("an advert arrives", lambda: table.update(replace(advert, timestamp=clock.now)), {collect_wire}),
+        ("an advert arrives", lambda: advert_in(replace(advert, timestamp=clock.now)), {collect_wire}),
         (
             "time passes (a router's hold runs out)",
             lambda: (setattr(clock, "now", clock.now + 10), store.wire_changed()),
