@@ -9,8 +9,8 @@ Setup (root): a lab pair (ka_exporter.lab, D-Bus on), whose keepalived.conf is r
 instances (advert_int 1, node a the preferred master of all, one VIP each) and keepalived restarted;
 a real ka-exporter watches node a as `ka-exporter demo` does (every source on).
 
-- Idle: no scrapes for IDLE_SECONDS; CPU of the exporter (all threads, /proc) and of its threads by
-  name (py-spy dump, when there is one). Adverts: node a's own, counted by the exporter's wire source
+- Idle: no scrapes for IDLE_SECONDS; CPU of the exporter's threads (/proc schedstat, in ns: the
+  clock ticks of /proc/PID/stat are 10 ms), in all and by name (py-spy dump, when there is one). Adverts: node a's own, counted by the exporter's wire source
   (keepalived_wire_packets_total before and after). Cost per advert = CPU / adverts, for the whole
   process and for the threads that do per-advert work (src-wire, watchdog).
 - FAULT: a thread tails node a's keepalived log (every 1 ms) and records when each instance's
@@ -90,9 +90,10 @@ def packets(body: bytes) -> float:
 def idle(exporter: Process, port: int, seconds: float) -> dict[str, Any]:
     names = common.thread_names(exporter.pid)
     p0 = packets(scrape(port))
-    cpu0, th0, t0 = common.cpu_seconds(exporter.pid), common.thread_cpu(exporter.pid), time.monotonic()
+    th0, t0 = common.thread_runtime(exporter.pid), time.monotonic()
     time.sleep(seconds)
-    cpu1, th1, t1 = common.cpu_seconds(exporter.pid), common.thread_cpu(exporter.pid), time.monotonic()
+    th1, t1 = common.thread_runtime(exporter.pid), time.monotonic()
+    cpu0, cpu1 = sum(th0.values()), sum(th1.values())  # threads that ended meanwhile are left out
     adverts = packets(scrape(port)) - p0
     by_thread: dict[str, float] = {}
     for tid, c in th1.items():
@@ -175,7 +176,6 @@ def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
 
 def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, Any]:
     with Lab(profile="fast", dbus=True) as lab:
-        lab.up(timeout=60.0)
         for name in ("a", "b"):
             lab.stop(name)
         for name in ("a", "b"):
