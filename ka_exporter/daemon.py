@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -77,14 +78,43 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
             requester=dbus_source.request_dump if dbus_source is not None else None,
         )
         if dbus_source is not None:
-            # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape).
-            dbus_source.on_change = dumps.request_refresh
+            # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape),
+            # once the burst is over: a failover of 100 instances is 100 signals within milliseconds,
+            # and a dump asked for in the middle of it has keepalived write 100 instances' detail
+            # before it sends the next signals (the state the scrape waits for comes from those).
+            dbus_source.on_change = coalesced(dumps.request_refresh, DETAIL_DELAY)
         for src in sources:
             if isinstance(src, VipSource):
                 # A VIP coming or going means a transition: refresh keepalived's view to match.
                 src.on_change = dumps.request_refresh
         sources.append(dumps)
     return sources
+
+
+WATCHDOG_GAP = 0.02  # seconds between two evaluations of the watchdog in a burst of changes
+DETAIL_DELAY = 0.25  # seconds from a D-Bus state change to the dump refresh it asks for
+
+
+def coalesced(action: Callable[[], None], delay: float) -> Callable[[], None]:
+    """A call that runs `action` once, `delay` seconds after the first of a burst of calls."""
+    lock = threading.Lock()
+    pending: list[threading.Timer] = []
+
+    def fire() -> None:
+        with lock:
+            pending.clear()
+        action()
+
+    def call() -> None:
+        with lock:
+            if pending:
+                return
+            timer = threading.Timer(delay, fire)
+            timer.daemon = True
+            pending.append(timer)
+        timer.start()
+
+    return call
 
 
 def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
@@ -259,14 +289,23 @@ def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event
     def loop() -> None:
         # Evaluate when the store changed, or when a debounce/hold falls due; otherwise sleep (idle
         # cost). Every time-driven verdict (wire expiry, listening gate) already changes the store.
+        # A burst of changes (a failover of 100 instances: 100 D-Bus signals within milliseconds) is
+        # judged once it is in, not once per signal: each evaluation reads every instance, and 100 of
+        # them would hold the GIL the signals and scrapes wait for. The first change after a quiet
+        # spell is judged at once; later ones at most every WATCHDOG_GAP seconds.
         gen = -1
+        last = -WATCHDOG_GAP
         while not stop.is_set():
             deadline = wd.transitions.next_deadline()
             timeout = 30.0 if deadline is None else max(0.0, deadline - store.clock()) + 0.01
             new = store.wait_for_change(gen, timeout)
             if new == gen and (deadline is None or store.clock() < deadline):
                 continue
-            gen = new
+            wait = last + WATCHDOG_GAP - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                return
+            gen = store.generation
+            last = time.monotonic()
             try:
                 wd.step()
             except Exception:
