@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from math import copysign
 from operator import attrgetter
 from typing import Any
@@ -53,7 +53,7 @@ from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, Part
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
-from ka_exporter.model import Snapshot
+from ka_exporter.model import InstanceView, Snapshot
 from ka_exporter.store import Versions
 
 log = logging.getLogger("ka_exporter.exposition")
@@ -67,7 +67,9 @@ _go_float: Callable[[float], str] = floatToGoString  # how prometheus_client wri
 
 KeyFn = Callable[[Snapshot, Versions], object]  # compared with ==
 UnitRender = Callable[[Snapshot, Versions], Iterable[Metric]]
-Unit = tuple[KeyFn | None, UnitRender]  # a key of None: rendered on every scrape
+TextRender = Callable[[Snapshot, str, "Encoder"], bytes]
+# (cache key, or None: rendered on every scrape; its families; or, instead, its text)
+Unit = tuple[KeyFn | None, UnitRender, TextRender | None]
 Source = Callable[[], tuple[Snapshot, Versions]]
 Render = tuple[bytes, str, str | None]
 Encoder = Callable[[Collector], bytes]
@@ -142,7 +144,7 @@ def _wire_units() -> list[Unit]:
             return ()
         return router_families(snap.wire_peers, snap.wire_stats)
 
-    return [(judged, verdicts), (routers_key, routers)]
+    return [(judged, verdicts, None), (routers_key, routers, None)]
 
 
 def _is_collect_wire(part: Part) -> bool:
@@ -150,14 +152,19 @@ def _is_collect_wire(part: Part) -> bool:
     return module == "ka_exporter.collectors.wire" and getattr(part, "__name__", "") == "collect_wire"
 
 
-def units_for(parts: Sequence[Part], keys: Mapping[Callable[..., Any], KeyFn]) -> list[list[Unit]]:
-    """Each part as the units it is rendered in: (cache key, or None for every scrape; render)."""
+def units_for(
+    parts: Sequence[Part], keys: Mapping[Callable[..., Any], KeyFn], formatter: Formatter | None = None
+) -> list[list[Unit]]:
+    """Each part as the units it is rendered in (see `Unit`). With a `formatter`, collect_keepalived's
+    text is rendered per instance (`_InstanceText`)."""
     out: list[list[Unit]] = []
     for part in parts:
         if part not in keys and _is_collect_wire(part):
             out.append(_wire_units())  # imported only when the wire collector runs
+        elif part is collect_keepalived and formatter is not None:
+            out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
         else:
-            out.append([(keys.get(part), _plain(part))])
+            out.append([(keys.get(part), _plain(part), None)])
     return out
 
 
@@ -225,23 +232,26 @@ class Formatter:
         return b"".join(slow)
 
     def _family(self, metric: Metric, om: bool, by_id: dict[int, str]) -> str | None:
-        mtype = metric.type
-        if mtype not in ("gauge", "counter") or metric.unit:
+        got = self.family_parts(metric, om, by_id)
+        return None if got is None else got[0] + "".join(got[1])
+
+    def family_parts(
+        self, metric: Metric, om: bool, by_id: dict[int, str]
+    ) -> tuple[str, list[str], list[str]] | None:
+        """(HELP and TYPE lines, one line per sample, each sample's iname label or "") of a plain
+        family, as `format` writes it; None if it is not one `format` writes itself."""
+        header = family_header(metric, om)
+        if header is None:
             return None
+        mtype = metric.type
         name = metric.name
         # The one sample name a plain family has; anything else (_created, ...) is the encoder's.
         expected = name + "_total" if mtype == "counter" else name
-        doc = metric.documentation
-        if om:
-            mname = escape_metric_name(name)
-            help_ = _escape(doc, openmetrics.exposition.ALLOWUTF8, _is_legacy_labelname_rune)
-        else:
-            mname = escape_metric_name(expected)
-            help_ = doc.replace("\\", r"\\").replace("\n", r"\n")
         sname = self._names.get((expected, om))
         if sname is None:
             sname = self._names[(expected, om)] = _sample_name(expected, om)
-        lines = [f"# HELP {mname} {help_}\n# TYPE {mname} {mtype}\n"]
+        lines: list[str] = []
+        owners: list[str] = []
         append = lines.append
         memo = self._labels
         values = self._values
@@ -268,9 +278,27 @@ class Formatter:
                         text = memo[items] = _labels(labels)
                     by_id[id(labels)] = text
                 append(f"{sname}{text} {val}\n")
+                owners.append(labels.get("iname", ""))
             else:
                 append(f"{sname} {val}\n")
-        return "".join(lines)
+                owners.append("")
+        return header, lines, owners
+
+
+def family_header(metric: Metric, om: bool) -> str | None:
+    """The HELP and TYPE lines of a plain (gauge or counter) family; None for any other family."""
+    mtype = metric.type
+    if mtype not in ("gauge", "counter") or metric.unit:
+        return None
+    name = metric.name
+    doc = metric.documentation
+    if om:
+        mname = escape_metric_name(name)
+        help_ = _escape(doc, openmetrics.exposition.ALLOWUTF8, _is_legacy_labelname_rune)
+    else:
+        mname = escape_metric_name(name + "_total" if mtype == "counter" else name)
+        help_ = doc.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {mname} {help_}\n# TYPE {mname} {mtype}\n"
 
 
 def _fast_kind(content_type: str) -> str | None:
@@ -318,6 +346,129 @@ def _encode(metrics: Sequence[Metric], content_type: str, encoder: Encoder) -> b
     return body.removesuffix(_EOF) if content_type.startswith(_OM) else body
 
 
+_SCRIPTS = "keepalived_script_status"  # the one keepalived family not per instance (by script name)
+
+
+class _InstanceText:
+    """collect_keepalived's text, in which only the instances whose records moved are rendered again.
+
+    A D-Bus signal changes one instance of 100 or 1,000: rendering every instance again made each
+    scrape after it cost the whole part. Here the part is rendered whole once, its lines kept by
+    instance (the iname label), and an instance whose record (or transitions count) moved goes
+    alone through collect_keepalived again. Whatever instances share sends the part back to a whole
+    render: keepalived stopped, the local addresses, whether the state is as fresh as them, whether
+    D-Bus counts transitions, the list of instances, a family the whole render did not have, a
+    family the formatter does not write itself, and a change of tracked scripts (one series per
+    script, whose status the last instance tracking it gives).
+    """
+
+    def __init__(self, formatter: Formatter) -> None:
+        self._formatter = formatter
+        self._kept: dict[str, _Kept] = {}  # by content kind ("text", "om")
+
+    def text(self, snap: Snapshot, content_type: str, encoder: Encoder) -> bytes:
+        kind = _fast_kind(content_type)
+        views = snap.instances or ()
+        if kind is None or not views:
+            self._kept.pop(kind or "", None)
+            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
+        om = kind == "om"
+        counted = dict(snap.transitions)
+        context = (self._context(snap, counted), tuple(v.name for v in views))
+        kept = self._kept.get(kind)
+        if kept is not None and kept.context == context:
+            families = {name for name, _header in kept.order}
+            for view in views:
+                count = counted.get(view.name, 0)
+                old_view, old_count, _lines = kept.per[view.name]
+                if old_count == count and old_view == view:
+                    continue
+                one = None if old_view.tracked_scripts != view.tracked_scripts else self._one(snap, view, om)
+                if one is None or not set(one) <= families:
+                    break
+                kept.per[view.name] = (view, count, one)
+            else:
+                return self._assemble(kept).encode()
+        made = self._whole(snap, om, counted, context)
+        if made is None:
+            self._kept.pop(kind, None)
+            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
+        self._kept[kind] = made
+        return self._assemble(made).encode()
+
+    @staticmethod
+    def _context(snap: Snapshot, counted: dict[str, int]) -> object:
+        fresh = snap.state_fresh_since()
+        current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
+        stopped = snap.process is not None and not snap.process.running
+        dbus = snap.source("dbus") is not None
+        return (stopped, current, snap.addresses, dbus, bool(counted))
+
+    def _whole(self, snap: Snapshot, om: bool, counted: dict[str, int], context: object) -> _Kept | None:
+        views = snap.instances or ()
+        per: dict[str, dict[str, list[str]]] = {v.name: {} for v in views}
+        order: list[tuple[str, str]] = []
+        scripts: list[str] = []
+        by_id: dict[int, str] = {}
+        for metric in list(collect_keepalived(snap)):
+            parts = self._formatter.family_parts(metric, om, by_id)
+            if parts is None:
+                return None
+            header, lines, owners = parts
+            order.append((metric.name, header))
+            if metric.name == _SCRIPTS:
+                scripts = lines
+                continue
+            for owner, line in zip(owners, lines, strict=True):
+                mine = per.get(owner)
+                if mine is None:
+                    return None
+                mine.setdefault(metric.name, []).append(line)
+        return _Kept(
+            context, order, {v.name: (v, counted.get(v.name, 0), per[v.name]) for v in views}, scripts
+        )
+
+    def _one(self, snap: Snapshot, view: InstanceView, om: bool) -> dict[str, list[str]] | None:
+        alone = replace(snap, instances=(view,))
+        out: dict[str, list[str]] = {}
+        by_id: dict[int, str] = {}
+        for metric in list(collect_keepalived(alone)):
+            if metric.name == _SCRIPTS:
+                continue  # the same scripts as before (checked): the whole render's lines stand
+            parts = self._formatter.family_parts(metric, om, by_id)
+            if parts is None:
+                return None
+            out[metric.name] = parts[1]
+        return out
+
+    @staticmethod
+    def _assemble(kept: _Kept) -> str:
+        out: list[str] = []
+        per = [lines for _view, _count, lines in kept.per.values()]
+        for name, header in kept.order:
+            body = kept.scripts if name == _SCRIPTS else [line for one in per for line in one.get(name, ())]
+            if body:
+                out.append(header)
+                out.extend(body)
+        return "".join(out)
+
+
+class _Kept:
+    __slots__ = ("context", "order", "per", "scripts")
+
+    def __init__(
+        self,
+        context: object,
+        order: list[tuple[str, str]],
+        per: dict[str, tuple[InstanceView, int, dict[str, list[str]]]],
+        scripts: list[str],
+    ) -> None:
+        self.context = context
+        self.order = order
+        self.per = per  # in the snapshot's order of instances
+        self.scripts = scripts
+
+
 class _Body:
     __slots__ = ("body", "gzipped", "keys")
 
@@ -347,13 +498,13 @@ class Renderer:
     ) -> None:
         self._source = source
         self._parts = tuple(parts)
-        units = units_for(self._parts, KEYS if keys is None else keys)
-        # Flat: (index of the part, key, render) per unit, in exposition order.
-        self._units = [(i, key, render) for i, part_units in enumerate(units) for key, render in part_units]
+        self._formatter = Formatter()
+        units = units_for(self._parts, KEYS if keys is None else keys, self._formatter)
+        # Flat: (index of the part, unit) per unit, in exposition order.
+        self._units = [(i, unit) for i, part_units in enumerate(units) for unit in part_units]
         self._gzip_level = gzip_level
         self._clock = clock
         self._lock = threading.Lock()
-        self._formatter = Formatter()
         self._chunks: dict[tuple[str, int], tuple[object, bytes]] = {}
         self._bodies: dict[str, _Body] = {}
         self.renders = 0  # bodies rendered (not served from the cache), for tests and benches
@@ -378,18 +529,21 @@ class Renderer:
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
         snap, versions = self._source()
-        keys = [object() if key is None else key(snap, versions) for _i, key, _r in self._units]
+        keys = [object() if unit[0] is None else unit[0](snap, versions) for _i, unit in self._units]
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
             return cached
         chunks: list[bytes] = []
-        for u, (i, _key, render) in enumerate(self._units):
+        for u, (i, (_key, render, text_render)) in enumerate(self._units):
             kept = self._chunks.get((content_type, u))
             if kept is not None and kept[0] == keys[u]:
                 chunks.append(kept[1])
                 continue
             try:
-                text = self._formatter.format(render(snap, versions), content_type, encoder)
+                if text_render is not None:
+                    text = text_render(snap, content_type, encoder)
+                else:
+                    text = self._formatter.format(render(snap, versions), content_type, encoder)
             except Exception:
                 name = _name(self._parts[i])
                 log.exception("collector %s failed; its metrics are left out of this scrape", name)

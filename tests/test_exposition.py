@@ -265,3 +265,48 @@ def test_metrics_endpoint_serves_the_renderer() -> None:
             assert masked(body) == masked(oracle(store, accept))
     finally:
         server.stop()
+
+
+def test_one_instance_changing_among_many_renders_as_the_oracle() -> None:
+    """keepalived's part is rendered again per instance: every kind of change to one of many."""
+    store, clock, _table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    base = store.snapshot().instances or ()
+    many = [
+        replace(v, name=f"VI_{k:02d}_{v.name}", vrid=(v.vrid + k) % 255 + 1) for k in range(12) for v in base
+    ]
+    store.set_instances(tuple(many), "dumps")
+    store.report("dbus")  # D-Bus up: transitions are counted, states are current
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    scripted = next(i for i, v in enumerate(many) if v.tracked_scripts)
+    flipped = tuple(
+        replace(s, status="GOOD" if s.status == "BAD" else "BAD") for s in many[scripted].tracked_scripts
+    )
+    stats = next(i for i, v in enumerate(many) if v.stats is not None)
+    steps = [
+        ("one instance goes FAULT", lambda: many.__setitem__(3, replace(many[3], state=VrrpState.FAULT))),
+        (
+            "a script flips",
+            lambda: many.__setitem__(scripted, replace(many[scripted], tracked_scripts=flipped)),
+        ),
+        (
+            "a counter moves",
+            lambda: many.__setitem__(
+                stats,
+                replace(many[stats], stats=replace(many[stats].stats, advert_rcvd=10**9)),  # type: ignore[type-var]
+            ),
+        ),
+        ("an instance goes away", lambda: many.pop(5)),
+        ("its priority changes", lambda: many.__setitem__(0, replace(many[0], effective_priority=1))),
+    ]
+    for accept in ("", OM_ACCEPT):
+        assert masked(renderer.body(accept)) == masked(oracle(store, accept))
+    for what, change in steps:
+        change()
+        store.set_instances(tuple(many), "dumps")
+        store.count_transition(many[1].name)
+        for accept in ("", OM_ACCEPT):
+            assert masked(renderer.body(accept)) == masked(oracle(store, accept)), what
+    clock.now += 1
+    store.set_addresses(())  # shared by every instance: all of them again
+    for accept in ("", OM_ACCEPT):
+        assert masked(renderer.body(accept)) == masked(oracle(store, accept))
