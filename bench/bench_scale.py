@@ -150,12 +150,15 @@ def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
     tail = LogTail(node.log_path)
     tail.start()
     shown: dict[str, float] = {}
+    took: list[float] = []  # each scrape's time during the trial (ms)
     try:
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline and len(shown) < n:
+            started = time.monotonic()
             body = scrape(port)
             now = time.monotonic()
+            took.append((now - started) * 1000.0)
             for name, value in states(body).items():
                 if value == 3.0:
                     shown.setdefault(name, now)
@@ -173,6 +176,8 @@ def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
         "worst_lag_ms": round(max(lags), 1) if len(lags) == n else None,
         "median_lag_ms": round(common.median(lags), 1) if lags else None,
         "master_again": back,
+        "scrapes": len(took),
+        "slowest_scrape_ms": round(max(took), 1) if took else None,
         "load": round(common.load(), 2),
     }
 
@@ -224,7 +229,7 @@ def main() -> int:
         print(
             f"  FAULT trial {k}: logged {t['faults_logged']}, shown {t['faults_shown']}, worst lag "
             f"{t['worst_lag_ms']} ms, median {t['median_lag_ms']} ms, MASTER again {t['master_again']}; "
-            f"load {t['load']}"
+            f"{t['scrapes']} scrapes, slowest {t['slowest_scrape_ms']} ms; load {t['load']}"
         )
     a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
     ratio = max(a, b) / min(a, b) if a and b else None
