@@ -147,9 +147,16 @@ def _wire_units() -> list[Unit]:
     return [(judged, verdicts, None), (routers_key, routers, None)]
 
 
+def _named(part: Part, module: str, name: str) -> bool:
+    return getattr(part, "__module__", "") == module and getattr(part, "__name__", "") == name
+
+
 def _is_collect_wire(part: Part) -> bool:
-    module = getattr(part, "__module__", "")
-    return module == "ka_exporter.collectors.wire" and getattr(part, "__name__", "") == "collect_wire"
+    return _named(part, "ka_exporter.collectors.wire", "collect_wire")
+
+
+def _failover_key(snap: Snapshot, _versions: Versions) -> object:
+    return (snap.failover, snap.failover_events)
 
 
 def units_for(
@@ -161,6 +168,8 @@ def units_for(
     for part in parts:
         if part not in keys and _is_collect_wire(part):
             out.append(_wire_units())  # imported only when the wire collector runs
+        elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
+            out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
         elif part is collect_keepalived and formatter is not None:
             out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
         else:

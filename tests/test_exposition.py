@@ -25,6 +25,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
+from ka_exporter.collectors.failover import collect_failover
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.collectors.wire import collect_wire
@@ -37,6 +38,7 @@ from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
 from ka_exporter.store import Store
+from ka_exporter.verdicts.failover import FailoverTracker
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 DIRS = sorted({p.parent for p in FIXTURES.glob("keepalived-*/**/keepalived.data")})
@@ -47,6 +49,7 @@ PARTS: list[Part] = [
     collect_config,
     collect_keepalived,
     collect_wire,
+    collect_failover,
     collect_exporter,
 ]
 DURATION = re.compile(rb"^(ka_exporter_scrape_duration_seconds) \S+$", re.M)
@@ -93,6 +96,10 @@ def world(d: Path) -> tuple[Store, Clock, PeerTable]:
     )
     store.set_instances(views, "dumps")
     store.set_wire_provider(table.snapshot)
+    tracker = FailoverTracker()
+    peers, stats = table.snapshot()
+    tracker.observe(peers, now, stats.listening_since)
+    store.set_failover_provider(lambda: (tracker.timings(), tracker.recent()))
     for name in ("config", "process", "vips", "dumps", "wire"):
         store.report(name)
     store.report("dbus", error="dbus: cannot connect")
@@ -125,6 +132,7 @@ def test_every_fixture_renders_as_the_oracle(d: Path) -> None:
     assert b"keepalived_vrrp_state{" in body
     assert b"keepalived_wire_split_brain{" in body
     assert b"keepalived_vip_status{" in body
+    assert b"keepalived_wire_observed_seconds_total{" in body
 
 
 def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -> None:
