@@ -252,21 +252,20 @@ class Formatter:
         header = family_header(metric, om)
         if header is None:
             return None
-        mtype = metric.type
-        name = metric.name
-        # The one sample name a plain family has; anything else (_created, ...) is the encoder's.
-        expected = name + "_total" if mtype == "counter" else name
-        sname = self._names.get((expected, om))
-        if sname is None:
-            sname = self._names[(expected, om)] = _sample_name(expected, om)
+        # The sample names a plain family has; anything else (_created, ...) is the encoder's.
+        allowed = _SAMPLE_NAMES[metric.type](metric.name)
+        names = self._names
         lines: list[str] = []
         owners: list[str] = []
         append = lines.append
         memo = self._labels
         values = self._values
         for raw, labels, value, ts, exemplar, native in metric.samples:
-            if raw != expected or ts is not None or exemplar is not None or native is not None:
+            if raw not in allowed or ts is not None or exemplar is not None or native is not None:
                 return None
+            sname = names.get((raw, om))
+            if sname is None:
+                sname = names[(raw, om)] = _sample_name(raw, om)
             val: str | None
             if value == 0:  # 0.0 and -0.0 are one dict key but two texts
                 val = "-0.0" if copysign(1.0, value) < 0 else "0.0"
@@ -294,10 +293,17 @@ class Formatter:
         return header, lines, owners
 
 
+_SAMPLE_NAMES: dict[str, Callable[[str], tuple[str, ...]]] = {
+    "gauge": lambda name: (name,),
+    "counter": lambda name: (name + "_total",),
+    "histogram": lambda name: (name + "_bucket", name + "_count", name + "_sum"),
+}
+
+
 def family_header(metric: Metric, om: bool) -> str | None:
-    """The HELP and TYPE lines of a plain (gauge or counter) family; None for any other family."""
+    """The HELP and TYPE lines of a plain (gauge, counter, histogram) family; None for any other."""
     mtype = metric.type
-    if mtype not in ("gauge", "counter") or metric.unit:
+    if mtype not in _SAMPLE_NAMES or metric.unit:
         return None
     name = metric.name
     doc = metric.documentation

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.registry import CollectorRegistry
@@ -237,7 +242,9 @@ def test_formatter_hands_other_families_to_prometheus_client() -> None:
     plain.add_metric(["n", "b"], float("nan"))
     plain.add_metric(["m", "b"], -0.0)
     plain.add_metric(["p", "b"], 0.0)
-    families = [info, created, stamped, plain]
+    hist = HistogramMetricFamily("ka_test_gap_seconds", "Gaps.", labels=["vrid"])
+    hist.add_metric(["51"], [("0.5", 1.0), ("4.0", 3.0), ("+Inf", 4.0)], 9.25)
+    families = [info, created, stamped, plain, hist]
 
     class C(CollectorRegistry):
         def collect(self) -> Iterator[Metric]:
