@@ -202,11 +202,13 @@ class Formatter:
 
     LABEL_MEMO_MAX = 200_000
     VALUE_MEMO_MAX = 4096
+    FAMILY_MEMO_MAX = 4096
 
     def __init__(self) -> None:
         self._labels: dict[tuple[tuple[str, str], ...], str] = {}
         self._names: dict[tuple[str, bool], str] = {}
         self._values: dict[float, str] = {}
+        self._families: dict[tuple[str, bool], tuple[list[Any], str, str, str]] = {}
 
     def format(self, metrics: Iterable[Metric], content_type: str, encoder: Encoder | None = None) -> bytes:
         """The exposition of `metrics` in `content_type`, without `# EOF`.
@@ -241,8 +243,25 @@ class Formatter:
         return b"".join(slow)
 
     def _family(self, metric: Metric, om: bool, by_id: dict[int, str]) -> str | None:
+        # A family whose samples are what they were (most of a part that moved: a wire tick moves
+        # the failover accounts' counters, not their histograms) is its text of last time. (Samples
+        # compare by value: a 0.0 that became -0.0 would keep its text; no collector writes -0.0.)
+        key = (metric.name, om)
+        kept = self._families.get(key)
+        if (
+            kept is not None
+            and kept[1] == metric.documentation
+            and kept[2] == metric.type
+            and kept[0] == metric.samples
+        ):
+            return kept[3]
         got = self.family_parts(metric, om, by_id)
-        return None if got is None else got[0] + "".join(got[1])
+        if got is None:
+            return None
+        text = got[0] + "".join(got[1])
+        if len(self._families) < self.FAMILY_MEMO_MAX:
+            self._families[key] = (metric.samples, metric.documentation, metric.type, text)
+        return text
 
     def family_parts(
         self, metric: Metric, om: bool, by_id: dict[int, str]
