@@ -15,7 +15,8 @@ its content type and its content encoding. The work of a scrape is what changed 
 One scrape is one consistent snapshot: the parts rendered for it read one snapshot, and a part kept
 from an earlier one was made from sections at the same versions, so it says what a fresh render would.
 
-A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape.
+A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape
+and keyed on what it rendered (its families' samples).
 Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
 change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that.
 
@@ -563,7 +564,22 @@ class Renderer:
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
         snap, versions = self._source()
-        keys = [object() if unit[0] is None else unit[0](snap, versions) for _i, unit in self._units]
+        # A part with no key is rendered on every scrape and keyed on what it rendered: while that
+        # is the same, the body (and its gzip) is still the one already made.
+        rendered: dict[int, list[Metric] | BaseException] = {}
+        keys: list[object] = []
+        for u, (_i, (key, render, _text)) in enumerate(self._units):
+            if key is not None:
+                keys.append(key(snap, versions))
+                continue
+            try:
+                metrics = list(render(snap, versions))
+            except Exception as exc:
+                rendered[u] = exc
+                keys.append(object())
+                continue
+            rendered[u] = metrics
+            keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
             return cached
@@ -574,10 +590,14 @@ class Renderer:
                 chunks.append(kept[1])
                 continue
             try:
+                got = rendered.get(u)
+                if isinstance(got, BaseException):
+                    raise got
                 if text_render is not None:
                     text = text_render(snap, content_type, encoder)
                 else:
-                    text = self._formatter.format(render(snap, versions), content_type, encoder)
+                    metrics = got if got is not None else list(render(snap, versions))
+                    text = self._formatter.format(metrics, content_type, encoder)
             except Exception:
                 name = _name(self._parts[i])
                 log.exception("collector %s failed; its metrics are left out of this scrape", name)

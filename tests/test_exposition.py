@@ -229,6 +229,16 @@ def test_a_failing_part_is_left_out_and_retried_and_unknown_parts_render_every_s
     assert calls == {"bad": 2, "plain": 2}
     assert renderer.part_renders[0] == 1
 
+    def steady(_snap: Snapshot) -> Iterator[Metric]:
+        calls["steady"] = calls.get("steady", 0) + 1
+        g = GaugeMetricFamily("ka_test_steady", "A part with no key whose output does not move.")
+        g.add_metric([], 7.0)
+        yield g
+
+    kept = Renderer(store.snapshot_versions, [collect_process, steady])
+    assert kept.body() is kept.body(), "the same output of an unkeyed part: the same body"
+    assert calls["steady"] == 2, "an unkeyed part still runs on every scrape"
+
 
 def test_formatter_hands_other_families_to_prometheus_client() -> None:
     """Info families, _created samples, timestamps, escapes: still exactly the encoder's output."""
