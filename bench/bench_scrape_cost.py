@@ -98,6 +98,61 @@ def measure(n: int, scrapes: int, netns: str, workdir: Path, ref: Path) -> dict[
     return row
 
 
+def render_costs(n: int, rounds: int = 200) -> dict[str, float]:
+    """In-process cost of `Renderer.render` (the /metrics callable) with n instances, 64 routers.
+
+    A store with n dumped instances and a wire source fed 64 routers' adverts (through its own
+    ingest, plus the tick's failover accounts), rendered by the daemon's parts: the median time of
+    a render of an unchanged state, after one advert (+ a tick), and after one instance changed.
+    """
+    from dataclasses import replace
+
+    from ka_exporter.daemon import build_parts
+    from ka_exporter.exposition import Renderer
+    from ka_exporter.model import VrrpState
+    from ka_exporter.parse.dumps import parse_dumps
+    from ka_exporter.settings import Settings
+    from ka_exporter.sources.wire import WireSource
+    from ka_exporter.store import Store
+
+    data, stats = common.build_dumps(n)
+    views = list(parse_dumps(data.encode(), stats.encode()))
+    store = Store(hostname="bench")
+    store.set_instances(tuple(views), "dumps")
+    wire = WireSource(store, ["eth0"])
+    packets = common.adverts(ROUTERS)
+    now = time.time() - 10.0
+    wire.table.set_listening({"eth0": now})
+    for k in range(4 * ROUTERS):
+        wire.ingest("eth0", [(packets[k % ROUTERS], now, False)])
+        now += 1.0 / ROUTERS
+    wire.observe_failover(now)
+    parts = build_parts(Settings(collectors=frozenset({"process", "vips", "dumps", "wire"})))
+    renderer = Renderer(store.snapshot_versions, parts)
+    renderer.render("", "")
+    out: dict[str, list[float]] = {"cached": [], "advert": [], "instance": []}
+    for k in range(rounds):
+        t0 = time.perf_counter()
+        renderer.render("", "")
+        out["cached"].append(time.perf_counter() - t0)
+        wire.ingest("eth0", [(packets[k % ROUTERS], now, False)])
+        now += 1.0 / ROUTERS
+        if k % 16 == 0:
+            wire.observe_failover(now)  # the tick, 4 times a second at 64 adverts/s
+        t0 = time.perf_counter()
+        renderer.render("", "")
+        out["advert"].append(time.perf_counter() - t0)
+        i = k % n
+        views[i] = replace(
+            views[i], state=VrrpState.FAULT if views[i].state != VrrpState.FAULT else VrrpState.MASTER
+        )
+        store.set_instances(tuple(views), "dumps")
+        t0 = time.perf_counter()
+        renderer.render("", "")
+        out["instance"].append(time.perf_counter() - t0)
+    return {k: round(common.median(v) * 1000.0, 3) for k, v in out.items()}
+
+
 COLUMNS = (  # (title, width, format, row figure)
     ("median ms", 9, ".3f", "median_ms"),
     ("p99 ms", 8, ".3f", "p99_ms"),
@@ -164,7 +219,15 @@ def main() -> int:
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    common.result("scrape_cost", {"rows": rows}, print_rows(rows))
+    costs = {n: render_costs(n) for n in (int(s) for s in args.sizes.split(","))}
+    targets = print_rows(rows)
+    print(
+        "Renderer.render in-process, median ms: unchanged state / after one advert / after one instance changed"
+    )
+    for n, c in costs.items():
+        print(f"{n:>9} instances: {c['cached']:.3f} / {c['advert']:.3f} / {c['instance']:.3f}")
+    print(f"load {common.load():.2f} (a shared 2-core machine)")
+    common.result("scrape_cost", {"rows": rows, "render_ms": costs}, targets)
     return 0
 
 
