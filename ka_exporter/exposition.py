@@ -107,11 +107,11 @@ def _wire_units() -> list[Unit]:
 
     Counters and last-advert times move with every advert without a store change, so the routers
     unit is keyed on the records themselves (64 routers compare in microseconds). The verdicts unit
-    is keyed on the verdicts, judged again only when the store moved (the wire source moves its
-    "wire" section right after the batch of adverts that changed a verdict, and on its tick when
-    time changed one) or a router's record moved in more than its counters and times (a new
-    router, a priority, ...): an advert that changes no verdict re-renders the routers' series only,
-    not every VRID's (1,000 VRIDs take milliseconds to judge).
+    is keyed on the verdicts, judged again only when what they read moved: keepalived.conf, the
+    instances' VRIDs and intervals, the store's "wire" section (the wire source moves it right after
+    the batch of adverts that changed a verdict, and on its tick when time changed one), or a
+    router's record in more than its counters and times (a new router, a priority, ...): an advert,
+    or a state change, that changes no verdict does not judge 1,000 VRIDs again (milliseconds).
     """
     from ka_exporter.collectors.wire import router_families, verdict_families
     from ka_exporter.model import WirePeer, WireStats
@@ -120,14 +120,20 @@ def _wire_units() -> list[Unit]:
     moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
     peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
     stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
-    skip = ("health_times", "views_time")
     memo: list[object] = [None]
     judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
+    local: list[object] = [None, ()]  # [views version, what the verdicts read of the instances]
 
     def judged(snap: Snapshot, versions: Versions) -> tuple[VridVerdict, ...] | None:
         if snap.wire_peers is None or snap.wire_stats is None:
             return None
-        moved = tuple(v for k, v in sorted(versions.items()) if k not in skip)
+        # The verdicts read keepalived.conf, else the instances' VRIDs and advert intervals (not
+        # their states), the store's wire section, and the routers' records.
+        if local[0] != versions["views"]:
+            views = snap.instances or ()
+            local[0] = versions["views"]
+            local[1] = tuple((v.interface, v.family, v.vrid, v.advert_int, v.version) for v in views)
+        moved = (versions["config"], versions["wire"], local[1])
         basis = (moved, [peer_fields(p) for p in snap.wire_peers], stats_fields(snap.wire_stats))
         if basis != memo[0]:
             memo[0], judged_memo[0] = basis, judge_snapshot(snap)
