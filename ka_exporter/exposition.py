@@ -89,7 +89,7 @@ def _keepalived_key(snap: Snapshot, versions: Versions) -> object:
     # comparison, not every publication time, is what the part reads of views_time.
     fresh = snap.state_fresh_since()
     current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
-    sections = ("views", "process", "addresses", "health", "transitions")
+    sections = ("views", "config", "process", "addresses", "health", "transitions")
     return (*(versions[n] for n in sections), current)
 
 

@@ -13,11 +13,13 @@ from ka_exporter.model import (
     InstanceView,
     KeepalivedConfig,
     LocalAddress,
+    LvsView,
     ProcessInfo,
     Snapshot,
     SourceHealth,
     VipAnswers,
     VridTiming,
+    VrrpState,
     WirePeer,
     WireStats,
 )
@@ -31,7 +33,8 @@ Versions = Mapping[str, int]
 # `Store.snapshot_versions`): a renderer keeps what it made of a section until its version moves.
 # "views" is keepalived's instances (both sources, merged); "views_time" when a view source last
 # published (moves on every publication, even of the same records); "health" a source's outcome
-# (up, error); "health_times" its timestamps (every attempt); "wire" the wire source's verdict changes.
+# (up, error); "health_times" its timestamps (every attempt); "wire" the wire source's verdict changes;
+# "lvs" the checker/IPVS view.
 SECTIONS = (
     "config",
     "process",
@@ -43,11 +46,17 @@ SECTIONS = (
     "health",
     "health_times",
     "l2",
+    "lvs",
 )
 
 
 def merge_views(
-    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True, fifo_current: bool = True
+    views: dict[str, tuple[InstanceView, ...]],
+    dbus_current: bool = True,
+    fifo_current: bool = True,
+    *,
+    stopped: bool = False,
+    config: KeepalivedConfig | None = None,
 ) -> tuple[InstanceView, ...] | None:
     """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
 
@@ -60,7 +69,15 @@ def merge_views(
     so while that source is up (`fifo_current`) its state and effective priority beat a dump's, but not
     a D-Bus that is up and vouches for the instance list (both report the same transition; D-Bus also
     knows which instances exist).
+
+    keepalived not running (`stopped`: the process source found no keepalived): every instance
+    keepalived last reported and every instance of keepalived.conf (`config`) keeps one record, with
+    state and wanted state STOP (4), whatever the last dump or D-Bus said. So a SIGKILLed master never
+    reads MASTER, and dumps mode (whose last dump says MASTER) and D-Bus mode (whose bus forgot the
+    instances) show the same series.
     """
+    if stopped:
+        return _stopped_views(views, config)
     if not views:
         return None
     dumps = {v.name: v for v in views.get("dumps", ())}
@@ -89,6 +106,25 @@ def merge_views(
     return tuple(merged)
 
 
+def _stopped_views(
+    views: dict[str, tuple[InstanceView, ...]], config: KeepalivedConfig | None
+) -> tuple[InstanceView, ...] | None:
+    known = merge_views(views) or ()
+    out = {v.name: replace(v, state=VrrpState.STOP, wanted_state=VrrpState.STOP) for v in known}
+    for inst in config.instances if config is not None else ():
+        if inst.name not in out and inst.interface and inst.vrid is not None:
+            out[inst.name] = InstanceView(
+                name=inst.name,
+                interface=inst.interface,
+                vrid=inst.vrid,
+                family=inst.family,
+                state=VrrpState.STOP,
+                wanted_state=VrrpState.STOP,
+                vips=tuple(v.address for v in inst.vips),
+            )
+    return tuple(out[name] for name in sorted(out)) or None
+
+
 class Store:
     """Sources write here; collectors, verdicts and views read `snapshot()`.
 
@@ -110,12 +146,13 @@ class Store:
         self._wire: WireProvider | None = None
         self._failover: FailoverProvider | None = None
         self._l2: tuple[VipAnswers, ...] | None = None
+        self._lvs: LvsView | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
         self._versions: dict[str, int] = dict.fromkeys(SECTIONS, 0)
         # merge_views' result, kept until the views or the D-Bus source's standing change: a snapshot
         # is taken per event and per scrape, and merging 1,000 instances each time is the big cost.
-        self._merged_key: tuple[int, bool, bool] | None = None
+        self._merged_key: tuple[int, bool, bool, bool, int] | None = None
         self._merged: tuple[InstanceView, ...] | None = None
         self.generation = 0
         self.changed = threading.Condition(self._lock)
@@ -190,6 +227,15 @@ class Store:
             self._bump("l2")
         self._notify()
 
+    def set_lvs(self, lvs: LvsView | None) -> None:
+        """The lvs source's view (keepalived's checker dump and IPVS); None forgets it."""
+        with self._lock:
+            if lvs == self._lvs:
+                return
+            self._lvs = lvs
+            self._bump("lvs")
+        self._notify()
+
     def set_wire_provider(self, provider: WireProvider | None) -> None:
         with self._lock:
             self._wire = provider
@@ -252,9 +298,22 @@ class Store:
             wire = self._wire
             dbus_current = (h := self._health.get("dbus")) is None or h.up
             fifo_current = (f := self._health.get("fifo")) is None or f.up
-            merged_key = (self._versions["views"], dbus_current, fifo_current)
+            stopped = self._process is not None and not self._process.running
+            merged_key = (
+                self._versions["views"],
+                dbus_current,
+                fifo_current,
+                stopped,
+                self._versions["config"],
+            )
             if merged_key != self._merged_key:
-                self._merged = merge_views(self._views, dbus_current=dbus_current, fifo_current=fifo_current)
+                self._merged = merge_views(
+                    self._views,
+                    dbus_current=dbus_current,
+                    fifo_current=fifo_current,
+                    stopped=stopped,
+                    config=self._config,
+                )
                 self._merged_key = merged_key
             snap = Snapshot(
                 time=self._clock(),
@@ -269,6 +328,7 @@ class Store:
                 addresses_changed=self._addresses_changed,
                 views_time=tuple(sorted(self._views_time.items())),
                 l2=self._l2,
+                lvs=self._lvs,
             )
             versions = dict(self._versions)
             failover = self._failover
