@@ -52,6 +52,7 @@ class ConfVip:
     prefixlen: int | None = None
     dev: str | None = None
     label: str | None = None
+    excluded: bool = False  # from `virtual_ipaddress_excluded`: installed with the others, not advertised
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,34 @@ class TrackedInterface:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedProcess:
+    """A `vrrp_track_process` an instance tracks (keepalived.data's "VRRP Track processes" section).
+
+    `weight` is the instance's weight for it (0: the instance goes to FAULT without quorum);
+    `up` keepalived's "Have quorum", `running` its "Current processes", `quorum` its "Min processes".
+    """
+
+    name: str
+    weight: int = 0
+    up: bool | None = None
+    running: int | None = None
+    quorum: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedFile:
+    """A `track_file` (`vrrp_track_file`) an instance tracks: `status` is the number read from the file.
+
+    With the instance's `weight` 0 a non-zero status is a FAULT; otherwise status * weight is added to
+    the priority.
+    """
+
+    name: str
+    weight: int = 0
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceStats:
     """keepalived's per-instance counters (.stats dump or JSON "stats"), named as its JSON names them."""
 
@@ -215,6 +244,9 @@ class InstanceView:
     tracked_scripts: tuple[TrackedScript, ...] = ()
     tracked_interfaces: tuple[TrackedInterface, ...] = ()
     stats: InstanceStats | None = None
+    tracked_processes: tuple[TrackedProcess, ...] = ()
+    tracked_files: tuple[TrackedFile, ...] = ()
+    vips_excluded: tuple[str, ...] = ()  # `virtual_ipaddress_excluded`, addresses without prefix
 
 
 # --------------------------------------------------------------------------------------------------

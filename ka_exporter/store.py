@@ -120,7 +120,8 @@ def _stopped_views(
                 family=inst.family,
                 state=VrrpState.STOP,
                 wanted_state=VrrpState.STOP,
-                vips=tuple(v.address for v in inst.vips),
+                vips=tuple(v.address for v in inst.vips if not v.excluded),
+                vips_excluded=tuple(v.address for v in inst.vips if v.excluded),
             )
     return tuple(out[name] for name in sorted(out)) or None
 

@@ -33,7 +33,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PASSWORD = "kaT3st01"
 ALL_CONFS = sorted(FIXTURES.glob("**/keepalived.conf"))
 # keepalived.conf files of the recorded VRRP scenarios (the LVS capture's config has no auth)
-VRRP_CONFS = [p for p in ALL_CONFS if p.relative_to(FIXTURES).parts[0] != "lvs-2.2.7-uml"]
+# (nor do the track_process / track_file captures under keepalived-2.2.7-debian/track/)
+VRRP_CONFS = [
+    p
+    for p in ALL_CONFS
+    if p.relative_to(FIXTURES).parts[0] != "lvs-2.2.7-uml" and p.relative_to(FIXTURES).parts[1] != "track"
+]
 # other projects' configs, read from ../shared only (never committed); their tests skip without them
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"
 PEER_CONFS = sorted(PEERS.glob("**/keepalived.conf"))
@@ -174,10 +179,25 @@ def test_fixture_config_parses_as_readme_says(path: Path) -> None:
         (inst,) = cfg.instances
         assert (inst.name, inst.interface, inst.vrid) == ("VI_LVS", "cl0", 140)
         assert [v.address for v in inst.vips] == ["10.140.0.100"]
+    elif rel[1] == "track":
+        check_track_scenario(cfg, rel[2])
     else:
         assert rel[0].startswith("keepalived-")
         check_main_scenario(cfg, "b" if rel[1] == "node-b" else "a")
     assert_no_secret(cfg)
+
+
+def check_track_scenario(cfg: KeepalivedConfig, scenario: str) -> None:
+    """README "track/": the excluded VIPs are listed after the VIPs, marked excluded."""
+    first = cfg.instances[0]
+    marked = [(v.address, v.excluded) for v in first.vips]
+    if scenario == "given":
+        assert marked == [("10.250.0.100", False), ("10.250.0.200", True)]
+    elif scenario.startswith("netns-"):
+        assert marked == [("10.251.0.100", False), ("10.251.0.200", True), ("fd51::200", True)]
+        assert [(v.address, v.excluded) for v in cfg.instances[1].vips] == [("10.251.0.101", False)]
+    else:
+        assert marked == [("10.251.0.100", False), ("10.251.0.200", True)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ Example output (node holding 10.97.0.100, keepalived running)::
     keepalived_process_status{hostname="node-a"} 1.0
     keepalived_vip_status{hostname="node-a",vip="10.97.0.100"} 1.0
     keepalived_vip_on_interface{iname="VI_WEB",interface="eth0",vip="10.97.0.100",vrid="51"} 1.0
+    keepalived_vip_status{excluded="true",hostname="node-a",vip="10.97.0.200"} 1.0
+
+A `virtual_ipaddress_excluded` address (keepalived installs it with the VIPs but leaves it out of its
+adverts) has the extra label excluded="true" in both VIP series; every other VIP's series keeps exactly
+the labels it had (the seed guide's `keepalived_vip_status{hostname,vip}`).
     keepalived_config_instance_info{family="inet",iname="VI_WEB",intf="eth0",version="2",vrid="51"} 1.0
 """
 
@@ -20,9 +25,10 @@ from ka_exporter.model import Snapshot
 from ka_exporter.verdicts.vips import canonical_ip
 
 
-def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None]]:
-    """(vip, iname, vrid, configured dev) for every VIP keepalived.conf (or keepalived) names."""
-    out: list[tuple[str, str, str, str | None]] = []
+def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None, bool]]:
+    """(vip, iname, vrid, configured dev, excluded) for every VIP keepalived.conf (or keepalived) names,
+    `virtual_ipaddress_excluded` ones included (excluded True)."""
+    out: list[tuple[str, str, str, str | None, bool]] = []
     if snap.config is not None and snap.config.instances:
         for inst in snap.config.instances:
             for vip in inst.vips:
@@ -32,12 +38,15 @@ def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None]]:
                         inst.name,
                         str(inst.vrid) if inst.vrid is not None else "",
                         vip.dev or inst.interface,
+                        vip.excluded,
                     )
                 )
     elif snap.instances:
         for view in snap.instances:
             for addr in view.vips:
-                out.append((canonical_ip(addr), view.name, str(view.vrid), view.interface))
+                out.append((canonical_ip(addr), view.name, str(view.vrid), view.interface, False))
+            for addr in view.vips_excluded:
+                out.append((canonical_ip(addr), view.name, str(view.vrid), view.interface, True))
     return out
 
 
@@ -110,19 +119,24 @@ def collect_vips(snap: Snapshot) -> Iterator[Metric]:
         labels=["iname", "vrid", "vip", "interface"],
     )
     seen: set[str] = set()
-    for vip, iname, vrid, dev in vips:
+    for vip, iname, vrid, dev, excluded in vips:
         where = held.get(vip, set())
         if vip not in seen and known:
-            status.add_metric([snap.hostname, vip], 1.0 if where else 0.0)
+            _add(status, {"hostname": snap.hostname, "vip": vip}, excluded, 1.0 if where else 0.0)
             seen.add(vip)
         if not known:
             continue
         for intf in sorted(where):
-            detail.add_metric([iname, vrid, vip, intf], 1.0)
+            _add(detail, {"iname": iname, "vrid": vrid, "vip": vip, "interface": intf}, excluded, 1.0)
         if dev and dev not in where:
-            detail.add_metric([iname, vrid, vip, dev], 0.0)
+            _add(detail, {"iname": iname, "vrid": vrid, "vip": vip, "interface": dev}, excluded, 0.0)
     yield status
     yield detail
+
+
+def _add(family: GaugeMetricFamily, labels: dict[str, str], excluded: bool, value: float) -> None:
+    """A sample with the family's labels, plus excluded="true" for a `virtual_ipaddress_excluded` VIP."""
+    family.add_sample(family.name, {**labels, "excluded": "true"} if excluded else labels, value)
 
 
 def collect_config(snap: Snapshot) -> Iterator[Metric]:

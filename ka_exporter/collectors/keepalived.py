@@ -19,6 +19,18 @@ Example output (node a of the fixtures, instance VI_DB: BACKUP, effective priori
     keepalived_script_status{name="chk_bad"} 0.0
     keepalived_tracked_interface_up{iname="VI_DB",interface="trk0"} 1.0
 
+and, for an instance with a ``track_process`` and a ``track_file`` (``.data`` dump only: the JSON dump has
+no track data)::
+
+    keepalived_tracked_process_up{iname="VI_1",name="chk_proc"} 0.0
+    keepalived_tracked_process_running{iname="VI_1",name="chk_proc"} 0.0
+    keepalived_tracked_process_weight{iname="VI_1",name="chk_proc"} -30.0
+    keepalived_tracked_file_status{iname="VI_1",name="chk_flag"} 3.0
+    keepalived_tracked_file_weight{iname="VI_1",name="chk_flag"} -10.0
+
+The tracker series are per instance (like ``keepalived_tracked_interface_up``): a tracker's effect is the
+instance's (its weight there; weight 0 means FAULT without quorum / with a non-zero file).
+
 States: 0 INIT, 1 BACKUP, 2 MASTER, 3 FAULT (4 STOP, keepalived 2.x, exported as-is). A value keepalived
 did not report (say, the effective priority of a 1.3 dump whose scripts are not known) has no sample.
 
@@ -87,6 +99,30 @@ _GAUGES: tuple[tuple[str, str], ...] = (
 )
 
 
+_TRACKERS: tuple[tuple[str, str], ...] = (
+    (
+        "keepalived_tracked_process_up",
+        "1 if keepalived counts enough processes of a track_process the instance tracks (quorum), 0 if not.",
+    ),
+    (
+        "keepalived_tracked_process_running",
+        "Processes keepalived counts for a track_process (Current processes).",
+    ),
+    (
+        "keepalived_tracked_process_weight",
+        "The instance's weight for a track_process (0: FAULT without quorum).",
+    ),
+    (
+        "keepalived_tracked_file_status",
+        "The number keepalived last read from a track_file the instance tracks.",
+    ),
+    (
+        "keepalived_tracked_file_weight",
+        "The instance's weight for a track_file (0: FAULT on a non-zero status, else status * weight).",
+    ),
+)
+
+
 def _num(value: float | int | bool | None) -> float | None:
     return None if value is None else float(value)
 
@@ -136,6 +172,8 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
         "1 if an interface tracked by the instance is up and running, 0 if not.",
         labels=("iname", "interface"),
     )
+    trackers = [GaugeMetricFamily(name, doc, labels=("iname", "name")) for name, doc in _TRACKERS]
+    proc_up, proc_running, proc_weight, file_status, file_weight = trackers
 
     for view in instances:
         labels = {"iname": view.name, "intf": view.interface, "vrid": str(view.vrid)}
@@ -182,6 +220,18 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
         for iface in view.tracked_interfaces:
             if iface.up is not None:
                 tracked_ifaces.add_metric([view.name, iface.name], 1.0 if iface.up else 0.0)
+        for proc in view.tracked_processes:
+            key = [view.name, proc.name]
+            if proc.up is not None:
+                proc_up.add_metric(key, 1.0 if proc.up else 0.0)
+            if proc.running is not None:
+                proc_running.add_metric(key, float(proc.running))
+            proc_weight.add_metric(key, float(proc.weight))
+        for tfile in view.tracked_files:
+            key = [view.name, tfile.name]
+            if tfile.status is not None:
+                file_status.add_metric(key, float(tfile.status))
+            file_weight.add_metric(key, float(tfile.weight))
 
     script_status = GaugeMetricFamily(
         "keepalived_script_status", "Track script status: 1 GOOD, 0 BAD.", labels=("name",)
@@ -195,7 +245,7 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
     if transitions is not None:
         families.append(transitions)
     families.extend(counters)
-    families.extend((script_status, tracked_ifaces))
+    families.extend((script_status, tracked_ifaces, *trackers))
     for metric in families:
         if metric.samples:
             yield metric

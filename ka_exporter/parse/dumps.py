@@ -34,7 +34,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ka_exporter.model import InstanceStats, InstanceView, TrackedInterface, TrackedScript, VrrpState
+from ka_exporter.model import (
+    InstanceStats,
+    InstanceView,
+    TrackedFile,
+    TrackedInterface,
+    TrackedProcess,
+    TrackedScript,
+    VrrpState,
+)
 
 __all__ = [
     "DumpError",
@@ -211,6 +219,21 @@ class _Inst:
     track_if_up: dict[str, bool | None] = field(default_factory=dict)  # 1.3 inline NIC blocks
     track_sc: list[tuple[str, int]] = field(default_factory=list)
     track_sc_status: dict[str, str] = field(default_factory=dict)  # 1.3 inline script blocks
+    evips: list[str] = field(default_factory=list)  # "Virtual IP Excluded"
+    track_file: list[tuple[str, int]] = field(default_factory=list)  # "Tracked files"
+    track_proc: list[tuple[str, int]] = field(default_factory=list)  # "Tracked processes"
+
+
+@dataclass(slots=True)
+class _TrackFile:
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class _TrackProc:
+    up: bool | None = None
+    running: int | None = None
+    quorum: int | None = None
 
 
 @dataclass(slots=True)
@@ -255,6 +278,8 @@ _SECTION_TOPOLOGY = "VRRP Topology"
 _SECTION_SCRIPTS = "VRRP Scripts"
 _SECTION_SYNC = "VRRP Sync groups"
 _SECTION_IFACES = ("Interfaces", "NIC")
+_SECTION_TRACK_FILES = "VRRP Track files"
+_SECTION_TRACK_PROCS = "VRRP Track processes"
 
 
 class _DataParser:
@@ -278,6 +303,10 @@ class _DataParser:
         "scripts",
         "section",
         "sections",
+        "tfile",
+        "tfiles",
+        "tproc",
+        "tprocs",
     )
 
     def __init__(self, name: str) -> None:
@@ -287,6 +316,10 @@ class _DataParser:
         self.scripts: dict[str, _Script] = {}
         self.ifaces: dict[str, _Iface] = {}
         self.groups: dict[str, list[str]] = {}
+        self.tfiles: dict[str, _TrackFile] = {}
+        self.tprocs: dict[str, _TrackProc] = {}
+        self.tfile: str | None = None  # current entry of the VRRP Track files section
+        self.tproc: str | None = None  # current entry of the VRRP Track processes section
         self.sections = 0
         # cursor
         self.section = ""
@@ -377,6 +410,10 @@ class _DataParser:
                 self._scripts(content, lineno)
             elif section == _SECTION_SYNC:
                 self._sync(content, indent)
+            elif section == _SECTION_TRACK_FILES:
+                self._track_files(content, lineno)
+            elif section == _SECTION_TRACK_PROCS:
+                self._track_procs(content, lineno)
         if self.sections == 0:
             raise DumpError(f"{self.name}: not a keepalived data dump (no '------< ... >------' section)")
 
@@ -395,6 +432,8 @@ class _DataParser:
         self.script = None
         self.iface = None
         self.group = None
+        self.tfile = None
+        self.tproc = None
         self.inline_script = None
         if inline:
             self.inline_nic = True
@@ -479,6 +518,19 @@ class _DataParser:
             cur.vips.append(address)
             if installed:
                 cur.vips_set.append(address)
+        elif kind == "evips":
+            address, _installed = _vip_item(content)
+            if address is None:
+                raise DumpError(f"{self.where(lineno)}: instance {cur.name}: excluded VIP is not an address")
+            cur.evips.append(address)
+        elif kind in ("track_file", "track_proc"):
+            # "chk_flag, weight -20" (and " reverse" when configured so)
+            parts = content.split()
+            weight = 0
+            if len(parts) >= 3 and parts[1] == "weight":
+                weight = _int(parts[2], self.where(lineno), "weight")
+            name = parts[0].rstrip(",")
+            (cur.track_file if kind == "track_file" else cur.track_proc).append((name, weight))
         elif kind in ("track_if", "track_sc"):
             parts = content.split()
             weight = 0
@@ -545,6 +597,32 @@ class _DataParser:
         elif key == "Weight":
             script.weight = _int(value, self.where(lineno), key)
 
+    # -- VRRP Track files / VRRP Track processes ----------------------------------------------------
+
+    def _track_files(self, content: str, lineno: int) -> None:
+        key, value = _split(content)
+        if key == "Track file" and value is not None:
+            self.tfile = value.strip()
+            self.tfiles.setdefault(self.tfile, _TrackFile())
+        elif self.tfile is not None and key == "Status" and value is not None:
+            self.tfiles[self.tfile].status = _int(value, self.where(lineno), "Status")
+
+    def _track_procs(self, content: str, lineno: int) -> None:
+        key, value = _split(content)
+        if key == "VRRP Track process" and value is not None:
+            self.tproc = value.strip()
+            self.tprocs.setdefault(self.tproc, _TrackProc())
+            return
+        if self.tproc is None or value is None:
+            return
+        proc = self.tprocs[self.tproc]
+        if key == "Have quorum":
+            proc.up = value.strip().lower() in ("true", "yes", "1")
+        elif key == "Current processes":
+            proc.running = _int(value, self.where(lineno), key)
+        elif key == "Min processes":
+            proc.quorum = _int(value, self.where(lineno), key)
+
     # -- VRRP Sync groups --------------------------------------------------------------------------
 
     def _sync(self, content: str, indent: int) -> None:
@@ -590,6 +668,16 @@ class _DataParser:
             TrackedInterface(name=n, weight=w, up=self.ifaces[n].usable if n in self.ifaces else None)
             for n, w in inst.track_if
         )
+        files = tuple(
+            TrackedFile(name=n, weight=w, status=self.tfiles[n].status if n in self.tfiles else None)
+            for n, w in inst.track_file
+        )
+        procs = tuple(
+            TrackedProcess(name=n, weight=w, up=p.up, running=p.running, quorum=p.quorum)
+            if (p := self.tprocs.get(n)) is not None
+            else TrackedProcess(name=n, weight=w)
+            for n, w in inst.track_proc
+        )
         family = inst.family
         if family is None:
             family = "inet6" if inst.vips and ":" in inst.vips[0] else "inet"
@@ -620,6 +708,9 @@ class _DataParser:
             sync_group=inst.sync_group or member_of.get(inst.name),
             tracked_scripts=scripts,
             tracked_interfaces=ifaces,
+            tracked_processes=procs,
+            tracked_files=files,
+            vips_excluded=tuple(inst.evips),
         )
 
 
@@ -760,6 +851,9 @@ _INSTANCE_KEYS: dict[str, _Handler] = {
     "Authentication type": _h_auth,
     "Sync group": _h_sync,
     "Virtual IP": _list("vips"),
+    "Virtual IP Excluded": _list("evips"),
+    "Tracked files": _list("track_file"),
+    "Tracked processes": _list("track_proc"),
     "Tracked interfaces": _list("track_if"),
     "Tracked scripts": _list("track_sc"),
 }
@@ -1044,6 +1138,12 @@ def _json_instance(entry: object, index: int, name: str) -> InstanceView:
             vips_set.append(address)
     if data.get("vipset") is True and vips and not vips_set:
         vips_set = list(vips)  # older JSON: no per-VIP " set", but the instance-wide flag
+    evips: list[str] = []
+    for item in _jstrings(data, "evips", where):
+        address, _installed = _vip_item(item)
+        if address is None:
+            raise DumpError(f"{where}: an excluded VIP is not an address")
+        evips.append(address)
     state = _jstate(data, "state", where)
     # keepalived keeps the last master's priority after leaving BACKUP: only a BACKUP's value is news
     master_prio = _jint(data, "master_priority", where) if state == VrrpState.BACKUP else None
@@ -1072,6 +1172,7 @@ def _json_instance(entry: object, index: int, name: str) -> InstanceView:
         vips_set=tuple(vips_set),
         tracked_interfaces=ifaces,
         stats=stats,
+        vips_excluded=tuple(evips),
     )
 
 
@@ -1143,6 +1244,9 @@ def combine(
                     sync_group=d.sync_group,
                     tracked_scripts=d.tracked_scripts,
                     tracked_interfaces=d.tracked_interfaces or j.tracked_interfaces,
+                    tracked_processes=d.tracked_processes,  # the JSON dump has no track data
+                    tracked_files=d.tracked_files,
+                    vips_excluded=j.vips_excluded or d.vips_excluded,
                     vips_set=j.vips_set or d.vips_set,
                     # the data dump names the base interface with use_vmac; the JSON only the
                     # macvlan (ifp_ifname == vmac_ifname, e.g. "vrrp.1")

@@ -1314,7 +1314,7 @@ class _Interpreter:
                 continue
             vip = self._vip(e)
             if vip is not None:
-                d.evips.append(vip)
+                d.evips.append(replace(vip, excluded=True))
 
     def _vip(self, e: _Node) -> ConfVip | None:
         if e.key == "auth_pass":
@@ -1440,7 +1440,8 @@ class _Interpreter:
                 )
             else:
                 vips.append(vip)
-        vips.extend(v for v in d.evips if v not in vips)
+        listed = {v.address for v in vips}
+        vips.extend(v for v in d.evips if v.address not in listed)
         for sname, file, line in d.track_scripts:
             if sname not in self.scripts:
                 self.r.problem(file, line, f"track_script {_show(sname)} is not a defined vrrp_script")

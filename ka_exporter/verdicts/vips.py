@@ -10,6 +10,9 @@ An instance is mismatched when
   keepalived leaves behind, or an address someone added by hand. Two hosts answering ARP for one VIP is a
   split brain on the wire even when VRRP itself looks healthy.
 
+Excluded VIPs (`virtual_ipaddress_excluded`) count like the others: keepalived installs and removes them
+with the VIPs, it only leaves them out of its adverts.
+
 An instance whose state is unknown is never called mismatched (there is nothing to compare against).
 Addresses are compared in canonical form (``FD97:0::120`` equals ``fd97::120``), on any interface: a VIP
 configured with ``dev other0`` still counts as held.
@@ -57,14 +60,14 @@ def missing_vips(instance: InstanceView, held: frozenset[str]) -> tuple[str, ...
     """A MASTER's VIPs that are not on this host (empty when not MASTER)."""
     if instance.state != VrrpState.MASTER:
         return ()
-    return tuple(v for v in instance.vips if canonical_ip(v) not in held)
+    return tuple(v for v in (*instance.vips, *instance.vips_excluded) if canonical_ip(v) not in held)
 
 
 def stale_vips(instance: InstanceView, held: frozenset[str]) -> tuple[str, ...]:
     """VIPs this host holds although the instance is not MASTER (empty when MASTER or state unknown)."""
     if instance.state is None or instance.state == VrrpState.MASTER:
         return ()
-    return tuple(v for v in instance.vips if canonical_ip(v) in held)
+    return tuple(v for v in (*instance.vips, *instance.vips_excluded) if canonical_ip(v) in held)
 
 
 def vip_mismatch_held(instance: InstanceView, held: frozenset[str]) -> bool:
