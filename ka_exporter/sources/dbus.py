@@ -16,6 +16,12 @@ older releases; `decode_name` / `decode_state` accept every shape.
 Decisions:
 - VrrpStopped, or the name losing its owner (a SIGKILLed keepalived sends no VrrpStopped): publish an
   empty tuple (D-Bus vouches that keepalived has no instances now) and mark the source down.
+- A VrrpStatusChange is a cue, not the news: the source reads the instance's `State` property (with the
+  client's call deadline) and publishes that. keepalived 1.3.9 sent the OLD state in the signal on
+  BACKUP->FAULT, and any local process may send a unicast signal to this connection (the system bus
+  policy allows signals): State is what keepalived says now. When the read fails (object gone at
+  shutdown) the signal's state is taken; when it times out, too, and signals are taken as they come
+  until the next full read (one deadline lost, not one per signal of a burst).
 - Transitions are counted only when a VrrpStatusChange moves an instance to a different state; the
   replay keepalived sends after (re)connecting is not a transition, nor is STOP (keepalived shutting
   down sends it for every instance just before VrrpStopped).
@@ -243,6 +249,9 @@ class DbusSource(Source):
         self._published = False  # this source's view is in the store
         self.enumerations = 0  # full re-reads of the instance tree (signals do not cause one)
         self.signals_handled = 0
+        self.state_reads = 0  # State properties read to confirm a VrrpStatusChange
+        self.state_corrections = 0  # ... that said something else than the signal
+        self._confirm = True  # read State on VrrpStatusChange (off after a timeout until the next full read)
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -381,7 +390,6 @@ class DbusSource(Source):
                 self._gone()
 
     def _status_change(self, client: BusClient, sig: Signal) -> None:
-        state = decode_state(sig.body[0] if sig.body else None)
         view = self._views.get(sig.path)
         if view is None:
             # An instance we have not seen (created without a reload signal): read the tree again.
@@ -389,6 +397,7 @@ class DbusSource(Source):
                 self._refresh_or_report(client)
                 self._changed()
             return
+        state = self._confirmed_state(client, sig.path, decode_state(sig.body[0] if sig.body else None))
         if state is None or state == view.state:
             return
         self._views[sig.path] = replace(view, state=state)
@@ -398,6 +407,28 @@ class DbusSource(Source):
         if self._last_error is not None:
             self.ok()
         self._changed()
+
+    def _confirmed_state(self, client: BusClient, path: str, signalled: VrrpState | None) -> VrrpState | None:
+        """The instance's State property now; the signal's state when it cannot be read."""
+        if not self._confirm:
+            return signalled
+        call = Call(self.service, path, PROPERTIES, "Get", "ss", (IFACE_INSTANCE, "State"))
+        try:
+            reply = client.call(call, timeout=self.call_timeout)
+        except DBusError:
+            return signalled  # e.g. the object is gone: keepalived is stopping
+        except TimeoutError:
+            self._confirm = False
+            log.debug("dbus: no State within %g s: taking signals as they come", self.call_timeout)
+            return signalled
+        self.state_reads += 1
+        read = decode_state(reply[0]) if reply else None
+        if read is None:
+            return signalled
+        if read != signalled:
+            self.state_corrections += 1
+            log.debug("dbus: %s signalled %s but its State is %s", path, signalled, read)
+        return read
 
     def _gone(self) -> None:
         self._views = {}
@@ -441,6 +472,7 @@ class DbusSource(Source):
             raise NotOnBusError
         found = self.discover(client)
         self.enumerations += 1
+        self._confirm = True
         self._views = found.instances
         if found.vrrp_path:
             self._vrrp_path = found.vrrp_path
