@@ -22,17 +22,13 @@ from ka_exporter.lab import Lab
 from ka_exporter.model import VrrpState
 from ka_exporter.sources.dbus import IFACE_INSTANCE, ROOT, DbusSource
 from ka_exporter.store import Store
+from tests.conftest import wait_until as conftest_wait_until
 
 KEEPALIVED = shutil.which("keepalived", path="/usr/sbin:/sbin:/usr/local/sbin")
 
 
-def wait_until(pred: Callable[[], object], timeout: float = 5.0, step: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
+def wait_until(pred: Callable[[], object], timeout: float = 5.0) -> bool:
+    return conftest_wait_until(pred, timeout, 0.005)
 
 
 @pytest.fixture
