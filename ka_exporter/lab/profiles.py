@@ -15,6 +15,13 @@ initial states follow that order, so node a is the preferred master of the first
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
 | ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
 | vmac         | fast with use_vmac: VIP on a macvlan vrrp.VRID, virtual MAC       | v3, advert 0.1  |
+| track        | fast with a track_process (-10) and two track_files (-30, and 0)  | v3, advert 0.1  |
+
+In the track profile node N's files NODE_DIR/track.file (weight -30: a 2 in it moves node a from 140 to
+80, below node b's 90) and NODE_DIR/fault.file (weight 0: any non-zero number is a FAULT) start at 0.
+Its track_process (`kalab-service`, weight -10) never has quorum: inside a network namespace keepalived
+2.2.7 cannot listen to the kernel's process events (they exist in the initial namespace only), so every
+node runs at its priority - 10.
 
 Check scripts stand in for `pidof nginx` / a MySQL ping: they fail while the node's `service-down` flag file
 exists (see `Lab.set_check`), so a rehearsal can break a service without installing one.
@@ -65,6 +72,7 @@ class Profile:
     notify_fifo: bool = False  # global_defs vrrp_notify_fifo NODE_DIR/notify.fifo
     priorities: tuple[int, int, int] = (150, 100, 50)
     vmac: bool = False  # use_vmac: keepalived puts the VIP on a macvlan with MAC 00:00:5e:00:01:VRID
+    track: bool = False  # a track_process and two track_files (see the module docstring)
 
 
 PROFILES: dict[str, Profile] = {
@@ -99,6 +107,7 @@ PROFILES: dict[str, Profile] = {
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
         Profile("vmac", "fast with use_vmac (macvlan, virtual MAC)", version=3, advert_int=0.1, vmac=True),
         Profile("fifo", "fast, with vrrp_notify_fifo", version=3, advert_int=0.1, notify_fifo=True),
+        Profile("track", "fast, with track_process and track_file", version=3, advert_int=0.1, track=True),
     )
 }
 
@@ -203,6 +212,8 @@ def render_config(
             f"    rise {profile.check_rise}",
             "}",
         ]
+    if profile.track:
+        lines += _track_blocks(node_dir)
     for n, inst in enumerate(instances(profile, addr, interface)):
         # In dual-master the second instance's preferred master is node b: rotate the priorities.
         rank = (idx - n) % nodes if profile.dual else idx
@@ -240,6 +251,16 @@ def render_config(
         lines.append("    }")
         if profile.check:
             lines += ["    track_script {", f"        {profile.check}", "    }"]
+        if profile.track:
+            lines += [
+                "    track_process {",
+                f"        {TRACK_PROCESS} weight -10",
+                "    }",
+                "    track_file {",
+                f"        {TRACK_FILE} weight -30",
+                f"        {FAULT_FILE} weight 0",
+                "    }",
+            ]
         if profile.notify:
             lines.append(f'    notify "{node_dir / "notify.sh"}"')
         lines.append("}")
@@ -254,3 +275,33 @@ def notify_script(log_path: Path) -> str:
 def check_script(flag_path: Path) -> str:
     """A check script standing in for `pidof nginx` / a MySQL ping: fails while the flag file exists."""
     return f'#!/bin/sh\n# the lab service is "down" while {flag_path} exists\ntest ! -e "{flag_path}"\n'
+
+
+#: The track profile's trackers (vrrp_track_process and track_file names) and the process it tracks.
+TRACK_PROCESS = "chk_service"
+TRACK_FILE = "chk_file"
+FAULT_FILE = "chk_fault"
+TRACKED_COMMAND = "kalab-service"
+
+
+def _track_blocks(node_dir: Path) -> list[str]:
+    """The track profile's vrrp_track_process and track_file blocks (files under `node_dir`, set to 0)."""
+    lines = [
+        "",
+        f"vrrp_track_process {TRACK_PROCESS} {{",
+        f"    process {TRACKED_COMMAND}",
+        "    quorum 1",
+        "    delay 0.1",
+        "    weight -10",
+        "}",
+    ]
+    for name, file in ((TRACK_FILE, "track.file"), (FAULT_FILE, "fault.file")):
+        lines += [
+            "",
+            f"track_file {name} {{",
+            f'    file "{node_dir / file}"',
+            "    weight 1",
+            "    init_file 0 overwrite",
+            "}",
+        ]
+    return lines
