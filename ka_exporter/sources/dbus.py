@@ -22,6 +22,9 @@ Decisions:
   policy allows signals): State is what keepalived says now. When the read fails (object gone at
   shutdown) the signal's state is taken; when it times out, too, and signals are taken as they come
   until the next full read (one deadline lost, not one per signal of a burst).
+- keepalived's signals count only from the connection that owns its name (as the bus last said): a
+  unicast VrrpStopped or VrrpStatusChange from any other process is dropped (`signals_ignored`), or one
+  such signal would make every instance vanish.
 - Transitions are counted only when a VrrpStatusChange moves an instance to a different state; the
   replay keepalived sends after (re)connecting is not a transition, nor is STOP (keepalived shutting
   down sends it for every instance just before VrrpStopped).
@@ -252,6 +255,8 @@ class DbusSource(Source):
         self.state_reads = 0  # State properties read to confirm a VrrpStatusChange
         self.state_corrections = 0  # ... that said something else than the signal
         self._confirm = True  # read State on VrrpStatusChange (off after a timeout until the next full read)
+        self._owner: str | None = None  # the unique name owning keepalived's name, at the last full read
+        self.signals_ignored = 0  # keepalived's signals sent by another connection (unicast forgeries)
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -379,6 +384,9 @@ class DbusSource(Source):
                 else:
                     self._gone()
             return
+        if sig.interface in (IFACE_INSTANCE, IFACE_VRRP) and sig.sender != self._owner:
+            self.signals_ignored += 1  # not keepalived's: a unicast signal from another process
+            return
         if sig.interface == IFACE_INSTANCE and sig.member == "VrrpStatusChange":
             self._status_change(client, sig)
             return
@@ -468,8 +476,10 @@ class DbusSource(Source):
             self.fail(f"dbus: reading keepalived's objects failed: {exc}")
 
     def _refresh(self, client: BusClient) -> None:
-        if client.name_owner(self.service) is None:
+        owner = client.name_owner(self.service)
+        if owner is None:
             raise NotOnBusError
+        self._owner = owner
         found = self.discover(client)
         self.enumerations += 1
         self._confirm = True
