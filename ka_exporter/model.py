@@ -200,6 +200,15 @@ class TrackedFile:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedBfd:
+    """A `bfd_instance` an instance tracks (`track_bfd`): `up` is keepalived's "Bfd is up" / "Bfd is down"."""
+
+    name: str
+    weight: int = 0
+    up: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceStats:
     """keepalived's per-instance counters (.stats dump or JSON "stats"), named as its JSON names them."""
 
@@ -247,6 +256,7 @@ class InstanceView:
     tracked_processes: tuple[TrackedProcess, ...] = ()
     tracked_files: tuple[TrackedFile, ...] = ()
     vips_excluded: tuple[str, ...] = ()  # `virtual_ipaddress_excluded`, addresses without prefix
+    tracked_bfds: tuple[TrackedBfd, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -193,6 +193,8 @@ def check_track_scenario(cfg: KeepalivedConfig, scenario: str) -> None:
     marked = [(v.address, v.excluded) for v in first.vips]
     if scenario == "given":
         assert marked == [("10.250.0.100", False), ("10.250.0.200", True)]
+    elif scenario.startswith("bfd-"):
+        assert marked == [("10.252.0.100", False)]
     elif scenario.startswith("netns-"):
         assert marked == [("10.251.0.100", False), ("10.251.0.200", True), ("fd51::200", True)]
         assert [(v.address, v.excluded) for v in cfg.instances[1].vips] == [("10.251.0.101", False)]

@@ -18,7 +18,15 @@ from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.host import collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.exposition import Renderer
-from ka_exporter.model import InstanceView, LocalAddress, ProcessInfo, TrackedFile, TrackedProcess, VrrpState
+from ka_exporter.model import (
+    InstanceView,
+    LocalAddress,
+    ProcessInfo,
+    TrackedBfd,
+    TrackedFile,
+    TrackedProcess,
+    VrrpState,
+)
 from ka_exporter.parse.dumps import DumpError, parse_data, parse_dumps
 from ka_exporter.parse.kaconf import read_config
 from ka_exporter.store import Store
@@ -81,7 +89,20 @@ def test_track_dumps_parse_as_readme_says(scenario: str, use_json: bool) -> None
     assert got == EXPECTED[scenario]
 
 
-@pytest.mark.parametrize("scenario", ["netns-file-3", "root-quorum"])
+@pytest.mark.parametrize("use_json", [False, True], ids=["data", "data+json"])
+def test_track_bfd_up_and_down_as_readme_says(use_json: bool) -> None:
+    # README "track/": node a MASTER 150 while the session is up, 130 (weight -20) once node b stopped
+    for scenario, up, priority in (("bfd-up", True, 150), ("bfd-down", False, 130)):
+        (view,) = views(TRACK / scenario, use_json)
+        assert (view.state, view.effective_priority) == (M, priority)
+        assert view.tracked_bfds == (TrackedBfd("bfd_peer", -20, up),)
+        assert (view.tracked_processes, view.tracked_files, view.vips_excluded) == ((), (), ())
+        text = generate_latest(_registry(store_for(scenario, ()))).decode()
+        assert f'keepalived_tracked_bfd_up{{iname="VI_1",name="bfd_peer"}} {float(up)}' in text
+        assert 'keepalived_tracked_bfd_weight{iname="VI_1",name="bfd_peer"} -20.0' in text
+
+
+@pytest.mark.parametrize("scenario", ["netns-file-3", "root-quorum", "bfd-up"])
 def test_track_dump_truncated_at_every_byte_offset(scenario: str) -> None:
     raw = (TRACK / scenario / "keepalived.data").read_bytes()
     whole = {v.name: v for v in parse_data(raw)}
@@ -103,6 +124,9 @@ def test_track_dump_truncated_at_every_byte_offset(scenario: str) -> None:
             for tfile in v.tracked_files:
                 (same_file,) = [t for t in full.tracked_files if t.name == tfile.name]
                 assert tfile.status in (None, same_file.status)
+            for bfd in v.tracked_bfds:
+                (same_bfd,) = [b for b in full.tracked_bfds if b.name == bfd.name]
+                assert bfd.up in (None, same_bfd.up)
 
 
 def store_for(scenario: str, held: tuple[str, ...]) -> Store:

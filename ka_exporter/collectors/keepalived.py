@@ -27,6 +27,8 @@ no track data)::
     keepalived_tracked_process_weight{iname="VI_1",name="chk_proc"} -30.0
     keepalived_tracked_file_status{iname="VI_1",name="chk_flag"} 3.0
     keepalived_tracked_file_weight{iname="VI_1",name="chk_flag"} -10.0
+    keepalived_tracked_bfd_up{iname="VI_1",name="bfd_peer"} 1.0
+    keepalived_tracked_bfd_weight{iname="VI_1",name="bfd_peer"} -20.0
 
 The tracker series are per instance (like ``keepalived_tracked_interface_up``): a tracker's effect is the
 instance's (its weight there; weight 0 means FAULT without quorum / with a non-zero file).
@@ -120,6 +122,8 @@ _TRACKERS: tuple[tuple[str, str], ...] = (
         "keepalived_tracked_file_weight",
         "The instance's weight for a track_file (0: FAULT on a non-zero status, else status * weight).",
     ),
+    ("keepalived_tracked_bfd_up", "1 if a BFD session the instance tracks (track_bfd) is up, 0 if down."),
+    ("keepalived_tracked_bfd_weight", "The instance's weight for a track_bfd (0: FAULT while it is down)."),
 )
 
 
@@ -173,7 +177,7 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
         labels=("iname", "interface"),
     )
     trackers = [GaugeMetricFamily(name, doc, labels=("iname", "name")) for name, doc in _TRACKERS]
-    proc_up, proc_running, proc_weight, file_status, file_weight = trackers
+    proc_up, proc_running, proc_weight, file_status, file_weight, bfd_up, bfd_weight = trackers
 
     for view in instances:
         labels = {"iname": view.name, "intf": view.interface, "vrid": str(view.vrid)}
@@ -232,6 +236,11 @@ def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
             if tfile.status is not None:
                 file_status.add_metric(key, float(tfile.status))
             file_weight.add_metric(key, float(tfile.weight))
+        for bfd in view.tracked_bfds:
+            key = [view.name, bfd.name]
+            if bfd.up is not None:
+                bfd_up.add_metric(key, 1.0 if bfd.up else 0.0)
+            bfd_weight.add_metric(key, float(bfd.weight))
 
     script_status = GaugeMetricFamily(
         "keepalived_script_status", "Track script status: 1 GOOD, 0 BAD.", labels=("name",)

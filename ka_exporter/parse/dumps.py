@@ -37,6 +37,7 @@ from typing import Any
 from ka_exporter.model import (
     InstanceStats,
     InstanceView,
+    TrackedBfd,
     TrackedFile,
     TrackedInterface,
     TrackedProcess,
@@ -222,6 +223,7 @@ class _Inst:
     evips: list[str] = field(default_factory=list)  # "Virtual IP Excluded"
     track_file: list[tuple[str, int]] = field(default_factory=list)  # "Tracked files"
     track_proc: list[tuple[str, int]] = field(default_factory=list)  # "Tracked processes"
+    track_bfd: list[tuple[str, int]] = field(default_factory=list)  # "Tracked BFDs"
 
 
 @dataclass(slots=True)
@@ -280,6 +282,7 @@ _SECTION_SYNC = "VRRP Sync groups"
 _SECTION_IFACES = ("Interfaces", "NIC")
 _SECTION_TRACK_FILES = "VRRP Track files"
 _SECTION_TRACK_PROCS = "VRRP Track processes"
+_SECTION_TRACK_BFDS = "VRRP Track BFDs"
 
 
 class _DataParser:
@@ -303,6 +306,8 @@ class _DataParser:
         "scripts",
         "section",
         "sections",
+        "tbfd",
+        "tbfds",
         "tfile",
         "tfiles",
         "tproc",
@@ -318,6 +323,8 @@ class _DataParser:
         self.groups: dict[str, list[str]] = {}
         self.tfiles: dict[str, _TrackFile] = {}
         self.tprocs: dict[str, _TrackProc] = {}
+        self.tbfds: dict[str, bool | None] = {}  # "Bfd is up" / "Bfd is down"
+        self.tbfd: str | None = None  # current entry of the VRRP Track BFDs section
         self.tfile: str | None = None  # current entry of the VRRP Track files section
         self.tproc: str | None = None  # current entry of the VRRP Track processes section
         self.sections = 0
@@ -414,6 +421,8 @@ class _DataParser:
                 self._track_files(content, lineno)
             elif section == _SECTION_TRACK_PROCS:
                 self._track_procs(content, lineno)
+            elif section == _SECTION_TRACK_BFDS:
+                self._track_bfds(content)
         if self.sections == 0:
             raise DumpError(f"{self.name}: not a keepalived data dump (no '------< ... >------' section)")
 
@@ -434,6 +443,7 @@ class _DataParser:
         self.group = None
         self.tfile = None
         self.tproc = None
+        self.tbfd = None
         self.inline_script = None
         if inline:
             self.inline_nic = True
@@ -523,14 +533,16 @@ class _DataParser:
             if address is None:
                 raise DumpError(f"{self.where(lineno)}: instance {cur.name}: excluded VIP is not an address")
             cur.evips.append(address)
-        elif kind in ("track_file", "track_proc"):
-            # "chk_flag, weight -20" (and " reverse" when configured so)
+        elif kind in ("track_file", "track_proc", "track_bfd"):
+            # "chk_flag, weight -20" (and " reverse" when configured so); BFDs: "bfd_peer: weight -20"
             parts = content.split()
             weight = 0
             if len(parts) >= 3 and parts[1] == "weight":
                 weight = _int(parts[2], self.where(lineno), "weight")
-            name = parts[0].rstrip(",")
-            (cur.track_file if kind == "track_file" else cur.track_proc).append((name, weight))
+            name = parts[0].rstrip(",:")
+            {"track_file": cur.track_file, "track_proc": cur.track_proc, "track_bfd": cur.track_bfd}[
+                kind
+            ].append((name, weight))
         elif kind in ("track_if", "track_sc"):
             parts = content.split()
             weight = 0
@@ -623,6 +635,15 @@ class _DataParser:
         elif key == "Min processes":
             proc.quorum = _int(value, self.where(lineno), key)
 
+    def _track_bfds(self, content: str) -> None:
+        key, value = _split(content)
+        if key == "VRRP Track BFD" and value is not None:
+            self.tbfd = value.strip()
+            self.tbfds.setdefault(self.tbfd, None)
+        elif self.tbfd is not None and content.startswith("Bfd is "):
+            word = content[len("Bfd is ") :].strip().lower()
+            self.tbfds[self.tbfd] = True if word == "up" else False if word == "down" else None
+
     # -- VRRP Sync groups --------------------------------------------------------------------------
 
     def _sync(self, content: str, indent: int) -> None:
@@ -678,6 +699,7 @@ class _DataParser:
             else TrackedProcess(name=n, weight=w)
             for n, w in inst.track_proc
         )
+        bfds = tuple(TrackedBfd(name=n, weight=w, up=self.tbfds.get(n)) for n, w in inst.track_bfd)
         family = inst.family
         if family is None:
             family = "inet6" if inst.vips and ":" in inst.vips[0] else "inet"
@@ -711,6 +733,7 @@ class _DataParser:
             tracked_processes=procs,
             tracked_files=files,
             vips_excluded=tuple(inst.evips),
+            tracked_bfds=bfds,
         )
 
 
@@ -854,6 +877,7 @@ _INSTANCE_KEYS: dict[str, _Handler] = {
     "Virtual IP Excluded": _list("evips"),
     "Tracked files": _list("track_file"),
     "Tracked processes": _list("track_proc"),
+    "Tracked BFDs": _list("track_bfd"),
     "Tracked interfaces": _list("track_if"),
     "Tracked scripts": _list("track_sc"),
 }
@@ -1246,6 +1270,7 @@ def combine(
                     tracked_interfaces=d.tracked_interfaces or j.tracked_interfaces,
                     tracked_processes=d.tracked_processes,  # the JSON dump has no track data
                     tracked_files=d.tracked_files,
+                    tracked_bfds=d.tracked_bfds,
                     vips_excluded=j.vips_excluded or d.vips_excluded,
                     vips_set=j.vips_set or d.vips_set,
                     # the data dump names the base interface with use_vmac; the JSON only the
