@@ -113,6 +113,9 @@ def build_parts(settings: Settings) -> list[Part]:
         from ka_exporter.collectors.wire import collect_wire
 
         parts.append(collect_wire)
+    from ka_exporter.collectors.fused import collect_fused
+
+    parts.append(collect_fused)
     parts.append(collect_exporter)
     return parts
 
