@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POLL = 0.05
-_LINE = re.compile(r"^(keepalived_split_brain(?:_witness)?|keepalived_vip_status)\{([^}]*)\} (\S+)$", re.M)
+_LINE = re.compile(
+    r"^(keepalived_split_brain(?:_witness)?|keepalived_vip_status|keepalived_wire_last_advert_timestamp_seconds)"
+    r"\{([^}]*)\} (\S+)$",
+    re.M,
+)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -27,6 +31,7 @@ class Sample:
     split: float | None  # keepalived_split_brain for the VRID; None: not exported (or no answer)
     holds: float | None  # keepalived_vip_status for the VIP (node exporters)
     witnesses: frozenset[str]
+    last_adverts: tuple[tuple[str, float], ...] = ()  # (source, last advert time) on the VRID
 
 
 @dataclass
@@ -48,17 +53,20 @@ class Poller:
         t1 = time.time()
         split = holds = None
         witnesses: set[str] = set()
+        lasts: list[tuple[str, float]] = []
         for name, labels, value in _LINE.findall(text):
             lab = dict(_LABEL.findall(labels))
             if name == "keepalived_vip_status":
                 if lab.get("vip") == self.vip:
                     holds = float(value)
             elif lab.get("vrid") == self.vrid:
-                if name == "keepalived_split_brain":
+                if name == "keepalived_wire_last_advert_timestamp_seconds":
+                    lasts.append((lab["source"], float(value)))
+                elif name == "keepalived_split_brain":
                     split = float(value)
                 elif float(value) == 1.0:
                     witnesses.add(lab["witness"])
-        self.samples.append(Sample(t0, t1, split, holds, frozenset(witnesses)))
+        self.samples.append(Sample(t0, t1, split, holds, frozenset(witnesses), tuple(lasts)))
 
     def between(self, since: float, until: float) -> list[Sample]:
         return [s for s in self.samples if s.start >= since and s.end <= until]
@@ -153,3 +161,16 @@ def witnesses_seen(polling: Polling, label: str, since: float, until: float) -> 
     for s in polling[label].between(since, until):
         out |= s.witnesses
     return out
+
+
+def longest_silence(
+    polling: Polling, label: str, sources: Iterable[str], since: float, until: float
+) -> float:
+    """The longest time one of `sources` was silent on the wire, as `label`'s exporter saw it."""
+    wanted = set(sources)
+    worst = 0.0
+    for s in polling[label].between(since, until):
+        for source, last in s.last_adverts:
+            if source in wanted:
+                worst = max(worst, s.start - max(last, since))
+    return worst

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ka_exporter.demo import wait_up, watchers
-from tests.fused_lab_helpers import Polling, assert_clear, assert_fault, witnesses_seen
+from tests.fused_lab_helpers import Polling, assert_clear, assert_fault, longest_silence, witnesses_seen
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -143,3 +143,56 @@ def test_sigkill_of_the_master_is_flagged_on_the_node_it_left_its_vip_on(fast: R
     delays = fast.fault((f"node-{master}",), 3.0, lambda: fast.lab.start(master), settle=10 * fast.interval)
     _report("SIGKILL of the master", delays, fast)
     assert "address" in fast.last[f"node-{master}"]
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    need_lab()
+    tmp = tmp_path_factory.mktemp("fused-basic")
+    with Lab(profile="basic", nodes=2) as lab, watchers(lab, Path(tmp), 0) as ws:
+        wait_up(ws)
+        rig = Rig(lab, ws)
+        try:
+            yield rig
+        finally:
+            rig.polling.close()
+
+
+@pytest.mark.parametrize("mismatch", ["auth", "version", "interval"])
+def test_mismatched_dual_masters_that_silence_each_other_stay_flagged(basic: Rig, mismatch: str) -> None:
+    """Node b restarts misconfigured behind a host firewall (so it becomes MASTER), then the firewall goes:
+    both masters now receive and drop each other's adverts, and each received advert re-arms the receiver's
+    advert timer, so one of them falls silent for seconds (for good, the slower one, with interval) while
+    both keep the VIP. Fixed by restarting b with the right config (a priority-0 advert, then BACKUP)."""
+    lab = basic.lab
+    basic.settle()
+    basic.begin()
+    lab.split(mode="firewall", node="b")
+    lab.misconfigure("b", mismatch)
+    lab.restart("b")
+    second = basic.polling.second_holder(basic.start, basic.nodes(), timeout=20)
+    assert basic.polling.wait_split(ALL, second, timeout=10), "the verdict never read 1"
+    time.sleep(max(0.0, second + 2 * basic.interval + 1.0 - time.time()))
+    lab.heal()
+    healed = time.time()
+    time.sleep(8.0)  # the mismatched masters now hear (and drop) each other
+    removed = time.time()
+    delays = assert_fault(basic.polling, ALL, second, removed, interval=basic.interval, margin=MARGIN)
+    after_heal = {n: witnesses_seen(basic.polling, n, healed, removed) for n in ALL}
+    sources = [node.address for node in lab.nodes.values()]
+    silence = longest_silence(basic.polling, "observer", sources, healed, removed)
+    lab.misconfigure("b", None)
+    lab.restart("b")
+    back = time.time()
+    assert lab.wait_for(lambda: lab.master(basic.vip) == "a", timeout=15)
+    time.sleep(3 * basic.interval + 1.0)
+    assert_clear(basic.polling, ALL, back + 2 * basic.interval, time.time())
+    parts = ", ".join(f"{n} {d * 1000:.0f} ms" for n, d in sorted(delays.items()))
+    print(
+        f"{mismatch} mismatch (v2 1 s): second holder -> fused 1: {parts}; witnesses after heal "
+        f"{after_heal}; longest silence of a master {silence:.1f} s"
+    )
+    assert "wire" in after_heal["observer"]
+    # The case this test is about happened: a master fell silent for longer than the run rule tolerates
+    # (RUN_GAP = 2.5 intervals), and the verdict held.
+    assert silence > 2.5 * basic.interval, f"no master fell silent (longest {silence:.1f} s)"

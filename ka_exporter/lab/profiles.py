@@ -21,7 +21,7 @@ exists (see `Lab.set_check`), so a rehearsal can break a service without install
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,6 +62,7 @@ class Profile:
     dual: bool = False
     unicast: bool = False
     priorities: tuple[int, int, int] = (150, 100, 50)
+    auth_pass: str = LAB_PASSWORD
 
 
 PROFILES: dict[str, Profile] = {
@@ -96,6 +97,30 @@ PROFILES: dict[str, Profile] = {
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
     )
 }
+
+
+#: One node's setting differing from its peers' (`Lab.misconfigure`): each makes keepalived drop the
+#: other's adverts. "auth": another PASS password; "version": VRRPv3 against VRRPv2 (or back);
+#: "interval": twice the advert interval (VRRPv2 drops adverts whose interval differs).
+MISMATCHES = ("auth", "version", "interval")
+
+#: The PASS password of a node misconfigured with "auth" (a throw-away lab value like LAB_PASSWORD).
+OTHER_PASSWORD = "0therPa5"  # noqa: S105
+
+
+def mismatched(profile: Profile, mismatch: str | None) -> Profile:
+    """`profile` with one setting changed as `MISMATCHES` describes (None: unchanged)."""
+    if mismatch is None:
+        return profile
+    if mismatch == "auth":
+        if not profile.auth:
+            raise ValueError(f"profile {profile.name} has no authentication to mismatch")
+        return replace(profile, auth_pass=OTHER_PASSWORD)
+    if mismatch == "version":
+        return replace(profile, version=2 if profile.version == 3 else 3, auth=False)
+    if mismatch == "interval":
+        return replace(profile, advert_int=profile.advert_int * 2)
+    raise ValueError(f"unknown mismatch {mismatch!r} (choose from {', '.join(MISMATCHES)})")
 
 
 def resolve_profile(name: str, ipv6: bool) -> Profile:
@@ -223,7 +248,7 @@ def render_config(
             lines += [
                 "    authentication {",
                 f"        auth_type {profile.auth_type}",
-                f"        auth_pass {LAB_PASSWORD}",
+                f"        auth_pass {profile.auth_pass}",
                 "    }",
             ]
         lines.append("    virtual_ipaddress {")
