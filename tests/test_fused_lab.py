@@ -196,3 +196,31 @@ def test_mismatched_dual_masters_that_silence_each_other_stay_flagged(basic: Rig
     # The case this test is about happened: a master fell silent for longer than the run rule tolerates
     # (RUN_GAP = 2.5 intervals), and the verdict held.
     assert silence > 2.5 * basic.interval, f"no master fell silent (longest {silence:.1f} s)"
+
+
+@pytest.mark.parametrize(
+    ("profile", "nodes", "cut", "vantage"),
+    [
+        ("fast", 3, "c", ("node-a", "node-b", "node-c", "observer")),
+        ("fast-ipv6", 2, "b", ALL),
+        # Unicast adverts go to the peers' addresses only: the observer's port never sees them.
+        ("unicast", 2, "b", ("node-a", "node-b")),
+    ],
+    ids=["three-nodes-lowest-firewalled", "vrrpv3-ipv6", "unicast"],
+)
+def test_host_firewall_split_in_other_topologies(
+    tmp_path: Path, profile: str, nodes: int, cut: str, vantage: tuple[str, ...]
+) -> None:
+    need_lab()
+    with Lab(profile=profile, nodes=nodes) as lab, watchers(lab, tmp_path, 0) as ws:
+        wait_up(ws)
+        rig = Rig(lab, ws)
+        try:
+            rig.settle()
+            rig.begin()
+            lab.split(mode="firewall", node=cut)
+            delays = rig.fault(vantage, 3.0, lab.heal, settle=5 * rig.interval)
+        finally:
+            rig.polling.close()
+    _report(f"host firewall, {profile}, {nodes} nodes, node {cut} cut off", delays, rig)
+    assert all("wire" in w for w in rig.last.values())
