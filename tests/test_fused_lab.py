@@ -224,3 +224,54 @@ def test_host_firewall_split_in_other_topologies(
             rig.polling.close()
     _report(f"host firewall, {profile}, {nodes} nodes, node {cut} cut off", delays, rig)
     assert all("wire" in w for w in rig.last.values())
+
+
+def _vip_off(lab: Any, node: str, vip: str) -> None:
+    """Take the VIP off a node whose keepalived was SIGKILLed: the host went down with it."""
+    n = lab.nodes[node]
+    prefix = 64 if ":" in vip else 24
+    subprocess.run(
+        ["ip", "-n", n.netns, "addr", "del", f"{vip}/{prefix}", "dev", n.interface],
+        check=False,
+        capture_output=True,
+    )
+
+
+def _transitions(rig: Rig, cycles: int, crash_every: int) -> int:
+    """Failovers and preemptions back; every `crash_every`-th cycle a crash (SIGKILL, host gone). Returns
+    how many master changes happened (each one waited for and asserted)."""
+    lab, count = rig.lab, 0
+    for i in range(cycles):
+        master = lab.master(rig.vip)
+        assert master is not None
+        other = next(n for n in lab.nodes if n != master)
+        if crash_every and i % crash_every == crash_every - 1:
+            lab.stop(master, signal.SIGKILL)
+            for vip in lab.vips:
+                _vip_off(lab, master, vip)
+        else:
+            lab.stop(master, signal.SIGTERM, wait=False)
+        assert lab.wait_for(lambda o=other: lab.master(rig.vip) == o, timeout=15), "no failover"
+        count += 1
+        lab.start(master)  # the preferred master preempts
+        assert lab.wait_for(lambda m=master: lab.master(rig.vip) == m, timeout=15), "no preemption back"
+        count += 1
+    return count
+
+
+def test_no_false_alarm_over_normal_transitions(fast: Rig, basic: Rig) -> None:
+    """SIGTERM failovers, preemptions, crash failovers (SIGKILL with the host gone), at v3 0.1 s and v2 1 s,
+    both nodes and the observer polled every 50 ms: the fused verdict never reads 1."""
+    t0 = time.time()
+    fast.settle()
+    basic.settle()
+    since = time.time()
+    done = _transitions(fast, 22, crash_every=5)
+    done += _transitions(basic, 3, crash_every=3)
+    time.sleep(1.0)
+    until = time.time()
+    for rig in (fast, basic):
+        assert_clear(rig.polling, rig.ws, since, until)
+    polls = sum(len(rig.polling[n].between(since, until)) for rig in (fast, basic) for n in rig.ws)
+    print(f"no false alarm: {done} transitions, {polls} polls, {until - t0:.0f} s")
+    assert done >= 50

@@ -265,3 +265,26 @@ def test_an_observer_without_addresses_or_keepalived_has_only_wire_and_l2() -> N
     b = peer(PEER, auth_type=1, auth_digest="y")
     obs = replace(snap((a, b)), addresses=None, instances=None, process=None)
     assert one(obs).witnesses == frozenset({"wire"})
+
+
+def test_address_witness_quiet_while_this_node_preempts_the_old_master() -> None:
+    # We took the VIP 0.3 s ago as our first advert went out; the old master's last (crossing) advert came
+    # 0.05 s after that, and it is still "advertising" by the RUN_GAP rule: not a second holder.
+    old = peer(PEER, last=NOW - 0.25)
+    mine = peer(ME, local=True, first=NOW - 0.3, last=NOW - 0.01)
+    s = snap(
+        (mine, old), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 0.3, last_transition=None
+    )
+    assert one(s).witnesses == frozenset()
+    # Had the old master kept advertising (it did not hear us): two holders.
+    still = peer(PEER, last=NOW - 0.1)
+    s2 = snap(
+        (mine, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 1.2, last_transition=None
+    )
+    assert one(s2).witnesses == frozenset({"address"})
+    # A claim made as the VIPs arrived is not "silent" before a hold time has passed since then.
+    quiet = peer(ME, local=True, last=NOW - 60)
+    s3 = snap(
+        (quiet, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 0.3, last_transition=None
+    )
+    assert not one(s3).silent_master

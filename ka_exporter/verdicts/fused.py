@@ -9,14 +9,21 @@ No single witness sees every dual master (see the README's "which vantage point 
   the segment, observers included.
 * ``address``: this node holds VIPs of the VRID (`Snapshot.addresses`, netlink) while another
   router is actively master for it on the wire: not this host, advertising now, with a run of at
-  least two adverts (`run >= interval / 2`). A normal preemption never shows it: the old master
-  removes its VIPs on the new master's *first* advert (milliseconds), a SIGTERM failover removes
-  them before the backup's first advert, and a crash failover leaves no keepalived to hold them
-  unless it was a SIGKILL (then the VIP really is on two hosts). It catches the master silenced
+  least two adverts (`run >= interval / 2`), the latest at least half an interval after this node's
+  addresses last changed (`Snapshot.addresses_changed`). A normal preemption never shows it: the
+  old master removes its VIPs on the new master's *first* advert (milliseconds); when this node is
+  the one preempting, it takes its VIPs as it sends its first advert, and the old master (still
+  "advertising" by the RUN_GAP rule for 2.5 intervals, perhaps with one crossing advert) sends
+  nothing half an interval after that. A SIGTERM failover removes the VIPs before the backup's
+  first advert, and a crash failover leaves no keepalived to hold them unless it was a SIGKILL
+  (then the VIP really is on two hosts). The price: any change of this host's addresses (another
+  VRID's VIP) pauses the witness for half an interval. It catches the master silenced
   by dropped adverts, a hung (SIGSTOPped) keepalived and the VIP a SIGKILL left, on that node.
 * ``liveness``: the local keepalived claims MASTER for the VRID (its state is current: not older
   than the last change of the local addresses, as for the VIP mismatch) but the wire has not heard
-  this host advertise it for the VRID's hold time, while another router advertises it (someone
+  this host advertise it for the VRID's hold time (counted from its last advert, or from the last
+  change of its addresses if later: becoming MASTER adds the VIPs as the first advert goes out),
+  while another router advertises it (someone
   else took over, or its adverts silence ours). `silent_master` alone (no other router) is
   reported as `keepalived_master_silent` without calling it split brain.
 * ``l2``: the ARP/ND witness (`Snapshot.l2`, `sources/l2.py`). Answerers are *other* hosts' MACs
@@ -33,6 +40,7 @@ node does not hold it: nobody serves the VIP, e.g. a foreign master made every k
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -104,12 +112,17 @@ def ours(snap: Snapshot) -> dict[VridKey, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def active_other(peers: Sequence[WirePeer], now: float) -> list[WirePeer]:
-    """Routers other than this host that are master on the wire now, each with two adverts or more."""
+def active_other(peers: Sequence[WirePeer], now: float, since: float | None = None) -> list[WirePeer]:
+    """Routers other than this host that are master on the wire now, each with two adverts or more,
+    the latest at least half an interval after `since` (when this node's addresses last changed)."""
+    after = -math.inf if since is None else since
     return [
         p
         for p in peers
-        if not p.local and advertising(p, now) and p.last_seen - p.first_seen >= p.interval / 2.0
+        if not p.local
+        and advertising(p, now)
+        and p.last_seen - p.first_seen >= p.interval / 2.0
+        and p.last_seen - after >= p.interval / 2.0
     ]
 
 
@@ -134,6 +147,8 @@ def silent_master(snap: Snapshot, key: VridKey, peers: Sequence[WirePeer], hold:
     if listening is None or not listening.covers(key[0]) or listening.listened(now) < hold:
         return False
     last = max((p.last_seen for p in peers if p.local and p.priority > 0), default=None)
+    if snap.addresses_changed is not None and (last is None or snap.addresses_changed > last):
+        last = snap.addresses_changed  # it took its VIPs then: its claim is no older than that
     return last is None or now - last > hold
 
 
@@ -188,7 +203,7 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
         v = wire.get(key)
         if v is not None and v.split_brain:
             witnesses.add("wire")
-        others = active_other(group, now)
+        others = active_other(group, now, snap.addresses_changed)
         others_or_presumed = bool(others) or any(
             not p.local and presumed_master(p, group, now) for p in group
         )
