@@ -32,6 +32,7 @@ Lab = lab_mod.Lab
 #: Scheduling slack on a shared, loaded 2-core machine (three exporters, two keepalived, the pollers).
 MARGIN = 0.4
 ALL = ("node-a", "node-b", "observer")
+ALL3 = ("node-a", "node-b", "node-c", "observer")
 
 
 def need_lab() -> None:
@@ -92,7 +93,7 @@ class Rig:
 def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     need_lab()
     tmp = tmp_path_factory.mktemp("fused-fast")
-    with Lab(profile="fast", nodes=2) as lab, watchers(lab, Path(tmp), 0) as ws:
+    with Lab(profile="fast", nodes=3) as lab, watchers(lab, Path(tmp), 0) as ws:
         wait_up(ws)
         rig = Rig(lab, ws)
         try:
@@ -106,14 +107,15 @@ def _report(case: str, delays: dict[str, float], rig: Rig) -> None:
     print(f"{case}: second holder -> fused verdict 1: {parts}; witnesses {rig.last}")
 
 
-def test_host_firewall_split_is_flagged_on_both_nodes_and_the_observer(fast: Rig) -> None:
+@pytest.mark.parametrize("cut", ["b", "c"], ids=["second-node", "lowest-of-three"])
+def test_host_firewall_split_is_flagged_on_every_node_and_the_observer(fast: Rig, cut: str) -> None:
     fast.settle()
     fast.begin()
-    fast.lab.split(mode="firewall", node="b")
-    delays = fast.fault(ALL, 3.0, fast.lab.heal, settle=5 * fast.interval)
-    _report("host firewall (v3 0.1 s)", delays, fast)
-    assert "wire" in fast.last["observer"]
-    assert {"wire", "address"} <= fast.last["node-a"]
+    fast.lab.split(mode="firewall", node=cut)
+    delays = fast.fault(ALL3, 3.0, fast.lab.heal, settle=5 * fast.interval)
+    _report(f"host firewall (v3 0.1 s, three nodes, node {cut} cut off)", delays, fast)
+    assert all("wire" in w for w in fast.last.values())
+    assert {"wire", "address"} <= fast.last["node-a"] and "address" in fast.last[f"node-{cut}"]
 
 
 def test_sigstop_of_the_master_is_flagged_on_its_node(fast: Rig) -> None:
@@ -172,20 +174,29 @@ def test_mismatched_dual_masters_that_silence_each_other_stay_flagged(basic: Rig
     lab.restart("b")
     second = basic.polling.second_holder(basic.start, basic.nodes(), timeout=20)
     assert basic.polling.wait_split(ALL, second, timeout=10), "the verdict never read 1"
-    time.sleep(max(0.0, second + 2 * basic.interval + 1.0 - time.time()))
+    time.sleep(max(0.0, second + 2 * basic.interval + 0.5 - time.time()))
     lab.heal()
     healed = time.time()
-    time.sleep(8.0)  # the mismatched masters now hear (and drop) each other
+    # The mismatched masters now hear (and drop) each other: hold until one of them was silent for longer
+    # than the run rule tolerates (RUN_GAP = 2.5 intervals), and a second more.
+    sources = [node.address for node in lab.nodes.values()]
+    lab.wait_for(
+        lambda: (
+            longest_silence(basic.polling, "observer", sources, healed, time.time()) > 3.0 * basic.interval
+        ),
+        timeout=15,
+        interval=0.1,
+    )
+    time.sleep(1.0)
     removed = time.time()
     delays = assert_fault(basic.polling, ALL, second, removed, interval=basic.interval, margin=MARGIN)
     after_heal = {n: witnesses_seen(basic.polling, n, healed, removed) for n in ALL}
-    sources = [node.address for node in lab.nodes.values()]
     silence = longest_silence(basic.polling, "observer", sources, healed, removed)
     lab.misconfigure("b", None)
     lab.restart("b")
     back = time.time()
     assert lab.wait_for(lambda: lab.master(basic.vip) == "a", timeout=15)
-    time.sleep(3 * basic.interval + 1.0)
+    time.sleep(2 * basic.interval + 0.5)
     assert_clear(basic.polling, ALL, back + 2 * basic.interval, time.time())
     parts = ", ".join(f"{n} {d * 1000:.0f} ms" for n, d in sorted(delays.items()))
     print(
@@ -201,12 +212,11 @@ def test_mismatched_dual_masters_that_silence_each_other_stay_flagged(basic: Rig
 @pytest.mark.parametrize(
     ("profile", "nodes", "cut", "vantage"),
     [
-        ("fast", 3, "c", ("node-a", "node-b", "node-c", "observer")),
         ("fast-ipv6", 2, "b", ALL),
         # Unicast adverts go to the peers' addresses only: the observer's port never sees them.
-        ("unicast", 2, "b", ("node-a", "node-b")),
+        ("fast-unicast", 2, "b", ("node-a", "node-b")),
     ],
-    ids=["three-nodes-lowest-firewalled", "vrrpv3-ipv6", "unicast"],
+    ids=["vrrpv3-ipv6", "unicast"],
 )
 def test_host_firewall_split_in_other_topologies(
     tmp_path: Path, profile: str, nodes: int, cut: str, vantage: tuple[str, ...]
@@ -244,14 +254,13 @@ def _transitions(rig: Rig, cycles: int, crash_every: int) -> int:
     for i in range(cycles):
         master = lab.master(rig.vip)
         assert master is not None
-        other = next(n for n in lab.nodes if n != master)
         if crash_every and i % crash_every == crash_every - 1:
             lab.stop(master, signal.SIGKILL)
             for vip in lab.vips:
                 _vip_off(lab, master, vip)
         else:
             lab.stop(master, signal.SIGTERM, wait=False)
-        assert lab.wait_for(lambda o=other: lab.master(rig.vip) == o, timeout=15), "no failover"
+        assert lab.wait_for(lambda m=master: lab.master(rig.vip) not in (None, m), timeout=15), "no failover"
         count += 1
         lab.start(master)  # the preferred master preempts
         assert lab.wait_for(lambda m=master: lab.master(rig.vip) == m, timeout=15), "no preemption back"
@@ -266,8 +275,8 @@ def test_no_false_alarm_over_normal_transitions(fast: Rig, basic: Rig) -> None:
     fast.settle()
     basic.settle()
     since = time.time()
-    done = _transitions(fast, 22, crash_every=5)
-    done += _transitions(basic, 3, crash_every=3)
+    done = _transitions(fast, 24, crash_every=2)
+    done += _transitions(basic, 1, crash_every=0)
     time.sleep(1.0)
     until = time.time()
     for rig in (fast, basic):

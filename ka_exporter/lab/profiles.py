@@ -14,6 +14,7 @@ initial states follow that order, so node a is the preferred master of the first
 | dual-master  | two VRIDs, a is master of the first, b of the second             | v2, advert 1    |
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
 | ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
+| fast-unicast | fast, with unicast_src_ip / unicast_peer                          | v3, advert 0.1  |
 
 Check scripts stand in for `pidof nginx` / a MySQL ping: they fail while the node's `service-down` flag file
 exists (see `Lab.set_check`), so a rehearsal can break a service without installing one.
@@ -95,6 +96,13 @@ PROFILES: dict[str, Profile] = {
         Profile("dual-master", "two VRIDs, a master of one, b of the other", auth=True, dual=True),
         Profile("unicast", "unicast_src_ip / unicast_peer, VRRPv2, PASS auth", auth=True, unicast=True),
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
+        Profile(
+            "fast-unicast",
+            "fast, with unicast_src_ip / unicast_peer",
+            version=3,
+            advert_int=0.1,
+            unicast=True,
+        ),
     )
 }
 
