@@ -118,6 +118,16 @@ def test_host_firewall_split_is_flagged_on_every_node_and_the_observer(fast: Rig
     assert {"wire", "address"} <= fast.last["node-a"] and "address" in fast.last[f"node-{cut}"]
 
 
+def test_bridge_partition_is_flagged_on_the_observer(fast: Rig) -> None:
+    """The bridge drops VRRP between the node ports: no node hears another, the observer hears all."""
+    fast.settle()
+    fast.begin()
+    fast.lab.split(mode="bridge")
+    delays = fast.fault(("observer",), 3.0, fast.lab.heal, settle=5 * fast.interval)
+    _report("bridge partition (v3 0.1 s, three nodes)", delays, fast)
+    assert fast.last["observer"] == {"wire"}
+
+
 def test_sigstop_of_the_master_is_flagged_on_its_node(fast: Rig) -> None:
     fast.settle()
     master = fast.lab.master(fast.vip)
