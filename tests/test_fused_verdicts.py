@@ -288,3 +288,16 @@ def test_address_witness_quiet_while_this_node_preempts_the_old_master() -> None
         (quiet, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 0.3, last_transition=None
     )
     assert not one(s3).silent_master
+
+
+def test_the_peer_table_reports_a_new_masters_second_advert() -> None:
+    # The address witness turns true at a new master's second advert without any wire verdict changing:
+    # the table must still say "changed" then, or the watchdog would not look until something else moved.
+    from ka_exporter.peers import PeerTable
+
+    table = PeerTable()
+    for a in every(ME, 0.0, 3.0, interval=0.1, version=3):
+        table.update(a)
+    after = [table.update(a) for a in every(PEER, 3.2, 4.0, interval=0.1, version=3)]
+    assert after[:3] == [True, True, False]  # a new router; its run reached two adverts; steady
+    assert not any(after[2:])
