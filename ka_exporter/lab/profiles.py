@@ -15,6 +15,7 @@ initial states follow that order, so node a is the preferred master of the first
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
 | ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
 | fast-unicast | fast, with unicast_src_ip / unicast_peer                          | v3, advert 0.1  |
+| many         | 100 instances on one interface (VI_1..VI_100), a master of all   | v2, advert 1    |
 
 Check scripts stand in for `pidof nginx` / a MySQL ping: they fail while the node's `service-down` flag file
 exists (see `Lab.set_check`), so a rehearsal can break a service without installing one.
@@ -64,6 +65,7 @@ class Profile:
     unicast: bool = False
     priorities: tuple[int, int, int] = (150, 100, 50)
     auth_pass: str = LAB_PASSWORD
+    count: int = 1  # VRRP instances on the one interface (VRIDs and VIPs consecutive), e.g. "many"
 
 
 PROFILES: dict[str, Profile] = {
@@ -103,6 +105,7 @@ PROFILES: dict[str, Profile] = {
             advert_int=0.1,
             unicast=True,
         ),
+        Profile("many", "100 instances on one interface, a master of all", count=100),
     )
 }
 
@@ -181,6 +184,11 @@ def instances(profile: Profile, addr: Addressing, interface: str = "eth0") -> li
     if profile.ipv6:
         return [LabInstance("VI_1", addr.vrid, (f"fe80::fa:{addr.y:x}:100", addr.v6(0x100)), interface)]
     first = LabInstance("VI_1", addr.vrid, (addr.v4(100),), interface)
+    if profile.count > 1:
+        return [
+            LabInstance(f"VI_{i + 1}", (addr.vrid + i - 1) % 255 + 1, (addr.v4(100 + i),), interface)
+            for i in range(profile.count)
+        ]
     if profile.dual:
         return [first, LabInstance("VI_2", addr.vrid + 1, (addr.v4(101),), interface)]
     return [first]
