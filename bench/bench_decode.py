@@ -45,7 +45,7 @@ from ka_exporter.sources.capture import PacketSocket, read_pcap
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
 
-PCAPS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcap"
+PCAPS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pcap"
 N = 200_000
 SECONDS = 3.0
 

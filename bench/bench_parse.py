@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ka_exporter.parse.dumps import combine, parse_data, parse_stats
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 SOURCE = FIXTURES / "keepalived-2.2.8" / "node-b"
 
 

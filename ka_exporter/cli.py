@@ -114,6 +114,15 @@ class _Commands(click.Group):
     help="Exporter-toolkit web config (TLS, basic auth), as node_exporter uses.",
 )
 @click.option(
+    "--web.max-connections",
+    "web_max_connections",
+    type=click.IntRange(16, 65536),
+    default=4096,
+    show_default=True,
+    help="Client connections held at once (also kept below the descriptor limit); when full, a new "
+    "connection evicts the oldest one that has not completed a request.",
+)
+@click.option(
     "--keepalived.config",
     "keepalived_config",
     type=click.Path(path_type=Path),
@@ -261,6 +270,7 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         web_listen_address=kw["web_listen_address"],
         web_telemetry_path=kw["web_telemetry_path"],
         web_config_file=kw["web_config_file"],
+        web_max_connections=kw.get("web_max_connections", 4096),
         keepalived_config=Path(kw["keepalived_config"]),
         keepalived_pid_file=Path(kw["keepalived_pid_file"]),
         keepalived_dumps_dir=kw["keepalived_dumps_dir"],

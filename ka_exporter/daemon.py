@@ -6,7 +6,9 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from prometheus_client.exposition import generate_latest
@@ -16,7 +18,7 @@ from ka_exporter import conditions, netns
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
-from ka_exporter.http import App, HttpServer
+from ka_exporter.http import App, HttpServer, Limits
 from ka_exporter.model import KeepalivedConfig, Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
@@ -56,6 +58,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
             )
         )
     dbus_source = None
+    dumps = None
     if settings.enabled("dbus") and dbus_wanted(settings, store.snapshot().config):
         from ka_exporter.sources.dbus import DbusSource
 
@@ -80,7 +83,45 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 # A VIP coming or going means a transition: refresh keepalived's view to match.
                 src.on_change = dumps.request_refresh
         sources.append(dumps)
+    fifo = fifo_wanted(settings, store.snapshot().config)
+    if fifo is not None:
+        from ka_exporter.sources.fifo import FifoSource
+
+        # A transition read from the FIFO refreshes the dump's detail soon after (never per scrape).
+        sources.append(
+            FifoSource(
+                store,
+                fifo,
+                on_change=dumps.request_refresh if dumps is not None else None,
+                count_transitions=dbus_source is None,  # D-Bus counts them when it runs
+            )
+        )
     return sources
+
+
+def fifo_wanted(settings: Settings, config: KeepalivedConfig | None) -> Path | None:
+    """The notify FIFO to read: keepalived.conf's `vrrp_notify_fifo`, else `notify_fifo`, if enabled.
+
+    A FIFO that keepalived also feeds to a `*_notify_fifo_script` is never read: each line goes to one
+    reader only, so the exporter would take events away from the operator's script.
+    """
+    if not settings.enabled("fifo") or config is None or not config.notify_fifos:
+        return None
+    by_kind = {f.kind: f for f in config.notify_fifos}
+    for kind in ("vrrp_notify_fifo", "notify_fifo"):
+        fifo = by_kind.get(kind)
+        if fifo is None:
+            continue
+        if fifo.has_script:
+            log.info(
+                "%s %s is read by keepalived's %s_script: not read here (a FIFO line goes to one reader)",
+                kind,
+                fifo.path,
+                kind,
+            )
+            continue
+        return Path(fifo.path)
+    return None
 
 
 def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
@@ -105,14 +146,16 @@ def build_parts(settings: Settings) -> list[Part]:
         parts.append(collect_vips)
     if settings.enabled("config"):
         parts.append(collect_config)
-    if settings.enabled("dbus") or settings.enabled("dumps"):
+    if settings.enabled("dbus") or settings.enabled("dumps") or settings.enabled("fifo"):
         from ka_exporter.collectors.keepalived import collect_keepalived
 
         parts.append(collect_keepalived)
     if settings.enabled("wire"):
+        from ka_exporter.collectors.failover import collect_failover
         from ka_exporter.collectors.wire import collect_wire
 
         parts.append(collect_wire)
+        parts.append(collect_failover)
     from ka_exporter.collectors.fused import collect_fused
 
     parts.append(collect_fused)
@@ -155,9 +198,15 @@ class Exporter:
         for src in self.sources:
             src.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.3) -> None:
+        """Stop every source at once, then give their threads `timeout` in all to finish. A thread
+        asleep in a poll with a long timeout (netlink resync) is a daemon thread: the process exit
+        ends it, nothing of it needs flushing."""
         for src in self.sources:
-            src.stop()
+            src.request_stop()
+        deadline = time.monotonic() + timeout
+        for src in self.sources:
+            src.join(max(0.0, deadline - time.monotonic()))
 
     def collect_once(self) -> bool:
         """Run every enabled source once, in parallel; True if all of them worked."""
@@ -282,23 +331,24 @@ def serve(settings: Settings) -> int:
         snap = exporter.store.snapshot()
         return views.landing_page(snap, conditions.evaluate(snap), settings.web_telemetry_path)
 
-    web = None
+    reloader = None
     if settings.web_config_file is not None:
-        from ka_exporter.webconfig import WebConfigError, load_web_config
+        from ka_exporter.webconfig import WebConfigError, WebConfigReloader, load_web_config
 
         try:
-            web = load_web_config(settings.web_config_file)
+            # Re-read when it or its certificates change: new connections get the current one.
+            reloader = WebConfigReloader(load_web_config(settings.web_config_file))
         except WebConfigError as exc:
             log.error("%s", exc)
             return 2
-    app = App(
-        exporter.registry,
-        settings.web_telemetry_path,
-        landing=landing,
-        authorize=web.authorize if web is not None else None,
-        headers=web.headers if web is not None else None,
+    app = App(exporter.registry, settings.web_telemetry_path, landing=landing)
+    server = HttpServer(
+        host,
+        port,
+        app,
+        web=reloader.current if reloader is not None else None,
+        limits=Limits(max_connections=settings.web_max_connections),
     )
-    server = HttpServer(host, port, app, tls=web.ssl_context() if web is not None else None)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import threading
 import time
@@ -25,6 +24,8 @@ from typing import Any
 from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageType, Parser, new_method_call
 from jeepney.auth import BEGIN, AuthenticationError, Authenticator
 from jeepney.bus import get_connectable_addresses
+
+from ka_exporter import fdwait
 
 SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
 BUS_NAME = "org.freedesktop.DBus"
@@ -259,7 +260,7 @@ class BusClient:
             try:
                 n = self._sock.send(view)
             except BlockingIOError:
-                select.select([], [self._sock], [], self.timeout)
+                fdwait.writable(self._sock, self.timeout)
                 continue
             except OSError:
                 raise BusConnectionError("the bus closed the connection") from None
@@ -280,7 +281,7 @@ class BusClient:
                 return
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                ready, _, _ = select.select([self._sock.fileno(), self._wake_r], [], [], wait)
+                ready = fdwait.readable([self._sock.fileno(), self._wake_r], wait)
             except (OSError, ValueError) as exc:
                 raise BusConnectionError("connection closed") from exc
             if self._wake_r in ready:

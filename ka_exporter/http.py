@@ -1,176 +1,775 @@
-"""Serving: /metrics, a landing page at /, and /-/healthy, on a threaded HTTP server."""
+"""Serving: /metrics, a landing page at /, and /-/healthy, on one asyncio loop thread.
+
+Built to hold under the shipped unit's limits (TasksMax, MemoryMax, LimitNOFILE) against clients that
+connect and stay silent, or trickle a request byte by byte (slowloris):
+
+- One event-loop thread owns every connection; an idle connection costs a descriptor and a few KB,
+  never a thread. Rendering (and the landing page) runs off the loop in a small bounded pool, bcrypt
+  in one more thread; so the exporter's thread count does not grow with its clients.
+- Deadlines: the TLS handshake and a whole request's headers must each complete within their own
+  deadline (not a timeout per read), a kept-alive connection may idle for `idle_timeout`, and a
+  response the client does not read is dropped after `write_timeout`.
+- Authentication is checked as soon as the headers are complete, before anything is rendered; a
+  refused request closes its connection, so a client without credentials never keeps a slot.
+- At most `max_connections` (and fewer than the descriptor limit allows): when full, a new connection
+  evicts the oldest one that has not completed a request, then the longest-idle kept-alive one. A
+  real scraper, whose request completes in milliseconds, is never the oldest: it still gets in.
+- TLS runs on memory BIOs (ssl.SSLObject) inside the loop. Each new connection asks `web()` for the
+  current web config (TLS context), and so does each request (users, headers), so a re-read config
+  applies without a restart: rotated certificates to new handshakes, changed users to the next
+  request, as exporter-toolkit does.
+- Client misbehaviour (reset, bad handshake, garbage) is logged at debug level, one logfmt line each
+  and rate-limited; it never produces a traceback.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import email.utils
 import errno
 import gzip
 import logging
+import resource
 import socket
 import ssl
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from ka_exporter.logs import Throttle
+
 log = logging.getLogger("ka_exporter.http")
 
 Authorizer = Callable[[str | None], bool]  # Authorization header -> allowed?
+# The render contract: (Accept, Accept-Encoding) -> (body, content type, content encoding or None).
+Render = Callable[[str, str], tuple[bytes, str, str | None]]
+
+FD_RESERVE = 256  # descriptors kept for the sources, dumps, hooks and accept batches
 
 
 class ServeError(Exception):
     """The server cannot start (port in use, bad address); the message is one line."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    tls_handshake_timeout = 10.0
+class Guard(Protocol):
+    """What the server needs from a web config for one connection (webconfig.WebConfig is one)."""
 
-    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
-        super().__init__((host or "::", port), handler, bind_and_activate=False)
-        if self.address_family == socket.AF_INET6:
-            # ":9774" means every address, IPv4 included.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "" else 1)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except BaseException:
-            self.server_close()
-            raise
+    @property
+    def headers(self) -> dict[str, str]: ...
 
-    def finish_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        # TLS: the handshake runs here, in the connection's own thread, never in accept() on the
-        # serving thread, where a client that connects and stays silent would stall everyone.
-        if isinstance(request, ssl.SSLSocket) and not _tls_handshake(request, self.tls_handshake_timeout):
-            return
-        super().finish_request(request, client_address)
+    def ssl_context(self) -> ssl.SSLContext | None: ...
+
+    def quick_authorize(self, header: str | None) -> bool | None:
+        """True/False when decided without bcrypt (cache hit, no users, malformed), else None."""
+
+    def authorize(self, header: str | None) -> bool: ...
 
 
-def _tls_handshake(sock: ssl.SSLSocket, timeout: float) -> bool:
-    """Complete the handshake (bounded by timeout) and the context's peer check; False: drop it."""
-    try:
-        sock.settimeout(timeout)
-        sock.do_handshake()
-        check = getattr(sock.context, "check_peer", None)  # webconfig.ServerContext: client_allowed_sans
-        problem = check(sock.getpeercert()) if callable(check) else None
-        if problem:
-            log.debug("TLS client refused: %s", problem)
-            return False
-        sock.settimeout(None)
-    except (OSError, ValueError) as exc:
-        log.debug("TLS handshake failed: %s", exc)
-        return False
-    return True
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 4096
+    handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    write_timeout: float = 30.0
+    max_header_bytes: int = 16384
+    render_workers: int = 2
+    max_renders: int = 16  # distinct renders queued or running; beyond that, 503
+    max_auth_pending: int = 32  # bcrypt checks queued; beyond that, 429
+    max_stalled: int = 32  # clients not reading a response (each holds up to one body in memory)
+
+
+def registry_render(registry: CollectorRegistry) -> Render:
+    """The default render: the registry through prometheus_client's encoder, gzip level 1 if asked."""
+
+    def render(accept: str, accept_encoding: str) -> tuple[bytes, str, str | None]:
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(registry)
+        if "gzip" in accept_encoding:
+            return gzip.compress(body, compresslevel=1), content_type, "gzip"
+        return body, content_type, None
+
+    return render
 
 
 class App:
-    """What the handler serves; filled in by the daemon."""
+    """What the server serves; filled in by the daemon."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the daemon's call, kept positional
         self,
-        registry: CollectorRegistry,
+        registry: CollectorRegistry | None = None,
         telemetry_path: str = "/metrics",
         landing: Callable[[], str] | None = None,
         authorize: Authorizer | None = None,
         headers: Mapping[str, str] | None = None,
+        render: Render | None = None,
     ) -> None:
+        if render is None:
+            if registry is None:
+                raise ValueError("App needs a registry or a render function")
+            render = registry_render(registry)
         self.registry = registry
+        self.render = render
         self.headers = dict(headers or {})
         self.telemetry_path = telemetry_path
         self.landing = landing
         self.authorize = authorize
-        self.render_lock = threading.Lock()
 
 
-def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ka-exporter"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-        timeout = 30  # a client that connects and sends nothing does not hold its thread forever
+class _StaticGuard:
+    """A Guard from an App's fixed settings (no --web.config.file, or tests)."""
 
-        def send_response(self, code: int, message: str | None = None) -> None:
-            super().send_response(code, message)
-            for name, value in app.headers.items():
-                self.send_header(name, value)
+    def __init__(self, app: App, tls: ssl.SSLContext | None) -> None:
+        self.headers = app.headers
+        self._tls = tls
+        self._authorize = app.authorize
 
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return self._tls
 
-        def do_GET(self) -> None:
-            if app.authorize is not None and not app.authorize(self.headers.get("Authorization")):
-                body = b"Unauthorized\n"
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="ka-exporter"')
-                self._finish(body, "text/plain; charset=utf-8")
-                return
-            path = urlsplit(self.path).path
+    def quick_authorize(self, header: str | None) -> bool | None:  # noqa: ARG002 - Guard's signature
+        return True if self._authorize is None else None
+
+    def authorize(self, header: str | None) -> bool:
+        return True if self._authorize is None else self._authorize(header)
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    encoding: str | None = None
+    close: bool = False
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+# Connection states
+HANDSHAKE, HEADERS, BUSY, IDLE, CLOSED = range(5)
+
+
+def _text(status: int, close: bool = False, extra: tuple[tuple[str, str], ...] = ()) -> _Response:
+    return _Response(status, f"{REASONS[status]}\n".encode(), close=close, extra=extra)
+
+
+def parse_request(head: bytes) -> _Request | int:
+    """The request line and headers (without the blank line) -> a request, or the status to refuse."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
+        return 400
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[1] or any(not p for p in parts):
+        return 400
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        return 505 if version.startswith("HTTP/") else 400
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or line[:1] in (" ", "\t"):
+            return 400  # no obs-fold, no space before the colon
+        headers.setdefault(name.lower(), value.strip(" \t"))
+    return _Request(method, target, version, headers)
+
+
+class _Conn(asyncio.Protocol):
+    """One client connection: optional TLS on memory BIOs, HTTP/1.1 keep-alive, deadlines."""
+
+    def __init__(self, server: _AsyncServer, guard: Guard) -> None:
+        self.server = server
+        self.guard = guard
+        self.state = HANDSHAKE
+        self.completed = False  # has served at least one authorized request
+        self.peer = "?"
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tls: ssl.SSLObject | None = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._paused_writing = False
+
+    # -- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):  # pragma: no cover - a stream socket's
+            raise TypeError("a stream transport is needed")
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.server.register(self)
+        ctx = self.guard.ssl_context()
+        if ctx is not None:
+            self._tls = ctx.wrap_bio(self._in, self._out, server_side=True)
+            self._arm(self.server.limits.handshake_timeout)
+        else:
+            self.state = HEADERS
+            self._arm(self.server.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - Protocol's signature
+        self.state = CLOSED
+        self._disarm()
+        self.server.unregister(self)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+        self._arm(self.server.limits.write_timeout)
+        self.server.stalled_writer(self)
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        self.server.stalled.pop(self, None)
+        if self.state == IDLE:
+            self._arm(self.server.limits.idle_timeout)
+        elif self.state == BUSY:
+            self._disarm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        if self._tls is None:
+            self._plain(data)
+            return
+        self._in.write(data)
+        if self.state == HANDSHAKE:
             try:
-                if path == app.telemetry_path:
-                    self._metrics()
-                elif path == "/":
-                    page = app.landing() if app.landing else "<html><body>ka-exporter</body></html>"
-                    self.send_response(200)
-                    self._finish(page.encode(), "text/html; charset=utf-8")
-                elif path in ("/-/healthy", "/-/ready"):
-                    self.send_response(200)
-                    self._finish(b"OK\n", "text/plain; charset=utf-8")
-                else:
-                    self.send_response(404)
-                    self._finish(b"Not Found\n", "text/plain; charset=utf-8")
-            except (BrokenPipeError, ConnectionResetError):
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
                 return
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                self._flush()
+                self.server.client_error("TLS handshake failed", self.peer, exc)
+                self.abort()
+                return
+            self._flush()
+            check = getattr(self._tls.context, "check_peer", None)  # webconfig.ServerContext
+            problem = check(self._tls.getpeercert()) if callable(check) else None
+            if problem:
+                self.server.client_error("TLS client refused", self.peer, problem)
+                self.abort()
+                return
+            self.state = HEADERS
+            self._arm(self.server.limits.header_timeout)
+        chunks = []
+        while True:
+            try:
+                chunk = self._tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self._flush()
+                self.close()
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self.server.client_error("TLS error", self.peer, exc)
+                self.abort()
+                return
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._flush()
+        if chunks:
+            self._plain(b"".join(chunks))
 
-        def _metrics(self) -> None:
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            body = encoder(app.registry)
-            self.send_response(200)
-            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
-                body = gzip.compress(body, compresslevel=1)
-                self.send_header("Content-Encoding", "gzip")
-            self._finish(body, content_type)
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
 
-        def _finish(self, body: bytes, content_type: str) -> None:
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    # -- HTTP
 
-    return Handler
+    def _plain(self, data: bytes) -> None:
+        self._buf += data
+        if self.state == BUSY:
+            if len(self._buf) > self.server.limits.max_header_bytes:
+                self.abort()  # pipelining without reading the answers
+            return
+        if self.state == IDLE:
+            if not self._buf.strip(b"\r\n"):
+                self._buf.clear()
+                return
+            self.state = HEADERS
+            self._arm(self.server.limits.header_timeout)
+        self._next_request()
+
+    def _next_request(self) -> None:
+        while self._buf[:2] == b"\r\n":
+            del self._buf[:2]
+        end = self._buf.find(b"\r\n\r\n")
+        sep = 4
+        if end < 0:
+            end = self._buf.find(b"\n\n")
+            sep = 2
+        limit = self.server.limits.max_header_bytes
+        if end < 0 or end > limit:
+            if len(self._buf) > limit or end > limit:
+                self._respond_now(_text(431, close=True))
+            return
+        head = bytes(self._buf[:end])
+        del self._buf[: end + sep]
+        self.state = BUSY
+        self._disarm()
+        if self._transport is not None:
+            self._transport.pause_reading()
+        parsed = parse_request(head)
+        if isinstance(parsed, int):
+            self._respond_now(_text(parsed, close=True))
+            return
+        self.server.loop.create_task(self._serve(parsed))
+
+    async def _serve(self, req: _Request) -> None:
+        try:
+            # Users and headers as the web config says now (re-read), as exporter-toolkit checks them
+            # per request; the TLS context stays the one this connection was made with.
+            self.guard = self.server.guard()
+            resp = await self.server.respond(req, self.guard)
+        except Exception:
+            log.exception("serving %s failed", req.target[:200])
+            resp = _text(500, close=True)
+        if self.state == CLOSED:
+            return
+        conn = req.headers.get("connection", "").lower()
+        if (req.version == "HTTP/1.0" and "keep-alive" not in conn) or "close" in conn:
+            resp.close = True
+        if resp.status == 200:
+            self.completed = True
+            self.server.touch(self)
+        self._send(_encode(resp, self.guard.headers, head_only=req.method == "HEAD"))
+        if resp.close:
+            self.close()
+            return
+        self.state = IDLE
+        limits = self.server.limits
+        self._arm(limits.write_timeout if self._paused_writing else limits.idle_timeout)
+        if self._transport is not None:
+            self._transport.resume_reading()
+        if self._buf:
+            self._plain(b"")
+
+    def _respond_now(self, resp: _Response) -> None:
+        self.state = BUSY
+        self._disarm()
+        self._send(_encode(resp, self.guard.headers, head_only=False))
+        self.close()
+
+    # -- output and closing
+
+    def _send(self, data: bytes) -> None:
+        if self._transport is None or self.state == CLOSED:
+            return
+        if self._tls is None:
+            self._transport.write(data)
+            return
+        try:
+            self._tls.write(data)
+        except (ssl.SSLError, OSError) as exc:
+            self.server.client_error("TLS error", self.peer, exc)
+            self.abort()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._transport is not None and self._out.pending:
+            self._transport.write(self._out.read())
+
+    def close(self) -> None:
+        """Close after what was written has been sent (TLS: with a close_notify)."""
+        if self._transport is None or self.state == CLOSED:
+            return
+        if self._tls is not None and self.state != HANDSHAKE:
+            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                self._tls.unwrap()
+            self._flush()
+        self.state = CLOSED
+        self._disarm()
+        self._arm_abort(self.server.limits.write_timeout)
+        self._transport.close()
+
+    def abort(self) -> None:
+        self.state = CLOSED
+        self._disarm()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- deadlines
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.server.loop.call_later(seconds, self._expired)
+
+    def _arm_abort(self, seconds: float) -> None:
+        self._timer = self.server.loop.call_later(seconds, self.abort)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._paused_writing:
+            self.server.client_error("client does not read its response", self.peer, "dropped")
+            self.abort()
+        elif self.state == HANDSHAKE:
+            self.server.client_error("TLS handshake deadline passed", self.peer, "dropped")
+            self.abort()
+        elif self.state == HEADERS:
+            self.server.client_error("request headers deadline passed", self.peer, "dropped")
+            if self._tls is None and self._buf:
+                self._respond_now(_text(408, close=True))
+            else:
+                self.abort()
+        elif self.state == IDLE:
+            self.close()
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def _encode(resp: _Response, headers: Mapping[str, str], head_only: bool) -> bytes:
+    lines = [
+        f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
+        "Server: ka-exporter",
+        f"Date: {_http_date()}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+        *(f"{name}: {value}" for name, value in resp.extra),
+        f"Content-Type: {resp.content_type}",
+        f"Content-Length: {len(resp.body)}",
+    ]
+    if resp.encoding:
+        lines.append(f"Content-Encoding: {resp.encoding}")
+    if resp.close:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + resp.body
+
+
+class _AsyncServer:
+    """The loop-side state: connections by age, the pools, the accept loop."""
+
+    def __init__(self, sock: socket.socket, app: App, guard: Callable[[], Guard], limits: Limits) -> None:
+        self.sock = sock
+        self.app = app
+        self.guard = guard
+        self.limits = limits
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        room = soft - FD_RESERVE if soft != resource.RLIM_INFINITY else limits.max_connections
+        self.max_connections = max(16, min(limits.max_connections, room))
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._loop_error)
+        self.fresh: OrderedDict[_Conn, None] = OrderedDict()  # no request completed yet, oldest first
+        self.kept: OrderedDict[_Conn, None] = OrderedDict()  # completed one, least recently used first
+        self.stalled: OrderedDict[_Conn, None] = OrderedDict()  # not reading their response
+        self.pending_accepts = 0
+        self.evicted = 0
+        self.render_pool = concurrent.futures.ThreadPoolExecutor(
+            limits.render_workers, thread_name_prefix="http-render"
+        )
+        self.auth_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="http-auth")
+        self.renders: dict[tuple[str, str, str], asyncio.Future[_Response]] = {}
+        self.auth_pending = 0
+        self.throttle = Throttle(per_second=2.0, burst=20)
+        self._accepting = False
+
+    # -- connections
+
+    @property
+    def connections(self) -> int:
+        return len(self.fresh) + len(self.kept)
+
+    def register(self, conn: _Conn) -> None:
+        self.fresh[conn] = None
+
+    def unregister(self, conn: _Conn) -> None:
+        self.fresh.pop(conn, None)
+        self.kept.pop(conn, None)
+        self.stalled.pop(conn, None)
+
+    def stalled_writer(self, conn: _Conn) -> None:
+        """A client is not reading its response: its transport holds the rest of the body in memory.
+
+        At most `max_stalled` such clients: the longest-stalled one beyond that is dropped, so clients
+        that ask for /metrics and never read cannot add up to more memory than MemoryMax allows.
+        """
+        self.stalled[conn] = None
+        while len(self.stalled) > self.limits.max_stalled:
+            oldest = next(iter(self.stalled))
+            self.stalled.pop(oldest)
+            self.client_error("client does not read its response", oldest.peer, "dropped (too many such)")
+            oldest.abort()
+
+    def touch(self, conn: _Conn) -> None:
+        self.fresh.pop(conn, None)
+        self.kept[conn] = None
+        self.kept.move_to_end(conn)
+
+    def _evict(self, table: OrderedDict[_Conn, None]) -> bool:
+        for conn in table:
+            if conn.state != BUSY:
+                table.pop(conn)
+                conn.abort()
+                self.evicted += 1
+                return True
+        return False
+
+    def _make_room(self) -> bool | None:
+        """True: there is room (maybe after evicting); None: wait for accepts in flight; False: full."""
+        if self.connections + self.pending_accepts < self.max_connections:
+            return True
+        if self._evict(self.fresh):
+            return True
+        if self.pending_accepts:
+            return None  # they become evictable once attached; never evict a kept one for them
+        return self._evict(self.kept)
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            room = self._make_room()
+            if room is None:
+                return  # the listening socket stays readable: called again on the next iteration
+            try:
+                sock, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                # EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on a ready socket.
+                self.client_error("accept failed", "-", exc)
+                self._pause_accepting(0.1)
+                return
+            if not room:
+                sock.close()
+                self.client_error("connection refused", "-", "every connection is busy")
+                continue
+            sock.setblocking(False)
+            # No Nagle: TLS writes its session tickets and then the response as two small segments,
+            # and the second would wait for the client's delayed ACK (40 ms).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pending_accepts += 1
+            self.loop.create_task(self._attach(sock))
+
+    async def _attach(self, sock: socket.socket) -> None:
+        try:
+            guard = self.guard()
+            await self.loop.connect_accepted_socket(lambda: _Conn(self, guard), sock)
+        except OSError as exc:
+            self.client_error("connection lost", "-", exc)
+            sock.close()
+        except Exception:
+            log.exception("cannot serve a new connection")
+            sock.close()
+        finally:
+            self.pending_accepts -= 1
+
+    def _pause_accepting(self, seconds: float) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+            self._accepting = False
+        self.loop.call_later(seconds, self.start_accepting)
+
+    def start_accepting(self) -> None:
+        if not self._accepting and self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+            self._accepting = True
+
+    # -- requests
+
+    async def respond(self, req: _Request, guard: Guard) -> _Response:
+        if req.method not in ("GET", "HEAD"):
+            return _text(405, extra=(("Allow", "GET, HEAD"),))
+        if req.headers.get("transfer-encoding") or req.headers.get("content-length", "0") != "0":
+            return _text(400, close=True)  # GET with a body: nothing to read it for
+        header = req.headers.get("authorization")
+        allowed = guard.quick_authorize(header)
+        if allowed is None:
+            if self.auth_pending >= self.limits.max_auth_pending:
+                return _text(429, close=True, extra=(("Retry-After", "1"),))
+            self.auth_pending += 1
+            try:
+                allowed = await self.loop.run_in_executor(self.auth_pool, guard.authorize, header)
+            finally:
+                self.auth_pending -= 1
+        if not allowed:
+            self.client_error("unauthorized", "-", req.target[:100])
+            return _text(401, close=True, extra=(("WWW-Authenticate", 'Basic realm="ka-exporter"'),))
+        path = urlsplit(req.target).path
+        if path == self.app.telemetry_path:
+            return await self._render(req.headers.get("accept", ""), req.headers.get("accept-encoding", ""))
+        if path == "/":
+            return await self._render_in_pool(("/", "", ""), self._landing)
+        if path in ("/-/healthy", "/-/ready"):
+            return _Response(200, b"OK\n")
+        return _text(404)
+
+    def _landing(self) -> _Response:
+        page = self.app.landing() if self.app.landing else "<html><body>ka-exporter</body></html>"
+        return _Response(200, page.encode(), "text/html; charset=utf-8")
+
+    async def _render(self, accept: str, accept_encoding: str) -> _Response:
+        def job() -> _Response:
+            body, content_type, encoding = self.app.render(accept, accept_encoding)
+            return _Response(200, body, content_type, encoding)
+
+        return await self._render_in_pool(("m", accept, accept_encoding), job)
+
+    async def _render_in_pool(self, key: tuple[str, str, str], job: Callable[[], _Response]) -> _Response:
+        # Scrapes that arrive while the same render is running share its result.
+        running = self.renders.get(key)
+        if running is None:
+            if len(self.renders) >= self.limits.max_renders:
+                return _text(503, extra=(("Retry-After", "1"),))
+            running = asyncio.ensure_future(self.loop.run_in_executor(self.render_pool, job))
+            self.renders[key] = running
+            running.add_done_callback(lambda _f: self.renders.pop(key, None))
+        return await asyncio.shield(running)
+
+    # -- logging
+
+    def client_error(self, what: str, peer: str, detail: object) -> None:
+        """Debug level, one line, at most a few per second (and a count of what was left out)."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        allowed, skipped = self.throttle.hit()
+        if allowed:
+            more = f" ({skipped} similar lines suppressed)" if skipped else ""
+            log.debug("%s: client=%s %s%s", what, peer, str(detail).replace("\n", " ")[:200], more)
+
+    def _loop_error(self, _loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, ConnectionError | ssl.SSLError | TimeoutError):
+            self.client_error(str(context.get("message", "connection error")), "-", exc)
+            return
+        allowed, _ = self.throttle.hit()
+        if allowed:
+            log.error("serving: %s: %s", context.get("message", "error"), exc if exc is not None else "")
+
+    # -- life
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.start_accepting()
+        try:
+            self.loop.run_forever()
+        finally:
+            for conn in list(self.fresh) + list(self.kept):
+                conn.abort()
+            self.loop.run_until_complete(asyncio.sleep(0))
+            self.loop.close()
+
+    def stop(self) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+            self._accepting = False
+        self.loop.stop()
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # ":9774" means every address, IPv4 included.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "" else 1)
+        sock.bind((host or "::", port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class HttpServer:
-    """Binds at construction (so the daemon can bind before entering another namespace)."""
+    """Binds at construction (so the daemon can bind before entering another namespace).
 
-    def __init__(self, host: str, port: int, app: App, tls: ssl.SSLContext | None = None) -> None:
+    `web`, when given, is called for each new connection and returns the web config it gets (TLS
+    context, users, headers): see webconfig.WebConfigReloader. Otherwise `tls` and the App's
+    `authorize`/`headers` apply to every connection.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: App,
+        tls: ssl.SSLContext | None = None,
+        *,
+        web: Callable[[], Guard] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
         try:
-            self._server = _Server(host, port, make_handler(app))
+            sock = _listen(host, port, backlog=1024)
         except OSError as exc:
             where = f"{host or '*'}:{port}"
             if exc.errno == errno.EADDRINUSE:
                 raise ServeError(f"cannot listen on {where}: address already in use") from None
             raise ServeError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
+        static = _StaticGuard(app, tls)
+        self._server = _AsyncServer(sock, app, web or (lambda: static), self.limits)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._server.sock.getsockname()[1])
+
+    @property
+    def max_connections(self) -> int:
+        return self._server.max_connections
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                self._server.loop.call_soon_threadsafe(self._server.stop)
+            self._thread.join(timeout=5)
+        self._server.render_pool.shutdown(wait=False, cancel_futures=True)
+        self._server.auth_pool.shutdown(wait=False, cancel_futures=True)
+        self._server.sock.close()

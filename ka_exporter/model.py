@@ -101,6 +101,19 @@ class ConfigProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfNotifyFifo:
+    """A `notify_fifo` / `vrrp_notify_fifo` line of global_defs.
+
+    `has_script`: keepalived also runs a `*_notify_fifo_script` that reads this FIFO. A FIFO's lines go
+    to one reader each, so reading it as well would steal events from the operator's script.
+    """
+
+    kind: str  # "notify_fifo" / "vrrp_notify_fifo"
+    path: str
+    has_script: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class KeepalivedConfig:
     """Everything the exporter needs to know from keepalived.conf."""
 
@@ -110,6 +123,7 @@ class KeepalivedConfig:
     router_id: str | None = None
     vrrp_version: int | None = None
     enable_dbus: bool = False
+    notify_fifos: tuple[ConfNotifyFifo, ...] = ()
     files: tuple[str, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
 
@@ -274,6 +288,57 @@ class WireStats:
 
 
 # --------------------------------------------------------------------------------------------------
+# failover timing from the wire (verdicts/failover.py keeps the accounts)
+# --------------------------------------------------------------------------------------------------
+
+# From a preemption's milliseconds to a SIGKILL's master-down interval at advert_int 10 (30+ s).
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Cumulative bucket counts for BUCKETS (then +Inf = count), the count and the sum."""
+
+    buckets: tuple[int, ...] = (0,) * len(BUCKETS)
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, value: float) -> Histogram:
+        return Histogram(
+            tuple(n + (value <= le) for n, le in zip(self.buckets, BUCKETS, strict=True)),
+            self.count + 1,
+            self.total + value,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverEvent:
+    """One change of master on a VRID. Exactly one of `gap` / `overlap` is set."""
+
+    key: tuple[str, str, int]  # (interface, family, vrid)
+    at: float  # the new master's first advert
+    old: str | None
+    new: str
+    gap: float | None = None
+    overlap: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VridTiming:
+    """A VRID's accounts since the exporter started."""
+
+    key: tuple[str, str, int]  # (interface, family, vrid)
+    master: str | None = None
+    master_changes: int = 0
+    masterless_seconds: float = 0.0
+    multi_master_seconds: float = 0.0
+    observed_seconds: float = 0.0
+    unobserved_seconds: float = 0.0
+    gaps: Histogram = field(default_factory=Histogram)
+    overlaps: Histogram = field(default_factory=Histogram)
+
+
+# --------------------------------------------------------------------------------------------------
 # the link layer: who answers for each VIP (ARP for IPv4, neighbour discovery for IPv6)
 # --------------------------------------------------------------------------------------------------
 
@@ -325,7 +390,7 @@ class Snapshot:
     process: ProcessInfo | None = None
     addresses: tuple[LocalAddress, ...] | None = None
     instances: tuple[InstanceView, ...] | None = None
-    instances_source: str | None = None  # "dbus" / "dumps"
+    instances_source: str | None = None  # "dbus" / "dumps" / "fifo", joined with "+"
     transitions: tuple[tuple[str, int], ...] = ()  # (instance name, count) seen via events
     wire_peers: tuple[WirePeer, ...] | None = None
     wire_stats: WireStats | None = None
@@ -333,17 +398,20 @@ class Snapshot:
     addresses_changed: float | None = None  # when the local address set last changed
     views_time: tuple[tuple[str, float], ...] = ()  # (view source, when it last published)
     l2: tuple[VipAnswers, ...] | None = None  # the L2 witness, one record per watched VIP
+    failover: tuple[VridTiming, ...] | None = None  # the wire's failover accounts, per VRID
+    failover_events: tuple[FailoverEvent, ...] = ()  # the latest master changes, oldest first
 
     def state_fresh_since(self) -> float | None:
         """Since when keepalived's reported states are known to be current.
 
-        D-Bus pushes every transition within milliseconds, so while the D-Bus source is up the
-        state is current now; dumps are only as fresh as the last refresh.
+        D-Bus and the notify FIFO push every transition within milliseconds, so while either source is
+        up the state is current now; dumps are only as fresh as the last refresh.
         """
         times = dict(self.views_time)
-        dbus = self.source("dbus")
-        if "dbus" in times and dbus is not None and dbus.up:
-            return self.time
+        for events in ("dbus", "fifo"):  # the event streams: current while their source is up
+            health = self.source(events)
+            if events in times and health is not None and health.up:
+                return self.time
         return times.get("dumps")
 
     def source(self, name: str) -> SourceHealth | None:

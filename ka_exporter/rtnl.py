@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple
+
+from ka_exporter import fdwait
 
 __all__ = ["Address", "NetlinkError", "addresses", "drain", "open_socket", "subscribe"]
 
@@ -162,7 +163,7 @@ def drain(sock: socket.socket, linger: float = 0.0) -> int:
     """
     count = 0
     timeout = 0.0
-    while select.select([sock], [], [], timeout)[0]:
+    while fdwait.readable([sock], timeout):
         try:
             sock.recv(1 << 16)
         except OSError as exc:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 9774
-COLLECTORS = ("process", "vips", "config", "wire", "dbus", "dumps")
+COLLECTORS = ("process", "vips", "config", "wire", "dbus", "dumps", "fifo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +14,7 @@ class Settings:
     web_listen_address: str = f":{DEFAULT_PORT}"
     web_telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
+    web_max_connections: int = 4096
     keepalived_config: Path = Path("/etc/keepalived/keepalived.conf")
     keepalived_pid_file: Path = Path("/run/keepalived.pid")
     keepalived_dumps_dir: Path | None = None

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ka_exporter.model import (
+    FailoverEvent,
     InstanceView,
     KeepalivedConfig,
     LocalAddress,
@@ -16,16 +17,18 @@ from ka_exporter.model import (
     Snapshot,
     SourceHealth,
     VipAnswers,
+    VridTiming,
     WirePeer,
     WireStats,
 )
 
 WireProvider = Callable[[], tuple[tuple[WirePeer, ...], WireStats]]
+FailoverProvider = Callable[[], tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]]
 Listener = Callable[[], None]
 
 
 def merge_views(
-    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True
+    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True, fifo_current: bool = True
 ) -> tuple[InstanceView, ...] | None:
     """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
 
@@ -33,26 +36,37 @@ def merge_views(
     interval old, so D-Bus wins on `state` while the D-Bus source is up (`dbus_current`); once it
     has lost the bus its last word is history and the dumps' state counts. Everything else only the
     dumps carry.
+
+    The notify FIFO ("fifo") is the other event stream: its lines arrive as keepalived writes them,
+    so while that source is up (`fifo_current`) its state and effective priority beat a dump's, but not
+    a D-Bus that is up and vouches for the instance list (both report the same transition; D-Bus also
+    knows which instances exist).
     """
     if not views:
         return None
     dumps = {v.name: v for v in views.get("dumps", ())}
     dbus = {v.name: v for v in views.get("dbus", ())}
+    fifo = {v.name: v for v in views.get("fifo", ())} if fifo_current else {}
     dbus_vouches = "dbus" in views
+    dbus_rules = dbus_vouches and dbus_current
     merged: list[InstanceView] = []
-    for name in sorted(set(dumps) | set(dbus)):
-        d, b = dumps.get(name), dbus.get(name)
+    for name in sorted(set(dumps) | set(dbus) | set(fifo)):
+        d, b, f = dumps.get(name), dbus.get(name), fifo.get(name)
+        m: InstanceView | None
         if d is None:
-            if b is not None:
-                merged.append(b)
+            m = b
         elif b is None:
             # D-Bus answered and does not know this instance (keepalived stopped, or reloaded
             # without it): the dump's state is history, not the present.
-            merged.append(replace(d, state=None) if dbus_vouches else d)
+            m = replace(d, state=None) if dbus_vouches else d
         elif b.state is None or not dbus_current:
-            merged.append(d)
+            m = d
         else:
-            merged.append(replace(d, state=b.state))
+            m = replace(d, state=b.state)
+        if f is not None and f.state is not None and not dbus_rules:
+            m = f if m is None else replace(m, state=f.state, effective_priority=f.effective_priority)
+        if m is not None:
+            merged.append(m)
     return tuple(merged)
 
 
@@ -75,6 +89,7 @@ class Store:
         self._addresses_changed: float | None = None
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
+        self._failover: FailoverProvider | None = None
         self._l2: tuple[VipAnswers, ...] | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
@@ -150,6 +165,11 @@ class Store:
             self._wire = provider
             self._bump()
 
+    def set_failover_provider(self, provider: FailoverProvider | None) -> None:
+        """The wire source's failover accounts, read (outside the store's lock) by every snapshot."""
+        with self._lock:
+            self._failover = provider
+
     def wire_changed(self) -> None:
         """Called by the wire source when its peer table changed in a way verdicts care about."""
         with self._lock:
@@ -195,7 +215,9 @@ class Store:
                 process=self._process,
                 addresses=self._addresses,
                 instances=merge_views(
-                    self._views, dbus_current=(h := self._health.get("dbus")) is None or h.up
+                    self._views,
+                    dbus_current=(h := self._health.get("dbus")) is None or h.up,
+                    fifo_current=(f := self._health.get("fifo")) is None or f.up,
                 ),
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
@@ -204,6 +226,10 @@ class Store:
                 views_time=tuple(sorted(self._views_time.items())),
                 l2=self._l2,
             )
+            failover = self._failover
+        if failover is not None:
+            timings, events = failover()
+            snap = replace(snap, failover=timings, failover_events=events)
         if wire is None:
             return snap
         # The wire table has its own lock (it is written per packet); read it outside ours.

@@ -30,8 +30,14 @@ Deviations from exporter-toolkit, all refused loudly rather than ignored quietly
 - `rate_limit` is refused (not implemented).
 - `curve_preferences` with more than one curve keeps OpenSSL's default groups (Python 3.11 sets one
   group only) and says so in a warning line.
-- The file is read once at start, not on every request: restart the exporter to pick up new
-  certificates.
+- Re-reading: like exporter-toolkit (which reads the file and the certificate again for every TLS
+  handshake and the users for every request), `WebConfigReloader` stats the file and the files it
+  names (cert_file, key_file, client_ca_file) for each new connection and each request and loads them
+  again when one changed, so rotated certificates (new handshakes) and changed users (next request)
+  apply without a restart. Unlike
+  exporter-toolkit, a file that no longer loads (a half-written key, a typo) does not fail every
+  handshake: the last good config stays in use and one error line says why (again only after the
+  next change). Switching between HTTP and HTTPS needs a restart (the listener's scheme is fixed).
 
 Passwords are checked with bcrypt once per (user, hash, password) and the success is remembered in
 memory under an HMAC with a per-process random key (never the password itself), so Prometheus'
@@ -183,8 +189,10 @@ class WebConfig:
         headers: Mapping[str, str] | None = None,
         warnings: Iterable[str] = (),
         cert_validity: CertValidity | None = None,
+        files: Iterable[Path] = (),
     ) -> None:
         self.path = path
+        self.files: tuple[Path, ...] = tuple(files)  # the files it was built from (for re-reading)
         self._context = context
         self._users = dict(users or {})
         self.headers: dict[str, str] = dict(headers or {})
@@ -210,8 +218,12 @@ class WebConfig:
         """The server-side TLS context, or None to serve plain HTTP."""
         return self._context
 
-    def authorize(self, header: str | None) -> bool:
-        """Is this raw Authorization header allowed? Always True when no basic_auth_users are set."""
+    def quick_authorize(self, header: str | None) -> bool | None:
+        """The answer when it needs no bcrypt round (no users, malformed header, cached success), else None.
+
+        The HTTP server calls this on its event loop and only sends the None cases to `authorize` in
+        a thread: a password-guessing client never delays a scrape whose success is cached.
+        """
         if not self._users:
             return True
         parsed = parse_basic(header)
@@ -219,17 +231,32 @@ class WebConfig:
             return False
         user, password = parsed
         hashed = self._users.get(user)
+        if hashed is None:
+            return None  # an unknown user costs a bcrypt round too (timing)
+        key = self._cache_id(user, hashed, password)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return True
+        return None
+
+    def _cache_id(self, user: str, hashed: bytes, password: bytes) -> bytes:
+        return hmac.new(
+            self._cache_key, b"\0".join((user.encode(), hashed, password)), hashlib.sha256
+        ).digest()
+
+    def authorize(self, header: str | None) -> bool:
+        """Is this raw Authorization header allowed? Always True when no basic_auth_users are set."""
+        quick = self.quick_authorize(header)
+        parsed = parse_basic(header)
+        if quick is not None or parsed is None:
+            return bool(quick)
+        user, password = parsed
+        hashed = self._users.get(user)
         known = hashed is not None
         if hashed is None:
             hashed = self._decoy
-        key = hmac.new(
-            self._cache_key, b"\0".join((user.encode(), hashed, password)), hashlib.sha256
-        ).digest()
-        if known:
-            with self._cache_lock:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    return True
+        key = self._cache_id(user, hashed, password)
         ok = self._check(password, hashed) and known
         if ok:
             with self._cache_lock:
@@ -346,9 +373,82 @@ def load_web_config(path: Path, now: Callable[[], float] = time.time) -> WebConf
         )
     for line in warnings:
         log.warning("%s", line)
+    files = [path]
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        name = tls_section.get(key)
+        if isinstance(name, str) and name:
+            files.append(_resolve(path.parent, name))
     return WebConfig(
-        path, context=context, users=users, headers=headers, warnings=warnings, cert_validity=validity
+        path,
+        context=context,
+        users=users,
+        headers=headers,
+        warnings=warnings,
+        cert_validity=validity,
+        files=files,
     )
+
+
+_Stamp = tuple[tuple[int, int, int, int] | None, ...]
+
+
+def _stamp(files: Iterable[Path]) -> _Stamp:
+    out: list[tuple[int, int, int, int] | None] = []
+    for name in files:
+        try:
+            st = os.stat(name)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class WebConfigReloader:
+    """The current web config: loaded again when the file or a file it names has changed.
+
+    `current()` is cheap when nothing changed (one stat per file) and is called by the HTTP server
+    for each new connection, so new TLS handshakes get rotated certificates without a restart.
+    """
+
+    def __init__(self, first: WebConfig, now: Callable[[], float] = time.time) -> None:
+        if first.path is None:
+            raise ValueError("a reloadable web config needs its path")
+        self.path = first.path
+        self._now = now
+        self._config = first
+        self._stamp = _stamp(first.files)
+        self._tried = self._stamp
+        self._lock = threading.Lock()
+        self.reloads = 0
+
+    def current(self) -> WebConfig:
+        config = self._config
+        stamp = _stamp(config.files)
+        if stamp in (self._stamp, self._tried):
+            return config
+        with self._lock:
+            if stamp in (self._stamp, self._tried):
+                return self._config
+            self._tried = stamp
+            try:
+                new = load_web_config(self.path, now=self._now)
+            except WebConfigError as exc:
+                log.error("%s; still serving with the web config loaded before", exc)
+                return self._config
+            if new.tls != self._config.tls:
+                log.error(
+                    "web config %s: switching between HTTP and HTTPS needs a restart; still serving "
+                    "with the web config loaded before",
+                    self.path,
+                )
+                return self._config
+            # The stamp of what was read (a file named for the first time is stamped now).
+            self._stamp = self._tried = _stamp(new.files) if new.files != config.files else stamp
+            self._config = new
+            self.reloads += 1
+            log.info("web config %s re-read: new connections use it", self.path)
+            return new
 
 
 class _Errors:

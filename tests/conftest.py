@@ -23,7 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+# The project's own recorded keepalived data, vendored (tests/fixtures/README.txt says how it was made).
+FIXTURES = REPO / "tests" / "fixtures"
+# Other projects' real dumps and captures: read from ../shared only, never committed; tests skip without.
+PEERS = REPO.parent / "shared" / "fixtures" / "peers"
 EXPORTER = [sys.executable, "-m", "ka_exporter"]
 
 

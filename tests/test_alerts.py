@@ -20,6 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "alerts" / "keepalived.rules.yml"
+RULE_FILES = sorted((ROOT / "alerts").glob("*.rules.yml"))  # keepalived.rules.yml, slo.rules.yml, ...
 TESTS_DIR = ROOT / "alerts" / "tests"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 SEVERITIES = {"critical", "warning", "info"}
@@ -43,7 +44,8 @@ def load_rules(path: Path = RULES) -> list[dict[str, Any]]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    return [r for r in load_rules() if "alert" in r]
+    """The alerts of every shipped rule file."""
+    return [r for path in RULE_FILES for r in load_rules(path) if "alert" in r]
 
 
 def unit_test_files() -> list[Path]:
@@ -79,7 +81,7 @@ def duration_seconds(text: str) -> float:
 
 
 def test_promtool_check_rules_is_clean() -> None:
-    result = run_promtool("check", "rules", RULES)
+    result = run_promtool("check", "rules", *RULE_FILES)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -107,10 +109,15 @@ def _write_copy(tmp_path: Path, rules_text: str) -> None:
         (tmp_path / "tests" / f.name).write_text(f.read_text())
 
 
-def test_unit_tests_load_the_shipped_rule_file() -> None:
+def test_unit_tests_load_the_shipped_rule_files() -> None:
+    """Each promtool test file loads one shipped rule file, and every shipped rule file is tested."""
+    loaded = set()
     for f in unit_test_files():
         doc = yaml.safe_load(f.read_text())
-        assert [(f.parent / p).resolve() for p in doc["rule_files"]] == [RULES], f.name
+        files = [(f.parent / p).resolve() for p in doc["rule_files"]]
+        assert len(files) == 1 and files[0] in RULE_FILES, f.name
+        loaded.add(files[0])
+    assert loaded == set(RULE_FILES)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -30,10 +30,13 @@ from ka_exporter.parse.dumps import parse_dumps
 from ka_exporter.store import Store
 from ka_exporter.verdicts.vips import missing_vips, stale_vips, vip_mismatch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PASSWORD = "kaT3st01"
 DIRS = sorted({p.parent for p in FIXTURES.glob("**/keepalived.data")})
+# other projects' real dumps, read from ../shared only: rendered and checked, never kept as golden files
+PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"
+PEER_DIRS = sorted({p.parent for p in PEERS.glob("**/keepalived.data")})
 LBL = {"iname": "VI_DB", "intf": "eth0", "vrid": "52"}
 
 
@@ -56,7 +59,8 @@ def render(snap: Snapshot) -> str:
 
 
 def views_of(d: Path) -> tuple[InstanceView, ...]:
-    return parse_dumps((d / "keepalived.data").read_bytes(), (d / "keepalived.stats").read_bytes())
+    stats = d / "keepalived.stats"  # some of the peers' bundles have no .stats
+    return parse_dumps((d / "keepalived.data").read_bytes(), stats.read_bytes() if stats.exists() else None)
 
 
 def snap_of(views: tuple[InstanceView, ...] | None, **kw: object) -> Snapshot:
@@ -93,6 +97,23 @@ def test_promtool_accepts_the_exposition(d: Path) -> None:
     )
     done = subprocess.run(
         ["promtool", "check", "metrics"], input=render(snap), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not PEER_DIRS, reason="../shared/fixtures/peers is not present")
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+@pytest.mark.parametrize("d", PEER_DIRS, ids=lambda d: str(d.relative_to(PEERS)))
+def test_peer_dumps_render_clean(d: Path) -> None:
+    """Other projects' real dumps: every instance rendered, promtool-clean, no password."""
+    views = views_of(d)
+    assert views
+    text = render(snap_of(views))
+    assert PASSWORD not in text
+    for v in views:
+        assert f'iname="{v.name}"' in text
+    done = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
 

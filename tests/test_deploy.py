@@ -151,7 +151,66 @@ def command_lines() -> list[str]:
     ds = yaml.safe_load((DEPLOY / "kubernetes" / "daemonset.yaml").read_text())
     for c in ds["spec"]["template"]["spec"]["containers"]:
         lines.append(" ".join(c.get("args", [])))
+    lines.append(" ".join(_sidecar_exporter()["args"]))
+    lines.append(" ".join(_compose()["services"]["ka-exporter"]["command"]))
     return lines
+
+
+def _sidecar() -> dict:
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "sidecar.yaml").read_text()))
+    return next(d for d in docs if d["kind"] == "Deployment")
+
+
+def _sidecar_exporter() -> dict:
+    pod = _sidecar()["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "ka-exporter")
+
+
+def _compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+
+
+def _inside(path: str, mounts: list[str]) -> bool:
+    return any(path == m or path.startswith(m + "/") for m in mounts)
+
+
+def test_sidecar_recipe_shares_what_the_container_test_shares():
+    """deploy/kubernetes/sidecar.yaml: the shape tests/test_containers.py runs (shared pid namespace,
+    the /run/keepalived volume at the same path in both containers, keepalived's /tmp for the dumps)."""
+    pod = _sidecar()["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    assert pod["hostNetwork"] is True
+    containers = {c["name"]: c for c in pod["containers"]}
+    keepalived, exporter = containers["keepalived"], containers["ka-exporter"]
+    k_mounts = {m["name"]: m["mountPath"] for m in keepalived["volumeMounts"]}
+    e_mounts = {m["name"]: m["mountPath"] for m in exporter["volumeMounts"]}
+    assert k_mounts["keepalived-run"] == e_mounts["keepalived-run"] == "/run/keepalived"
+    assert k_mounts["keepalived-tmp"] == "/tmp"
+    assert "--pid=/run/keepalived/keepalived.pid" in keepalived["args"]
+    conf = yaml.safe_load_all((DEPLOY / "kubernetes" / "sidecar.yaml").read_text())
+    text = next(d for d in conf if d["kind"] == "ConfigMap")["data"]["keepalived.conf"]
+    assert "vrrp_notify_fifo /run/keepalived/notify.fifo" in text
+    assert exporter["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
+    for arg in exporter["args"]:
+        _, _, value = arg.partition("=")
+        if value.startswith("/"):
+            assert _inside(value, list(e_mounts.values())), arg
+
+
+def test_compose_recipe_shares_network_pid_and_volumes():
+    services = _compose()["services"]
+    keepalived, exporter = services["keepalived"], services["ka-exporter"]
+    assert exporter["network_mode"] == "service:keepalived"
+    assert exporter["pid"] == "service:keepalived"
+    assert exporter["cap_add"] == ["NET_RAW"] and exporter["cap_drop"] == ["ALL"]
+    k_vols = {v.split(":")[0]: v.split(":")[1] for v in keepalived["volumes"]}
+    e_vols = {v.split(":")[0]: v.split(":")[1] for v in exporter["volumes"]}
+    assert k_vols["keepalived-run"] == e_vols["keepalived-run"] == "/run/keepalived"
+    assert k_vols["keepalived-tmp"] == "/tmp"
+    for arg in exporter["command"]:
+        _, _, value = arg.partition("=")
+        if value.startswith("/"):
+            assert _inside(value, list(e_vols.values())), arg
 
 
 def test_every_flag_in_deploy_files_exists():

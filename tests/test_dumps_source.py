@@ -28,7 +28,7 @@ from ka_exporter.sources.dumps import DumpSource, signal_numbers
 from ka_exporter.sources.process import ProcessSource
 from ka_exporter.store import Store
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PASSWORD = "kaT3st01"
 KEEPALIVED = shutil.which("keepalived", path="/usr/sbin:/sbin:/usr/local/sbin:/usr/bin")
 

@@ -1,6 +1,6 @@
 """keepalived.conf reader (ka_exporter.parse.kaconf) and the config source (sources.config).
 
-Expectations for the recorded configs are written out from /work/shared/fixtures/README.txt, not
+Expectations for the recorded configs are written out from tests/fixtures/README.txt, not
 from the parser's own output. The oracle test runs the real keepalived's config check (-t) in a
 fresh network namespace and demands that it and the reader complain about the same lines.
 """
@@ -29,9 +29,14 @@ from ka_exporter.parse.kaconf import (
 from ka_exporter.sources.config import ConfigSource
 from ka_exporter.store import Store
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PASSWORD = "kaT3st01"
 ALL_CONFS = sorted(FIXTURES.glob("**/keepalived.conf"))
+# keepalived.conf files of the recorded VRRP scenarios (the LVS capture's config has no auth)
+VRRP_CONFS = [p for p in ALL_CONFS if p.relative_to(FIXTURES).parts[0] != "lvs-2.2.7-uml"]
+# other projects' configs, read from ../shared only (never committed); their tests skip without them
+PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"
+PEER_CONFS = sorted(PEERS.glob("**/keepalived.conf"))
 
 
 def by_name(cfg: KeepalivedConfig) -> dict[str, ConfInstance]:
@@ -164,6 +169,11 @@ def test_fixture_config_parses_as_readme_says(path: Path) -> None:
     rel = path.relative_to(FIXTURES).parts
     if rel[0] == "pcap":
         check_pcap_scenario(cfg, rel[1], rel[2])
+    elif rel[0] == "lvs-2.2.7-uml":
+        # README there: vrrp_instance VI_LVS holds the VIP 10.140.0.100 on cl0
+        (inst,) = cfg.instances
+        assert (inst.name, inst.interface, inst.vrid) == ("VI_LVS", "cl0", 140)
+        assert [v.address for v in inst.vips] == ["10.140.0.100"]
     else:
         assert rel[0].startswith("keepalived-")
         check_main_scenario(cfg, "b" if rel[1] == "node-b" else "a")
@@ -595,8 +605,18 @@ def test_password_is_dropped_wherever_it_appears(tmp_path: Path) -> None:
 
 def test_fixture_corpus_does_carry_the_password() -> None:
     # guard for the secret assertions: they would prove nothing if the corpus had been scrubbed
-    assert sum(PASSWORD in p.read_text() for p in ALL_CONFS) == len(ALL_CONFS)
-    assert sum("auth_pass" in p.read_text() for p in ALL_CONFS) >= 25
+    assert sum(PASSWORD in p.read_text() for p in VRRP_CONFS) == len(VRRP_CONFS)
+    assert sum("auth_pass" in p.read_text() for p in VRRP_CONFS) >= 25
+
+
+@pytest.mark.skipif(not PEER_CONFS, reason="../shared/fixtures/peers is not present")
+@pytest.mark.parametrize("path", PEER_CONFS, ids=lambda p: str(p.relative_to(PEERS)))
+def test_peer_configs_parse_without_a_secret(path: Path) -> None:
+    """Other projects' real keepalived.conf files: read without a problem, and no password kept."""
+    cfg = read_config(path)
+    assert cfg.problems == ()
+    assert cfg.instances
+    assert_no_secret(cfg)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
 from tests.conftest import free_port, scrape
-from tests.fault_helpers import Failovers, run_load, scrape_once, value
+from tests.fault_helpers import Failovers, LoadResult, run_load, scrape_once, value
 
 pytestmark = pytest.mark.lab
 
@@ -39,6 +39,14 @@ def test_50_scrapers_while_the_pair_fails_over_every_2s(tmp_path: Path) -> None:
             assert lab.wait_for(lambda: _master(url, iname), 20.0), log.read_text()
             with Failovers(lab, 2.0) as moves:
                 result = run_load(url, SCRAPES, SCRAPERS)
+                # A fast server can answer them all before the second failover: go on until it came.
+                while moves.done < 2 and result.seconds < 120:
+                    more = run_load(url, 500, SCRAPERS)
+                    result = LoadResult(
+                        result.answers + more.answers,
+                        result.latencies + more.latencies,
+                        result.seconds + more.seconds,
+                    )
             assert proc.poll() is None, log.read_text()
         finally:
             proc.terminate()
@@ -52,7 +60,7 @@ def test_50_scrapers_while_the_pair_fails_over_every_2s(tmp_path: Path) -> None:
         f"p99 {result.percentile(0.99) * 1000:.0f} ms; {moves.done} master changes; "
         f"keepalived_vrrp_state seen: {sorted(s for s in states if s is not None)}"
     )
-    assert len(scrapes) == SCRAPES
+    assert len(scrapes) >= SCRAPES
     assert not bad, f"{len(bad)} bad scrapes: {bad[:3]}"
     assert moves.errors == []
     assert moves.done >= 2

@@ -1,6 +1,6 @@
 """keepalived's .data/.stats/.json dumps, 1.3.5 through 2.4.3, parsed to what the fixtures README states.
 
-The fixtures are real dumps (../shared/fixtures, read in place). Every expectation below is written from
+The fixtures are real dumps (tests/fixtures, vendored; other projects' dumps from ../shared/fixtures/peers when present). Every expectation below is written from
 the README's tables, not from the parser's output.
 """
 
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from ka_exporter.model import InstanceView, VrrpState
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_dumps, parse_json, parse_stats
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"  # optional
 PASSWORD = "kaT3st01"
 VERSIONS = [
     "keepalived-1.3.5",
@@ -59,7 +60,8 @@ def load(d: Path, use_json: bool) -> tuple[InstanceView, ...]:
     data = read(d / "keepalived.data")
     if use_json:
         return parse_dumps(data, None, read(d / "keepalived.json"))
-    return parse_dumps(data, read(d / "keepalived.stats"))
+    stats = d / "keepalived.stats"  # some of the peers' bundles have no .stats
+    return parse_dumps(data, read(stats) if stats.exists() else None)
 
 
 def by_name(views: tuple[InstanceView, ...]) -> dict[str, InstanceView]:
@@ -197,7 +199,14 @@ def test_pcap_counters_the_readme_mentions() -> None:
 
 
 def all_fixture_dirs() -> list[Path]:
-    return sorted({p.parent for p in FIXTURES.glob("**/keepalived.data")})
+    """Our own recorded dumps, and the peers' real dumps when ../shared has them (never committed)."""
+    dirs = {p.parent for p in FIXTURES.glob("**/keepalived.data")}
+    dirs |= {p.parent for p in PEERS.glob("**/keepalived.data")}
+    return sorted(dirs)
+
+
+def fixture_id(d: Path) -> str:
+    return f"peers/{d.relative_to(PEERS)}" if d.is_relative_to(PEERS) else str(d.relative_to(FIXTURES))
 
 
 def test_fixtures_really_contain_the_password() -> None:
@@ -206,7 +215,7 @@ def test_fixtures_really_contain_the_password() -> None:
     assert PASSWORD.encode() in read(FIXTURES / "keepalived-2.2.7-debian" / "node-a" / "keepalived.json")
 
 
-@pytest.mark.parametrize("d", all_fixture_dirs(), ids=lambda d: str(d.relative_to(FIXTURES)))
+@pytest.mark.parametrize("d", all_fixture_dirs(), ids=fixture_id)
 def test_password_never_reaches_a_record(d: Path) -> None:
     text = repr(load(d, False))
     if (d / "keepalived.json").exists():

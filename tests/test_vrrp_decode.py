@@ -18,7 +18,7 @@ from ka_exporter.model import Advert
 from ka_exporter.parse.vrrp import INVALID_REASONS, PROCESS_KEY, Invalid, decode
 from ka_exporter.sources.capture import read_pcap
 
-PCAPS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcap"
+PCAPS = Path(__file__).resolve().parent / "fixtures" / "pcap"
 PCAP_FILES = sorted(PCAPS.glob("*.pcap"))
 PASSWORD = "kaT3st01"
 KEY = PROCESS_KEY

@@ -374,23 +374,27 @@ _WIRED = "load_web_config" in (Path(__file__).resolve().parents[1] / "ka_exporte
 needs_wiring = pytest.mark.skipif(not _WIRED, reason="daemon.serve() does not load --web.config.file yet")
 
 
+def web_exporter_argv(port: int, config: Path, *args: str) -> list[str]:
+    """The exporter on 127.0.0.1:port with --web.config.file, logging at debug level."""
+    return [
+        *EXPORTER,
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--web.config.file",
+        str(config),
+        "--log.level",
+        "debug",
+        *args,
+    ]
+
+
 def start_tls_exporter(tmp: Path, config: Path, *args: str) -> RunningExporter:
     """The real exporter serving with --web.config.file; ready when its port accepts connections."""
     port = free_port()
     log = tmp / f"exporter-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
-                *EXPORTER,
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-                "--web.config.file",
-                str(config),
-                "--log.level",
-                "debug",
-                *NO_SOURCES,
-                *args,
-            ],
+            web_exporter_argv(port, config, *NO_SOURCES, *args),
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,

@@ -20,7 +20,7 @@ from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
 from ka_exporter.verdicts.wire import CONFLICT_KINDS
 
-PCAPS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcap"
+PCAPS = Path(__file__).resolve().parent / "fixtures" / "pcap"
 
 
 class _Once(Collector):

@@ -26,7 +26,7 @@ from ka_exporter.verdicts.wire import (
     split_brain,
 )
 
-PCAPS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pcap"
+PCAPS = Path(__file__).resolve().parent / "fixtures" / "pcap"
 STEP = 0.02
 KEY = ("eth0", "inet", 51)
 

@@ -199,3 +199,29 @@ def start_master(timeout: float, name: str) -> None:
     started = the_lab.start_master()
     the_lab.wait_for(lambda: the_lab.master() is not None, timeout)
     click.echo(f"start-master: started keepalived on {started}; {_vip_line(the_lab)}")
+
+
+@lab.command("drill")
+@click.option(
+    "--profile",
+    "profiles",
+    type=click.Choice(["nginx", "mysql", "fast"]),
+    multiple=True,
+    help="Profile(s) to rehearse on (repeatable; default: nginx, mysql and fast).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON instead of a table.")
+@_one_line_errors
+def drill(profiles: tuple[str, ...], as_json: bool) -> None:
+    """Rehearse the guides' failover tests on fresh labs and report what ka-exporter measured.
+
+    Per profile: stop keepalived on the master, start it again, fail and restore the tracked service,
+    block VRRP with a firewall rule and remove it, crash the master. Exit status 1 if anything did not
+    happen as expected.
+    """
+    from ka_exporter.lab.drill import DRILL_PROFILES, report, run_drill, to_json
+
+    check_root()
+    outcomes = run_drill(profiles or DRILL_PROFILES)
+    click.echo(to_json(outcomes) if as_json else report(outcomes), nl=False)
+    if not all(o.ok for o in outcomes):
+        raise SystemExit(1)

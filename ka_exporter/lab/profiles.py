@@ -63,6 +63,7 @@ class Profile:
     all_backup: bool = False
     dual: bool = False
     unicast: bool = False
+    notify_fifo: bool = False  # global_defs vrrp_notify_fifo NODE_DIR/notify.fifo
     priorities: tuple[int, int, int] = (150, 100, 50)
     auth_pass: str = LAB_PASSWORD
     count: int = 1  # VRRP instances on the one interface (VRIDs and VIPs consecutive), e.g. "many"
@@ -98,6 +99,7 @@ PROFILES: dict[str, Profile] = {
         Profile("dual-master", "two VRIDs, a master of one, b of the other", auth=True, dual=True),
         Profile("unicast", "unicast_src_ip / unicast_peer, VRRPv2, PASS auth", auth=True, unicast=True),
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
+        Profile("fifo", "fast, with vrrp_notify_fifo", version=3, advert_int=0.1, notify_fifo=True),
         Profile(
             "fast-unicast",
             "fast, with unicast_src_ip / unicast_peer",
@@ -225,6 +227,8 @@ def render_config(
         lines.append("    vrrp_version 3")
     if dbus:
         lines.append("    enable_dbus")
+    if profile.notify_fifo:
+        lines.append(f"    vrrp_notify_fifo {node_dir / 'notify.fifo'}")
     lines.append("}")
     if profile.check:
         lines += [

@@ -49,6 +49,7 @@ from typing import ClassVar
 from ka_exporter.model import (
     ConfigProblem,
     ConfInstance,
+    ConfNotifyFifo,
     ConfScript,
     ConfVip,
     KeepalivedConfig,
@@ -841,6 +842,7 @@ class _Reader:
             router_id=cfg.router_id,
             vrrp_version=cfg.vrrp_version,
             enable_dbus=cfg.enable_dbus,
+            notify_fifos=cfg.notify_fifos,
             files=tuple(self.files),
             problems=tuple(self._scrub(p) for p in problems),
         )
@@ -911,6 +913,9 @@ def _describe(node: _Node) -> str:
 # --------------------------------------------------------------------------------------------------
 
 # Keywords that only make sense at the top level: seen inside another block, a '}' is missing.
+# global_defs keys naming a FIFO keepalived writes its transitions to (keepalived.conf(5))
+_FIFO_KEYS = frozenset({"notify_fifo", "vrrp_notify_fifo"})
+
 _TOP_LEVEL = frozenset(
     {
         "global_defs",
@@ -964,6 +969,7 @@ class _Result:
     router_id: str | None = None
     vrrp_version: int | None = None
     enable_dbus: bool = False
+    notify_fifos: tuple[ConfNotifyFifo, ...] = ()
 
 
 class _Interpreter:
@@ -972,6 +978,8 @@ class _Interpreter:
         self.router_id: str | None = None
         self.vrrp_version: int | None = None
         self.enable_dbus = False
+        self.fifos: dict[str, str] = {}  # "notify_fifo" / "vrrp_notify_fifo" -> path
+        self.fifo_scripts: set[str] = set()  # the kinds that also have a *_notify_fifo_script
         self.drafts: list[_Draft] = []
         self.names: set[str] = set()
         self.scripts: dict[str, ConfScript] = {}
@@ -1050,6 +1058,15 @@ class _Interpreter:
             elif n.key == "enable_dbus":
                 self._no_block(n)
                 self.enable_dbus = _bool_arg(n.args)
+            elif n.key in _FIFO_KEYS:
+                # `notify_fifo PATH [user [group]]`: where keepalived writes its transition lines
+                self._no_block(n)
+                v = self._arg(n)
+                if v is not None:
+                    self.fifos[n.key] = v
+            elif n.key.endswith("_script") and n.key[: -len("_script")] in _FIFO_KEYS:
+                self._no_block(n)
+                self.fifo_scripts.add(n.key[: -len("_script")])
 
     def _vrrp_script(self, node: _Node) -> None:
         if not node.args:
@@ -1353,6 +1370,10 @@ class _Interpreter:
             router_id=self.router_id,
             vrrp_version=self.vrrp_version,
             enable_dbus=self.enable_dbus,
+            notify_fifos=tuple(
+                ConfNotifyFifo(kind, path, kind in self.fifo_scripts)
+                for kind, path in sorted(self.fifos.items())
+            ),
         )
 
     def _instance_record(self, d: _Draft, group: str | None) -> ConfInstance:

@@ -37,11 +37,19 @@ class Source(ABC):
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
+        self.request_stop()
+        self.join(timeout)
+
+    def request_stop(self) -> None:
+        """Tell the source to stop and release its handles; `join` waits for its thread."""
         self._stop.set()
         self.close()
+
+    def join(self, timeout: float) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
-            self._thread = None
+            if not self._thread.is_alive():
+                self._thread = None
 
     @property
     def stopping(self) -> bool:

@@ -7,11 +7,10 @@ at start-up for two dumps and a subscription.
 from __future__ import annotations
 
 import logging
-import select
 import socket
 from collections.abc import Callable
 
-from ka_exporter import rtnl
+from ka_exporter import fdwait, rtnl
 from ka_exporter.model import LocalAddress
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
@@ -35,7 +34,7 @@ def read_addresses(sock: socket.socket | None = None) -> tuple[LocalAddress, ...
 class VipSource(Source):
     """Subscribes to netlink address and link events and re-reads the table when one arrives.
 
-    There is no polling loop: the thread sleeps in select() on the netlink socket, so an address
+    There is no polling loop: the thread sleeps in poll() on the netlink socket, so an address
     added or removed (keepalived taking or dropping a VIP) is in the store within milliseconds. A
     dump after each burst of events keeps the table exact even if the kernel dropped an event
     (ENOBUFS), and a periodic resync every `resync` seconds covers a missed wake-up.
@@ -82,7 +81,7 @@ class VipSource(Source):
                 while not self.stopping:
                     self._publish(read_addresses(dump))
                     self.ok()
-                    ready, _, _ = select.select([events], [], [], self.resync)
+                    ready = fdwait.readable([events], self.resync)
                     if self.stopping:
                         return
                     if ready:

@@ -20,15 +20,17 @@ import errno
 import os
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from ka_exporter.model import Advert
+from ka_exporter.model import Advert, FailoverEvent, VridTiming
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.peers import DEFAULT_CAP, DEFAULT_LINGER, PeerTable
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.capture import CaptureError, PacketSocket
 from ka_exporter.store import Store
+from ka_exporter.verdicts.failover import FailoverTracker
 from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
     VridKey,
@@ -84,7 +86,23 @@ class WireSource(Source):
         self._gates: list[float] = []  # times a configured VRID's "listened for its hold time" comes
         self._wake: tuple[int, int] | None = None
         self._cache: dict[str, dict[int, Advert]] = {}
+        self.failover = FailoverTracker()
+        self._failover_lock = threading.Lock()
         store.set_wire_provider(self.table.snapshot)
+        store.set_failover_provider(self.failover_accounts)
+
+    # -- failover accounts ----------------------------------------------------------------------------
+
+    def observe_failover(self, now: float) -> None:
+        """Bring the failover accounts up to date from the table (on every tick: packet timestamps
+        make them exact whatever the moment; see verdicts/failover.py)."""
+        peers, stats = self.table.snapshot()
+        with self._failover_lock:
+            self.failover.observe(peers, now, stats.listening_since)
+
+    def failover_accounts(self) -> tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]:
+        with self._failover_lock:
+            return self.failover.timings(), self.failover.recent()
 
     # -- what to watch --------------------------------------------------------------------------------
 
@@ -294,6 +312,7 @@ class WireSource(Source):
                         del self._gates[0]  # listened for a configured VRID's hold time: re-judge
                     if self.table.tick(now) or gate:
                         self.store.wire_changed()
+                    self.observe_failover(now)
                     next_tick = mono + self.tick_interval
                     if mono >= next_stats:  # kernel drops visible within a second, not a check interval
                         self._update_kernel_stats()

@@ -1,0 +1,223 @@
+"""Failover timing from the wire: every change of master, its gap or overlap, and time accounts.
+
+The wire's peer table keeps, per router, the start of its current advertising run (`first_seen`: the
+first advert after a silence or a priority-0 advert), its last advert (`last_seen`) and its last
+priority-0 advert. Those are packet timestamps, so timing derived from them is as exact as the
+capture, whatever the moment this tracker looks (`observe`, a few times a second).
+
+What counts (per interface, family, VRID):
+
+* A router *covers* its advertising run, from its first advert to its last one (a run survives a lost
+  advert or two: the table starts a new run only after RUN_GAP intervals of silence), or to its
+  priority-0 advert (it resigned then). A run that ended is extended to the first advert of a router
+  that would win against it (priority at least its own) arriving within one advert interval of its
+  last advert: that is a handover (a preemption: keepalived's master yields the moment it hears the
+  better advert), not a gap. Covered by exactly one router: one master. By none: **masterless**. By
+  two or more: **more than one master** (a preemption's race of a few milliseconds, or a split
+  brain). `masterless_seconds` and `multi_master_seconds` add those up and `observed_seconds` is all
+  the time accounted, so `1 - (masterless + multi) / observed` over any window (`rate()` of the
+  counters) is the VRID's availability as the wire shows it.
+* Whether a run has ended is known one advert interval later, so time is accounted up to
+  1.5 intervals (plus `SETTLE`, for packets stamped just before a look) behind now.
+* A **master change** is counted when a router other than the last master becomes the only one
+  covering the accounted present. Its **gap** is from the old master's last advert (or its priority-0
+  advert) to the new master's first advert, the masterless time clients of the VIP live through: a
+  graceful stop's skew time, a crash's master-down interval (3 x advert_int + skew). A handover has
+  no gap: its **overlap** (the old master still advertising after the new one's first advert, usually
+  0) is observed instead.
+* Time before the first advert heard on a VRID, and time the sniffer was not listening (exporter
+  restarts, capture failures, and the 1.5 intervals not yet accounted when a capture stopped), is
+  unknown, never downtime: `unobserved_seconds` reports the latter.
+
+What it cannot see: a master that is silent yet still MASTER (keepalived re-arms a master's timer on
+every advert it hears, even dropped ones) reads as masterless here; the fused split-brain verdict uses
+the other witnesses for that. This accounting is what the adverts prove, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ka_exporter.model import FailoverEvent, Histogram, VridTiming, WirePeer
+
+__all__ = ["SETTLE", "FailoverTracker", "last_word", "measure", "spans", "successor"]
+
+VridKey = tuple[str, str, int]  # (interface, family, vrid), as verdicts.wire.VridKey
+
+SETTLE = 0.05  # seconds: packets stamped just before a look may not be in the table yet
+MAX_VRIDS = 1024  # bounded: VRIDs are keyed by what the network sends
+
+
+@dataclass(slots=True)
+class _Vrid:
+    cursor: float  # accounted up to here
+    interval: float = 1.0  # the VRID's advert interval, as last heard
+    master: str | None = None
+    master_end: float | None = None  # the current master's last advert (or its priority-0 advert)
+    master_changes: int = 0
+    masterless: float = 0.0
+    multi: float = 0.0
+    observed: float = 0.0
+    unobserved: float = 0.0
+    gaps: Histogram = field(default_factory=Histogram)
+    overlaps: Histogram = field(default_factory=Histogram)
+
+
+def last_word(p: WirePeer) -> float:
+    """The router's last advert as master: its priority-0 advert if it resigned, else its last advert."""
+    if p.priority == 0 and p.last_priority_zero is not None:
+        return p.last_priority_zero
+    return p.last_seen
+
+
+def successor(p: WirePeer, group: list[WirePeer]) -> WirePeer | None:
+    """The router that took over from `p` in a handover: it would win against `p` and its run began
+    within one interval after `p`'s last advert (before `p` was due to advertise again)."""
+    if p.priority == 0:
+        return None  # p resigned: whoever follows, there was a gap
+    best: WirePeer | None = None
+    for q in group:
+        if q is p or q.priority < p.priority:
+            continue
+        if p.last_seen < q.first_seen <= p.last_seen + p.interval and (
+            best is None or q.first_seen < best.first_seen
+        ):
+            best = q
+    return best
+
+
+def spans(group: list[WirePeer], horizon: float) -> list[tuple[float, float]]:
+    """Each router's covered span (see the module docstring), clipped to `horizon`."""
+    out = []
+    for p in group:
+        end = last_word(p)
+        after = successor(p, group)
+        if after is not None:
+            end = after.first_seen
+        out.append((p.first_seen, min(end, horizon)))
+    return out
+
+
+def measure(covered: list[tuple[float, float]], lo: float, hi: float) -> tuple[float, float]:
+    """Of [lo, hi]: (time covered by no span, time covered by two or more)."""
+    if hi <= lo:
+        return 0.0, 0.0
+    edges: list[tuple[float, int]] = []
+    for start, end in covered:
+        a, b = max(start, lo), min(end, hi)
+        if b > a:
+            edges += [(a, 1), (b, -1)]
+    edges.sort()
+    none = multi = 0.0
+    depth, at = 0, lo
+    for t, d in edges:
+        if depth == 0:
+            none += t - at
+        elif depth >= 2:
+            multi += t - at
+        depth += d
+        at = t
+    none += hi - at  # depth is 0 again after the last edge
+    return none, multi
+
+
+class FailoverTracker:
+    """Fed the wire's routers a few times a second; keeps each VRID's accounts and recent changes."""
+
+    def __init__(self, history: int = 64, max_vrids: int = MAX_VRIDS) -> None:
+        self._vrids: dict[VridKey, _Vrid] = {}
+        self.events: deque[FailoverEvent] = deque(maxlen=history)
+        self.max_vrids = max_vrids
+        self.dropped_vrids = 0
+
+    def observe(self, peers: Iterable[WirePeer], now: float, listening_since: float | None) -> None:
+        """Account the time up to the horizon from the routers' runs; `listening_since` None: the
+        sniffer is not listening (that time is unobserved)."""
+        groups: dict[VridKey, list[WirePeer]] = {}
+        for p in peers:
+            groups.setdefault((p.interface, p.family, p.vrid), []).append(p)
+        for key, group in groups.items():
+            v = self._vrids.get(key)
+            if v is None:
+                if len(self._vrids) >= self.max_vrids:
+                    self.dropped_vrids += 1
+                    continue
+                # Known from its first advert on: before that, nothing was heard (unknown, not down).
+                v = self._vrids[key] = _Vrid(cursor=min(p.first_seen for p in group))
+            self._account(key, v, group, now, listening_since)
+        for key, v in self._vrids.items():
+            if key not in groups:  # its routers left the table (linger): nobody covers it any more
+                self._account(key, v, [], now, listening_since)
+
+    def _account(
+        self, key: VridKey, v: _Vrid, group: list[WirePeer], now: float, listening_since: float | None
+    ) -> None:
+        # A run's end is known one interval after its last advert: account up to 1.5 intervals back.
+        interval = max((p.interval for p in group), default=v.interval)
+        v.interval = interval
+        horizon = now - SETTLE - 1.5 * interval
+        if listening_since is None:
+            if horizon > v.cursor:
+                v.unobserved += horizon - v.cursor
+                v.cursor = horizon
+            return
+        if listening_since > v.cursor:  # the sniffer restarted: the time in between is unknown
+            v.unobserved += min(listening_since, horizon) - v.cursor
+            v.cursor = min(listening_since, horizon)
+        if horizon <= v.cursor:
+            return
+        covered = spans(group, horizon)
+        none, multi = measure(covered, v.cursor, horizon)
+        v.masterless += none
+        v.multi += multi
+        v.observed += horizon - v.cursor
+        v.cursor = horizon
+        # Who is master at the horizon?
+        covering = [p for p, (a, b) in zip(group, covered, strict=True) if a <= horizon <= b]
+        old = next((p for p in group if p.source == v.master), None)
+        if old is not None:
+            v.master_end = last_word(old)
+        if len(covering) != 1:
+            return  # nobody (a gap in progress) or several (an overlap or split brain in progress)
+        (new,) = covering
+        if new.source == v.master:
+            return
+        if v.master is None or v.master_end is None:
+            v.master, v.master_end = new.source, last_word(new)  # the first master heard: no change
+            return
+        if old is not None and successor(old, group) is new:
+            overlap = max(0.0, old.last_seen - new.first_seen)
+            v.overlaps = v.overlaps.observe(overlap)
+            event = FailoverEvent(key, new.first_seen, v.master, new.source, overlap=overlap)
+        elif new.first_seen >= v.master_end:
+            gap = new.first_seen - v.master_end
+            v.gaps = v.gaps.observe(gap)
+            event = FailoverEvent(key, new.first_seen, v.master, new.source, gap=gap)
+        else:  # the old master went on advertising after the new one's first advert, then stopped
+            overlap = v.master_end - new.first_seen
+            v.overlaps = v.overlaps.observe(overlap)
+            event = FailoverEvent(key, new.first_seen, v.master, new.source, overlap=overlap)
+        v.master_changes += 1
+        v.master, v.master_end = new.source, last_word(new)
+        self.events.append(event)
+
+    def timings(self) -> tuple[VridTiming, ...]:
+        return tuple(
+            VridTiming(
+                key=k,
+                master=v.master,
+                master_changes=v.master_changes,
+                masterless_seconds=v.masterless,
+                multi_master_seconds=v.multi,
+                observed_seconds=v.observed,
+                unobserved_seconds=v.unobserved,
+                gaps=v.gaps,
+                overlaps=v.overlaps,
+            )
+            for k, v in sorted(self._vrids.items())
+        )
+
+    def recent(self) -> tuple[FailoverEvent, ...]:
+        return tuple(self.events)
