@@ -71,8 +71,9 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
     )
     split = GaugeMetricFamily(
         "keepalived_wire_split_brain",
-        "1 while two or more routers advertise this VRID concurrently (never during a failover, "
-        "graceful stop or preemption).",
+        "1 while two or more routers advertise this VRID concurrently, or one of two routers that drop "
+        "each other's adverts fell silent without resigning while the other advertises (presumed "
+        "master, at most 5 minutes); never during a failover, graceful stop or preemption.",
         labels=VRID_LABELS,
     )
     nomaster = GaugeMetricFamily(
