@@ -48,6 +48,7 @@ from ka_exporter.model import Snapshot, VipAnswers, VrrpState, WirePeer
 from ka_exporter.verdicts.vips import canonical_ip, held_addresses
 from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
+    MAX_CONCURRENT,
     VridKey,
     advertising,
     configured_vrids,
@@ -204,8 +205,10 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
         if v is not None and v.split_brain:
             witnesses.add("wire")
         others = active_other(group, now, snap.addresses_changed)
-        others_or_presumed = bool(others) or any(
-            not p.local and presumed_master(p, group, now) for p in group
+        # (pairwise: bounded like the wire's own search; a crowd on one VRID is split brain anyway)
+        others_or_presumed = bool(others) or (
+            len(group) <= MAX_CONCURRENT
+            and any(not p.local and presumed_master(p, group, now) for p in group)
         )
         if snap.addresses is not None and mine & held and others_or_presumed:
             witnesses.add("address")
