@@ -111,7 +111,8 @@ def _fused(snap: Snapshot) -> list[Condition]:
                 Condition(
                     "split_brain",
                     labels,
-                    f"split brain on {where} (witness: {why}): {routers or 'no router on the wire'}",
+                    f"split brain: {v.masters} routers advertise as master for {where} (witness: {why}): "
+                    f"{routers or 'no router on the wire'}",
                     (("witnesses", why), ("routers", routers)),
                 )
             )

@@ -301,3 +301,17 @@ def test_the_peer_table_reports_a_new_masters_second_advert() -> None:
     after = [table.update(a) for a in every(PEER, 3.2, 4.0, interval=0.1, version=3)]
     assert after[:3] == [True, True, False]  # a new router; its run reached two adverts; steady
     assert not any(after[2:])
+
+
+def test_no_silent_master_after_this_hosts_own_priority_zero_advert() -> None:
+    # SIGTERM: keepalived sends priority 0 and removes its VIPs, then takes a second to exit; a dump read
+    # meanwhile may still say MASTER. It resigned on the wire: not a silent master, not split brain.
+    resigned = peer(ME, local=True, last=NOW - 0.9, priority=0)
+    s = snap(
+        (resigned, peer(PEER, first=NOW - 0.6)),
+        held=False,
+        state=VrrpState.MASTER,
+        addresses_changed=NOW - 0.9,
+    )
+    v = one(s)
+    assert not v.silent_master and v.witnesses == frozenset()

@@ -24,8 +24,10 @@ No single witness sees every dual master (see the README's "which vantage point 
   this host advertise it for the VRID's hold time (counted from its last advert, or from the last
   change of its addresses if later: becoming MASTER adds the VIPs as the first advert goes out),
   while another router advertises it (someone
-  else took over, or its adverts silence ours). `silent_master` alone (no other router) is
-  reported as `keepalived_master_silent` without calling it split brain.
+  else took over, or its adverts silence ours). Never after this host's own priority-0 advert: it
+  resigned (SIGTERM, FAULT), and a MASTER claim read before that (a dump) is stale.
+  `silent_master` alone (no other router) is reported as `keepalived_master_silent` without calling
+  it split brain.
 * ``l2``: the ARP/ND witness (`Snapshot.l2`, `sources/l2.py`). Answerers are *other* hosts' MACs
   (a host does not hear its own replies): two distinct answerers, or two answers to one probe, is
   two holders from anywhere; one answer to a probe this node sent after its addresses last changed,
@@ -73,6 +75,7 @@ class FusedVerdict:
     foreign: tuple[str, ...] = ()  # advertising sources that are none of ours (unicast peers known)
     dead_vips: tuple[str, ...] = ()  # VIPs nobody answers for while a master advertises
     routers: tuple[str, ...] = ()  # "source priority N[ (this host)]" of the routers on the wire
+    masters: int = 0  # the wire's count of routers advertising as master (verdicts.wire)
 
     @property
     def key(self) -> VridKey:
@@ -147,7 +150,10 @@ def silent_master(snap: Snapshot, key: VridKey, peers: Sequence[WirePeer], hold:
     listening = listening_from(snap.wire_stats)
     if listening is None or not listening.covers(key[0]) or listening.listened(now) < hold:
         return False
-    last = max((p.last_seen for p in peers if p.local and p.priority > 0), default=None)
+    mine = [p for p in peers if p.local]
+    if any(p.priority == 0 for p in mine):
+        return False  # its latest advert resigned (SIGTERM, FAULT): a MASTER claim is from before that
+    last = max((p.last_seen for p in mine), default=None)
     if snap.addresses_changed is not None and (last is None or snap.addresses_changed > last):
         last = snap.addresses_changed  # it took its VIPs then: its claim is no older than that
     return last is None or now - last > hold
@@ -242,6 +248,7 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
                         f"{p.source}{' (this host)' if p.local else ''} priority {p.priority}" for p in group
                     )
                 ),
+                masters=v.masters if v is not None else 0,
             )
         )
     return tuple(out)
