@@ -17,7 +17,8 @@ from typing import Any
 
 POLL = 0.05
 _LINE = re.compile(
-    r"^(keepalived_split_brain(?:_witness)?|keepalived_vip_status|keepalived_wire_last_advert_timestamp_seconds)"
+    r"^(keepalived_split_brain(?:_witness)?|keepalived_vip_status|keepalived_wire_last_advert_timestamp_seconds"
+    r"|keepalived_master_silent)"
     r"\{([^}]*)\} (\S+)$",
     re.M,
 )
@@ -32,6 +33,7 @@ class Sample:
     holds: float | None  # keepalived_vip_status for the VIP (node exporters)
     witnesses: frozenset[str]
     last_adverts: tuple[tuple[str, float], ...] = ()  # (source, last advert time) on the VRID
+    silent: float | None = None  # keepalived_master_silent for the VRID
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Poller:
         split = holds = None
         witnesses: set[str] = set()
         lasts: list[tuple[str, float]] = []
+        silent = None
         for name, labels, value in _LINE.findall(text):
             lab = dict(_LABEL.findall(labels))
             if name == "keepalived_vip_status":
@@ -62,11 +65,13 @@ class Poller:
             elif lab.get("vrid") == self.vrid:
                 if name == "keepalived_wire_last_advert_timestamp_seconds":
                     lasts.append((lab["source"], float(value)))
+                elif name == "keepalived_master_silent":
+                    silent = float(value)
                 elif name == "keepalived_split_brain":
                     split = float(value)
                 elif float(value) == 1.0:
                     witnesses.add(lab["witness"])
-        self.samples.append(Sample(t0, t1, split, holds, frozenset(witnesses), tuple(lasts)))
+        self.samples.append(Sample(t0, t1, split, holds, frozenset(witnesses), tuple(lasts), silent))
 
     def between(self, since: float, until: float) -> list[Sample]:
         return [s for s in self.samples if s.start >= since and s.end <= until]

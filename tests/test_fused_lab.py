@@ -337,6 +337,11 @@ def test_no_false_alarm_over_normal_transitions(fast: Rig, basic: Rig) -> None:
     until = time.time()
     for rig in (fast, basic):
         assert_clear(rig.polling, rig.ws, since, until)
+        for n in rig.ws:  # nor does a node's keepalived ever read as a silent master
+            silent = [
+                round(s.start - since, 2) for s in rig.polling[n].between(since, until) if s.silent == 1.0
+            ]
+            assert silent == [], f"{n}: keepalived_master_silent read 1 at {silent[:10]}"
     polls = sum(len(rig.polling[n].between(since, until)) for rig in (fast, basic) for n in rig.ws)
     print(f"no false alarm: {done} transitions, {polls} polls, {until - t0:.0f} s")
     assert done >= 50
