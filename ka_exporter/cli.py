@@ -232,6 +232,21 @@ class _Commands(click.Group):
     help="Seconds a condition must hold (or be gone) before the hook runs.",
 )
 @click.option(
+    "--watchdog.max-concurrent",
+    "watchdog_max_concurrent",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="Hooks running at once, at most (one at a time per condition; the rest wait in a queue).",
+)
+@click.option(
+    "--watchdog.unconfigured-vrids/--no-watchdog.unconfigured-vrids",
+    "watchdog_unconfigured_vrids",
+    default=False,
+    show_default=True,
+    help="Also run the hook for VRIDs only heard on the wire, not in keepalived.conf (an observer).",
+)
+@click.option(
     "--log.level",
     "log_level",
     type=click.Choice(logs.LEVELS),
@@ -288,6 +303,8 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         watchdog_exec=kw["watchdog_exec"],
         watchdog_timeout=kw["watchdog_timeout"],
         watchdog_debounce=kw["watchdog_debounce"],
+        watchdog_max_concurrent=kw["watchdog_max_concurrent"],
+        watchdog_unconfigured_vrids=kw["watchdog_unconfigured_vrids"],
         log_level=kw["log_level"],
         log_format=kw["log_format"],
     )

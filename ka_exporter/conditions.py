@@ -20,6 +20,7 @@ VIP_MISMATCH_HOLD = 2.0
 
 KINDS = (
     "keepalived_down",
+    "keepalived_frozen",
     "split_brain",
     "no_master",
     "vip_mismatch",
@@ -35,6 +36,7 @@ SEVERITY = {
     "vip_unanswered": 2,
     "no_master": 2,
     "keepalived_down": 2,
+    "keepalived_frozen": 2,
     "vip_mismatch": 1,
     "wire_conflict": 1,
 }
@@ -64,6 +66,7 @@ def evaluate(snap: Snapshot) -> list[Condition]:
     """Every condition that holds in this snapshot."""
     out: list[Condition] = []
     out.extend(_keepalived_down(snap))
+    out.extend(_keepalived_frozen(snap))
     out.extend(_fused(snap))
     out.extend(_wire(snap))
     out.extend(_vip_mismatch(snap))
@@ -209,5 +212,21 @@ def _keepalived_down(snap: Snapshot) -> list[Condition]:
             (("hostname", snap.hostname),),
             f"keepalived is not running on {snap.hostname} but keepalived.conf configures "
             f"{len(snap.config.instances) if snap.config else 0} instance(s)",
+        )
+    ]
+
+
+def _keepalived_frozen(snap: Snapshot) -> list[Condition]:
+    """keepalived runs but is stopped (SIGSTOP, a debugger): it sends no advert and answers nothing."""
+    proc = snap.process
+    if proc is None or not proc.running or not proc.stopped_pids:
+        return []
+    pids = ", ".join(str(p) for p in proc.stopped_pids)
+    return [
+        Condition(
+            "keepalived_frozen",
+            (("hostname", snap.hostname),),
+            f"keepalived on {snap.hostname} is stopped (pid {pids} in state T): it runs but does nothing",
+            (("pids", pids),),
         )
     ]

@@ -18,13 +18,15 @@ from ka_exporter import conditions, netns
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.collectors.watchdog import watchdog_part
 from ka_exporter.http import App, HttpServer, Limits
 from ka_exporter.model import KeepalivedConfig, Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
-from ka_exporter.watchdog import HookRunner, Watchdog
+from ka_exporter.verdicts.wire import configured_vrids
+from ka_exporter.watchdog import HookRunner, Watchdog, WatchdogStats
 
 log = logging.getLogger("ka_exporter")
 
@@ -171,7 +173,11 @@ class Exporter:
         self.store = Store(hostname=settings.hostname)
         self.sources: list[Source] = []
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = SnapshotCollector(self.store.snapshot, build_parts(settings))
+        self.watchdog_stats = WatchdogStats()
+        parts = build_parts(settings)
+        if not settings.once:  # the watchdog runs only while serving
+            parts.append(watchdog_part(self.watchdog_stats))
+        self.collector = SnapshotCollector(self.store.snapshot, parts)
         self.registry.register(self.collector)
 
     def enter_netns(self) -> None:
@@ -288,17 +294,38 @@ def log_transitions(snap: Snapshot, states: dict[str, str]) -> None:
 
 def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event) -> Watchdog:
     """Evaluate conditions on every store change; run the hook on transitions (if configured)."""
-    runner = HookRunner(settings.watchdog_exec, settings.watchdog_timeout) if settings.watchdog_exec else None
+    runner = (
+        HookRunner(
+            settings.watchdog_exec,
+            settings.watchdog_timeout,
+            max_concurrent=settings.watchdog_max_concurrent,
+            stats=exporter.watchdog_stats,
+        )
+        if settings.watchdog_exec
+        else None
+    )
     store = exporter.store
 
     states: dict[str, str] = {}
+    last: list[Snapshot] = []
 
     def evaluate() -> tuple[float, str, list[conditions.Condition]]:
         snap = store.snapshot()
+        last[:] = [snap]
         log_transitions(snap, states)
         return snap.time, snap.hostname, conditions.evaluate(snap)
 
-    wd = Watchdog(evaluate, runner, settings.watchdog_debounce)
+    def configured() -> tuple[tuple[str, str, int], ...]:
+        return configured_vrids(last[0]) if last else ()
+
+    wd = Watchdog(
+        evaluate,
+        runner,
+        settings.watchdog_debounce,
+        configured=configured,
+        page_unconfigured=settings.watchdog_unconfigured_vrids,
+        stats=exporter.watchdog_stats,
+    )
 
     def loop() -> None:
         # Evaluate when the store changed, or when a debounce/hold falls due; otherwise sleep (idle

@@ -214,6 +214,8 @@ class ProcessInfo:
     exe: str | None = None
     tmpdir: str | None = None  # TMPDIR from the parent's environment, where its dumps go
     pidfile_problem: str | None = None  # e.g. "pid file /run/k.pid names pid 42 (sleep), not keepalived"
+    stopped_pids: tuple[int, ...] = ()  # keepalived processes stopped (SIGSTOP: State T): frozen
+    rejected: int = 0  # processes named keepalived this exporter could not verify (owner, netns) and ignored
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,55 @@
-"""Small /proc readers shared by the sources: is a pid keepalived, its comm, its environment."""
+"""Small /proc readers shared by the sources: is a pid keepalived, its comm, owner, state, environment;
+and the one pid file reader (a number that cannot be a pid is refused, never passed to the kernel)."""
 
 from __future__ import annotations
 
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
+
+_PID_MAX_FALLBACK = 4_194_304  # the kernel's hard limit (PID_MAX_LIMIT on 64-bit)
+
+
+def pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return _PID_MAX_FALLBACK
+
+
+@dataclass(frozen=True, slots=True)
+class PidFile:
+    """What a pid file says, with what is needed to judge it (owner, when it was written)."""
+
+    pid: int | None  # None: absent, unreadable or not a pid (then `problem` says why)
+    uid: int | None = None
+    mtime: float | None = None
+    problem: str | None = None
+
+
+def read_pid_file(path: Path) -> PidFile:
+    """Read a pid file without following a symlink; only a regular file holding 1..pid_max counts."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return PidFile(None, problem=f"pid file {path} does not exist (is keepalived running?)")
+    except OSError as exc:
+        return PidFile(None, problem=f"cannot read pid file {path}: {exc.strerror or exc}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return PidFile(None, problem=f"pid file {path} is not a regular file")
+        raw = os.read(fd, 64)
+    except OSError as exc:
+        return PidFile(None, problem=f"cannot read pid file {path}: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
+    text = raw.decode("ascii", errors="replace").strip()
+    # A 20-digit number must not reach psutil or pidfd_open (OverflowError): judged as text first.
+    if not text.isdigit() or len(text) > 10 or not 0 < int(text) <= pid_max():
+        return PidFile(None, st.st_uid, st.st_mtime, f"pid file {path} does not hold a pid")
+    return PidFile(int(text), st.st_uid, st.st_mtime)
 
 
 def is_keepalived(pid: int) -> bool:
@@ -22,6 +68,38 @@ def is_keepalived(pid: int) -> bool:
     if exe:
         return os.path.basename(exe.removesuffix(" (deleted)")) == "keepalived"
     return head.startswith("Name:\tkeepalived\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The fields of /proc/PID/status the process source judges by."""
+
+    state: str  # one letter: R S D T t Z X I ...
+    uid: int  # real uid
+    euid: int
+
+
+def status(pid: int) -> Status | None:
+    """State and owner of PID (readable for any process, privileged or not), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            text = f.read(4096)
+    except OSError:
+        return None
+    state = "?"
+    uids: list[int] = []
+    for line in text.splitlines():
+        if line.startswith("State:"):
+            state = line[6:].strip()[:1] or "?"
+        elif line.startswith("Uid:"):
+            try:
+                uids = [int(x) for x in line[4:].split()]
+            except ValueError:
+                return None
+            break
+    if len(uids) < 2:
+        return None
+    return Status(state, uids[0], uids[1])
 
 
 def comm(pid: int) -> str:

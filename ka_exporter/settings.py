@@ -32,6 +32,8 @@ class Settings:
     watchdog_exec: str | None = None
     watchdog_timeout: float = 10.0
     watchdog_debounce: float = 0.0
+    watchdog_max_concurrent: int = 4
+    watchdog_unconfigured_vrids: bool = False
     log_level: str = "info"
     log_format: str = "logfmt"
 

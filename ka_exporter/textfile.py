@@ -17,13 +17,16 @@ def write_atomic(directory: str, content: bytes, filename: str = FILENAME) -> st
     """Write `content` to DIRECTORY/FILENAME so a reader never sees a partial file.
 
     A temporary file is created in the same directory (O_EXCL|O_NOFOLLOW, relative to a directory
-    fd opened with O_NOFOLLOW), written, fsynced and renamed over the target; the directory is then
-    fsynced. rename(2) replaces a symlink planted at the target name instead of following it, and
+    fd; the directory itself may be a symlink to one), written, fsynced and renamed over the target;
+    the directory is then fsynced. rename(2) replaces a symlink planted at the target name instead
+    of following it, and
     the temporary name is random and created exclusively, so nothing is written through a link.
     node_exporter ignores files not ending in .prom, so the temporary file is never read.
     """
     try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # The directory may be a symlink to a directory (the operator chose the path); the files in it
+        # are never opened through a link.
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise TextfileError(f"textfile directory {directory}: {exc.strerror}") from None
     tmp = f".{filename}.{secrets.token_hex(6)}.tmp"

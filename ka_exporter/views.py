@@ -7,12 +7,33 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from dataclasses import dataclass
 
 from ka_exporter import __version__
 from ka_exporter.conditions import Condition
 from ka_exporter.model import Snapshot, VrrpState, WirePeer
 from ka_exporter.verdicts.vips import canonical_ip
+
+# C0 and C1 controls (ESC, CR, BEL, ...), and the invisible Unicode format characters that reorder or
+# hide text (bidi overrides and isolates, zero-width characters, line separators, BOM).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control or invisible format character shown as an escape (ESC -> \\x1b).
+
+    Instance names, interface names, errors and summaries come from keepalived.conf, keepalived and
+    the wire: a terminal must never receive an escape sequence from them, and `check` stays one line.
+    """
+    if not _UNPRINTABLE.search(text):
+        return text
+    return _UNPRINTABLE.sub(lambda m: _escape(m.group()), text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +121,7 @@ def rows(snap: Snapshot, conditions: list[Condition]) -> list[Row]:
 def status_table(snap: Snapshot, conditions: list[Condition]) -> str:
     """A fixed-width table for a terminal, then the conditions and any failed source."""
     rs = rows(snap, conditions)
-    table = [[title for _, title in COLUMNS]] + [[getattr(r, f) for f, _ in COLUMNS] for r in rs]
+    table = [[title for _, title in COLUMNS]] + [[printable(getattr(r, f)) for f, _ in COLUMNS] for r in rs]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in table]
     if not rs:
@@ -109,14 +130,19 @@ def status_table(snap: Snapshot, conditions: list[Condition]) -> str:
     if proc is not None:
         lines.insert(
             0,
-            f"{snap.hostname}: keepalived "
-            + (f"running (pid {proc.pid})" if proc.running else "NOT running"),
+            f"{printable(snap.hostname)}: keepalived "
+            + (f"running (pid {proc.pid})" if proc.running else "NOT running")
+            + (
+                " but STOPPED (pid " + ", ".join(map(str, proc.stopped_pids)) + ")"
+                if proc.stopped_pids
+                else ""
+            ),
         )
     for cond in conditions:
-        lines.append(f"{'CRITICAL' if cond.severity >= 2 else 'WARNING'}: {cond.summary}")
+        lines.append(f"{'CRITICAL' if cond.severity >= 2 else 'WARNING'}: {printable(cond.summary)}")
     for h in snap.sources:
         if not h.up:
-            lines.append(f"source {h.name} failing: {h.error}")
+            lines.append(f"source {h.name} failing: {printable(h.error or '')}")
     return "\n".join(lines) + "\n"
 
 
@@ -148,12 +174,15 @@ def check_result(snap: Snapshot, conditions: list[Condition]) -> tuple[int, str]
         f"warning={len(warn)};1",
         f"sources_failed={len(failed)};1",
     ]
-    return code, f"KEEPALIVED {word} - {text} | {' '.join(perf)}"
+    return code, f"KEEPALIVED {word} - {printable(text)} | {' '.join(perf)}"
 
 
 def landing_page(snap: Snapshot, conditions: list[Condition], telemetry_path: str = "/metrics") -> str:
     """The page at `/`: the same status as `ka-exporter status` and `check`, for a browser."""
-    e = html.escape
+
+    def e(text: str) -> str:
+        return html.escape(printable(text))
+
     rs = rows(snap, conditions)
     code, _line = check_result(snap, conditions)
     overall = ("ok", "warning", "critical")[code]

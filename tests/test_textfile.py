@@ -26,13 +26,18 @@ def test_write_replaces_a_planted_symlink_instead_of_following_it(tmp_path):
     assert sorted(os.listdir(out)) == ["keepalived.prom"]  # no temporary file left behind
 
 
-def test_symlinked_directory_is_refused(tmp_path):
+def test_a_directory_that_is_a_symlink_to_a_directory_works(tmp_path):
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
+    write_atomic(str(tmp_path / "link"), b"x 1\n")
+    assert sorted(os.listdir(real)) == ["keepalived.prom"]
+    assert (real / "keepalived.prom").read_bytes() == b"x 1\n"
+    # A symlink to a file is still not a directory: one line, nothing written.
+    (tmp_path / "file").write_text("")
+    (tmp_path / "flink").symlink_to(tmp_path / "file")
     with pytest.raises(TextfileError, match="textfile directory"):
-        write_atomic(str(tmp_path / "link"), b"x 1\n")
-    assert list(real.iterdir()) == []
+        write_atomic(str(tmp_path / "flink"), b"x 1\n")
 
 
 def test_missing_directory_is_one_line(tmp_path):

@@ -192,7 +192,8 @@ def _v4_v3(vrid: int = 7, prio: int = 100, cs: int = 100, ttl: int = 255, dst: s
         (lambda b: b[:20] + b"\x41" + b[21:], "bad_version"),
         (lambda b: b[:20] + b"\x32" + b[21:], "bad_type"),
         (lambda b: b[: 20 + 3] + b"\x02" + b[24:], "bad_count"),
-        (lambda b: b[: 20 + 3] + b"\x00" + b[24:], "bad_length"),
+        (lambda b: b[: 20 + 3] + b"\x00" + b[24:], "bad_count"),  # v3 with no address (RFC 5798 5.2.5)
+        (lambda b: b[: 20 + 1] + b"\x00" + b[22:], "bad_vrid"),
         (lambda b: b[: 20 + 4] + b"\x00\x00" + b[26:], "bad_interval"),
         (lambda b: b[: 20 + 2] + bytes([b[22] ^ 1]) + b[23:], "bad_checksum"),
     ],
@@ -217,6 +218,17 @@ def test_v3_ipv4_with_keepalived_v2_style_checksum_is_accepted() -> None:
     adv = _dec(good[:20] + bytes(v))
     assert isinstance(adv, Advert)
     assert adv.version == 3
+
+
+def test_vrid_0_and_v3_without_addresses_are_invalid_but_v2_without_addresses_is_kept() -> None:
+    # Valid checksums: only the rule under test can reject them.
+    assert _dec(_v4_v3(vrid=0)) == Invalid("bad_vrid")
+    empty = bytes(IP(src="10.1.2.3", dst="224.0.0.18", ttl=255, proto=112) / VRRPv3(vrid=7, addrlist=[]))
+    assert _dec(empty) == Invalid("bad_count")
+    v2 = bytes(IP(src="10.1.2.3", dst="224.0.0.18", ttl=255, proto=112) / VRRP(vrid=7, addrlist=[]))
+    assert isinstance(_dec(v2), Advert)
+    v6 = bytes(IPv6(src="fe80::1", dst="ff02::12", hlim=255, nh=112) / VRRPv3(vrid=0, addrlist=["fe80::5"]))
+    assert _dec(v6) == Invalid("bad_vrid")
 
 
 def test_v2_over_ipv6_and_v3_inside_ah_are_rejected() -> None:

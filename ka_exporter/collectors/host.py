@@ -72,6 +72,23 @@ def collect_process(snap: Snapshot) -> Iterator[Metric]:
     )
     restarts.add_metric([], float(proc.restarts))
     yield restarts
+    yield _single(
+        "keepalived_process_stopped",
+        "1 if keepalived's parent or a child is stopped (SIGSTOP, State T): it runs but answers nothing.",
+        1.0 if proc.running and proc.stopped_pids else 0.0,
+    )
+    yield _single(
+        "keepalived_process_unverified",
+        "Processes named keepalived this exporter could not verify (owner, namespace) and did not adopt.",
+        float(proc.rejected),
+    )
+
+
+def _single(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    """A gauge with one unlabelled sample."""
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], value)
+    return g
 
 
 def collect_vips(snap: Snapshot) -> Iterator[Metric]:

@@ -61,11 +61,12 @@ INVALID_REASONS: tuple[str, ...] = (
     "bad_version",  # VRRP version not 2/3, or v2 over IPv6
     "bad_type",  # not an ADVERTISEMENT (type 1)
     "bad_ttl",  # multicast advert with TTL / hop limit != 255
-    "bad_count",  # address count does not fit the VRRP length
+    "bad_count",  # address count does not fit the VRRP length, or a VRRPv3 advert with no address
     "bad_length",  # bytes left over after the addresses (and v2 auth data)
     "bad_interval",  # advert interval 0
     "bad_auth",  # v2 auth type other than 0/1/2, or AH declared without the AH header
     "bad_checksum",
+    "bad_vrid",  # VRID 0 (VRIDs are 1-255)
     "internal",  # a decoder bug (a test proves it never happens); counted, never raised
 )
 
@@ -90,6 +91,7 @@ _BAD_LENGTH = Invalid("bad_length")
 _BAD_INTERVAL = Invalid("bad_interval")
 _BAD_AUTH = Invalid("bad_auth")
 _BAD_CHECKSUM = Invalid("bad_checksum")
+_BAD_VRID = Invalid("bad_vrid")
 _INTERNAL = Invalid("internal")
 
 _from_bytes = int.from_bytes
@@ -271,7 +273,11 @@ def decode(
         if ttl != 255 and multicast:
             return _BAD_TTL
 
+        if packet[off + 1] == 0:
+            return _BAD_VRID
         count = packet[off + 3]
+        if count == 0 and version == 3:
+            return _BAD_COUNT  # RFC 5798 5.2.5: Count IPvX Addr is at least 1
         asize = 16 if inet6 else 4
         alen = asize * count
         need = 8 + alen + (8 if version == 2 else 0)

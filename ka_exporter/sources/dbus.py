@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -217,6 +218,7 @@ class DbusSource(Source):
         service: str = SERVICE,
         call_timeout: float = 2.0,
         dump_timeout: float = 10.0,
+        liveness_interval: float = 1.0,
     ) -> None:
         super().__init__(store)
         self.address = resolve_address(address)
@@ -224,6 +226,13 @@ class DbusSource(Source):
         self.on_change = on_change
         self.call_timeout = call_timeout
         self.dump_timeout = dump_timeout
+        # Liveness: every `liveness_interval` s the signal loop asks the bus who owns keepalived's name,
+        # with a deadline of `call_timeout` s. A frozen dbus-daemon (SIGSTOP) sends no signal and no
+        # error: without this the source would stay up on a dead bus. No answer: the source goes down
+        # and hands over to the dumps (within liveness_interval + call_timeout, 3 s by default).
+        self.liveness_interval = liveness_interval
+        self.pings = 0
+        self._bus_down = threading.Event()
         self._views: dict[str, InstanceView] = {}
         self._vrrp_path = f"{ROOT}/Vrrp"
         self._client: BusClient | None = None
@@ -319,9 +328,14 @@ class DbusSource(Source):
             client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_INSTANCE))
             client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_VRRP))
             self._refresh_or_report(client)
+            self._bus_down.clear()
             lost = client.signals_lost
+            next_ping = time.monotonic() + self.liveness_interval
             while not self.stopping:
-                sig = client.next_signal(timeout=30.0)
+                sig = client.next_signal(timeout=max(0.0, next_ping - time.monotonic()))
+                if time.monotonic() >= next_ping:
+                    self._ping(client)  # raises TimeoutError when the bus does not answer in time
+                    next_ping = time.monotonic() + self.liveness_interval
                 if client.signals_lost != lost:
                     # The queue overflowed: some states were missed. Everything still queued is older
                     # than what a fresh read returns, so drop it rather than replay it over the read.
@@ -334,6 +348,16 @@ class DbusSource(Source):
             with self._client_lock:
                 self._client = None
             client.close()
+
+    def _ping(self, client: BusClient) -> None:
+        """The liveness call: the bus answers within call_timeout (TimeoutError if not)."""
+        try:
+            client.name_owner(self.service)  # keepalived leaving is told by NameOwnerChanged
+        except TimeoutError:
+            self._bus_down.set()
+            log.debug("dbus: liveness call got no answer within %g s", self.call_timeout)
+            raise
+        self.pings += 1
 
     def _handle(self, client: BusClient, sig: Signal) -> None:
         self.signals_handled += 1
@@ -533,8 +557,8 @@ class DbusSource(Source):
         (the caller signals instead) and returns False, as does any failure (logged once per cause).
         """
         member = _DUMP_METHODS.get(kind)
-        if member is None:
-            return False
+        if member is None or self._bus_down.is_set():
+            return False  # no JSON method, or the bus missed its liveness deadline: signal instead
         call = Call(self.service, self._vrrp_path, IFACE_VRRP, member)
         with self._dump_lock:
             for attempt in (1, 2):

@@ -35,12 +35,25 @@ writes the same files (only the path matters).
 
 ``signal=False`` (``--no-keepalived.signal``) reads whatever dumps are there without asking keepalived
 (support bundles): data, plus JSON or stats when present.
+
+What is read, and what is refused (each refusal is one line, the source goes down, the others go on):
+
+- a dump is opened relative to its directory with ``O_NOFOLLOW`` (a symlink planted in place of a dump
+  is never followed) and ``O_NONBLOCK`` (a FIFO cannot hang the source);
+- it must be a regular file owned by keepalived's user (the uid keepalived runs as, root when unknown)
+  or by this exporter's own user: in a 1777 directory anyone can create ``keepalived.data`` first;
+- its directory must not be writable by others unless it is sticky (/tmp is);
+- at most ``max_bytes`` (64 MiB) are read: a larger file is refused from its size, before any read,
+  so memory stays bounded whatever is planted;
+- it must be complete: closed after writing (inotify) and not empty, and the same size and mtime after
+  the read as before it; a file still growing is refused (and asked for again at the next refresh).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import select
@@ -57,7 +70,7 @@ from pathlib import Path
 from ka_exporter.caps import explain
 from ka_exporter.model import InstanceView
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_json, parse_stats
-from ka_exporter.procfs import comm, environ, is_keepalived
+from ka_exporter.procfs import comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
 
@@ -122,15 +135,64 @@ def _ask_signum(binary: str, name: str) -> int | None:
 
 def _read_pid(path: Path) -> tuple[int | None, str | None]:
     """(pid, None) or (None, one-line reason)."""
+    pf = read_pid_file(path)
+    return pf.pid, pf.problem
+
+
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class DumpRefusedError(Exception):
+    """A dump that must not be read; the message is the one line that says why."""
+
+
+def read_dump(path: Path, owners: frozenset[int], max_bytes: int = MAX_BYTES) -> bytes:
+    """The whole content of one dump, or DumpRefusedError / OSError (rules: the module docstring)."""
+    directory = path.parent
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-    except FileNotFoundError:
-        return None, f"pid file {path} does not exist (is keepalived running?)"
-    except OSError as exc:
-        return None, f"cannot read pid file {path}: {exc.strerror or exc}"
-    if not text.isdigit() or int(text) <= 0:
-        return None, f"pid file {path} does not hold a pid"
-    return int(text), None
+        dst = os.fstat(dfd)
+        if dst.st_mode & 0o022 and not dst.st_mode & stat.S_ISVTX and dst.st_uid not in owners:
+            raise DumpRefusedError(
+                f"dump directory {directory} is writable by others and not sticky: not reading it"
+            )
+        try:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DumpRefusedError(f"{path} is a symlink: not following it") from None
+            raise
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DumpRefusedError(f"{path} is not a regular file: not reading it")
+        if st.st_uid not in owners:
+            want = " or ".join(f"uid {u}" for u in sorted(owners))
+            raise DumpRefusedError(
+                f"{path} is owned by uid {st.st_uid}, not keepalived's user ({want}): not reading it"
+            )
+        if st.st_size > max_bytes:
+            raise DumpRefusedError(
+                f"{path} is {st.st_size} bytes, over the {max_bytes}-byte cap: not reading it"
+            )
+        chunks: list[bytes] = []
+        got = 0
+        while got <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if got > max_bytes:
+        raise DumpRefusedError(f"{path} grew past the {max_bytes}-byte cap while being read: not using it")
+    if got != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise DumpRefusedError(f"{path} was still being written: not using it")
+    return b"".join(chunks)
 
 
 def _binary(pid: int) -> str | None:
@@ -188,8 +250,9 @@ class _Watch:
         """Files closed-after-write within `timeout` seconds (empty list on timeout)."""
         if self.fd < 0:
             return []
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if not ready:
+        poller = select.poll()  # not select(): descriptors above 1023 are fine
+        poller.register(self.fd, select.POLLIN)
+        if not poller.poll(int(max(0.0, timeout) * 1000)):
             return []
         try:
             buf = os.read(self.fd, 65536)
@@ -221,7 +284,7 @@ _Stat = tuple[int, int, int]  # (mtime_ns, size, inode)
 
 def _stat(path: Path) -> _Stat | None:
     try:
-        st = path.stat()
+        st = os.lstat(path)  # a planted symlink is judged as itself, never through its target
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -264,6 +327,7 @@ class DumpSource(Source):
         timeout: float = 3.0,
         min_gap: float = 1.0,
         inotify: bool = True,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         super().__init__(store)
         self.dumps_dir = dumps_dir
@@ -273,6 +337,8 @@ class DumpSource(Source):
         self.requester = requester
         self.timeout = timeout
         self.min_gap = min(min_gap, interval)
+        self.max_bytes = max_bytes
+        self._owners: frozenset[int] = frozenset({0, os.geteuid()})
         self.inotify = inotify  # False: size and mtime stable across two looks, 20 ms apart
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one refresh at a time (run loop vs --once callers)
@@ -385,9 +451,14 @@ class DumpSource(Source):
                 pid = None
             except OSError:
                 pidfd = None  # no pidfd support: plain kill() below, after the same check
+            what: str | None = None
             if pid is not None and not is_keepalived(pid):
+                what = "not keepalived"
+            elif pid is not None and (owner := status(pid)) is not None and owner.uid != 0:
+                what = f"a keepalived run by uid {owner.uid}, not root"  # not the daemon: never signalled
+            if pid is not None and what is not None:
                 pid_error = (
-                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is not keepalived:"
+                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is {what}:"
                     " not signalling it"
                 )
                 if pidfd is not None:
@@ -398,6 +469,8 @@ class DumpSource(Source):
             return pid_error or f"no keepalived pid in {self.pid_file}"
         if pid_error is not None and asking:
             log.debug("%s; asking through D-Bus only", pid_error)
+        ka = status(pid) if pid is not None else None
+        self._owners = frozenset({ka.uid if ka is not None else 0, os.geteuid()})
         dirs, shown = self._dirs(pid)
         if not dirs:
             if pidfd is not None:
@@ -463,6 +536,9 @@ class DumpSource(Source):
     def _request(self, target: _Target, kinds: list[str]) -> tuple[dict[str, Path], str | None]:
         """Ask for each kind of dump and wait until the files are fresh and complete."""
         before = {p: _stat(p) for p in self._candidates(target.dirs, kinds)}
+        for path in before:
+            if path.is_symlink():  # keepalived will not write through it, and it is never followed
+                return {}, f"{path} is a symlink: not following it (remove it so keepalived can write there)"
         watch = _Watch(target.dirs if self.inotify else ())
         try:
             sent: list[str] = []
@@ -531,6 +607,8 @@ class DumpSource(Source):
                 now = _stat(path)
                 if now is None or now == before.get(path):
                     continue  # not (re)written since the request
+                if now[1] == 0:
+                    continue  # created, not written yet (keepalived never writes an empty dump)
                 if path in closed or (not watch.active and seen.get(path) == now):
                     found[kind] = path  # closed after writing, or stable across two looks
                 seen[path] = now
@@ -557,7 +635,9 @@ class DumpSource(Source):
         raw: dict[str, bytes] = {}
         for kind, path in files.items():
             try:
-                raw[kind] = path.read_bytes()
+                raw[kind] = read_dump(path, self._owners, self.max_bytes)
+            except DumpRefusedError as exc:
+                return None, str(exc), False
             except FileNotFoundError:
                 return None, f"{path} vanished before it could be read", False
             except PermissionError:

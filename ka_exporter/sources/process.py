@@ -1,9 +1,27 @@
-"""The process source: is keepalived running in the watched namespace, which pids, since when."""
+"""The process source: is keepalived running in the watched namespace, which pids, since when.
+
+It adopts a process as "keepalived" only when it can verify it, and never on its name alone:
+
+- it is keepalived (``/proc/PID/exe``, or the name when exe cannot be read) and not a zombie;
+- it runs as root (keepalived needs it; a program called keepalived that another user started is not it);
+- it is in the watched network namespace, judged by ``/proc/PID/ns/net``. Reading that link of a root
+  process needs ptrace rights (root, or CAP_SYS_PTRACE). When it cannot be read, the process is adopted
+  only through the pid file, and only if that file is a regular root-owned file (not a symlink) written
+  no earlier than the process started (a pid recycled after keepalived died started later than its file
+  was written). Without a pid file, an unverifiable process is ignored and counted, never adopted.
+- a child of a keepalived parent that just died (orphaned for a moment before it exits) is never taken
+  for a new parent.
+
+An exit is seen as it happens: the source waits on a pidfd of the parent (poll), so ``keepalived_up``
+drops at once rather than at the next poll. Processes stopped by SIGSTOP (State T) are reported as
+frozen: keepalived is "up" but answers nothing.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +29,15 @@ import psutil
 
 from ka_exporter import netns
 from ka_exporter.model import ProcessInfo
-from ka_exporter.procfs import comm, environ, is_keepalived
+from ka_exporter.procfs import PidFile, comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
 
 log = logging.getLogger("ka_exporter.sources.process")
+
+#: psutil's start time comes from /proc/stat's btime, whole seconds: allow that much (and a little).
+START_SLACK = 2.0
+KEEPALIVED_UID = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,22 +48,12 @@ class _Proc:
 
 
 def read_pidfile(path: Path) -> int | None:
-    """The pid in a pid file, or None when absent or not a number."""
-    try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    """The pid in a pid file, or None when absent, not a regular file or not a plausible pid."""
+    return read_pid_file(path).pid
 
 
 class ProcessSource(Source):
-    """Watches keepalived's processes with psutil.
-
-    The parent is taken from the pid file only if that pid really is keepalived; otherwise (missing,
-    stale or foreign pid file) from a scan for a keepalived whose parent is not keepalived, limited
-    to processes in the watched network namespace so that several keepalived on one host (the lab,
-    containers) are told apart. A pid file naming another program is reported, never trusted.
-    """
+    """Watches keepalived's processes (see the module docstring for what is verified)."""
 
     name = "process"
 
@@ -53,18 +65,53 @@ class ProcessSource(Source):
         self._parent: _Proc | None = None
         self._restarts = 0
         self._child_pids: tuple[int, ...] = ()
+        self._orphans: frozenset[int] = frozenset()  # children of a parent that died: never a parent
         self._child_restarts = 0
+        self._rejected: dict[int, str] = {}  # pid -> why it was not adopted (logged once per pid)
+        self._seen_before = False
 
     def run(self) -> None:
         # The thread inherits the daemon's namespace; remember it from inside the thread.
         self._netns = netns.current_inode()
-        super().run()
+        while not self.stopping:
+            self.run_once()
+            if not self._wait_exit(self.interval):
+                break
+
+    def _wait_exit(self, timeout: float) -> bool:
+        """Sleep up to `timeout`, waking at once if the parent exits (pidfd). False when stopping."""
+        parent = self._parent
+        fd = -1
+        if parent is not None:
+            try:
+                fd = os.pidfd_open(parent.pid)
+            except OSError:
+                fd = -1
+            if fd >= 0 and self._proc(parent.pid) != parent:
+                os.close(fd)  # gone or recycled between the probe and the open: look again now
+                return not self.stopping
+        if fd < 0:
+            return self.sleep(timeout)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            step = 0.25  # also wake for stop() within a quarter second
+            left = timeout
+            while left > 0:
+                if self.stopping:
+                    return False
+                if poller.poll(int(min(step, left) * 1000)):
+                    return not self.stopping  # the parent exited
+                left -= step
+            return not self.stopping
+        finally:
+            os.close(fd)
 
     def run_once(self) -> None:
         try:
             info = self._probe()
         except Exception as exc:  # psutil races (process gone mid-read) are not fatal
-            self.fail(f"process: cannot read the process table: {exc}")
+            self.fail(f"process: cannot read the process table: {type(exc).__name__}: {exc}")
             return
         self.store.set_process(info)
         if info.pidfile_problem:
@@ -77,21 +124,22 @@ class ProcessSource(Source):
     def _probe(self) -> ProcessInfo:
         problem: str | None = None
         parent: _Proc | None = None
-        pid = read_pidfile(self.pid_file)
-        if pid is not None:
-            if is_keepalived(pid) and self._in_netns(pid):
-                parent = self._proc(pid)
-            elif psutil.pid_exists(pid) and not is_keepalived(pid):
-                problem = (
-                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is not keepalived;"
-                    " ignoring it"
-                )
+        pf = read_pid_file(self.pid_file)
+        if pf.pid is not None:
+            parent, problem = self._from_pidfile(pf)
+        elif pf.problem is not None and "does not exist" not in pf.problem:
+            problem = pf.problem
         if parent is None:
             parent = self._scan_parent()
         if parent is None:
+            if self._parent is not None:
+                log.info("keepalived exited: pid %d", self._parent.pid)
+                self._orphans = frozenset(self._child_pids)
             self._parent = None
             self._child_pids = ()
-            return ProcessInfo(running=False, restarts=self._restarts, pidfile_problem=problem)
+            return ProcessInfo(
+                running=False, restarts=self._restarts, pidfile_problem=problem, rejected=len(self._rejected)
+            )
         old = self._parent
         if old is not None and (old.pid, old.create_time) != (parent.pid, parent.create_time):
             self._restarts += 1
@@ -101,6 +149,7 @@ class ProcessSource(Source):
             log.info("keepalived started: pid %d", parent.pid)
         self._seen_before = True
         self._parent = parent
+        self._orphans = frozenset()
         children = self._children(parent.pid)
         if self._child_pids and children and set(children) != set(self._child_pids):
             self._child_restarts += 1
@@ -109,6 +158,9 @@ class ProcessSource(Source):
             exe: str | None = os.readlink(f"/proc/{parent.pid}/exe")
         except OSError:
             exe = None
+        stopped = tuple(
+            p for p in (parent.pid, *children) if (st := status(p)) is not None and st.state in ("T", "t")
+        )
         return ProcessInfo(
             running=True,
             pid=parent.pid,
@@ -119,20 +171,52 @@ class ProcessSource(Source):
             exe=exe,
             tmpdir=environ(parent.pid, "TMPDIR"),
             pidfile_problem=problem,
+            stopped_pids=stopped,
+            rejected=len(self._rejected),
         )
 
-    _seen_before = False
+    def _from_pidfile(self, pf: PidFile) -> tuple[_Proc | None, str | None]:
+        """The parent the pid file names, if it checks out; else (None, why not, when worth saying)."""
+        pid = pf.pid
+        if pid is None:
+            return None, pf.problem
+        if not is_keepalived(pid):
+            if psutil.pid_exists(pid):
+                return None, (
+                    f"pid file {self.pid_file} names pid {pid} ({comm(pid)}), which is not keepalived;"
+                    " ignoring it"
+                )
+            return None, None  # stale: keepalived died (SIGKILL leaves its pid file)
+        why = self._untrusted(pid)
+        if why is None:
+            return self._proc(pid), None
+        if why != "netns unknown":
+            return None, f"pid file {self.pid_file} names pid {pid}, {why}; ignoring it"
+        # The namespace cannot be read: trust the pid file only if keepalived (root) wrote it after
+        # this process started.
+        proc = self._proc(pid)
+        if proc is None:
+            return None, None
+        if pf.uid != KEEPALIVED_UID:
+            return None, f"pid file {self.pid_file} is not owned by root; not trusting pid {pid}"
+        if pf.mtime is not None and proc.create_time > pf.mtime + START_SLACK:
+            return None, None  # started after the file was written: a recycled pid, keepalived is gone
+        return proc, None
 
-    def _in_netns(self, pid: int) -> bool:
+    def _untrusted(self, pid: int) -> str | None:
+        """None if PID passes the owner and namespace checks, else a short reason."""
+        st = status(pid)
+        if st is None:
+            return "which is gone"
+        if st.uid != KEEPALIVED_UID:
+            return f"which runs as uid {st.uid}, not root"
         try:
-            return os.stat(f"/proc/{pid}/ns/net").st_ino == self._netns
+            same = os.stat(f"/proc/{pid}/ns/net").st_ino == self._netns
         except PermissionError:
-            # Reading another user's namespace link needs ptrace access: an unprivileged exporter
-            # cannot tell, so it trusts the pid file and the name (one keepalived per host is the
-            # normal case; several in namespaces need root to be told apart).
-            return True
+            return "netns unknown"  # needs ptrace access (root or CAP_SYS_PTRACE)
         except OSError:
-            return False
+            return "which is gone"
+        return None if same else "which is in another network namespace"
 
     @staticmethod
     def _proc(pid: int) -> _Proc | None:
@@ -142,10 +226,22 @@ class ProcessSource(Source):
         except psutil.Error:
             return None
 
+    def _reject(self, pid: int, why: str) -> None:
+        if pid not in self._rejected:
+            self._rejected[pid] = why
+            if why == "netns unknown":
+                why = (
+                    "its network namespace cannot be read (needs root or CAP_SYS_PTRACE) and no pid file"
+                    " vouches for it"
+                )
+            # Another namespace's keepalived is normal (containers, the lab): not worth an info line.
+            level = logging.DEBUG if "another network namespace" in why else logging.INFO
+            log.log(level, "not adopting keepalived candidate pid %d (%s): %s", pid, comm(pid), why)
+
     def _scan_parent(self) -> _Proc | None:
         # Fast path: the parent we know is still there.
         known = self._parent
-        if known is not None and is_keepalived(known.pid) and self._in_netns(known.pid):
+        if known is not None and is_keepalived(known.pid) and self._untrusted(known.pid) is None:
             again = self._proc(known.pid)
             if again is not None and again.create_time == known.create_time:
                 return again
@@ -156,9 +252,17 @@ class ProcessSource(Source):
                 continue
             ka_pids.add(p.info["pid"])
             found.append(_Proc(p.info["pid"], p.info["ppid"], p.info["create_time"]))
-        parents = [
-            p for p in found if p.ppid not in ka_pids and is_keepalived(p.pid) and self._in_netns(p.pid)
-        ]
+        live = {p.pid for p in found}
+        self._rejected = {pid: why for pid, why in self._rejected.items() if pid in live}
+        parents: list[_Proc] = []
+        for p in found:
+            if p.ppid in ka_pids or p.pid in self._orphans or not is_keepalived(p.pid):
+                continue
+            why = self._untrusted(p.pid)
+            if why is None:
+                parents.append(p)
+            else:
+                self._reject(p.pid, why)
         if not parents:
             return None
         return min(parents, key=lambda p: p.create_time)
