@@ -315,3 +315,36 @@ def test_no_silent_master_after_this_hosts_own_priority_zero_advert() -> None:
     )
     v = one(s)
     assert not v.silent_master and v.witnesses == frozenset()
+
+
+def test_the_fused_metrics_are_promtool_clean_and_name_every_witness() -> None:
+    import shutil
+    import subprocess
+
+    import pytest
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from ka_exporter.collectors import SnapshotCollector
+    from ka_exporter.collectors.fused import collect_fused
+
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed")
+    s = snap((peer(PEER),), held=True, state=None, running=False)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(lambda: s, [collect_fused]))
+    text = generate_latest(reg).decode()
+    done = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'keepalived_split_brain{family="inet",interface="eth0",vrid="51"} 1.0' in text
+    for w in ("wire", "address", "liveness", "l2"):
+        value = "1.0" if w == "address" else "0.0"
+        assert (
+            f'keepalived_split_brain_witness{{family="inet",interface="eth0",vrid="51",witness="{w}"}} {value}'
+            in text
+        )
+    # Nothing to judge (no VRID configured, no wire): no series at all.
+    empty = Snapshot(time=NOW, hostname="x")
+    assert list(collect_fused(empty)) == []
