@@ -318,10 +318,27 @@ def _rows() -> list[tuple[str, list[Panel]]]:
                     "silent master VRID {{vrid}} ({{instance}})",
                 ),
             ),
-            24,
+            16,
             8,
             mappings=_ok_bad("no", "yes"),
             options={"mergeValues": True, "showValue": "never", "rowHeight": 0.9},
+        ),
+        Panel(
+            "stat",
+            "Foreign masters / unanswered VIPs",
+            "Per VRID: routers advertising it that are none of ours (keepalived_foreign_masters, known "
+            "with unicast peers), and VIPs nobody answers ARP/ND for while a master advertises "
+            "(keepalived_vips_unanswered, L2 witness). 0 is healthy.",
+            "none",
+            (
+                Target(f"max by (vrid) (keepalived_foreign_masters{{{SEL_VRID}}})", "foreign VRID {{vrid}}"),
+                Target(
+                    f"max by (vrid) (keepalived_vips_unanswered{{{SEL_VRID}}})", "unanswered VRID {{vrid}}"
+                ),
+            ),
+            8,
+            8,
+            thresholds=((None, "green"), (1, "red")),
         ),
     ]
     exporter = [

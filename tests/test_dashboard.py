@@ -510,6 +510,8 @@ def _synthetic_series() -> list[dict[str, str]]:
         add("keepalived_wire_split_brain", seg, "0x40")
         add("keepalived_split_brain", seg, "0x40")
         add("keepalived_master_silent", seg, "0x40")
+        add("keepalived_foreign_masters", seg, "0x40")
+        add("keepalived_vips_unanswered", seg, "0x40")
         for witness in ("wire", "address", "liveness", "l2"):
             add("keepalived_split_brain_witness", {**seg, "witness": witness}, "0x40")
         add("keepalived_wire_no_master", seg, "0x40")
