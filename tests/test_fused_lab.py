@@ -162,7 +162,7 @@ def test_sigkill_of_the_master_is_flagged_on_the_node_it_left_its_vip_on(fast: R
 def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     need_lab()
     tmp = tmp_path_factory.mktemp("fused-basic")
-    with Lab(profile="basic", nodes=2) as lab, watchers(lab, Path(tmp), 0) as ws:
+    with Lab(profile="basic", nodes=2, dbus=True) as lab, watchers(lab, Path(tmp), 0) as ws:
         wait_up(ws)
         rig = Rig(lab, ws)
         try:
@@ -325,8 +325,8 @@ def _transitions(rig: Rig, cycles: int, crash_every: int) -> int:
 
 
 def test_no_false_alarm_over_normal_transitions(fast: Rig, basic: Rig) -> None:
-    """SIGTERM failovers, preemptions, crash failovers (SIGKILL with the host gone), at v3 0.1 s and v2 1 s,
-    both nodes and the observer polled every 50 ms: the fused verdict never reads 1."""
+    """SIGTERM failovers, preemptions, crash failovers (SIGKILL with the host gone), at v3 0.1 s (dumps) and
+    v2 1 s (D-Bus), every node and the observer polled every 50 ms: the fused verdict never reads 1."""
     t0 = time.time()
     fast.settle()
     basic.settle()
