@@ -348,3 +348,16 @@ def test_the_fused_metrics_are_promtool_clean_and_name_every_witness() -> None:
     # Nothing to judge (no VRID configured, no wire): no series at all.
     empty = Snapshot(time=NOW, hostname="x")
     assert list(collect_fused(empty)) == []
+
+
+def test_a_vrid_collision_with_other_vips_is_no_second_holder_of_ours() -> None:
+    # Another cluster's master advertises VRID 51 for its own VIP: the wire calls the two incompatible
+    # routers split brain (and a vips conflict), but this node holding *its* VIP is not a second holder,
+    # and a silent local master is not split brain because of that router either.
+    other = peer("10.0.0.77", addresses=("10.0.0.200",))
+    mine = peer(ME, local=True, last=NOW - 0.1)
+    v = one(snap((mine, other), held=True, state=VrrpState.MASTER))
+    assert "address" not in v.witnesses and "wire" in v.witnesses
+    silenced = peer(ME, local=True, last=NOW - 8.0)
+    v2 = one(snap((silenced, other), held=True, state=VrrpState.MASTER))
+    assert v2.silent_master and "liveness" not in v2.witnesses and "address" not in v2.witnesses

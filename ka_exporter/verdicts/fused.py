@@ -7,18 +7,20 @@ No single witness sees every dual master (see the README's "which vantage point 
 * ``wire``: the sniffer's verdict (`verdicts.wire.split_brain`): two routers advertising concurrently,
   or an incompatible router silenced by the other's adverts (presumed master). Any vantage point on
   the segment, observers included.
-* ``address``: this node holds VIPs of the VRID (`Snapshot.addresses`, netlink) while another
-  router is actively master for it on the wire: not this host, advertising now, with a run of at
-  least two adverts (`run >= interval / 2`), the latest at least half an interval after this node's
-  addresses last changed (`Snapshot.addresses_changed`). A normal preemption never shows it: the
-  old master removes its VIPs on the new master's *first* advert (milliseconds); when this node is
-  the one preempting, it takes its VIPs as it sends its first advert, and the old master (still
-  "advertising" by the RUN_GAP rule for 2.5 intervals, perhaps with one crossing advert) sends
-  nothing half an interval after that. A SIGTERM failover removes the VIPs before the backup's
-  first advert, and a crash failover leaves no keepalived to hold them unless it was a SIGKILL
-  (then the VIP really is on two hosts). The price: any change of this host's addresses (another
-  VRID's VIP) pauses the witness for half an interval. It catches the master silenced
-  by dropped adverts, a hung (SIGSTOPped) keepalived and the VIP a SIGKILL left, on that node.
+* ``address``: this node holds VIPs of the VRID (`Snapshot.addresses`, netlink) while another router
+  is actively master for it on the wire: not this host, advertising now, with a run of at least two
+  adverts (`run >= interval / 2`), the latest at least half an interval after this node's addresses
+  last changed (`Snapshot.addresses_changed`), and advertising some of the same VIPs (another
+  cluster reusing the VRID for its own VIPs is a VRID collision, not a second holder). A normal
+  preemption never shows it: the old master removes its VIPs on the new master's *first* advert
+  (milliseconds); when this node is the one preempting, it takes its VIPs as it sends its first
+  advert, and the old master (still "advertising" by the RUN_GAP rule for 2.5 intervals, perhaps
+  with one crossing advert) sends nothing half an interval after that. A SIGTERM failover removes
+  the VIPs before the backup's first advert, and a crash failover leaves no keepalived to hold them
+  unless it was a SIGKILL (then the VIP really is on two hosts). The price: any change of this
+  host's addresses (another VRID's VIP) pauses the witness for half an interval. It catches the
+  master silenced by dropped adverts, a hung (SIGSTOPped) keepalived and the VIP a SIGKILL left, on
+  that node.
 * ``liveness``: the local keepalived claims MASTER for the VRID (its state is current: not older
   than the last change of the local addresses, as for the VIP mismatch) but the wire has not heard
   this host advertise it for the VRID's hold time (counted from its last advert, or from the last
@@ -210,11 +212,18 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
         v = wire.get(key)
         if v is not None and v.split_brain:
             witnesses.add("wire")
-        others = active_other(group, now, snap.addresses_changed)
+
+        # Only routers advertising (some of) this VRID's VIPs hold them: another cluster reusing the VRID
+        # with its own VIPs (a VRID collision, `keepalived_wire_conflict{kind="vips"}`) is not a second
+        # holder of ours. VIPs not known (no config): any router counts.
+        def shares(p: WirePeer, vips: frozenset[str] = mine) -> bool:
+            return not vips or any(canonical_ip(a) in vips for a in p.addresses)
+
+        others = [p for p in active_other(group, now, snap.addresses_changed) if shares(p)]
         # (pairwise: bounded like the wire's own search; a crowd on one VRID is split brain anyway)
         others_or_presumed = bool(others) or (
             len(group) <= MAX_CONCURRENT
-            and any(not p.local and presumed_master(p, group, now) for p in group)
+            and any(not p.local and shares(p) and presumed_master(p, group, now) for p in group)
         )
         if snap.addresses is not None and mine & held and others_or_presumed:
             witnesses.add("address")
