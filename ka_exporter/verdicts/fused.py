@@ -25,11 +25,10 @@ No single witness sees every dual master (see the README's "which vantage point 
   than the last change of the local addresses, as for the VIP mismatch) but the wire has not heard
   this host advertise it for the VRID's hold time (counted from its last advert, or from the last
   change of its addresses if later: becoming MASTER adds the VIPs as the first advert goes out),
-  while another router advertises it (someone
-  else took over, or its adverts silence ours). Never after this host's own priority-0 advert: it
-  resigned (SIGTERM, FAULT), and a MASTER claim read before that (a dump) is stale.
-  `silent_master` alone (no other router) is reported as `keepalived_master_silent` without calling
-  it split brain.
+  while another router advertises it with some of the same VIPs (someone else took over, or its
+  adverts silence ours). Never after this host's own priority-0 advert: it resigned (SIGTERM,
+  FAULT), and a MASTER claim read before that (a dump) is stale. `silent_master` alone (no other
+  router) is reported as `keepalived_master_silent` without calling it split brain.
 * ``l2``: the ARP/ND witness (`Snapshot.l2`, `sources/l2.py`). Answerers are *other* hosts' MACs
   (a host does not hear its own replies): two distinct answerers, or two answers to one probe, is
   two holders from anywhere; one answer to a probe this node sent after its addresses last changed,
