@@ -101,7 +101,7 @@ def run(rx: str, tx: str) -> dict[str, list[float]]:
             case = ("wire", "mismatch", "address")[k % 3]
             held = (LocalAddress(VIP, 24, "vr", "inet"),) if case == "address" else ()
             store.set_addresses((LocalAddress("10.250.0.9", 24, "vr", "inet"), *held))
-            time.sleep(0.05)  # the address change is older than the trial (as after a SIGKILL)
+            time.sleep(0.3)  # the address change is older than the trial (as after a SIGKILL)
             current["vrid"] = vrid
             a = advert("10.250.0.1", vrid, 150, [VIP])
             b = advert("10.250.0.2", vrid, 100, ["10.250.0.101"] if case == "mismatch" else [VIP])

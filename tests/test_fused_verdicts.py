@@ -276,12 +276,23 @@ def test_address_witness_quiet_while_this_node_preempts_the_old_master() -> None
         (mine, old), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 0.3, last_transition=None
     )
     assert one(s).witnesses == frozenset()
-    # Had the old master kept advertising (it did not hear us): two holders.
+    # Had the old master kept advertising while we advertise (it did not hear us): two holders.
     still = peer(PEER, last=NOW - 0.1)
     s2 = snap(
         (mine, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 1.2, last_transition=None
     )
     assert one(s2).witnesses == frozenset({"address"})
+    # We were preempted: our last advert 0.12 s ago, the new master's since then, our VIP removal not yet
+    # in the store: inside the grace, not a second holder.
+    preempted = peer(ME, local=True, first=NOW - 20, last=NOW - 0.2)
+    new = peer(PEER, first=NOW - 0.2, last=NOW - 0.02, interval=0.1, version=3)
+    s_pre = snap((replace(preempted, interval=0.1, version=3), new), held=True, state=VrrpState.MASTER)
+    assert "address" not in one(s_pre).witnesses
+    # We fell quiet (hung) while keeping the VIP, and the other router advertised on for half an interval
+    # since our last advert: two holders.
+    quiet_now = peer(ME, local=True, first=NOW - 0.9, last=NOW - 0.7)
+    s2b = snap((quiet_now, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 1.2)
+    assert one(s2b).witnesses == frozenset({"address"})
     # A claim made as the VIPs arrived is not "silent" before a hold time has passed since then.
     quiet = peer(ME, local=True, last=NOW - 60)
     s3 = snap(

@@ -9,18 +9,21 @@ No single witness sees every dual master (see the README's "which vantage point 
   the segment, observers included.
 * ``address``: this node holds VIPs of the VRID (`Snapshot.addresses`, netlink) while another router
   is actively master for it on the wire: not this host, advertising now, with a run of at least two
-  adverts (`run >= interval / 2`), the latest at least half an interval after this node's addresses
-  last changed (`Snapshot.addresses_changed`), and advertising some of the same VIPs (another
-  cluster reusing the VRID for its own VIPs is a VRID collision, not a second holder). A normal
-  preemption never shows it: the old master removes its VIPs on the new master's *first* advert
-  (milliseconds); when this node is the one preempting, it takes its VIPs as it sends its first
-  advert, and the old master (still "advertising" by the RUN_GAP rule for 2.5 intervals, perhaps
-  with one crossing advert) sends nothing half an interval after that. A SIGTERM failover removes
-  the VIPs before the backup's first advert, and a crash failover leaves no keepalived to hold them
-  unless it was a SIGKILL (then the VIP really is on two hosts). The price: any change of this
-  host's addresses (another VRID's VIP) pauses the witness for half an interval. It catches the
-  master silenced by dropped adverts, a hung (SIGSTOPped) keepalived and the VIP a SIGKILL left, on
-  that node.
+  adverts (`run >= interval / 2`), the latest at least half an interval (and ADDRESS_GRACE) after
+  this node's last address change (`Snapshot.addresses_changed`) and, once this node fell quiet (no
+  advert of its own for 1.5 intervals), after its own last advert; and advertising some of the same
+  VIPs (another cluster reusing the VRID for its own VIPs is a VRID collision, not a second holder).
+  A normal preemption never shows it: the old master removes its VIPs on the new master's *first*
+  advert (milliseconds); when this node is the one preempted, its own last advert is that moment,
+  and the grace covers the lag before its VIP removal reaches the store; when it is the one
+  preempting, it takes its VIPs as it sends its first advert, and the old master (still
+  "advertising" by the RUN_GAP rule for 2.5 intervals, perhaps with one crossing advert) sends
+  nothing after that. A SIGTERM failover removes the VIPs before the backup's first advert, and a
+  crash failover leaves no keepalived to hold them unless it was a SIGKILL (then the VIP really is
+  on two hosts). The price: any change of this host's addresses (another VRID's VIP) pauses the
+  witness for half an interval, and it fires only from the other router's second advert,
+  ADDRESS_GRACE after this node's last one. It catches the master silenced by dropped adverts, a
+  hung (SIGSTOPped) keepalived and the VIP a SIGKILL left, on that node.
 * ``liveness``: the local keepalived claims MASTER for the VRID (its state is current: not older
   than the last change of the local addresses, as for the VIP mismatch) but the wire has not heard
   this host advertise it for the VRID's hold time (counted from its last advert, or from the last
@@ -117,9 +120,16 @@ def ours(snap: Snapshot) -> dict[VridKey, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+#: How long after this node's own last advert (once it fell quiet) or address change another router must
+#: still advertise before this node's VIPs count as a second holder: covers netlink and scheduling lag
+#: on a loaded host (the old master's VIP removal reaching the store after the new master's adverts).
+ADDRESS_GRACE = 0.25
+
+
 def active_other(peers: Sequence[WirePeer], now: float, since: float | None = None) -> list[WirePeer]:
     """Routers other than this host that are master on the wire now, each with two adverts or more,
-    the latest at least half an interval after `since` (when this node's addresses last changed)."""
+    the latest at least max(half an interval, ADDRESS_GRACE) after `since` (this node's own last advert
+    or address change, whichever is later)."""
     after = -math.inf if since is None else since
     return [
         p
@@ -127,7 +137,7 @@ def active_other(peers: Sequence[WirePeer], now: float, since: float | None = No
         if not p.local
         and advertising(p, now)
         and p.last_seen - p.first_seen >= p.interval / 2.0
-        and p.last_seen - after >= p.interval / 2.0
+        and p.last_seen - after >= max(p.interval / 2.0, ADDRESS_GRACE)
     ]
 
 
@@ -218,7 +228,18 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
         def shares(p: WirePeer, vips: frozenset[str] = mine) -> bool:
             return not vips or any(canonical_ip(a) in vips for a in p.addresses)
 
-        others = [p for p in active_other(group, now, snap.addresses_changed) if shares(p)]
+        # This node's own adverts: while it still advertises (within 1.5 of its intervals) it is master
+        # by its own word, and holding its VIPs while another router advertises is two holders (this
+        # also holds the verdict through a lost advert of the other, which the wire's runs may not);
+        # once it fell quiet, the other router must advertise on for the grace after its last advert
+        # (a preempted node's VIP removal may reach the store late).
+        mine_rows = [p for p in group if p.local]
+        mine_last = max((p.last_seen for p in mine_rows), default=None)
+        talking = any(p.priority > 0 and now - p.last_seen <= 1.5 * p.interval for p in mine_rows)
+        since = snap.addresses_changed
+        if mine_last is not None and not talking and (since is None or mine_last > since):
+            since = mine_last
+        others = [p for p in active_other(group, now, since) if shares(p)]
         # (pairwise: bounded like the wire's own search; a crowd on one VRID is split brain anyway)
         others_or_presumed = bool(others) or (
             len(group) <= MAX_CONCURRENT
