@@ -194,12 +194,44 @@ class _Commands(click.Group):
     help="With --once: how long to listen for adverts (a VRID is called masterless only after a hold time).",
 )
 @click.option(
+    "--lvs.interval",
+    "lvs_interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between reads of IPVS and keepalived's checker dump (the lvs source).",
+)
+@click.option(
     "--wire.max-peers",
     "wire_max_peers",
     type=click.IntRange(min=1),
     default=4096,
     show_default=True,
     help="Cap on routers tracked from the wire (bounds memory and series under a flood).",
+)
+@click.option(
+    "--l2.probe-interval",
+    "l2_probe_interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two ARP/ND probes of one VIP (the L2 witness; probes never update a cache).",
+)
+@click.option(
+    "--l2.max-probe-rate",
+    "l2_max_probe_rate",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Cap on ARP/ND probes per second, all VIPs together (more VIPs: each probed less often).",
+)
+@click.option(
+    "--l2.max-vips",
+    "l2_max_vips",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Cap on VIPs the L2 witness watches (the first in keepalived.conf order).",
 )
 @click.option("--once", "once", is_flag=True, help="Collect once, print (or write) the metrics and exit.")
 @click.option(
@@ -298,6 +330,10 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         wire_interfaces=tuple(kw["wire_interfaces"]),
         wire_listen_seconds=kw["wire_listen_seconds"],
         wire_max_peers=kw["wire_max_peers"],
+        l2_probe_interval=kw["l2_probe_interval"],
+        l2_max_probe_rate=kw["l2_max_probe_rate"],
+        l2_max_vips=kw["l2_max_vips"],
+        lvs_interval=kw["lvs_interval"],
         once=kw["once"],
         textfile_directory=kw["textfile_directory"],
         watchdog_exec=kw["watchdog_exec"],

@@ -59,6 +59,17 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 listen_seconds=settings.wire_listen_seconds,
             )
         )
+    if settings.enabled("l2"):
+        from ka_exporter.sources.l2 import L2Source
+
+        sources.append(
+            L2Source(
+                store,
+                probe_interval=settings.l2_probe_interval,
+                max_probe_rate=settings.l2_max_probe_rate,
+                max_vips=settings.l2_max_vips,
+            )
+        )
     dbus_source = None
     dumps = None
     if settings.enabled("dbus") and dbus_wanted(settings, store.snapshot().config):
@@ -98,7 +109,27 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 count_transitions=dbus_source is None,  # D-Bus counts them when it runs
             )
         )
+    if settings.enabled("lvs") and lvs_wanted(store.snapshot().config):
+        from ka_exporter.sources.lvs import LvsSource
+
+        sources.append(
+            LvsSource(
+                store,
+                settings.keepalived_dumps_dir,
+                signal=settings.keepalived_signal,
+                interval=settings.lvs_interval,
+                pid_file=settings.keepalived_pid_file,
+            )
+        )
     return sources
+
+
+def lvs_wanted(config: KeepalivedConfig | None) -> bool:
+    """The lvs source runs only when keepalived.conf was read and has virtual_server blocks.
+
+    Without this, every VRRP-only keepalived (most of them) would show a permanently failed lvs source.
+    """
+    return config is not None and bool(config.virtual_servers)
 
 
 def fifo_wanted(settings: Settings, config: KeepalivedConfig | None) -> Path | None:
@@ -158,6 +189,14 @@ def build_parts(settings: Settings) -> list[Part]:
 
         parts.append(collect_wire)
         parts.append(collect_failover)
+    if settings.enabled("l2"):
+        from ka_exporter.collectors.l2 import collect_l2
+
+        parts.append(collect_l2)
+    if settings.enabled("lvs"):
+        from ka_exporter.collectors.lvs import collect_lvs
+
+        parts.append(collect_lvs)
     from ka_exporter.collectors.fused import collect_fused
 
     parts.append(collect_fused)
@@ -195,7 +234,7 @@ class Exporter:
         firsts = [
             threading.Thread(target=s.run_once, name=f"first-{s.name}")
             for s in self.sources
-            if s.name not in ("config", "wire")
+            if s.name not in ("config", "wire", "l2")  # both listen continuously from their start
         ]
         for t in firsts:
             t.start()

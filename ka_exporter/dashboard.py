@@ -375,7 +375,72 @@ def _rows() -> list[tuple[str, list[Panel]]]:
             8,
         ),
     ]
-    return [("Status", status), ("VRRP state", state), ("Wire (sniffed VRRP)", wire), ("Exporter", exporter)]
+    return [
+        ("Status", status),
+        ("VRRP state", state),
+        ("Wire (sniffed VRRP)", wire),
+        ("Exporter", exporter),
+        _lvs_row(),
+    ]
+
+
+def _lvs_row() -> tuple[str, list[Panel]]:
+    """LVS: keepalived's health checkers and the kernel's IPVS (the lvs source; empty without LVS)."""
+    return (
+        "LVS (virtual and real servers)",
+        [
+            Panel(
+                "state-timeline",
+                "Real servers (keepalived's health checkers)",
+                "Per real server of each virtual server: alive or down as keepalived's checkers call it "
+                "(keepalived_lvs_real_server_up).",
+                "none",
+                (
+                    Target(
+                        f"keepalived_lvs_real_server_up{{{SEL}}}",
+                        "{{real_server}} of {{virtual_server}} on {{instance}}",
+                    ),
+                ),
+                12,
+                8,
+                mappings=((0, "down", "red"), (1, "alive", "green")),
+                options={"mergeValues": True, "showValue": "never", "rowHeight": 0.9},
+            ),
+            Panel(
+                "stat",
+                "Alive real servers per virtual server",
+                "Real servers keepalived calls alive, per virtual server "
+                "(keepalived_lvs_virtual_server_real_servers_alive); red at 0.",
+                "none",
+                (
+                    Target(
+                        f"keepalived_lvs_virtual_server_real_servers_alive{{{SEL}}}",
+                        "{{virtual_server}} on {{instance}}",
+                    ),
+                ),
+                6,
+                8,
+                thresholds=((None, "red"), (1, "green")),
+            ),
+            Panel(
+                "timeseries",
+                "New connections per virtual server (IPVS)",
+                "Connections per second IPVS scheduled to each virtual server "
+                "(rate of keepalived_ipvs_virtual_server_connections_total).",
+                "cps",
+                (
+                    Target(
+                        "sum by (instance, virtual_server) (rate("
+                        f"keepalived_ipvs_virtual_server_connections_total{{{SEL}}}[$__rate_interval]))",
+                        "{{virtual_server}} on {{instance}}",
+                    ),
+                ),
+                6,
+                8,
+                min=0,
+            ),
+        ],
+    )
 
 
 def _panel_json(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:

@@ -89,6 +89,28 @@ class ConfInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfRealServer:
+    """A `real_server` inside a `virtual_server` block."""
+
+    key: str  # lvs_key(address, port): the `real_server` label
+    weight: int = 1
+    inhibit_on_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfVirtualServer:
+    """A `virtual_server` block: `IP PORT`, `fwmark N` or `group NAME`."""
+
+    key: str  # "10.0.0.1:80", "[2001:db8::1]:80", "fwmark:1", "group:NAME" (the `virtual_server` label)
+    protocol: str = "TCP"
+    lb_algo: str | None = None
+    quorum: int = 1
+    delay_loop: float = 60.0
+    real_servers: tuple[ConfRealServer, ...] = ()
+    sorry_server: str | None = None  # "address:port"
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """Something the config reader could not understand, with file and line."""
 
@@ -126,6 +148,7 @@ class KeepalivedConfig:
     notify_fifos: tuple[ConfNotifyFifo, ...] = ()
     files: tuple[str, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
+    virtual_servers: tuple[ConfVirtualServer, ...] = ()  # LVS (read only as far as the lvs source needs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,9 +373,21 @@ class VipAnswers:
     """Who answers for one configured VIP on its link, as the L2 witness (`sources/l2.py`) sees it.
 
     Answers are ARP replies / gratuitous ARPs (IPv4) or neighbour advertisements (IPv6) naming the
-    VIP as their sender/target address. `answerers` are the distinct MACs heard within the witness's
-    window; with `use_vmac` two masters answer with the same virtual MAC, so `last_probe_answers`
-    counts the answers to the latest completed probe, duplicates included.
+    VIP as their sender/target address. `answerers` are the distinct MACs answering now: while the
+    witness probes, those that answered its latest completed probe (two MACs there held the VIP at
+    the same instant; a gratuitous ARP heard in passing does not count, or every failover would show
+    the old and the new holder together for a while); without probes, those heard within the
+    witness's window. With `use_vmac` two masters answer with the same virtual MAC, so
+    `last_probe_answers` counts the answers to the latest completed probe, duplicates included
+    (IPv4, where an answer to a probe is exact; for IPv6 it counts distinct MACs, two only once both
+    answered two probes in a row, since an answer to a DAD probe cannot be told from an unsolicited
+    advertisement, which keepalived sends in bursts when it takes over).
+    `heard` is every MAC heard naming the VIP within the window, passive frames included.
+
+    `answerers` are OTHER hosts' MACs only: the witness drops this host's own outgoing frames in the
+    kernel (and a host does not hear its own ARP replies anyway). Whether this node holds the VIP
+    itself comes from `Snapshot.addresses` (netlink), so "this node holds it and one answerer" is two
+    holders. `probes_sent` / `answers_seen` are running totals since the witness started.
     """
 
     vip: str  # canonical address text (verdicts.vips.canonical_ip)
@@ -364,6 +399,107 @@ class VipAnswers:
     last_answer: float | None = None  # when any answer (reply, gratuitous, unsolicited NA) was last seen
     probing: bool = False  # active probes are sent for this VIP
     listening_since: float | None = None  # when this VIP's capture started (no verdict of absence before)
+    probes_sent: int = 0  # active probes sent for this VIP
+    answers_seen: int = 0  # frames naming this VIP heard (replies, gratuitous ARPs, NAs)
+    heard: tuple[str, ...] = ()  # distinct MACs heard in any frame naming the VIP within the window
+
+
+# --------------------------------------------------------------------------------------------------
+# LVS: keepalived's checker view (keepalived_check.data) and the kernel's IPVS table
+# --------------------------------------------------------------------------------------------------
+
+
+def lvs_key(address: str, port: int | None) -> str:
+    """`10.0.0.1:80`, `[2001:db8::1]:80` (address canonical): the label value of a server."""
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{port if port is not None else 0}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckerView:
+    """One health checker of a real server, from the dump's "Health checkers" section."""
+
+    method: str  # "TCP_CHECK", "HTTP_GET", "MISC_CHECK", ...
+    up: bool
+    failed_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealServerView:
+    """A real server as keepalived's checker child sees it."""
+
+    key: str  # lvs_key(address, port)
+    weight: int  # configured (initial) weight
+    effective_weight: int
+    alive: bool
+    inhibit_on_failure: bool
+    failed_checkers: int
+    in_ipvs: bool  # keepalived's "RS set": it believes the server is in IPVS
+    checkers: tuple[CheckerView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServerView:
+    """A virtual server as keepalived's checker child sees it."""
+
+    key: str  # lvs_key(...), "fwmark:N" or "group:NAME"
+    protocol: str  # "TCP", "UDP", "SCTP", "none"
+    scheduler: str | None
+    quorum: int
+    hysteresis: int
+    alive: bool
+    quorum_up: bool
+    delay_loop: float
+    sorry_server: str | None = None
+    real_servers: tuple[RealServerView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsCounters:
+    """IPVS's counters for a service or destination (since it was added to IPVS) and its rate estimates."""
+
+    connections: int = 0
+    in_packets: int = 0
+    out_packets: int = 0
+    in_bytes: int = 0
+    out_bytes: int = 0
+    cps: int = 0
+    in_pps: int = 0
+    out_pps: int = 0
+    in_bps: int = 0
+    out_bps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsDest:
+    key: str  # lvs_key(address, port)
+    forward: str  # "Masq", "Route", "Tunnel", "Local"
+    weight: int
+    active: int
+    inactive: int
+    counters: IpvsCounters | None = None  # None when read from /proc (no per-destination counters there)
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsService:
+    key: str
+    protocol: str  # "TCP", "UDP", "SCTP", "FWM"
+    scheduler: str
+    dests: tuple[IpvsDest, ...] = ()
+    counters: IpvsCounters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LvsView:
+    """What the lvs source knows: keepalived's checker view and IPVS's table, each with its time."""
+
+    checker: tuple[VirtualServerView, ...] | None = None
+    checker_time: float | None = None
+    checker_error: str | None = None
+    ipvs: tuple[IpvsService, ...] | None = None
+    ipvs_time: float | None = None
+    ipvs_error: str | None = None
+    ipvs_via: str | None = None  # "netlink" or "proc"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,6 +538,7 @@ class Snapshot:
     l2: tuple[VipAnswers, ...] | None = None  # the L2 witness, one record per watched VIP
     failover: tuple[VridTiming, ...] | None = None  # the wire's failover accounts, per VRID
     failover_events: tuple[FailoverEvent, ...] = ()  # the latest master changes, oldest first
+    lvs: LvsView | None = None  # the lvs source: keepalived's checker view and IPVS
 
     def state_fresh_since(self) -> float | None:
         """Since when keepalived's reported states are known to be current.

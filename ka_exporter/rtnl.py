@@ -97,6 +97,11 @@ def _dump(sock: socket.socket, msg_type: int, body: bytes, seq: int) -> tuple[li
             out.append((kind, payload))
 
 
+def netlink_dump(sock: socket.socket, msg_type: int, body: bytes, seq: int) -> list[bytes]:
+    """The payloads of one dump on any netlink socket (also generic netlink: `sources.lvs`)."""
+    return [payload for _kind, payload in _dump(sock, msg_type, body, seq)[0]]
+
+
 def _read(sock: socket.socket, seq: int) -> tuple[list[Address], bool]:
     links, cut1 = _dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), seq)
     names: dict[int, str] = {}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 9774
-COLLECTORS = ("process", "vips", "config", "wire", "dbus", "dumps", "fifo")
+COLLECTORS = ("process", "vips", "config", "wire", "dbus", "dumps", "fifo", "l2", "lvs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,10 @@ class Settings:
     wire_interfaces: tuple[str, ...] = ()
     wire_listen_seconds: float = 5.0
     wire_max_peers: int = 4096
+    l2_probe_interval: float = 1.0
+    l2_max_probe_rate: float = 10.0
+    l2_max_vips: int = 256
+    lvs_interval: float = 5.0
     once: bool = False
     textfile_directory: Path | None = None
     watchdog_exec: str | None = None

@@ -13,11 +13,13 @@ from ka_exporter.model import (
     InstanceView,
     KeepalivedConfig,
     LocalAddress,
+    LvsView,
     ProcessInfo,
     Snapshot,
     SourceHealth,
     VipAnswers,
     VridTiming,
+    VrrpState,
     WirePeer,
     WireStats,
 )
@@ -28,7 +30,12 @@ Listener = Callable[[], None]
 
 
 def merge_views(
-    views: dict[str, tuple[InstanceView, ...]], dbus_current: bool = True, fifo_current: bool = True
+    views: dict[str, tuple[InstanceView, ...]],
+    dbus_current: bool = True,
+    fifo_current: bool = True,
+    *,
+    stopped: bool = False,
+    config: KeepalivedConfig | None = None,
 ) -> tuple[InstanceView, ...] | None:
     """One record per instance name: the dump's detail, with D-Bus's state when D-Bus knows it.
 
@@ -41,7 +48,15 @@ def merge_views(
     so while that source is up (`fifo_current`) its state and effective priority beat a dump's, but not
     a D-Bus that is up and vouches for the instance list (both report the same transition; D-Bus also
     knows which instances exist).
+
+    keepalived not running (`stopped`: the process source found no keepalived): every instance
+    keepalived last reported and every instance of keepalived.conf (`config`) keeps one record, with
+    state and wanted state STOP (4), whatever the last dump or D-Bus said. So a SIGKILLed master never
+    reads MASTER, and dumps mode (whose last dump says MASTER) and D-Bus mode (whose bus forgot the
+    instances) show the same series.
     """
+    if stopped:
+        return _stopped_views(views, config)
     if not views:
         return None
     dumps = {v.name: v for v in views.get("dumps", ())}
@@ -70,6 +85,25 @@ def merge_views(
     return tuple(merged)
 
 
+def _stopped_views(
+    views: dict[str, tuple[InstanceView, ...]], config: KeepalivedConfig | None
+) -> tuple[InstanceView, ...] | None:
+    known = merge_views(views) or ()
+    out = {v.name: replace(v, state=VrrpState.STOP, wanted_state=VrrpState.STOP) for v in known}
+    for inst in config.instances if config is not None else ():
+        if inst.name not in out and inst.interface and inst.vrid is not None:
+            out[inst.name] = InstanceView(
+                name=inst.name,
+                interface=inst.interface,
+                vrid=inst.vrid,
+                family=inst.family,
+                state=VrrpState.STOP,
+                wanted_state=VrrpState.STOP,
+                vips=tuple(v.address for v in inst.vips),
+            )
+    return tuple(out[name] for name in sorted(out)) or None
+
+
 class Store:
     """Sources write here; collectors, verdicts and views read `snapshot()`.
 
@@ -91,6 +125,7 @@ class Store:
         self._wire: WireProvider | None = None
         self._failover: FailoverProvider | None = None
         self._l2: tuple[VipAnswers, ...] | None = None
+        self._lvs: LvsView | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
         self.generation = 0
@@ -160,6 +195,15 @@ class Store:
             self._bump()
         self._notify()
 
+    def set_lvs(self, lvs: LvsView | None) -> None:
+        """The lvs source's view (keepalived's checker dump and IPVS); None forgets it."""
+        with self._lock:
+            if lvs == self._lvs:
+                return
+            self._lvs = lvs
+            self._bump()
+        self._notify()
+
     def set_wire_provider(self, provider: WireProvider | None) -> None:
         with self._lock:
             self._wire = provider
@@ -218,6 +262,8 @@ class Store:
                     self._views,
                     dbus_current=(h := self._health.get("dbus")) is None or h.up,
                     fifo_current=(f := self._health.get("fifo")) is None or f.up,
+                    stopped=self._process is not None and not self._process.running,
+                    config=self._config,
                 ),
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
@@ -225,6 +271,7 @@ class Store:
                 addresses_changed=self._addresses_changed,
                 views_time=tuple(sorted(self._views_time.items())),
                 l2=self._l2,
+                lvs=self._lvs,
             )
             failover = self._failover
         if failover is not None:

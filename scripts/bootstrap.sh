@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what ka-exporter's demo and tests need on a fresh Debian machine (run as root):
 # Debian packages (keepalived, iproute2, nftables, tcpdump, dbus, prometheus, node_exporter, chromium
-# for the page test) and a virtualenv in .venv with the package and its test tools.
+# for the page test, user-mode-linux kmod ipvsadm busybox for the LVS lab) and a virtualenv in .venv
+# with the package and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(keepalived iproute2 nftables tcpdump dbus prometheus prometheus-node-exporter openssl procps)
 if [ "${1:-}" = "--test" ]; then
   want+=(chromium)
+  want+=(user-mode-linux kmod ipvsadm busybox)  # the LVS lab: a UML guest with the ip_vs modules
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -102,8 +102,10 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     assert "KeepalivedDown" in result.stdout + result.stderr
 
 
-def _write_copy(tmp_path: Path, rules_text: str) -> None:
-    (tmp_path / "keepalived.rules.yml").write_text(rules_text)
+def _write_copy(tmp_path: Path, rules_text: str, rules: Path = RULES) -> None:
+    for shipped in RULE_FILES:
+        (tmp_path / shipped.name).write_text(shipped.read_text())
+    (tmp_path / rules.name).write_text(rules_text)
     (tmp_path / "tests").mkdir()
     for f in unit_test_files():
         (tmp_path / "tests" / f.name).write_text(f.read_text())
@@ -226,21 +228,25 @@ def test_every_alert_fires_in_a_case_and_stays_quiet_in_another() -> None:
         assert quiet, f"{name}: no promtool case where it must not fire"
 
 
-def _for_rules() -> list[tuple[int, str]]:
+def _for_rules() -> list[tuple[Path, int, str]]:
     return [
-        (i, f"{r['alert']} {r.get('labels', {}).get('signal', '')}".strip())
-        for i, r in enumerate(load_rules())
+        (path, i, f"{r['alert']} {r.get('labels', {}).get('signal', '')}".strip())
+        for path in RULE_FILES
+        for i, r in enumerate(load_rules(path))
         if duration_seconds(str(r.get("for", "0s"))) > 0
     ]
 
 
-@pytest.mark.parametrize(("index", "label"), _for_rules(), ids=[label for _, label in _for_rules()])
-def test_each_for_duration_is_load_bearing(tmp_path: Path, index: int, label: str) -> None:
-    """Drop one rule's `for:` and some quiet case (failover, preemption, restart, scrape gap) must fail."""
-    doc = yaml.safe_load(RULES.read_text())
+@pytest.mark.parametrize(
+    ("path", "index", "label"), _for_rules(), ids=[label for _, _, label in _for_rules()]
+)
+def test_each_for_duration_is_load_bearing(tmp_path: Path, path: Path, index: int, label: str) -> None:
+    """Drop one rule's `for:` and some quiet case (failover, preemption, restart, scrape gap) must fail.
+    Every shipped rule file's rules, each dropped in its own file's copy."""
+    doc = yaml.safe_load(path.read_text())
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     del rules[index]["for"]
-    _write_copy(tmp_path, yaml.safe_dump(doc, sort_keys=False))
+    _write_copy(tmp_path, yaml.safe_dump(doc, sort_keys=False), path)
     name = rules[index]["alert"]
     files = [f for f in sorted((tmp_path / "tests").glob("*.yml")) if f"alertname: {name}\n" in f.read_text()]
     result = run_promtool("test", "rules", *files)

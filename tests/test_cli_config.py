@@ -7,7 +7,7 @@ import subprocess
 
 from tests.conftest import EXPORTER, free_port, parse_metrics, sample, scrape
 
-NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps")
+NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps", "--no-collector.l2")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def test_yaml_file_sets_flags_and_environment_and_flags_win(tmp_path):
     )
     yml = tmp_path / "ka.yml"
     yml.write_text(
-        f"keepalived.config: {conf}\nhostname: from-yaml\ncollector.wire: false\n"
+        f"keepalived.config: {conf}\nhostname: from-yaml\ncollector.wire: false\ncollector.l2: false\n"
         "collector.dbus: false\ndumps: false\n"  # "dumps" is short for collector.dumps
     )
     r = run("--config.file", str(yml), "--once")
@@ -107,6 +107,7 @@ def test_no_keepalived_on_this_host_is_reported_not_fatal(tmp_path):
         "--keepalived.dumps-dir",
         str(tmp_path),
         "--no-collector.wire",
+        "--no-collector.l2",
     )
     assert r.returncode == 1
     m = parse_metrics(r.stdout)

@@ -65,6 +65,9 @@ CONTRACT = {
     "keepalived_wire_router_local",
     "keepalived_wire_invalid_packets_total",
     "keepalived_wire_kernel_drops_total",
+    "keepalived_lvs_real_server_up",
+    "keepalived_lvs_virtual_server_real_servers_alive",
+    "keepalived_ipvs_virtual_server_connections_total",
     "ka_exporter_build_info",
     "ka_exporter_source_up",
     "ka_exporter_scrape_duration_seconds",
@@ -504,6 +507,10 @@ def _synthetic_series() -> list[dict[str, str]]:
         add("keepalived_vrrp_vip_mismatch", inst, "0x40")
         add("keepalived_vrrp_transitions_total", inst, "1+0x20 2+0x19")
         add("keepalived_become_master_total", inst, "1x40")
+        vs = {**base, "virtual_server": "10.0.0.100:80", "protocol": "TCP"}
+        add("keepalived_lvs_real_server_up", {**vs, "real_server": "10.0.1.11:80"}, "1x40")
+        add("keepalived_lvs_virtual_server_real_servers_alive", vs, "1x40")
+        add("keepalived_ipvs_virtual_server_connections_total", vs, "0+30x40")
     for node in ("a", "b", "o"):
         base = {"job": "keepalived", "instance": f"{node}:9774"}
         seg = {**base, "interface": "eth0", "family": "inet", "vrid": "51"}
@@ -524,8 +531,10 @@ def _synthetic_series() -> list[dict[str, str]]:
     return series
 
 
-def empty_queries(tmp_path: Path, exprs: list[str]) -> list[str]:
-    """The queries that return no series over the synthetic data, evaluated by promtool at 10m."""
+def empty_queries(
+    tmp_path: Path, exprs: list[str], series: list[dict[str, str]] | None = None, eval_time: str = "9m"
+) -> list[str]:
+    """The queries that return no series over the synthetic data (or `series`), evaluated by promtool."""
     rules = {
         "groups": [
             {
@@ -541,9 +550,10 @@ def empty_queries(tmp_path: Path, exprs: list[str]) -> list[str]:
         "tests": [
             {
                 "interval": "15s",
-                "input_series": _synthetic_series(),
+                "input_series": _synthetic_series() if series is None else series,
                 "alert_rule_test": [
-                    {"eval_time": "9m", "alertname": f"Query{i}", "exp_alerts": []} for i in range(len(exprs))
+                    {"eval_time": eval_time, "alertname": f"Query{i}", "exp_alerts": []}
+                    for i in range(len(exprs))
                 ],
             }
         ],

@@ -262,6 +262,7 @@ def test_example_yaml_runs_through_the_real_cli(tmp_path):
             "--keepalived.pid-file",
             str(tmp_path / "none.pid"),
             "--no-collector.wire",
+            "--no-collector.l2",
             "--no-collector.dbus",
             "--no-collector.dumps",
             "--hostname",

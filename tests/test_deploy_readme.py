@@ -593,7 +593,7 @@ def test_readme_deployment_gives_a_non_root_tls_exporter_that_prometheus_scrapes
                 if name == "ka_exporter_source_up"
             }
             # Every source the README's settings turn on works for the unprivileged user (no dumps: step 3).
-            assert sources == dict.fromkeys(("config", "process", "vips", "wire", "dbus"), 1.0)
+            assert sources == dict.fromkeys(("config", "process", "vips", "wire", "dbus", "l2"), 1.0)
             assert (
                 sample(m, "keepalived_vrrp_state", iname="VI_1", intf="eth0", vrid=str(lab.instances[0].vrid))
                 == 2.0

@@ -183,6 +183,7 @@ def test_tls_clients_that_reset_leave_at_most_one_line_each_never_a_traceback(
                 "--log.format",
                 log_format,
                 "--no-collector.wire",
+                "--no-collector.l2",
                 "--no-collector.dbus",
                 "--no-collector.dumps",
             ),

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import EXPORTER, free_port, parse_metrics, sample, scrape
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
-NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps")
+NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps", "--no-collector.l2")
 
 
 @pytest.fixture

@@ -144,6 +144,7 @@ def test_exporter_once_runs_unprivileged_with_its_other_sources(world_dir):
             "--keepalived.pid-file",
             str(world_dir / "none.pid"),
             "--no-collector.wire",
+            "--no-collector.l2",
             "--no-collector.dbus",
             "--no-collector.dumps",
             "--textfile.directory",

@@ -135,7 +135,13 @@ def test_unprivileged_exporter_sees_a_sigkilled_keepalived_at_once_and_adopts_no
             *("ip", "netns", "exec", a.netns),
             *(SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"),
             *(sys.executable, "-m", "ka_exporter", "--web.listen-address", f"127.0.0.1:{port}"),
-            *("--keepalived.pid-file", str(a.pidfile), "--no-collector.config", "--no-collector.wire"),
+            *(
+                "--keepalived.pid-file",
+                str(a.pidfile),
+                "--no-collector.config",
+                "--no-collector.wire",
+                "--no-collector.l2",
+            ),
             *("--no-collector.dbus", "--no-collector.dumps"),
         ]
         with open(log, "wb") as out:
@@ -175,7 +181,13 @@ def _once_as_nobody(world_dir: Path, pidfile: Path) -> tuple[float | None, str]:
         [
             *(SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"),
             *(sys.executable, "-m", "ka_exporter", "--once", "--keepalived.pid-file", str(pidfile)),
-            *("--no-collector.config", "--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps"),
+            *(
+                "--no-collector.config",
+                "--no-collector.wire",
+                "--no-collector.l2",
+                "--no-collector.dbus",
+                "--no-collector.dumps",
+            ),
         ],
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import EXPORTER, free_port, sample, sh, wait_until
 
-NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps")
+NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps", "--no-collector.l2")
 
 
 def write_conf(path: Path, vip: str, iface: str = "eth0") -> Path:

@@ -225,6 +225,7 @@ def test_slowloris_and_idle_connections_do_not_stop_tls_scrapes(tmp_path, certs,
         "--keepalived.pid-file",
         str(tmp_path / "keepalived.pid"),
         "--no-collector.wire",
+        "--no-collector.l2",
         "--no-collector.dbus",
         "--no-collector.dumps",
     )
@@ -289,6 +290,7 @@ def test_when_full_the_oldest_unfinished_connection_makes_room(tmp_path, limited
         "--web.max-connections",
         "64",
         "--no-collector.wire",
+        "--no-collector.l2",
         "--no-collector.dbus",
         "--no-collector.dumps",
         "--no-collector.config",
@@ -337,7 +339,14 @@ def test_when_full_the_oldest_unfinished_connection_makes_room(tmp_path, limited
 def test_refused_credentials_close_the_connection_and_cost_no_scrape(tmp_path, limited):
     """A wrong password gets 401 and a closed connection; a cached right one is served meanwhile."""
     cfg = write_config(tmp_path / "web.yml", users_block())
-    exp = start_limited(tmp_path, cfg, "--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps")
+    exp = start_limited(
+        tmp_path,
+        cfg,
+        "--no-collector.wire",
+        "--no-collector.l2",
+        "--no-collector.dbus",
+        "--no-collector.dumps",
+    )
     limited.append(exp)
     good, bad = basic("prometheus", PASSWORD), basic("prometheus", "guess")
 

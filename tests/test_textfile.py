@@ -10,7 +10,7 @@ import pytest
 from ka_exporter.textfile import TextfileError, write_atomic
 from tests.conftest import EXPORTER, parse_metrics, sample
 
-NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps")
+NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps", "--no-collector.l2")
 
 
 def test_write_replaces_a_planted_symlink_instead_of_following_it(tmp_path):

@@ -22,7 +22,7 @@ def conf_args(tmp_path) -> list[str]:
     conf.write_text(CONF)
     return [
         *("--keepalived.config", str(conf), "--keepalived.pid-file", str(tmp_path / "none.pid")),
-        *("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps"),
+        *("--no-collector.wire", "--no-collector.l2", "--no-collector.dbus", "--no-collector.dumps"),
     ]
 
 

@@ -32,6 +32,7 @@ PASSWORD = "s3cret-Scrape!"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
 NO_SOURCES = (
     "--no-collector.wire",
+    "--no-collector.l2",
     "--no-collector.dbus",
     "--no-collector.dumps",
     "--no-collector.config",

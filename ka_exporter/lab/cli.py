@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
@@ -225,3 +226,26 @@ def drill(profiles: tuple[str, ...], as_json: bool) -> None:
     click.echo(to_json(outcomes) if as_json else report(outcomes), nl=False)
     if not all(o.ok for o in outcomes):
         raise SystemExit(1)
+
+
+@lab.command("lvs")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for the UML guest."
+)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Copy the guest's logs, scrapes and result.json into this directory.",
+)
+def lvs(timeout: float, keep: Path | None) -> None:
+    """keepalived LVS on a real IPVS kernel: boot a User-Mode Linux guest, run the scenarios, print them."""
+    from ka_exporter.lab.uml import UmlError, run_lvs_lab
+
+    try:
+        result = run_lvs_lab(timeout=timeout, progress=click.echo, keep=keep)
+    except UmlError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not result.result.get("ok"):
+        raise click.ClickException(f"lab lvs failed: {result.result.get('error')}")
+    click.echo(f"lab lvs: every scenario passed in {result.seconds:.0f} s; the guest is gone")

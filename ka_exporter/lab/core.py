@@ -583,9 +583,13 @@ class Lab:
 
     def _addresses(self, node: LabNode) -> set[str]:
         """Addresses on the node's lab interface (empty if its namespace is gone)."""
+        links = _ip_show(node, "addr")
+        if self.profile.vmac:  # use_vmac: keepalived puts the VIPs on the macvlan vrrp.VRID
+            for inst in self.instances:
+                links += _ip_show(LabHost(node.name, node.netns, "", None, f"vrrp.{inst.vrid}"), "addr")
         return {
             str(ipaddress.ip_address(info["local"]))
-            for link in _ip_show(node, "addr")
+            for link in links
             for info in link.get("addr_info", [])
             if "local" in info
         }

@@ -14,6 +14,7 @@ initial states follow that order, so node a is the preferred master of the first
 | dual-master  | two VRIDs, a is master of the first, b of the second             | v2, advert 1    |
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
 | ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
+| vmac         | fast with use_vmac: VIP on a macvlan vrrp.VRID, virtual MAC       | v3, advert 0.1  |
 | fast-unicast | fast, with unicast_src_ip / unicast_peer                          | v3, advert 0.1  |
 | many         | 100 instances on one interface (VI_1..VI_100), a master of all   | v2, advert 1    |
 
@@ -65,6 +66,7 @@ class Profile:
     unicast: bool = False
     notify_fifo: bool = False  # global_defs vrrp_notify_fifo NODE_DIR/notify.fifo
     priorities: tuple[int, int, int] = (150, 100, 50)
+    vmac: bool = False  # use_vmac: keepalived puts the VIP on a macvlan with MAC 00:00:5e:00:01:VRID
     auth_pass: str = LAB_PASSWORD
     count: int = 1  # VRRP instances on the one interface (VRIDs and VIPs consecutive), e.g. "many"
 
@@ -99,6 +101,7 @@ PROFILES: dict[str, Profile] = {
         Profile("dual-master", "two VRIDs, a master of one, b of the other", auth=True, dual=True),
         Profile("unicast", "unicast_src_ip / unicast_peer, VRRPv2, PASS auth", auth=True, unicast=True),
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
+        Profile("vmac", "fast with use_vmac (macvlan, virtual MAC)", version=3, advert_int=0.1, vmac=True),
         Profile("fifo", "fast, with vrrp_notify_fifo", version=3, advert_int=0.1, notify_fifo=True),
         Profile(
             "fast-unicast",
@@ -259,6 +262,8 @@ def render_config(
             lines.append("    native_ipv6")
         if profile.nopreempt:
             lines.append("    nopreempt")
+        if profile.vmac:
+            lines.append("    use_vmac")
         if profile.unicast:
             lines.append(f"    unicast_src_ip {addr.v4(idx + 1)}")
             lines.append("    unicast_peer {")

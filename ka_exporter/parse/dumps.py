@@ -681,7 +681,11 @@ def _h_version(p: _DataParser, i: _Inst, v: str, n: int, _indent: int) -> None:
 
 
 def _h_interface(_p: _DataParser, i: _Inst, v: str, _n: int, _indent: int) -> None:
-    name = v.split(",", 1)[0].strip()
+    # use_vmac: "Interface = vrrp.1, vmac on vlan1". keepalived.conf, the VIP series and keepalived's
+    # D-Bus object path all name the base interface (vlan1), so the instance is labelled with it.
+    name, _sep, rest = v.partition(",")
+    base = rest.strip().removeprefix("vmac on ").strip() if rest.strip().startswith("vmac on ") else ""
+    name = base or name.strip()
     i.interface = name.split()[0] if name else None
 
 
@@ -1112,7 +1116,8 @@ def combine(
     """One view per instance from whatever dumps there are, matched *by instance name*.
 
     The JSON dump (when given) is authoritative for state, priorities, VIPs and counters; the data dump
-    adds what only it carries (track script and interface status, sync group, master router, family).
+    adds what only it carries (track script and interface status, sync group, master router, family,
+    and the base interface of a use_vmac instance: its JSON names only the macvlan).
     Without JSON, the data dump gives the instances and the stats dump their counters. Dumps from
     different keepalived versions combine the same way. Dumps naming different instances (one of them
     incomplete, or keepalived reloaded between them) raise DumpError.
@@ -1139,7 +1144,9 @@ def combine(
                     tracked_scripts=d.tracked_scripts,
                     tracked_interfaces=d.tracked_interfaces or j.tracked_interfaces,
                     vips_set=j.vips_set or d.vips_set,
-                    interface=j.interface or d.interface,
+                    # the data dump names the base interface with use_vmac; the JSON only the
+                    # macvlan (ifp_ifname == vmac_ifname, e.g. "vrrp.1")
+                    interface=d.interface or j.interface,
                 )
             if view.stats is None and stats is not None and view.name in stats:
                 view = replace(view, stats=stats[view.name])

@@ -42,7 +42,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,9 +50,12 @@ from ka_exporter.model import (
     ConfigProblem,
     ConfInstance,
     ConfNotifyFifo,
+    ConfRealServer,
     ConfScript,
     ConfVip,
+    ConfVirtualServer,
     KeepalivedConfig,
+    lvs_key,
 )
 
 __all__ = [
@@ -844,6 +847,7 @@ class _Reader:
             enable_dbus=cfg.enable_dbus,
             notify_fifos=cfg.notify_fifos,
             files=tuple(self.files),
+            virtual_servers=cfg.virtual_servers,
             problems=tuple(self._scrub(p) for p in problems),
         )
 
@@ -970,6 +974,7 @@ class _Result:
     vrrp_version: int | None = None
     enable_dbus: bool = False
     notify_fifos: tuple[ConfNotifyFifo, ...] = ()
+    virtual_servers: tuple[ConfVirtualServer, ...] = ()
 
 
 class _Interpreter:
@@ -984,6 +989,7 @@ class _Interpreter:
         self.names: set[str] = set()
         self.scripts: dict[str, ConfScript] = {}
         self.groups: list[tuple[str, list[str], _Node]] = []
+        self.virtual_servers: list[ConfVirtualServer] = []
 
     def problem(self, node: _Node, message: str) -> None:
         self.r.problem(node.file, node.line, message)
@@ -1142,11 +1148,51 @@ class _Interpreter:
                 handler(self, d, n)
         self.drafts.append(d)
 
+    def _virtual_server(self, node: _Node) -> None:
+        """Only what the lvs source needs: the key, protocol, scheduler, quorum, real servers."""
+        args = node.args
+        if len(args) >= 2 and args[0] in ("fwmark", "group"):
+            key = f"{args[0]}:{args[1]}"
+        elif args and (addr := _address(args[0])) is not None:
+            port = int(args[1]) if len(args) > 1 and args[1].isdigit() else 0
+            key = lvs_key(addr, port)
+        else:
+            self.problem(node, "virtual_server needs IP PORT, fwmark N or group NAME")
+            return
+        vs = ConfVirtualServer(key=key)
+        real: list[ConfRealServer] = []
+        for n in self._block(node):
+            if n.key == "protocol" and n.args:
+                vs = replace(vs, protocol=n.args[0].upper())
+            elif n.key in ("lb_algo", "lvs_sched") and n.args:
+                vs = replace(vs, lb_algo=n.args[0])
+            elif n.key == "quorum" and (q := self._int(n, 0, 2**31 - 1)) is not None:
+                vs = replace(vs, quorum=q)
+            elif n.key == "delay_loop" and (f := self._float(n, 0, 1e9)) is not None:
+                vs = replace(vs, delay_loop=f)
+            elif n.key == "sorry_server" and n.args and (a := _address(n.args[0])):
+                vs = replace(vs, sorry_server=lvs_key(a, _port_arg(n.args, 0)))
+            elif n.key == "real_server":
+                a = _address(n.args[0]) if n.args else None
+                if a is None:
+                    self.problem(n, "real_server needs IP [PORT]")
+                    continue
+                vport = "0" if vs.key.startswith(("fwmark:", "group:")) else vs.key.rpartition(":")[2]
+                rs = ConfRealServer(key=lvs_key(a, _port_arg(n.args, int(vport))))
+                for m in n.block or []:
+                    if m.key == "weight" and (w := self._int(m, 0, 2**31 - 1)) is not None:
+                        rs = replace(rs, weight=w)
+                    elif m.key == "inhibit_on_failure":
+                        rs = replace(rs, inhibit_on_failure=_bool_arg(m.args))
+                real.append(rs)
+        self.virtual_servers.append(replace(vs, real_servers=tuple(real)))
+
     _top: ClassVar[dict[str, Callable[[_Interpreter, _Node], None]]] = {
         "global_defs": _global_defs,
         "vrrp_script": _vrrp_script,
         "vrrp_sync_group": _sync_group,
         "vrrp_instance": _instance,
+        "virtual_server": _virtual_server,
     }
 
     # -- inside vrrp_instance ---------------------------------------------------------------------
@@ -1374,6 +1420,7 @@ class _Interpreter:
                 ConfNotifyFifo(kind, path, kind in self.fifo_scripts)
                 for kind, path in sorted(self.fifos.items())
             ),
+            virtual_servers=tuple(self.virtual_servers),
         )
 
     def _instance_record(self, d: _Draft, group: str | None) -> ConfInstance:
@@ -1425,6 +1472,10 @@ def _address(text: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
+
+
+def _port_arg(args: list[str], default: int) -> int:
+    return int(args[1]) if len(args) > 1 and args[1].isdigit() else default
 
 
 def _family(address: str) -> int:
