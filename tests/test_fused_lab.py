@@ -32,6 +32,9 @@ Lab = lab_mod.Lab
 
 #: Scheduling slack on a shared, loaded 2-core machine (three exporters, two keepalived, the pollers).
 MARGIN = 0.4
+#: The L2 witness (on by default) probes each VIP every --l2.probe-interval (1 s): its verdict follows the
+#: latest completed probe, so it clears up to one probe interval after the fault (plus a probe's wait).
+L2_CLEAR = 1.5
 ALL = ("node-a", "node-b", "observer")
 ALL3 = ("node-a", "node-b", "node-c", "observer")
 
@@ -85,8 +88,8 @@ class Rig:
             remove()
         back = time.time()
         self.lab.wait_for(lambda: self.lab.master(self.vip) is not None, timeout=15)
-        time.sleep(settle + 1.0)
-        assert_clear(self.polling, self.ws, back + settle, time.time())
+        time.sleep(settle + L2_CLEAR + 1.0)
+        assert_clear(self.polling, self.ws, back + settle + L2_CLEAR, time.time())
         self.last = {n: witnesses_seen(self.polling, n, second, removed) for n in vantage}
         return delays
 
@@ -129,7 +132,7 @@ def test_bridge_partition_is_flagged_on_the_observer(fast: Rig) -> None:
     fast.lab.split(mode="bridge")
     delays = fast.fault(("observer",), 2.0, fast.lab.heal, settle=5 * fast.interval)
     _report("bridge partition (v3 0.1 s, three nodes)", delays, fast)
-    assert fast.last["observer"] == {"wire"}
+    assert "wire" in fast.last["observer"]
 
 
 def test_sigstop_of_the_master_is_flagged_on_its_node(fast: Rig) -> None:
@@ -211,8 +214,8 @@ def test_mismatched_dual_masters_that_silence_each_other_stay_flagged(basic: Rig
     lab.restart("b")
     back = time.time()
     assert lab.wait_for(lambda: lab.master(basic.vip) == "a", timeout=15)
-    time.sleep(2 * basic.interval + 0.5)
-    assert_clear(basic.polling, ALL, back + 2 * basic.interval, time.time())
+    time.sleep(2 * basic.interval + L2_CLEAR + 0.5)
+    assert_clear(basic.polling, ALL, back + 2 * basic.interval + L2_CLEAR, time.time())
     parts = ", ".join(f"{n} {d * 1000:.0f} ms" for n, d in sorted(delays.items()))
     print(
         f"{mismatch} mismatch (v2 1 s): second holder -> fused 1: {parts}; witnesses after heal "
@@ -403,7 +406,7 @@ def test_one_hundred_instances_split_by_a_host_firewall_are_all_flagged(tmp_path
             both = lambda: all(s and s[-1][4] == 100 for s in samples.values())  # noqa: E731
             assert lab.wait_for(both, timeout=30, interval=0.1), "the VIPs never were on both nodes"
             second = time.time()
-            time.sleep(6.0)
+            time.sleep(8.0)
             removed = time.time()
             lab.heal()
             assert lab.wait_for(lambda: lab.master(lab.vips[-1]) == "a", timeout=15)
@@ -423,4 +426,4 @@ def test_one_hundred_instances_split_by_a_host_firewall_are_all_flagged(tmp_path
         assert [f for f in false_nm if f[1]] == [], f"{label}: no_master read 1"
         worst = max(worst, *(s[1] - s[0] for s in got))
     print(f"100 instances, host firewall: all flagged on both nodes; slowest scrape {worst * 1000:.0f} ms")
-    assert worst < 2.0
+    assert worst < 5.0  # "well within" Prometheus' 10 s scrape timeout
