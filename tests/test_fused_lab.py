@@ -91,6 +91,9 @@ class Rig:
         time.sleep(settle + L2_CLEAR + 1.0)
         assert_clear(self.polling, self.ws, back + settle + L2_CLEAR, time.time())
         self.last = {n: witnesses_seen(self.polling, n, second, removed) for n in vantage}
+        self.others = {
+            n: witnesses_seen(self.polling, n, second, removed) for n in self.ws if n not in vantage
+        }
         return delays
 
     def begin(self) -> None:
@@ -112,7 +115,7 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 def _report(case: str, delays: dict[str, float], rig: Rig) -> None:
     parts = ", ".join(f"{n} {d * 1000:.0f} ms" for n, d in sorted(delays.items()))
-    print(f"{case}: second holder -> fused verdict 1: {parts}; witnesses {rig.last}")
+    print(f"{case}: second holder -> fused verdict 1: {parts}; witnesses {rig.last}; elsewhere {rig.others}")
 
 
 @pytest.mark.parametrize("cut", ["b", "c"], ids=["second-node", "lowest-of-three"])
