@@ -116,22 +116,7 @@ def measure(n: int, scrapes: int, floors: list[str], netns: str, workdir: Path) 
                 for _proc, p in targets.values():
                     common.get(p)
             names = list(targets)
-            lat: dict[str, list[float]] = {k: [] for k in names}
-            cpu0 = {k: common.cpu_seconds(pr.pid) for k, (pr, _p) in targets.items()}
-            errors = 0
-            t0 = time.monotonic()
-            for i in range(scrapes):
-                first = i % len(names)
-                for k in names[first:] + names[:first]:  # rotate who goes first
-                    status, _body, seconds = common.get(targets[k][1])
-                    errors += status != 200
-                    lat[k].append(seconds * 1000.0)
-            elapsed = time.monotonic() - t0
-            cpu = {
-                k: (common.cpu_seconds(pr.pid) - cpu0[k]) * 1000.0 / scrapes
-                for k, (pr, _p) in targets.items()
-            }
-            rss = {k: common.rss_kib(pr.pid)[0] for k, (pr, _p) in targets.items()}
+            run = common.rotate_scrapes(targets, scrapes)
         finally:
             for proc, _p in servers.values():
                 proc.stop()
@@ -141,18 +126,13 @@ def measure(n: int, scrapes: int, floors: list[str], netns: str, workdir: Path) 
         "samples": len(ours),
         "body_kib": round(len(bodies["exporter"]) / 1024, 1),
         "scrapes": scrapes,
-        "errors": errors,
-        "seconds": round(elapsed, 1),
+        "errors": run.errors,
+        "seconds": round(run.seconds, 1),
         "load": round(common.load(), 2),
         "floors": floors,
     }
     for k in names:
-        row[k] = {
-            "median_ms": round(common.median(lat[k]), 3),
-            "p99_ms": round(common.percentile(lat[k], 99), 3),
-            "cpu_ms_per_scrape": round(cpu[k], 3),
-            "rss_mib": round(rss[k] / 1024, 1),
-        }
+        row[k] = run.figures(k)
     for floor in floors:
         row[f"p99_ratio_{floor}"] = round(row["exporter"]["p99_ms"] / row[floor]["p99_ms"], 3)
         row[f"median_ratio_{floor}"] = round(row["exporter"]["median_ms"] / row[floor]["median_ms"], 3)

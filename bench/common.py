@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -254,6 +254,51 @@ def get(port: int, path: str = "/metrics", timeout: float = 30.0) -> tuple[int, 
         conn.close()
 
 
+@dataclass
+class Rotation:
+    """What `rotate_scrapes` measured, by server name."""
+
+    latency_ms: dict[str, list[float]]
+    cpu_ms_per_scrape: dict[str, float]
+    rss_kib: dict[str, int]
+    errors: int
+    seconds: float
+
+    def figures(self, name: str) -> dict[str, float]:
+        """median / p99 latency (ms), CPU ms per scrape and RSS (MiB) of one server."""
+        return {
+            "median_ms": round(median(self.latency_ms[name]), 3),
+            "p99_ms": round(percentile(self.latency_ms[name], 99), 3),
+            "cpu_ms_per_scrape": round(self.cpu_ms_per_scrape[name], 3),
+            "rss_mib": round(self.rss_kib[name] / 1024, 1),
+        }
+
+
+def rotate_scrapes(
+    targets: dict[str, tuple[Process, int]],
+    scrapes: int,
+    on_body: Callable[[str, bytes], None] | None = None,
+) -> Rotation:
+    """`scrapes` rounds of one scrape of each server, rotating who goes first; CPU from /proc."""
+    names = list(targets)
+    lat: dict[str, list[float]] = {k: [] for k in names}
+    cpu0 = {k: cpu_seconds(pr.pid) for k, (pr, _p) in targets.items()}
+    errors = 0
+    t0 = time.monotonic()
+    for i in range(scrapes):
+        first = i % len(names)
+        for k in names[first:] + names[:first]:  # rotate who goes first
+            status, body, seconds = get(targets[k][1])
+            errors += status != 200
+            lat[k].append(seconds * 1000.0)
+            if on_body is not None:
+                on_body(k, body)
+    elapsed = time.monotonic() - t0
+    cpu = {k: (cpu_seconds(pr.pid) - cpu0[k]) * 1000.0 / scrapes for k, (pr, _p) in targets.items()}
+    rss = {k: rss_kib(pr.pid)[0] for k, (pr, _p) in targets.items()}
+    return Rotation(lat, cpu, rss, errors, elapsed)
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a running process, in KiB."""
     fields: dict[str, int] = {}
@@ -271,6 +316,22 @@ def cpu_seconds(pid: int) -> float:
         rest = fh.read().rpartition(")")[2].split()
     utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
     return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+def thread_runtime(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process by thread id, to the nanosecond (schedstat).
+
+    /proc/PID/stat counts in clock ticks (10 ms here): too coarse for a thread that works
+    microseconds per advert. /proc/PID/task/TID/schedstat's first field is its time on a CPU, in ns.
+    """
+    out: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                out[int(tid)] = int(fh.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def threads(pid: int) -> int:
@@ -291,10 +352,11 @@ def thread_cpu(pid: int) -> dict[int, float]:
 
 
 def py_spy() -> str | None:
-    """A py-spy binary ($PY_SPY, PATH, or /tmp/bench-tools/bin), for profiling; None if there is none."""
+    """A py-spy binary ($PY_SPY, PATH, the venv's or /tmp/bench-tools/bin); None if there is none."""
     import shutil
 
-    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), "/tmp/bench-tools/bin/py-spy"):
+    venv = str(Path(sys.executable).parent / "py-spy")
+    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), venv, "/tmp/bench-tools/bin/py-spy"):
         if cand and os.access(cand, os.X_OK):
             return cand
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.watchdog import watchdog_part
+from ka_exporter.exposition import Renderer
 from ka_exporter.http import App, HttpServer, Limits
 from ka_exporter.model import KeepalivedConfig, Snapshot
 from ka_exporter.settings import Settings, parse_listen_address
@@ -29,6 +31,8 @@ from ka_exporter.verdicts.wire import configured_vrids
 from ka_exporter.watchdog import HookRunner, Watchdog, WatchdogStats
 
 log = logging.getLogger("ka_exporter")
+
+SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another one waits for it
 
 
 def build_sources(settings: Settings, store: Store) -> list[Source]:
@@ -89,8 +93,11 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
             requester=dbus_source.request_dump if dbus_source is not None else None,
         )
         if dbus_source is not None:
-            # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape).
-            dbus_source.on_change = dumps.request_refresh
+            # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape),
+            # once the burst is over: a failover of 100 instances is 100 signals within milliseconds,
+            # and a dump asked for in the middle of it has keepalived write 100 instances' detail
+            # before it sends the next signals (the state the scrape waits for comes from those).
+            dbus_source.on_change = coalesced(dumps.request_refresh, DETAIL_DELAY)
         for src in sources:
             if isinstance(src, VipSource):
                 # A VIP coming or going means a transition: refresh keepalived's view to match.
@@ -122,6 +129,32 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
             )
         )
     return sources
+
+
+WATCHDOG_GAP = 0.02  # seconds between two evaluations of the watchdog in a burst of changes
+DETAIL_DELAY = 0.25  # seconds from a D-Bus state change to the dump refresh it asks for
+
+
+def coalesced(action: Callable[[], None], delay: float) -> Callable[[], None]:
+    """A call that runs `action` once, `delay` seconds after the first of a burst of calls."""
+    lock = threading.Lock()
+    pending: list[threading.Timer] = []
+
+    def fire() -> None:
+        with lock:
+            pending.clear()
+        action()
+
+    def call() -> None:
+        with lock:
+            if pending:
+                return
+            timer = threading.Timer(delay, fire)
+            timer.daemon = True
+            pending.append(timer)
+        timer.start()
+
+    return call
 
 
 def lvs_wanted(config: KeepalivedConfig | None) -> bool:
@@ -218,6 +251,9 @@ class Exporter:
             parts.append(watchdog_part(self.watchdog_stats))
         self.collector = SnapshotCollector(self.store.snapshot, parts)
         self.registry.register(self.collector)
+        # What /metrics serves: the same parts, rendered once per change of the store (the registry
+        # stays for --once and as the reference the renderer is tested against).
+        self.renderer = Renderer(self.store.snapshot_versions, parts)
 
     def enter_netns(self) -> None:
         if self.settings.netns:
@@ -369,14 +405,23 @@ def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event
     def loop() -> None:
         # Evaluate when the store changed, or when a debounce/hold falls due; otherwise sleep (idle
         # cost). Every time-driven verdict (wire expiry, listening gate) already changes the store.
+        # A burst of changes (a failover of 100 instances: 100 D-Bus signals within milliseconds) is
+        # judged once it is in, not once per signal: each evaluation reads every instance, and 100 of
+        # them would hold the GIL the signals and scrapes wait for. The first change after a quiet
+        # spell is judged at once; later ones at most every WATCHDOG_GAP seconds.
         gen = -1
+        last = -WATCHDOG_GAP
         while not stop.is_set():
             deadline = wd.transitions.next_deadline()
             timeout = 30.0 if deadline is None else max(0.0, deadline - store.clock()) + 0.01
             new = store.wait_for_change(gen, timeout)
             if new == gen and (deadline is None or store.clock() < deadline):
                 continue
-            gen = new
+            wait = last + WATCHDOG_GAP - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                return
+            gen = store.generation
+            last = time.monotonic()
             try:
                 wd.step()
             except Exception:
@@ -407,7 +452,9 @@ def serve(settings: Settings) -> int:
         except WebConfigError as exc:
             log.error("%s", exc)
             return 2
-    app = App(exporter.registry, settings.web_telemetry_path, landing=landing)
+    app = App(
+        exporter.registry, settings.web_telemetry_path, landing=landing, render=exporter.renderer.render
+    )
     server = HttpServer(
         host,
         port,
@@ -426,6 +473,13 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, _stop)
     exporter.enter_netns()
     exporter.start_sources()
+    # A scrape waits for the GIL whenever a source thread runs Python (a poll, a burst of adverts):
+    # up to the switch interval per hand-over, 5 ms by default, which was most of a scrape's p99.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    # What was built at start (modules, keepalived.conf, first records) stays: keep it out of the
+    # collector's full passes, which otherwise walk it in the middle of scrapes.
+    gc.collect()
+    gc.freeze()
     server.start()
     log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
     start_watchdog(settings, exporter, stop)

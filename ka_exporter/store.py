@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from ka_exporter.model import (
@@ -27,6 +27,27 @@ from ka_exporter.model import (
 WireProvider = Callable[[], tuple[tuple[WirePeer, ...], WireStats]]
 FailoverProvider = Callable[[], tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]]
 Listener = Callable[[], None]
+Versions = Mapping[str, int]
+
+# Sections of the store, each with a version that moves whenever what it holds changes (see
+# `Store.snapshot_versions`): a renderer keeps what it made of a section until its version moves.
+# "views" is keepalived's instances (both sources, merged); "views_time" when a view source last
+# published (moves on every publication, even of the same records); "health" a source's outcome
+# (up, error); "health_times" its timestamps (every attempt); "wire" the wire source's verdict changes;
+# "lvs" the checker/IPVS view.
+SECTIONS = (
+    "config",
+    "process",
+    "addresses",
+    "views",
+    "views_time",
+    "transitions",
+    "wire",
+    "health",
+    "health_times",
+    "l2",
+    "lvs",
+)
 
 
 def merge_views(
@@ -128,6 +149,11 @@ class Store:
         self._lvs: LvsView | None = None
         self._health: dict[str, SourceHealth] = {}
         self._listeners: list[Listener] = []
+        self._versions: dict[str, int] = dict.fromkeys(SECTIONS, 0)
+        # merge_views' result, kept until the views or the D-Bus source's standing change: a snapshot
+        # is taken per event and per scrape, and merging 1,000 instances each time is the big cost.
+        self._merged_key: tuple[int, bool, bool, bool, int] | None = None
+        self._merged: tuple[InstanceView, ...] | None = None
         self.generation = 0
         self.changed = threading.Condition(self._lock)
 
@@ -145,7 +171,7 @@ class Store:
             if config == self._config:
                 return
             self._config = config
-            self._bump()
+            self._bump("config")
         self._notify()
 
     def set_process(self, process: ProcessInfo | None) -> None:
@@ -153,7 +179,7 @@ class Store:
             if process == self._process:
                 return
             self._process = process
-            self._bump()
+            self._bump("process")
         self._notify()
 
     def set_addresses(self, addresses: tuple[LocalAddress, ...] | None) -> None:
@@ -162,7 +188,7 @@ class Store:
                 return
             self._addresses_changed = self._clock()
             self._addresses = addresses
-            self._bump()
+            self._bump("addresses")
         self._notify()
 
     def set_instances(self, instances: tuple[InstanceView, ...] | None, source: str) -> None:
@@ -172,18 +198,24 @@ class Store:
         """
         with self._lock:
             if instances is None:
+                if source in self._views:
+                    self._versions["views"] += 1
                 self._views.pop(source, None)
                 self._views_time.pop(source, None)
             else:
+                if self._views.get(source) != instances:
+                    self._versions["views"] += 1
                 self._views[source] = instances
                 self._views_time[source] = self._clock()
-            self._bump()
+            # A publication of the same records still moves views_time (a fresher state) and wakes
+            # watchers: a VIP verdict waits for a state at least as fresh as the addresses.
+            self._bump("views_time")
         self._notify()
 
     def count_transition(self, instance: str) -> None:
         with self._lock:
             self._transitions[instance] = self._transitions.get(instance, 0) + 1
-            self._bump()
+            self._bump("transitions")
         self._notify()
 
     def set_l2(self, answers: tuple[VipAnswers, ...] | None) -> None:
@@ -192,7 +224,7 @@ class Store:
             if answers == self._l2:
                 return
             self._l2 = answers
-            self._bump()
+            self._bump("l2")
         self._notify()
 
     def set_lvs(self, lvs: LvsView | None) -> None:
@@ -201,13 +233,13 @@ class Store:
             if lvs == self._lvs:
                 return
             self._lvs = lvs
-            self._bump()
+            self._bump("lvs")
         self._notify()
 
     def set_wire_provider(self, provider: WireProvider | None) -> None:
         with self._lock:
             self._wire = provider
-            self._bump()
+            self._bump("wire")
 
     def set_failover_provider(self, provider: FailoverProvider | None) -> None:
         """The wire source's failover accounts, read (outside the store's lock) by every snapshot."""
@@ -217,7 +249,7 @@ class Store:
     def wire_changed(self) -> None:
         """Called by the wire source when its peer table changed in a way verdicts care about."""
         with self._lock:
-            self._bump()
+            self._bump("wire")
         self._notify()
 
     def report(self, source: str, error: str | None = None) -> None:
@@ -229,14 +261,17 @@ class Store:
             self._health[source] = SourceHealth(
                 name=source, up=error is None, error=error, last_success=last_ok, last_attempt=now
             )
+            self._versions["health_times"] += 1
             if old is not None and (old.up, old.error) == (error is None, error):
                 return  # the same outcome again: timestamps move, nothing to wake anyone for
-            self._bump()
+            self._bump("health")
         self._notify()
 
     def forget_source(self, source: str) -> None:
         with self._lock:
-            self._health.pop(source, None)
+            if self._health.pop(source, None) is not None:
+                self._versions["health"] += 1
+                self._versions["health_times"] += 1
 
     def add_listener(self, listener: Listener) -> None:
         """`listener()` is called (outside the lock) after every change."""
@@ -250,21 +285,43 @@ class Store:
             return self._health.get(source)
 
     def snapshot(self) -> Snapshot:
+        return self.snapshot_versions()[0]
+
+    def snapshot_versions(self) -> tuple[Snapshot, Versions]:
+        """A snapshot and the version of each section (`SECTIONS`) it was taken at, in one read.
+
+        Equal versions of a section mean equal contents of that section in both snapshots, so what
+        was computed from one holds for the other. The wire table is read outside the store's lock
+        (it has its own); its records are in the snapshot (compare them to know if they moved).
+        """
         with self._lock:
             wire = self._wire
+            dbus_current = (h := self._health.get("dbus")) is None or h.up
+            fifo_current = (f := self._health.get("fifo")) is None or f.up
+            stopped = self._process is not None and not self._process.running
+            merged_key = (
+                self._versions["views"],
+                dbus_current,
+                fifo_current,
+                stopped,
+                self._versions["config"],
+            )
+            if merged_key != self._merged_key:
+                self._merged = merge_views(
+                    self._views,
+                    dbus_current=dbus_current,
+                    fifo_current=fifo_current,
+                    stopped=stopped,
+                    config=self._config,
+                )
+                self._merged_key = merged_key
             snap = Snapshot(
                 time=self._clock(),
                 hostname=self._hostname,
                 config=self._config,
                 process=self._process,
                 addresses=self._addresses,
-                instances=merge_views(
-                    self._views,
-                    dbus_current=(h := self._health.get("dbus")) is None or h.up,
-                    fifo_current=(f := self._health.get("fifo")) is None or f.up,
-                    stopped=self._process is not None and not self._process.running,
-                    config=self._config,
-                ),
+                instances=self._merged,
                 instances_source="+".join(sorted(self._views)) or None,
                 transitions=tuple(sorted(self._transitions.items())),
                 sources=tuple(self._health[k] for k in sorted(self._health)),
@@ -273,15 +330,16 @@ class Store:
                 l2=self._l2,
                 lvs=self._lvs,
             )
+            versions = dict(self._versions)
             failover = self._failover
         if failover is not None:
             timings, events = failover()
             snap = replace(snap, failover=timings, failover_events=events)
         if wire is None:
-            return snap
+            return snap, versions
         # The wire table has its own lock (it is written per packet); read it outside ours.
         peers, stats = wire()
-        return replace(snap, wire_peers=peers, wire_stats=stats)
+        return replace(snap, wire_peers=peers, wire_stats=stats), versions
 
     def wait_for_change(self, generation: int, timeout: float) -> int:
         """Block until the store's generation moves past `generation` (or timeout); return it."""
@@ -291,7 +349,8 @@ class Store:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _bump(self) -> None:
+    def _bump(self, section: str) -> None:
+        self._versions[section] += 1
         self.generation += 1
         self.changed.notify_all()
 

@@ -74,15 +74,15 @@ class Rig:
 
     def healthy(self, m: Metrics) -> bool:
         """keepalived up and MASTER holding its VIP on node a; every source up; the wire sees one master."""
-        sources = [v for (n, _lab), v in m.items() if n == "ka_exporter_source_up"]
+        sources = {dict(_lab)["source"]: v for (n, _lab), v in m.items() if n == "ka_exporter_source_up"}
         return (
             value(m, "keepalived_up") == 1.0
             and self.state(m) == 2.0
             and value(m, "keepalived_vip_status", vip=self.vip) == 1.0
             and value(m, "keepalived_vrrp_vip_mismatch", iname=self.iname) == 0.0
             and value(m, "keepalived_wire_masters", interface="eth0") == 1.0
-            and len(sources) == 6
-            and all(v == 1.0 for v in sources)
+            and set(sources) == {"config", "process", "vips", "wire", "dbus", "dumps", "l2"}
+            and all(v == 1.0 for v in sources.values())
         )
 
 

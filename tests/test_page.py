@@ -309,7 +309,9 @@ def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
             assert row["VERDICTS"].text == "ok"
             assert page.by_id("conditions").text == "none"
             sources = {r["source"].text: r["state"].text for r in page.by_id("sources").table()}
-            assert sources == dict.fromkeys(("config", "dbus", "dumps", "process", "vips", "wire"), "up")
+            assert sources == dict.fromkeys(
+                ("config", "dbus", "dumps", "l2", "process", "vips", "wire"), "up"
+            )
             colours = png_colours(browser.screenshot(url, "ok"))
             assert colours.get(GREEN, 0) > 5000, "no green OK banner on the screenshot"
             assert colours.get(RED, 0) == 0

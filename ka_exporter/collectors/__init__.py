@@ -16,6 +16,12 @@ log = logging.getLogger("ka_exporter.collectors")
 
 Part = Callable[[Snapshot], Iterable[Metric]]
 
+DURATION_NAME = "ka_exporter_scrape_duration_seconds"
+DURATION_HELP = (
+    "Time this exporter took to render the served exposition from its in-memory state (it is "
+    "rendered when that state changes; scrapes in between are served the same bytes)."
+)
+
 
 class SnapshotCollector(Collector):
     """Takes one snapshot per scrape and renders it through every part.
@@ -39,10 +45,7 @@ class SnapshotCollector(Collector):
                 out.extend(part(snap))
             except Exception:
                 log.exception("collector %s failed; its metrics are left out of this scrape", part.__name__)
-        duration = GaugeMetricFamily(
-            "ka_exporter_scrape_duration_seconds",
-            "Time this exporter took to render the scrape from its in-memory state.",
-        )
+        duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
         duration.add_metric([], time.perf_counter() - started)
         out.append(duration)
         yield from out

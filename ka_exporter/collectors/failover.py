@@ -74,6 +74,9 @@ def collect_failover(snap: Snapshot) -> Iterator[Metric]:
         "Handovers (preemptions): how long the old master still advertised after the new one's first advert.",
         labels=LABELS,
     )
+    # Histograms (18 series each) for the VRIDs keepalived.conf configures, and for any VRID that has
+    # had a master change; a VRID only ever heard once (a spoofed advert) gets the five counters only.
+    configured = {(i.family, i.vrid) for i in (snap.config.instances if snap.config else ())}
     for t in snap.failover:
         labels = [t.key[0], t.key[1], str(t.key[2])]
         changes.add_metric(labels, t.master_changes)
@@ -81,6 +84,7 @@ def collect_failover(snap: Snapshot) -> Iterator[Metric]:
         multi.add_metric(labels, t.multi_master_seconds)
         observed.add_metric(labels, t.observed_seconds)
         unobserved.add_metric(labels, t.unobserved_seconds)
-        gaps.add_metric(labels, _buckets(t.gaps), t.gaps.total)
-        overlaps.add_metric(labels, _buckets(t.overlaps), t.overlaps.total)
+        if (t.key[1], t.key[2]) in configured or t.gaps.count or t.overlaps.count:
+            gaps.add_metric(labels, _buckets(t.gaps), t.gaps.total)
+            overlaps.add_metric(labels, _buckets(t.overlaps), t.overlaps.total)
     yield from (changes, masterless, multi, observed, unobserved, gaps, overlaps)

@@ -49,8 +49,8 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ka_exporter.model import Snapshot
-from ka_exporter.verdicts.wire import CONFLICT_KINDS, VridKey, judge_snapshot
+from ka_exporter.model import Snapshot, WirePeer, WireStats
+from ka_exporter.verdicts.wire import CONFLICT_KINDS, VridKey, VridVerdict, judge_snapshot
 
 VRID_LABELS = ["interface", "family", "vrid"]
 ROUTER_LABELS = ["interface", "family", "vrid", "source"]
@@ -60,10 +60,12 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
     """Metric families for the wire view; nothing when the wire source is not running."""
     if snap.wire_peers is None or snap.wire_stats is None:
         return
-    peers = snap.wire_peers
-    stats = snap.wire_stats
-    verdicts = judge_snapshot(snap, configured)
+    yield from verdict_families(judge_snapshot(snap, configured))
+    yield from router_families(snap.wire_peers, snap.wire_stats)
 
+
+def verdict_families(verdicts: Iterable[VridVerdict]) -> Iterator[Metric]:
+    """The per-VRID families of `collect_wire` (they move only when a verdict does)."""
     masters = GaugeMetricFamily(
         "keepalived_wire_masters",
         "Routers advertising this VRID as master now (non-zero priority, heard within the hold time).",
@@ -105,6 +107,9 @@ def collect_wire(snap: Snapshot, configured: Iterable[VridKey] | None = None) ->
             conflict.add_metric([*labels, kind], 1.0 if kind in v.conflicts else 0.0)
     yield from (masters, split, nomaster, conflict, routers)
 
+
+def router_families(peers: tuple[WirePeer, ...], stats: WireStats) -> Iterator[Metric]:
+    """The per-router and counter families of `collect_wire` (they move with every advert)."""
     priority = GaugeMetricFamily(
         "keepalived_wire_advert_priority",
         "Priority in this router's last advert (0: it resigned, e.g. keepalived stopped).",

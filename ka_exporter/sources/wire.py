@@ -292,6 +292,7 @@ class WireSource(Source):
         poller.register(rfd, _POLLIN)
         next_check = 0.0
         next_tick = time.monotonic() + self.tick_interval
+        next_failover = 0.0
         next_stats = 0.0
         try:
             while not self.stopping:
@@ -312,7 +313,9 @@ class WireSource(Source):
                         del self._gates[0]  # listened for a configured VRID's hold time: re-judge
                     if self.table.tick(now) or gate:
                         self.store.wire_changed()
-                    self.observe_failover(now)
+                    if mono >= next_failover:  # once a second: the accounts are exact from packet
+                        self.observe_failover(now)  # timestamps whenever they are brought up to date
+                        next_failover = mono + 1.0
                     next_tick = mono + self.tick_interval
                     if mono >= next_stats:  # kernel drops visible within a second, not a check interval
                         self._update_kernel_stats()

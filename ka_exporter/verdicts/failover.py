@@ -47,7 +47,7 @@ __all__ = ["SETTLE", "FailoverTracker", "last_word", "measure", "spans", "succes
 VridKey = tuple[str, str, int]  # (interface, family, vrid), as verdicts.wire.VridKey
 
 SETTLE = 0.05  # seconds: packets stamped just before a look may not be in the table yet
-MAX_VRIDS = 1024  # bounded: VRIDs are keyed by what the network sends
+MAX_VRIDS = 256  # bounded: VRIDs are keyed by what the network sends (a spoofer's count as well)
 
 
 @dataclass(slots=True)

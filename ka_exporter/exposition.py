@@ -1,0 +1,628 @@
+"""The scrape: the exposition of one store snapshot, rendered once per change and served as bytes.
+
+`Renderer.render(accept, accept_encoding)` is the `render` callable of `http.App`: it returns the body,
+its content type and its content encoding. The work of a scrape is what changed since the last one:
+
+- the store keeps a version per section (`store.SECTIONS`); each collector part has a cache key made
+  of the versions of what it reads (`KEYS`), and its rendered text is kept until that key moves;
+- the whole body (and its gzip) is kept until one part's key moves: a scrape of an unchanged state
+  copies bytes;
+- the text of the parts is formatted by `Formatter`, which writes exactly what prometheus_client's
+  `generate_latest` (text 0.0.4 and OpenMetrics 1.0.0) writes for the same families, with the label
+  sets' text kept between renders. Anything it does not format itself (other metric types, other
+  content types or escapings) goes through prometheus_client's own encoder.
+
+One scrape is one consistent snapshot: the parts rendered for it read one snapshot, and a part kept
+from an earlier one was made from sections at the same versions, so it says what a fresh render would.
+
+A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape
+and keyed on what it rendered (its families' samples).
+Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
+change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that.
+
+`ka_exporter_scrape_duration_seconds` is the time the served body took to render: a body served from
+the cache carries the figure of the render that made it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields, replace
+from math import copysign
+from operator import attrgetter
+from typing import Any
+
+from prometheus_client import openmetrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import (
+    _escape,
+    _is_legacy_labelname_rune,
+    escape_label_name,
+    escape_metric_name,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, Part
+from ka_exporter.collectors.exporter import collect_exporter
+from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.collectors.keepalived import collect_keepalived
+from ka_exporter.model import InstanceView, Snapshot
+from ka_exporter.store import Versions
+
+log = logging.getLogger("ka_exporter.exposition")
+
+__all__ = ["KEYS", "OPENMETRICS", "TEXT", "Formatter", "Renderer", "units_for"]
+
+TEXT = CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS = openmetrics.exposition.CONTENT_TYPE_LATEST
+_EOF = b"# EOF\n"
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes a value
+
+KeyFn = Callable[[Snapshot, Versions], object]  # compared with ==
+UnitRender = Callable[[Snapshot, Versions], Iterable[Metric]]
+TextRender = Callable[[Snapshot, str, "Encoder"], bytes]
+# (cache key, or None: rendered on every scrape; its families; or, instead, its text)
+Unit = tuple[KeyFn | None, UnitRender, TextRender | None]
+Source = Callable[[], tuple[Snapshot, Versions]]
+Render = tuple[bytes, str, str | None]
+Encoder = Callable[[Collector], bytes]
+_OM = "application/openmetrics-text"
+
+
+def _sections(*names: str) -> KeyFn:
+    def key(_snap: Snapshot, versions: Versions) -> object:
+        return tuple(versions[n] for n in names)
+
+    return key
+
+
+def _keepalived_key(snap: Snapshot, versions: Versions) -> object:
+    # The VIP mismatch is judged only with a state at least as fresh as the addresses: that
+    # comparison, not every publication time, is what the part reads of views_time.
+    fresh = snap.state_fresh_since()
+    current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
+    sections = ("views", "config", "process", "addresses", "health", "transitions")
+    return (*(versions[n] for n in sections), current)
+
+
+KEYS: dict[Callable[..., Any], KeyFn] = {
+    collect_process: _sections("process"),
+    collect_vips: _sections("config", "views", "addresses"),
+    collect_config: _sections("config"),
+    collect_keepalived: _keepalived_key,
+    collect_exporter: _sections("health", "health_times"),
+}
+
+
+def _wire_units() -> list[Unit]:
+    """collect_wire as two units: the per-VRID verdicts, and the routers and counters.
+
+    Counters and last-advert times move with every advert without a store change, so the routers
+    unit is keyed on the records themselves (64 routers compare in microseconds). The verdicts unit
+    is keyed on the verdicts, judged again only when what they read moved: keepalived.conf, the
+    instances' VRIDs and intervals, the store's "wire" section (the wire source moves it right after
+    the batch of adverts that changed a verdict, and on its tick when time changed one), or a
+    router's record in more than its counters and times (a new router, a priority, ...): an advert,
+    or a state change, that changes no verdict does not judge 1,000 VRIDs again (milliseconds).
+    """
+    from ka_exporter.collectors.wire import router_families, verdict_families
+    from ka_exporter.model import WirePeer, WireStats
+    from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
+
+    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
+    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
+    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
+    memo: list[object] = [None]
+    judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
+    local: list[object] = [None, ()]  # [views version, what the verdicts read of the instances]
+
+    def judged(snap: Snapshot, versions: Versions) -> tuple[VridVerdict, ...] | None:
+        if snap.wire_peers is None or snap.wire_stats is None:
+            return None
+        # The verdicts read keepalived.conf, else the instances' VRIDs and advert intervals (not
+        # their states), the store's wire section, and the routers' records.
+        if local[0] != versions["views"]:
+            views = snap.instances or ()
+            local[0] = versions["views"]
+            local[1] = tuple((v.interface, v.family, v.vrid, v.advert_int, v.version) for v in views)
+        moved = (versions["config"], versions["wire"], local[1])
+        basis = (moved, [peer_fields(p) for p in snap.wire_peers], stats_fields(snap.wire_stats))
+        if basis != memo[0]:
+            memo[0], judged_memo[0] = basis, judge_snapshot(snap)
+        return judged_memo[0]
+
+    def verdicts(snap: Snapshot, versions: Versions) -> Iterable[Metric]:
+        got = judged(snap, versions)
+        return () if got is None else verdict_families(got)
+
+    def routers_key(snap: Snapshot, _versions: Versions) -> object:
+        return (snap.wire_peers, snap.wire_stats)
+
+    def routers(snap: Snapshot, _versions: Versions) -> Iterable[Metric]:
+        if snap.wire_peers is None or snap.wire_stats is None:
+            return ()
+        return router_families(snap.wire_peers, snap.wire_stats)
+
+    return [(judged, verdicts, None), (routers_key, routers, None)]
+
+
+def _named(part: Part, module: str, name: str) -> bool:
+    return getattr(part, "__module__", "") == module and getattr(part, "__name__", "") == name
+
+
+def _is_collect_wire(part: Part) -> bool:
+    return _named(part, "ka_exporter.collectors.wire", "collect_wire")
+
+
+def _failover_key(snap: Snapshot, _versions: Versions) -> object:
+    return (snap.failover, snap.failover_events)
+
+
+def units_for(
+    parts: Sequence[Part], keys: Mapping[Callable[..., Any], KeyFn], formatter: Formatter | None = None
+) -> list[list[Unit]]:
+    """Each part as the units it is rendered in (see `Unit`). With a `formatter`, collect_keepalived's
+    text is rendered per instance (`_InstanceText`)."""
+    out: list[list[Unit]] = []
+    for part in parts:
+        if part not in keys and _is_collect_wire(part):
+            out.append(_wire_units())  # imported only when the wire collector runs
+        elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
+            out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
+        elif part is collect_keepalived and formatter is not None:
+            out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
+        else:
+            out.append([(keys.get(part), _plain(part), None)])
+    return out
+
+
+def _plain(part: Part) -> UnitRender:
+    def render(snap: Snapshot, _versions: Versions) -> Iterable[Metric]:
+        return part(snap)
+
+    return render
+
+
+class _Families(Collector):
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = list(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._metrics)
+
+
+class Formatter:
+    """Text of metric families, byte for byte what prometheus_client's encoders write.
+
+    Gauge and counter families of plain samples (no timestamp, exemplar, native histogram, and no
+    `_created` sample) are formatted here, with each label set's text remembered (bounded); any other
+    family goes through prometheus_client's encoder for the content type.
+    """
+
+    LABEL_MEMO_MAX = 200_000
+    VALUE_MEMO_MAX = 4096
+    FAMILY_MEMO_MAX = 4096
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[tuple[str, str], ...], str] = {}
+        self._names: dict[tuple[str, bool], str] = {}
+        self._values: dict[float, str] = {}
+        self._families: dict[tuple[str, bool], tuple[list[Any], str, str, str]] = {}
+
+    def format(self, metrics: Iterable[Metric], content_type: str, encoder: Encoder | None = None) -> bytes:
+        """The exposition of `metrics` in `content_type`, without `# EOF`.
+
+        `encoder` is prometheus_client's encoder for it (from `choose_encoder`); it defaults to the one
+        `choose_encoder` picks for text 0.0.4 or OpenMetrics 1.0.0.
+        """
+        if encoder is None:
+            encoder = om_generate_latest if content_type.startswith(_OM) else generate_latest
+        kind = _fast_kind(content_type)
+        om = kind == "om"
+        fast = kind is not None
+        out: list[str] = []
+        slow: list[bytes] = []
+        if len(self._labels) > self.LABEL_MEMO_MAX:
+            self._labels.clear()
+        by_id: dict[int, str] = {}
+        metrics = list(metrics)  # holds every labels dict (and so its id) until this returns
+        for metric in metrics:
+            text = self._family(metric, om, by_id) if fast else None
+            if text is None:
+                if out:
+                    slow.append("".join(out).encode())
+                    out = []
+                slow.append(_encode([metric], content_type, encoder))
+            else:
+                out.append(text)
+        if not slow:
+            return "".join(out).encode()
+        if out:
+            slow.append("".join(out).encode())
+        return b"".join(slow)
+
+    def _family(self, metric: Metric, om: bool, by_id: dict[int, str]) -> str | None:
+        # A family whose samples are what they were (most of a part that moved: a wire tick moves
+        # the failover accounts' counters, not their histograms) is its text of last time. (Samples
+        # compare by value: a 0.0 that became -0.0 would keep its text; no collector writes -0.0.)
+        key = (metric.name, om)
+        kept = self._families.get(key)
+        if (
+            kept is not None
+            and kept[1] == metric.documentation
+            and kept[2] == metric.type
+            and kept[0] == metric.samples
+        ):
+            return kept[3]
+        got = self.family_parts(metric, om, by_id)
+        if got is None:
+            return None
+        text = got[0] + "".join(got[1])
+        if len(self._families) < self.FAMILY_MEMO_MAX:
+            self._families[key] = (metric.samples, metric.documentation, metric.type, text)
+        return text
+
+    def family_parts(
+        self, metric: Metric, om: bool, by_id: dict[int, str]
+    ) -> tuple[str, list[str], list[str]] | None:
+        """(HELP and TYPE lines, one line per sample, each sample's iname label or "") of a plain
+        family, as `format` writes it; None if it is not one `format` writes itself."""
+        header = family_header(metric, om)
+        if header is None:
+            return None
+        # The sample names a plain family has; anything else (_created, ...) is the encoder's.
+        allowed = _SAMPLE_NAMES[metric.type](metric.name)
+        names = self._names
+        lines: list[str] = []
+        owners: list[str] = []
+        append = lines.append
+        memo = self._labels
+        values = self._values
+        for raw, labels, value, ts, exemplar, native in metric.samples:
+            if raw not in allowed or ts is not None or exemplar is not None or native is not None:
+                return None
+            sname = names.get((raw, om))
+            if sname is None:
+                sname = names[(raw, om)] = _sample_name(raw, om)
+            val: str | None
+            if value == 0:  # 0.0 and -0.0 are one dict key but two texts
+                val = "-0.0" if copysign(1.0, value) < 0 else "0.0"
+            else:
+                val = values.get(value)
+                if val is None:
+                    val = _go_float(value)
+                    if len(values) < self.VALUE_MEMO_MAX:
+                        values[value] = val
+            if labels:
+                # The collectors share one labels dict between the families of a series: its
+                # text is found by identity within this call (the dicts live until it returns).
+                text = by_id.get(id(labels))
+                if text is None:
+                    items = tuple(labels.items())
+                    text = memo.get(items)
+                    if text is None:
+                        text = memo[items] = _labels(labels)
+                    by_id[id(labels)] = text
+                append(f"{sname}{text} {val}\n")
+                owners.append(labels.get("iname", ""))
+            else:
+                append(f"{sname} {val}\n")
+                owners.append("")
+        return header, lines, owners
+
+
+_SAMPLE_NAMES: dict[str, Callable[[str], tuple[str, ...]]] = {
+    "gauge": lambda name: (name,),
+    "counter": lambda name: (name + "_total",),
+    "histogram": lambda name: (name + "_bucket", name + "_count", name + "_sum"),
+}
+
+
+def family_header(metric: Metric, om: bool) -> str | None:
+    """The HELP and TYPE lines of a plain (gauge, counter, histogram) family; None for any other."""
+    mtype = metric.type
+    if mtype not in _SAMPLE_NAMES or metric.unit:
+        return None
+    name = metric.name
+    doc = metric.documentation
+    if om:
+        mname = escape_metric_name(name)
+        help_ = _escape(doc, openmetrics.exposition.ALLOWUTF8, _is_legacy_labelname_rune)
+    else:
+        mname = escape_metric_name(name + "_total" if mtype == "counter" else name)
+        help_ = doc.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {mname} {help_}\n# TYPE {mname} {mtype}\n"
+
+
+def _fast_kind(content_type: str) -> str | None:
+    """ "text" / "om" where `Formatter` writes what the encoder for `content_type` writes, else None.
+
+    That is the default escaping (underscores) of text 0.0.4 / 1.0.0 and OpenMetrics 1.x: what
+    Prometheus asks for. Other escapings and OpenMetrics 2 (native histograms) are the encoder's.
+    """
+    kind = _KINDS.get(content_type)
+    if kind is None and content_type not in _KINDS:
+        fields = [f.strip() for f in content_type.split(";")]
+        params = dict(f.partition("=")[::2] for f in fields[1:])
+        underscores = params.get("escaping", openmetrics.exposition.UNDERSCORES) == "underscores"
+        version = params.get("version", "")
+        if fields[0] == "text/plain" and underscores:
+            kind = "text"
+        elif fields[0] == "application/openmetrics-text" and underscores and version.startswith("1."):
+            kind = "om"
+        _KINDS[content_type] = kind
+    return kind
+
+
+_KINDS: dict[str, str | None] = {}
+
+
+def _sample_name(name: str, om: bool) -> str:
+    if om:
+        return _escape(name, openmetrics.exposition.UNDERSCORES, _is_legacy_labelname_rune)
+    return escape_metric_name(name)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    # As both of prometheus_client's encoders write a label set (sorted by name, values escaped).
+    utf8 = openmetrics.exposition.ALLOWUTF8
+    inner = ",".join(
+        f'{escape_label_name(k)}="{_escape(v, utf8, _is_legacy_labelname_rune)}"'
+        for k, v in sorted(labels.items())
+    )
+    return "{" + inner + "}"
+
+
+def _encode(metrics: Sequence[Metric], content_type: str, encoder: Encoder) -> bytes:
+    """prometheus_client's own encoding of `metrics` for `content_type`, without `# EOF`."""
+    body = encoder(_Families(metrics))
+    return body.removesuffix(_EOF) if content_type.startswith(_OM) else body
+
+
+_SCRIPTS = "keepalived_script_status"  # the one keepalived family not per instance (by script name)
+
+
+class _InstanceText:
+    """collect_keepalived's text, in which only the instances whose records moved are rendered again.
+
+    A D-Bus signal changes one instance of 100 or 1,000: rendering every instance again made each
+    scrape after it cost the whole part. Here the part is rendered whole once, its lines kept by
+    instance (the iname label), and an instance whose record (or transitions count) moved goes
+    alone through collect_keepalived again. Whatever instances share sends the part back to a whole
+    render: keepalived stopped, the local addresses, whether the state is as fresh as them, whether
+    D-Bus counts transitions, the list of instances, a family the whole render did not have, a
+    family the formatter does not write itself, and a change of tracked scripts (one series per
+    script, whose status the last instance tracking it gives).
+    """
+
+    def __init__(self, formatter: Formatter) -> None:
+        self._formatter = formatter
+        self._kept: dict[str, _Kept] = {}  # by content kind ("text", "om")
+
+    def text(self, snap: Snapshot, content_type: str, encoder: Encoder) -> bytes:
+        kind = _fast_kind(content_type)
+        views = snap.instances or ()
+        if kind is None or not views:
+            self._kept.pop(kind or "", None)
+            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
+        om = kind == "om"
+        counted = dict(snap.transitions)
+        context = (self._context(snap, counted), tuple(v.name for v in views))
+        kept = self._kept.get(kind)
+        if kept is not None and kept.context == context:
+            families = {name for name, _header in kept.order}
+            for view in views:
+                count = counted.get(view.name, 0)
+                old_view, old_count, _lines = kept.per[view.name]
+                if old_count == count and old_view == view:
+                    continue
+                one = None if old_view.tracked_scripts != view.tracked_scripts else self._one(snap, view, om)
+                if one is None or not set(one) <= families:
+                    break
+                kept.per[view.name] = (view, count, one)
+            else:
+                return self._assemble(kept).encode()
+        made = self._whole(snap, om, counted, context)
+        if made is None:
+            self._kept.pop(kind, None)
+            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
+        self._kept[kind] = made
+        return self._assemble(made).encode()
+
+    @staticmethod
+    def _context(snap: Snapshot, counted: dict[str, int]) -> object:
+        fresh = snap.state_fresh_since()
+        current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
+        stopped = snap.process is not None and not snap.process.running
+        dbus = snap.source("dbus") is not None
+        return (stopped, current, snap.addresses, dbus, bool(counted))
+
+    def _whole(self, snap: Snapshot, om: bool, counted: dict[str, int], context: object) -> _Kept | None:
+        views = snap.instances or ()
+        per: dict[str, dict[str, list[str]]] = {v.name: {} for v in views}
+        order: list[tuple[str, str]] = []
+        scripts: list[str] = []
+        by_id: dict[int, str] = {}
+        for metric in list(collect_keepalived(snap)):
+            parts = self._formatter.family_parts(metric, om, by_id)
+            if parts is None:
+                return None
+            header, lines, owners = parts
+            order.append((metric.name, header))
+            if metric.name == _SCRIPTS:
+                scripts = lines
+                continue
+            for owner, line in zip(owners, lines, strict=True):
+                mine = per.get(owner)
+                if mine is None:
+                    return None
+                mine.setdefault(metric.name, []).append(line)
+        return _Kept(
+            context, order, {v.name: (v, counted.get(v.name, 0), per[v.name]) for v in views}, scripts
+        )
+
+    def _one(self, snap: Snapshot, view: InstanceView, om: bool) -> dict[str, list[str]] | None:
+        alone = replace(snap, instances=(view,))
+        out: dict[str, list[str]] = {}
+        by_id: dict[int, str] = {}
+        for metric in list(collect_keepalived(alone)):
+            if metric.name == _SCRIPTS:
+                continue  # the same scripts as before (checked): the whole render's lines stand
+            parts = self._formatter.family_parts(metric, om, by_id)
+            if parts is None:
+                return None
+            out[metric.name] = parts[1]
+        return out
+
+    @staticmethod
+    def _assemble(kept: _Kept) -> str:
+        out: list[str] = []
+        per = [lines for _view, _count, lines in kept.per.values()]
+        for name, header in kept.order:
+            body = kept.scripts if name == _SCRIPTS else [line for one in per for line in one.get(name, ())]
+            if body:
+                out.append(header)
+                out.extend(body)
+        return "".join(out)
+
+
+class _Kept:
+    __slots__ = ("context", "order", "per", "scripts")
+
+    def __init__(
+        self,
+        context: object,
+        order: list[tuple[str, str]],
+        per: dict[str, tuple[InstanceView, int, dict[str, list[str]]]],
+        scripts: list[str],
+    ) -> None:
+        self.context = context
+        self.order = order
+        self.per = per  # in the snapshot's order of instances
+        self.scripts = scripts
+
+
+class _Body:
+    __slots__ = ("body", "gzipped", "keys")
+
+    def __init__(self, keys: tuple[object, ...], body: bytes) -> None:
+        self.keys = keys
+        self.body = body
+        self.gzipped: bytes | None = None
+
+
+class Renderer:
+    """Renders the parts over store snapshots, keeping each part's text and the body until they move.
+
+    `source` returns a snapshot and its section versions (`Store.snapshot_versions`); `parts` are the
+    collector parts in exposition order; `keys` the cache key of each part (default `KEYS`; the wire
+    collector is split in two units of its own, see `_wire_units`). Thread-safe: one render at a
+    time (concurrent scrapes of an unchanged state share the bytes).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        parts: Sequence[Part],
+        keys: Mapping[Callable[..., Any], KeyFn] | None = None,
+        *,
+        gzip_level: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._source = source
+        self._parts = tuple(parts)
+        self._formatter = Formatter()
+        units = units_for(self._parts, KEYS if keys is None else keys, self._formatter)
+        # Flat: (index of the part, unit) per unit, in exposition order.
+        self._units = [(i, unit) for i, part_units in enumerate(units) for unit in part_units]
+        self._gzip_level = gzip_level
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._chunks: dict[tuple[str, int], tuple[object, bytes]] = {}
+        self._bodies: dict[str, _Body] = {}
+        self.renders = 0  # bodies rendered (not served from the cache), for tests and benches
+        self.part_renders = [0] * len(self._parts)  # renders of (a unit of) each part
+
+    def render(self, accept: str = "", accept_encoding: str = "") -> Render:
+        """(body, content type, content encoding or None) for a request's Accept headers."""
+        encoder, content_type = choose_encoder(accept)
+        gz = "gzip" in (accept_encoding or "")
+        with self._lock:
+            body = self._body(content_type, encoder)
+            if not gz:
+                return body.body, content_type, None
+            if body.gzipped is None:
+                body.gzipped = gzip.compress(body.body, compresslevel=self._gzip_level)
+            return body.gzipped, content_type, "gzip"
+
+    def body(self, accept: str = "") -> bytes:
+        """The uncompressed body for `accept` (for --once and tests)."""
+        return self.render(accept, "")[0]
+
+    def _body(self, content_type: str, encoder: Encoder) -> _Body:
+        started = self._clock()
+        snap, versions = self._source()
+        # A part with no key is rendered on every scrape and keyed on what it rendered: while that
+        # is the same, the body (and its gzip) is still the one already made.
+        rendered: dict[int, list[Metric] | BaseException] = {}
+        keys: list[object] = []
+        for u, (_i, (key, render, _text)) in enumerate(self._units):
+            if key is not None:
+                keys.append(key(snap, versions))
+                continue
+            try:
+                metrics = list(render(snap, versions))
+            except Exception as exc:
+                rendered[u] = exc
+                keys.append(object())
+                continue
+            rendered[u] = metrics
+            keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
+        cached = self._bodies.get(content_type)
+        if cached is not None and cached.keys == tuple(keys):
+            return cached
+        chunks: list[bytes] = []
+        for u, (i, (_key, render, text_render)) in enumerate(self._units):
+            kept = self._chunks.get((content_type, u))
+            if kept is not None and kept[0] == keys[u]:
+                chunks.append(kept[1])
+                continue
+            try:
+                got = rendered.get(u)
+                if isinstance(got, BaseException):
+                    raise got
+                if text_render is not None:
+                    text = text_render(snap, content_type, encoder)
+                else:
+                    metrics = got if got is not None else list(render(snap, versions))
+                    text = self._formatter.format(metrics, content_type, encoder)
+            except Exception:
+                name = _name(self._parts[i])
+                log.exception("collector %s failed; its metrics are left out of this scrape", name)
+                self._chunks.pop((content_type, u), None)
+                keys[u] = object()  # tried again on the next scrape
+                continue
+            self.part_renders[i] += 1
+            self._chunks[(content_type, u)] = (keys[u], text)
+            chunks.append(text)
+        duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
+        duration.add_metric([], self._clock() - started)
+        chunks.append(self._formatter.format([duration], content_type, encoder))
+        if content_type.startswith(_OM):
+            chunks.append(_EOF)
+        made = _Body(tuple(keys), b"".join(chunks))
+        self._bodies[content_type] = made
+        self.renders += 1
+        return made
+
+
+def _name(part: Part) -> str:
+    return str(getattr(part, "__name__", repr(part)))

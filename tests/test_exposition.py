@@ -1,0 +1,337 @@
+"""The scrape renderer against its oracle: prometheus_client's generate_latest of the same collectors.
+
+Every fixture's keepalived dumps and keepalived.conf, with a replayed capture on the wire, rendered by
+`exposition.Renderer` must be byte for byte what `generate_latest` (text) and OpenMetrics'
+`generate_latest` write for a `SnapshotCollector` over the same store, except the scrape duration's
+value. Then every kind of store change must show in the next scrape (and nothing else re-renders), an
+unchanged store must be served as the same bytes, and /metrics must serve what the renderer makes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as om
+from prometheus_client.registry import CollectorRegistry
+
+from ka_exporter.collectors import Part, SnapshotCollector
+from ka_exporter.collectors.exporter import collect_exporter
+from ka_exporter.collectors.failover import collect_failover
+from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.collectors.keepalived import collect_keepalived
+from ka_exporter.collectors.wire import collect_wire
+from ka_exporter.exposition import OPENMETRICS, TEXT, Formatter, Renderer
+from ka_exporter.http import App, HttpServer
+from ka_exporter.model import Advert, LocalAddress, ProcessInfo, Snapshot, VrrpState
+from ka_exporter.parse.dumps import parse_dumps
+from ka_exporter.parse.kaconf import read_config
+from ka_exporter.parse.vrrp import PROCESS_KEY, decode
+from ka_exporter.peers import PeerTable
+from ka_exporter.sources.capture import read_pcap
+from ka_exporter.store import Store
+from ka_exporter.verdicts.failover import FailoverTracker
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+DIRS = sorted({p.parent for p in FIXTURES.glob("keepalived-*/**/keepalived.data")})
+PCAP = FIXTURES / "pcap" / "split-brain.pcap"
+PARTS: list[Part] = [
+    collect_process,
+    collect_vips,
+    collect_config,
+    collect_keepalived,
+    collect_wire,
+    collect_failover,
+    collect_exporter,
+]
+DURATION = re.compile(rb"^(ka_exporter_scrape_duration_seconds) \S+$", re.M)
+KA = collect_keepalived
+OM_ACCEPT = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def replayed() -> tuple[PeerTable, float]:
+    table = PeerTable()
+    now = 0.0
+    for ts, ip in read_pcap(PCAP):
+        if not now:
+            table.set_listening({"eth0": ts})
+        now = ts
+        got = decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY)
+        if isinstance(got, Advert):
+            table.update(got)
+    return table, now
+
+
+def world(d: Path) -> tuple[Store, Clock, PeerTable]:
+    """A store holding everything a fixture node shows: config, process, addresses, views, wire."""
+    table, now = replayed()
+    clock = Clock(now + 0.5)
+    store = Store(hostname="node", clock=clock)
+    views = parse_dumps((d / "keepalived.data").read_bytes(), (d / "keepalived.stats").read_bytes())
+    if (d / "keepalived.conf").exists():
+        store.set_config(read_config(d / "keepalived.conf"))
+    store.set_process(ProcessInfo(running=True, pid=10, start_time=now - 100, vrrp_pids=(11,)))
+    held = [v for view in views if view.state == VrrpState.MASTER for v in view.vips][:1]
+    store.set_addresses(
+        (
+            LocalAddress("10.97.0.1", 24, "eth0", "inet"),
+            *(LocalAddress(a.split("/")[0], 32, "eth0", "inet") for a in held),
+        )
+    )
+    store.set_instances(views, "dumps")
+    store.set_wire_provider(table.snapshot)
+    tracker = FailoverTracker()
+    peers, stats = table.snapshot()
+    tracker.observe(peers, now, stats.listening_since)
+    store.set_failover_provider(lambda: (tracker.timings(), tracker.recent()))
+    for name in ("config", "process", "vips", "dumps", "wire"):
+        store.report(name)
+    store.report("dbus", error="dbus: cannot connect")
+    return store, clock, table
+
+
+def oracle(store: Store, accept: str = "") -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(store.snapshot, PARTS))
+    if accept.startswith("application/openmetrics-text"):
+        return om.generate_latest(registry)
+    return generate_latest(registry)
+
+
+def masked(body: bytes) -> bytes:
+    assert len(DURATION.findall(body)) == 1, "one scrape duration sample"
+    return DURATION.sub(rb"\1 D", body)
+
+
+@pytest.mark.parametrize("d", DIRS, ids=lambda d: str(d.relative_to(FIXTURES)))
+def test_every_fixture_renders_as_the_oracle(d: Path) -> None:
+    """Text and OpenMetrics, byte for byte generate_latest's output (duration value aside)."""
+    store, _clock, _table = world(d)
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    for accept in ("", OM_ACCEPT):
+        body, ctype, encoding = renderer.render(accept, "")
+        assert encoding is None
+        assert ctype.startswith(OPENMETRICS if accept else TEXT)
+        assert masked(body) == masked(oracle(store, accept))
+    assert b"keepalived_vrrp_state{" in body
+    assert b"keepalived_wire_split_brain{" in body
+    assert b"keepalived_vip_status{" in body
+    assert b"keepalived_wire_observed_seconds_total{" in body
+
+
+def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -> None:
+    store, clock, table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    index = {p: i for i, p in enumerate(PARTS)}
+    last = renderer.body()
+    views = store.snapshot().instances or ()
+    fault = tuple(replace(v, state=VrrpState.FAULT) for v in views)
+    peers, _stats = table.snapshot()
+    advert = next(
+        a
+        for ts, ip in read_pcap(PCAP)
+        if isinstance(a := decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY), Advert)
+    )
+
+    def advert_in(a: Advert) -> None:
+        if table.update(a):  # as the wire source does after each batch that moved a verdict
+            store.wire_changed()
+
+    changes = [
+        (
+            "instances go FAULT",
+            lambda: store.set_instances(fault, "dumps"),
+            {collect_keepalived, collect_vips},
+        ),
+        ("keepalived stops", lambda: store.set_process(ProcessInfo(running=False)), {collect_process, KA}),
+        ("a VIP goes", lambda: store.set_addresses(()), {collect_vips, KA}),
+        ("a D-Bus transition", lambda: store.count_transition(views[0].name), {KA}),
+        ("a source fails", lambda: store.report("vips", error="netlink: gone"), {collect_exporter, KA}),
+        ("an advert arrives", lambda: advert_in(replace(advert, timestamp=clock.now)), {collect_wire}),
+        (
+            "time passes (a router's hold runs out)",
+            lambda: (setattr(clock, "now", clock.now + 10), store.wire_changed()),
+            {collect_wire},
+        ),
+        ("a poll works, again", lambda: (setattr(clock, "now", clock.now + 1), store.report("config")), None),
+    ]
+    for what, change, rendered in changes:
+        before = list(renderer.part_renders)
+        assert renderer.body() is last, "an unchanged store is served as the same bytes"
+        change()
+        body = renderer.body()
+        assert masked(body) == masked(oracle(store)), what
+        assert masked(body) != masked(last), f"{what}: the scrape did not change"
+        moved = {p for p in PARTS if renderer.part_renders[index[p]] != before[index[p]]}
+        if rendered is not None:
+            # The wire part is keyed on every section but timestamps: it moves with any of them.
+            assert moved - {collect_wire} == rendered - {collect_wire}, f"{what}: re-rendered {moved}"
+        else:
+            assert moved == {collect_exporter}, f"{what}: re-rendered {moved}"
+        last = body
+    assert peers != table.snapshot()[0]
+
+
+def test_gzip_is_made_once_per_body() -> None:
+    store, _clock, _table = world(FIXTURES / "keepalived-2.4.3" / "node-a")
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    gz, ctype, encoding = renderer.render("", "deflate, gzip")
+    again, _, _ = renderer.render("", "gzip")
+    assert encoding == "gzip" and ctype == TEXT
+    assert gz is again
+    assert gzip.decompress(gz) == renderer.body()
+    store.set_process(ProcessInfo(running=False))
+    fresh, _, _ = renderer.render("", "gzip")
+    assert masked(gzip.decompress(fresh)) == masked(oracle(store))
+
+
+def test_a_failing_part_is_left_out_and_retried_and_unknown_parts_render_every_scrape() -> None:
+    calls = {"bad": 0, "plain": 0}
+
+    def bad(_snap: Snapshot) -> Iterator[Metric]:
+        calls["bad"] += 1
+        raise RuntimeError("boom")
+
+    def plain(_snap: Snapshot) -> Iterator[Metric]:
+        calls["plain"] += 1
+        g = GaugeMetricFamily("ka_test_plain", "A part the renderer has no key for.")
+        g.add_metric([], float(calls["plain"]))
+        yield g
+
+    store = Store(hostname="n", clock=Clock(1000.0))
+    store.set_process(ProcessInfo(running=True, pid=1))
+    renderer = Renderer(store.snapshot_versions, [collect_process, bad, plain])
+    first = renderer.body()
+    second = renderer.body()
+    assert b"keepalived_up 1.0" in first
+    assert b"ka_test_plain 1.0" in first and b"ka_test_plain 2.0" in second
+    assert calls == {"bad": 2, "plain": 2}
+    assert renderer.part_renders[0] == 1
+
+    def steady(_snap: Snapshot) -> Iterator[Metric]:
+        calls["steady"] = calls.get("steady", 0) + 1
+        g = GaugeMetricFamily("ka_test_steady", "A part with no key whose output does not move.")
+        g.add_metric([], 7.0)
+        yield g
+
+    kept = Renderer(store.snapshot_versions, [collect_process, steady])
+    assert kept.body() is kept.body(), "the same output of an unkeyed part: the same body"
+    assert calls["steady"] == 2, "an unkeyed part still runs on every scrape"
+
+
+def test_formatter_hands_other_families_to_prometheus_client() -> None:
+    """Info families, _created samples, timestamps, escapes: still exactly the encoder's output."""
+    info = InfoMetricFamily("ka_test", "Info with a \\ and \n.", value={"a": 'x"y\\z\n'})
+    created = CounterMetricFamily("ka_test_events", "Counted.", labels=["k"], created=5.0)
+    created.add_metric(["v"], 3.0, created=5.0)
+    stamped = GaugeMetricFamily("ka_test_stamped", 'A "quoted" help.', labels=["k"])
+    stamped.add_metric(["\\"], -0.0, timestamp=12.5)
+    plain = GaugeMetricFamily("ka_test_plain", 'Help "q" \\ end.', labels=["z", "a"])
+    plain.add_metric(['é"\n', "b"], 1e22)
+    plain.add_metric(["n", "b"], float("nan"))
+    plain.add_metric(["m", "b"], -0.0)
+    plain.add_metric(["p", "b"], 0.0)
+    hist = HistogramMetricFamily("ka_test_gap_seconds", "Gaps.", labels=["vrid"])
+    hist.add_metric(["51"], [("0.5", 1.0), ("4.0", 3.0), ("+Inf", 4.0)], 9.25)
+    families = [info, created, stamped, plain, hist]
+
+    class C(CollectorRegistry):
+        def collect(self) -> Iterator[Metric]:
+            return iter(families)
+
+    text = Formatter()
+    assert text.format(families, TEXT) == generate_latest(C())
+    assert text.format(families, TEXT) == generate_latest(C()), "from its memo too"
+    assert text.format(families, OPENMETRICS) + b"# EOF\n" == om.generate_latest(C())
+
+
+def test_metrics_endpoint_serves_the_renderer() -> None:
+    store, _clock, _table = world(FIXTURES / "keepalived-2.2.8" / "node-b")
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    server = HttpServer("127.0.0.1", 0, App(CollectorRegistry(), render=renderer.render))
+    server.start()
+    try:
+        for accept, encoding, ctype in (
+            ("text/plain", None, TEXT),
+            (OM_ACCEPT, "gzip", OPENMETRICS),
+        ):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            headers = {"Accept": accept, **({"Accept-Encoding": encoding} if encoding else {})}
+            conn.request("GET", "/metrics", headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            conn.close()
+            assert resp.status == 200
+            assert resp.getheader("Content-Type", "").startswith(ctype)
+            assert resp.getheader("Content-Encoding") == encoding
+            body = gzip.decompress(raw) if encoding else raw
+            assert body == renderer.body(accept)
+            assert masked(body) == masked(oracle(store, accept))
+    finally:
+        server.stop()
+
+
+def test_one_instance_changing_among_many_renders_as_the_oracle() -> None:
+    """keepalived's part is rendered again per instance: every kind of change to one of many."""
+    store, clock, _table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    base = store.snapshot().instances or ()
+    many = [
+        replace(v, name=f"VI_{k:02d}_{v.name}", vrid=(v.vrid + k) % 255 + 1) for k in range(12) for v in base
+    ]
+    store.set_instances(tuple(many), "dumps")
+    store.report("dbus")  # D-Bus up: transitions are counted, states are current
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    scripted = next(i for i, v in enumerate(many) if v.tracked_scripts)
+    flipped = tuple(
+        replace(s, status="GOOD" if s.status == "BAD" else "BAD") for s in many[scripted].tracked_scripts
+    )
+    stats = next(i for i, v in enumerate(many) if v.stats is not None)
+    steps = [
+        ("one instance goes FAULT", lambda: many.__setitem__(3, replace(many[3], state=VrrpState.FAULT))),
+        (
+            "a script flips",
+            lambda: many.__setitem__(scripted, replace(many[scripted], tracked_scripts=flipped)),
+        ),
+        (
+            "a counter moves",
+            lambda: many.__setitem__(
+                stats,
+                replace(many[stats], stats=replace(many[stats].stats, advert_rcvd=10**9)),  # type: ignore[type-var]
+            ),
+        ),
+        ("an instance goes away", lambda: many.pop(5)),
+        ("its priority changes", lambda: many.__setitem__(0, replace(many[0], effective_priority=1))),
+    ]
+    for accept in ("", OM_ACCEPT):
+        assert masked(renderer.body(accept)) == masked(oracle(store, accept))
+    for what, change in steps:
+        change()
+        store.set_instances(tuple(many), "dumps")
+        store.count_transition(many[1].name)
+        for accept in ("", OM_ACCEPT):
+            assert masked(renderer.body(accept)) == masked(oracle(store, accept)), what
+    clock.now += 1
+    store.set_addresses(())  # shared by every instance: all of them again
+    for accept in ("", OM_ACCEPT):
+        assert masked(renderer.body(accept)) == masked(oracle(store, accept))
