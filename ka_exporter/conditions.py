@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ka_exporter.model import Snapshot
+from ka_exporter.verdicts import fused
 from ka_exporter.verdicts.vips import canonical_ip, held_addresses, missing_vips, stale_vips
 from ka_exporter.verdicts.wire import judge_snapshot
 
@@ -17,9 +18,22 @@ from ka_exporter.verdicts.wire import judge_snapshot
 # than that ordering gap and far shorter than anything an operator would call a mismatch.
 VIP_MISMATCH_HOLD = 2.0
 
-KINDS = ("keepalived_down", "keepalived_frozen", "split_brain", "no_master", "vip_mismatch", "wire_conflict")
+KINDS = (
+    "keepalived_down",
+    "keepalived_frozen",
+    "split_brain",
+    "no_master",
+    "vip_mismatch",
+    "wire_conflict",
+    "master_silent",
+    "foreign_master",
+    "vip_unanswered",
+)
 SEVERITY = {
     "split_brain": 2,
+    "master_silent": 2,
+    "foreign_master": 2,
+    "vip_unanswered": 2,
     "no_master": 2,
     "keepalived_down": 2,
     "keepalived_frozen": 2,
@@ -53,6 +67,7 @@ def evaluate(snap: Snapshot) -> list[Condition]:
     out: list[Condition] = []
     out.extend(_keepalived_down(snap))
     out.extend(_keepalived_frozen(snap))
+    out.extend(_fused(snap))
     out.extend(_wire(snap))
     out.extend(_vip_mismatch(snap))
     return sorted(out, key=lambda c: c.key)
@@ -71,15 +86,6 @@ def _wire(snap: Snapshot) -> list[Condition]:
         labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
         routers = "; ".join(sorted(by_key.get(v.key, [])))
         where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
-        if v.split_brain:
-            out.append(
-                Condition(
-                    "split_brain",
-                    labels,
-                    f"split brain: {v.masters} routers advertise as master for {where}: {routers}",
-                    (("masters", str(v.masters)), ("routers", routers)),
-                )
-            )
         if v.no_master:
             out.append(Condition("no_master", labels, f"no router advertises {where}"))
         for kind in sorted(v.conflicts):
@@ -91,6 +97,54 @@ def _wire(snap: Snapshot) -> list[Condition]:
             )
             out.append(
                 Condition("wire_conflict", (*labels, ("conflict", kind)), text, (("routers", routers),))
+            )
+    return out
+
+
+def _fused(snap: Snapshot) -> list[Condition]:
+    """split_brain from the fused verdict (any witness), master_silent and foreign_master."""
+    out: list[Condition] = []
+    for v in fused.judge(snap):
+        labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
+        routers = "; ".join(v.routers)
+        where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
+        if v.split_brain:
+            why = ", ".join(w for w in fused.WITNESSES if w in v.witnesses)
+            out.append(
+                Condition(
+                    "split_brain",
+                    labels,
+                    f"split brain: {v.masters} routers advertise as master for {where} (witness: {why}): "
+                    f"{routers or 'no router on the wire'}",
+                    (("witnesses", why), ("routers", routers)),
+                )
+            )
+        if v.silent_master:
+            out.append(
+                Condition(
+                    "master_silent",
+                    labels,
+                    f"keepalived here claims MASTER for {where} but has not been heard advertising it",
+                    (("routers", routers),),
+                )
+            )
+        if v.foreign:
+            out.append(
+                Condition(
+                    "foreign_master",
+                    labels,
+                    f"{', '.join(v.foreign)} advertise {where} but are not among its unicast peers",
+                    (("foreign", ",".join(v.foreign)), ("routers", routers)),
+                )
+            )
+        if v.dead_vips:
+            out.append(
+                Condition(
+                    "vip_unanswered",
+                    labels,
+                    f"nobody answers for {', '.join(v.dead_vips)} although a master advertises {where}",
+                    (("vips", ",".join(v.dead_vips)),),
+                )
             )
     return out
 

@@ -230,6 +230,9 @@ def build_parts(settings: Settings) -> list[Part]:
         from ka_exporter.collectors.lvs import collect_lvs
 
         parts.append(collect_lvs)
+    from ka_exporter.collectors.fused import collect_fused
+
+    parts.append(collect_fused)
     parts.append(collect_exporter)
     return parts
 

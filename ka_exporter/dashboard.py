@@ -87,11 +87,12 @@ def _rows() -> list[tuple[str, list[Panel]]]:
     status = [
         Panel(
             "stat",
-            "Split brain (wire)",
-            "Per VRID: 1 when an exporter sniffing VRRP sees two routers advertising as master at once "
-            "(keepalived_wire_split_brain). Failover and preemption overlaps do not count.",
+            "Split brain",
+            "Per VRID: 1 when any exporter's fused verdict sees two holders (keepalived_split_brain): "
+            "wire adverts, a node holding the VIPs while another router is master, a silent local "
+            "master, or two ARP/ND answerers. Failover and preemption overlaps do not count.",
             "none",
-            (Target(f"max by (vrid) (keepalived_wire_split_brain{{{SEL_VRID}}})", "VRID {{vrid}}"),),
+            (Target(f"max by (vrid) (keepalived_split_brain{{{SEL_VRID}}})", "VRID {{vrid}}"),),
             6,
             4,
             mappings=_ok_bad("OK", "SPLIT BRAIN"),
@@ -298,6 +299,46 @@ def _rows() -> list[tuple[str, list[Panel]]]:
             8,
             8,
             min=0,
+        ),
+        Panel(
+            "state-timeline",
+            "Split-brain witnesses",
+            "Why each exporter calls a VRID split brain (keepalived_split_brain_witness): wire (adverts), "
+            "address (it holds the VIPs while another router is master), liveness (its keepalived claims "
+            "MASTER but is silent), l2 (two ARP/ND answerers); and local masters not heard advertising "
+            "(keepalived_master_silent).",
+            "none",
+            (
+                Target(
+                    f"keepalived_split_brain_witness{{{SEL_VRID}}}",
+                    "{{witness}} VRID {{vrid}} ({{instance}})",
+                ),
+                Target(
+                    f"keepalived_master_silent{{{SEL_VRID}}}",
+                    "silent master VRID {{vrid}} ({{instance}})",
+                ),
+            ),
+            16,
+            8,
+            mappings=_ok_bad("no", "yes"),
+            options={"mergeValues": True, "showValue": "never", "rowHeight": 0.9},
+        ),
+        Panel(
+            "stat",
+            "Foreign masters / unanswered VIPs",
+            "Per VRID: routers advertising it that are none of ours (keepalived_foreign_masters, known "
+            "with unicast peers), and VIPs nobody answers ARP/ND for while a master advertises "
+            "(keepalived_vips_unanswered, L2 witness). 0 is healthy.",
+            "none",
+            (
+                Target(f"max by (vrid) (keepalived_foreign_masters{{{SEL_VRID}}})", "foreign VRID {{vrid}}"),
+                Target(
+                    f"max by (vrid) (keepalived_vips_unanswered{{{SEL_VRID}}})", "unanswered VRID {{vrid}}"
+                ),
+            ),
+            8,
+            8,
+            thresholds=((None, "green"), (1, "red")),
         ),
     ]
     exporter = [

@@ -41,8 +41,9 @@ Listening: the source tells the table on which interfaces it captures and since 
 (`set_listening`, `stop_listening`); `snapshot()` reports it in `WireStats.listening_since` /
 `interfaces` for the verdicts of absence (see verdicts.wire.Listening).
 
-`update()` says whether the VRID's verdict (masters, split brain, no master, conflicts) changed, so
-the source can notify the store at once, and only then. It re-judges the VRID only when something
+`update()` says whether the VRID's verdict (masters, split brain, no master, conflicts) changed, or a
+router's run reached two adverts (see `_short_run`), so the source can notify the store at once, and
+only then. It re-judges the VRID only when something
 that can change a verdict happened (a new router, a new run, a priority-0 or profile change, or an
 advert that makes a split-brain pair); otherwise an advert costs a dict update. Time-driven changes
 (expiry) and VRIDs crowded with more than SMALL_GROUP routers (a flood) are judged by `tick()`.
@@ -149,6 +150,16 @@ class _Entry:
         )
 
 
+def _short_run(e: _Entry) -> bool:
+    """The router's current run is shorter than half an interval (fewer than two adverts).
+
+    When a run grows past that, `update()` reports a change even if the wire verdict did not move: the
+    fused verdict's address witness (`verdicts.fused`) counts only routers with two adverts, and the
+    watchdog re-evaluates on store changes.
+    """
+    return e.last_seen - e.first_seen < e.interval / 2.0
+
+
 class PeerTable:
     """Thread-safe bounded table of routers seen on the wire, plus the wire's counters."""
 
@@ -201,12 +212,13 @@ class PeerTable:
                 ):
                     # The steady case, an advertising router repeating itself: what `_refresh`
                     # would do, minus its checks (nothing verdict-relevant changed for this router).
+                    short = _short_run(e)
                     e.last_seen = max(e.last_seen, ts)
                     e.adverts += 1
                     e.template = a
                     if a.outgoing:
                         e.local = True
-                    return self._rejudge(e, gkey, ts)
+                    return self._rejudge(e, gkey, ts) or (short and not _short_run(e))
             else:
                 e = self._probation.get(key)
                 if e is not None:
@@ -223,19 +235,21 @@ class PeerTable:
                 if group is None:
                     group = self._groups[gkey] = {}
                 group[a.source] = e
-                structural = True
+                structural, grew = True, False
             else:
                 group = self._groups[gkey]
+                short = _short_run(e)
                 structural = self._refresh(e, a, ts)
+                grew = short and not _short_run(e) and e.priority > 0
                 e.template = a
             if len(group) > SMALL_GROUP:
                 # A crowd on one VRID (a flood): judged by tick(), a few times a second.
                 return False
             if not structural:
-                return self._rejudge(e, gkey, ts)
+                return self._rejudge(e, gkey, ts) or grew
             summary = judge_vrid(gkey, tuple(group.values()), ts).summary
             if self._verdicts.get(gkey) == summary:
-                return False
+                return grew
             self._verdicts[gkey] = summary
             return True
 
@@ -257,11 +271,12 @@ class PeerTable:
                 return None  # a new run: the slow path restarts it
             self._established.move_to_end(key)
             self._packets += 1
+            short = _short_run(e)
             e.last_seen = max(e.last_seen, ts)
             e.adverts += 1
             if outgoing:
                 e.local = True
-            return self._rejudge(e, (a.interface, a.family, a.vrid), ts)
+            return self._rejudge(e, (a.interface, a.family, a.vrid), ts) or (short and not _short_run(e))
 
     def _rejudge(self, e: _Entry, gkey: VridKey, ts: float) -> bool:
         """After an advert that changed nothing about its router: can it have made a split brain?"""

@@ -50,6 +50,11 @@ CONTRACT = {
     "keepalived_become_master_total",
     "keepalived_wire_masters",
     "keepalived_wire_split_brain",
+    "keepalived_split_brain",
+    "keepalived_split_brain_witness",
+    "keepalived_master_silent",
+    "keepalived_foreign_masters",
+    "keepalived_vips_unanswered",
     "keepalived_wire_no_master",
     "keepalived_wire_conflict",
     "keepalived_wire_routers",
@@ -414,7 +419,8 @@ def test_required_panels_are_there() -> None:
         assert any(pred(p) for p in panels), f"no panel for {what}"
 
     has(lambda p: p["type"] == "state-timeline" and "keepalived_vrrp_state" in exprs(p), "who-is-master")
-    has(lambda p: "keepalived_wire_split_brain" in exprs(p), "split brain status")
+    has(lambda p: "keepalived_split_brain{" in exprs(p), "split brain status")
+    has(lambda p: "keepalived_split_brain_witness" in exprs(p), "split-brain witnesses")
     has(lambda p: "keepalived_wire_no_master" in exprs(p), "no-master status")
     has(lambda p: "keepalived_vip_status" in exprs(p) and p["type"] == "state-timeline", "VIP ownership")
     has(
@@ -509,6 +515,12 @@ def _synthetic_series() -> list[dict[str, str]]:
         base = {"job": "keepalived", "instance": f"{node}:9774"}
         seg = {**base, "interface": "eth0", "family": "inet", "vrid": "51"}
         add("keepalived_wire_split_brain", seg, "0x40")
+        add("keepalived_split_brain", seg, "0x40")
+        add("keepalived_master_silent", seg, "0x40")
+        add("keepalived_foreign_masters", seg, "0x40")
+        add("keepalived_vips_unanswered", seg, "0x40")
+        for witness in ("wire", "address", "liveness", "l2"):
+            add("keepalived_split_brain_witness", {**seg, "witness": witness}, "0x40")
         add("keepalived_wire_no_master", seg, "0x40")
         add("keepalived_wire_masters", seg, "1x40")
         add("keepalived_wire_conflict", {**seg, "kind": "vips"}, "0x40")

@@ -73,8 +73,9 @@ def verdict_families(verdicts: Iterable[VridVerdict]) -> Iterator[Metric]:
     )
     split = GaugeMetricFamily(
         "keepalived_wire_split_brain",
-        "1 while two or more routers advertise this VRID concurrently (never during a failover, "
-        "graceful stop or preemption).",
+        "1 while two or more routers advertise this VRID concurrently, or one of two routers that drop "
+        "each other's adverts fell silent without resigning while the other advertises (presumed "
+        "master, at most 5 minutes); never during a failover, graceful stop or preemption.",
         labels=VRID_LABELS,
     )
     nomaster = GaugeMetricFamily(

@@ -372,22 +372,31 @@ class Lab:
         for node in self.nodes.values():
             node.dir.mkdir(mode=0o755, exist_ok=True)
             node.tmpdir.mkdir(mode=0o755, exist_ok=True)
-            text = profiles.render_config(
-                self.profile,
-                self.addressing,
-                node.name,
-                nodes=self.node_count,
-                node_dir=node.dir,
-                dbus=self.dbus,
-            )
-            # 0600: the file may hold the VRRP password.
-            fd = os.open(node.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
+            self._write_config(node, self.profile)
             if self.profile.notify:
                 _write_script(node.dir / "notify.sh", profiles.notify_script(node.notify_log))
             if self.profile.check:
                 _write_script(node.dir / "check.sh", profiles.check_script(node.check_flag))
+
+    def _write_config(self, node: LabNode, profile: Profile) -> None:
+        text = profiles.render_config(
+            profile, self.addressing, node.name, nodes=self.node_count, node_dir=node.dir, dbus=self.dbus
+        )
+        # 0600: the file may hold the VRRP password.
+        fd = os.open(node.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+
+    def misconfigure(self, node: str, mismatch: str | None) -> None:
+        """Rewrite `node`'s keepalived.conf with one setting that differs from the other nodes' (None:
+        back to the lab's profile); takes effect at its next `start()`. `mismatch` is one of
+        `profiles.MISMATCHES`: keepalived on the other nodes drops this node's adverts, and it theirs.
+        """
+        try:
+            variant = profiles.mismatched(self.profile, mismatch)
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
+        self._write_config(self._node(node), variant)
 
     def _start_buses(self, dbus_daemon: str) -> None:
         for node in self.nodes.values():

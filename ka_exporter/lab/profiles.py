@@ -15,6 +15,8 @@ initial states follow that order, so node a is the preferred master of the first
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
 | ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
 | vmac         | fast with use_vmac: VIP on a macvlan vrrp.VRID, virtual MAC       | v3, advert 0.1  |
+| fast-unicast | fast, with unicast_src_ip / unicast_peer                          | v3, advert 0.1  |
+| many         | 100 instances on one interface (VI_1..VI_100), a master of all   | v2, advert 1    |
 | track        | fast with a track_process (-10) and two track_files (-30, and 0)  | v3, advert 0.1  |
 
 In the track profile node N's files NODE_DIR/track.file (weight -30: a 2 in it moves node a from 140 to
@@ -29,7 +31,7 @@ exists (see `Lab.set_check`), so a rehearsal can break a service without install
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,6 +74,8 @@ class Profile:
     notify_fifo: bool = False  # global_defs vrrp_notify_fifo NODE_DIR/notify.fifo
     priorities: tuple[int, int, int] = (150, 100, 50)
     vmac: bool = False  # use_vmac: keepalived puts the VIP on a macvlan with MAC 00:00:5e:00:01:VRID
+    auth_pass: str = LAB_PASSWORD
+    count: int = 1  # VRRP instances on the one interface (VRIDs and VIPs consecutive), e.g. "many"
     track: bool = False  # a track_process and two track_files (see the module docstring)
 
 
@@ -107,9 +111,41 @@ PROFILES: dict[str, Profile] = {
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
         Profile("vmac", "fast with use_vmac (macvlan, virtual MAC)", version=3, advert_int=0.1, vmac=True),
         Profile("fifo", "fast, with vrrp_notify_fifo", version=3, advert_int=0.1, notify_fifo=True),
+        Profile(
+            "fast-unicast",
+            "fast, with unicast_src_ip / unicast_peer",
+            version=3,
+            advert_int=0.1,
+            unicast=True,
+        ),
+        Profile("many", "100 instances on one interface, a master of all", count=100),
         Profile("track", "fast, with track_process and track_file", version=3, advert_int=0.1, track=True),
     )
 }
+
+
+#: One node's setting differing from its peers' (`Lab.misconfigure`): each makes keepalived drop the
+#: other's adverts. "auth": another PASS password; "version": VRRPv3 against VRRPv2 (or back);
+#: "interval": twice the advert interval (VRRPv2 drops adverts whose interval differs).
+MISMATCHES = ("auth", "version", "interval")
+
+#: The PASS password of a node misconfigured with "auth" (a throw-away lab value like LAB_PASSWORD).
+OTHER_PASSWORD = "0therPa5"  # noqa: S105
+
+
+def mismatched(profile: Profile, mismatch: str | None) -> Profile:
+    """`profile` with one setting changed as `MISMATCHES` describes (None: unchanged)."""
+    if mismatch is None:
+        return profile
+    if mismatch == "auth":
+        if not profile.auth:
+            raise ValueError(f"profile {profile.name} has no authentication to mismatch")
+        return replace(profile, auth_pass=OTHER_PASSWORD)
+    if mismatch == "version":
+        return replace(profile, version=2 if profile.version == 3 else 3, auth=False)
+    if mismatch == "interval":
+        return replace(profile, advert_int=profile.advert_int * 2)
+    raise ValueError(f"unknown mismatch {mismatch!r} (choose from {', '.join(MISMATCHES)})")
 
 
 def resolve_profile(name: str, ipv6: bool) -> Profile:
@@ -162,6 +198,11 @@ def instances(profile: Profile, addr: Addressing, interface: str = "eth0") -> li
     if profile.ipv6:
         return [LabInstance("VI_1", addr.vrid, (f"fe80::fa:{addr.y:x}:100", addr.v6(0x100)), interface)]
     first = LabInstance("VI_1", addr.vrid, (addr.v4(100),), interface)
+    if profile.count > 1:
+        return [
+            LabInstance(f"VI_{i + 1}", (addr.vrid + i - 1) % 255 + 1, (addr.v4(100 + i),), interface)
+            for i in range(profile.count)
+        ]
     if profile.dual:
         return [first, LabInstance("VI_2", addr.vrid + 1, (addr.v4(101),), interface)]
     return [first]
@@ -243,7 +284,7 @@ def render_config(
             lines += [
                 "    authentication {",
                 f"        auth_type {profile.auth_type}",
-                f"        auth_pass {LAB_PASSWORD}",
+                f"        auth_pass {profile.auth_pass}",
                 "    }",
             ]
         lines.append("    virtual_ipaddress {")

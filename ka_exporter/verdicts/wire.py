@@ -22,8 +22,9 @@ How keepalived behaves, and the rules derived from it
   they cannot hear each other.
 
 So the split-brain rule compares *advertising runs*. A run is a router's sequence of adverts with no
-gap longer than `RUN_GAP` intervals (a master never misses two adverts in a row; any router that
-resumes after someone else took over was silent > 3*I) and not interrupted by a priority-0 advert.
+gap longer than `RUN_GAP` intervals (a master that hears nothing never misses two adverts in a
+row, but see "Silent masters" below; any router that resumes after someone else took over was
+silent > 3*I) and not interrupted by a priority-0 advert.
 `WirePeer.first_seen` is the start of the router's current run (the peer table restarts it).
 
 Two routers A and B on a VRID are in split brain at `now` when both are advertising (last advert
@@ -38,7 +39,44 @@ priority > 0, last advert within `RUN_GAP` intervals of now) and either
      routers never yield to each other, so one overlapping advert each is already two masters
      (the classic "silent misconfiguration" dual master; see vrid-conflict.pcap, where the third
      router sends a single advert and stays MASTER silently).
-The verdict clears RUN_GAP intervals after one side stopped advertising.
+
+Silent masters (keepalived re-arms a master on adverts it drops)
+-----------------------------------------------------------------
+"A master never misses two adverts in a row" holds only while it hears nothing. keepalived's
+`vrrp_dispatcher_read()` calls `vrrp_init_instance_sands()` after *every* advert it reads for the
+VRID, whatever the state machine then did with it; for a MASTER that puts its next advert one of
+its own intervals after the received one. So a master that drops another router's adverts (auth,
+version, VIPs, v2 interval mismatch: `drops_each_other`) is silenced whenever those adverts come at
+least as often as its own interval, and stays MASTER with its VIPs: two such masters alternate with
+silences of seconds, and `advert_int 2` against `advert_int 1` silences the slower one for good.
+
+What the sniffer may conclude: a router R whose last advert had a non-zero priority and that fell
+silent while an *incompatible* router Q kept advertising has not been shown to stop being master.
+R is *presumed master* (`presumed_master`) while all of this holds:
+  * R never resigned (a priority-0 advert, which keepalived sends on SIGTERM, reload and FAULT, ends
+    it at once: `priority` 0);
+  * Q advertises now, with an interval no longer than R's (only then do Q's adverts keep R's
+    timer from firing: with a longer one R would speak in the gaps, so R's silence means it stopped);
+  * Q's current run began before R had been silent for RUN_GAP of its intervals (Q's adverts are
+    what silenced R; a Q that started after R was already silent did not);
+  * R fell silent less than PRESUMED_FOR seconds ago (the bound, see below).
+By keepalived's own rules nothing but a priority-0 advert or the end of R's process can make R leave
+MASTER while it drops Q's adverts: it never yields to an advert it drops. The other ways R goes
+silent are a SIGKILL or a SIGSTOP of its keepalived, and both leave R's VIPs on R (a dual holder
+still). A router that *agrees* with the advertiser is never presumed: it would accept a higher
+priority advert and yield (a preemption), or answer a lower one with its own advert, so its silence
+is a real handover. Hence no failover, preemption or graceful stop ever presumes anyone.
+
+The bound: PRESUMED_FOR (5 minutes, the peer table's default linger) after R's last advert the
+presumption ends even if Q keeps advertising: a host powered off mid-misconfiguration, or a router
+whose config was fixed and reloaded into BACKUP without a priority-0 advert, must not read split
+brain forever. A dual master that outlasts it is still seen by the address witness on the silent
+router's own node and by the L2 witness from anywhere (`ka_exporter.verdicts.fused`).
+
+So `split_brain` (exported as `keepalived_wire_split_brain`) proves, from adverts alone: two routers
+advertised concurrently (rule 1 or 2 above), or one of two incompatible routers went quiet in the
+way keepalived's re-arming explains while the other still advertises. It clears RUN_GAP intervals
+after one side stopped advertising when that side was not presumed, else when the presumption ends.
 
 `masters` counts routers with a non-zero last priority whose last advert is within the hold time, as
 a backup would judge them; right after a preemption or crash failover it can read 2 for up to one
@@ -78,6 +116,9 @@ CONFLICT_KINDS: tuple[str, ...] = ("auth", "interval", "version", "vips", "sourc
 
 #: A router whose last advert is older than RUN_GAP intervals is not advertising any more.
 RUN_GAP = 2.5
+
+#: How long after its last advert a silent router stays presumed master (see the module docstring).
+PRESUMED_FOR = 300.0
 
 #: More routers than this advertising one VRID at once, each for half an interval or more, is split
 #: brain whatever their timing (bounds the pairwise check under a spoofed flood).
@@ -238,8 +279,26 @@ def _overlap_split(a: PeerLike, b: PeerLike) -> bool:
     return overlap >= max(a.interval, b.interval) / 2.0
 
 
+def silenced_by(silent: PeerLike, talker: PeerLike, now: float) -> bool:
+    """Is `silent` presumed master because `talker`'s dropped adverts keep re-arming it?"""
+    if silent.priority <= 0 or advertising(silent, now) or not advertising(talker, now):
+        return False
+    if now - silent.last_seen > PRESUMED_FOR or talker.interval > silent.interval:
+        return False
+    if talker.first_seen > silent.last_seen + RUN_GAP * silent.interval:
+        return False
+    return drops_each_other(silent, talker)
+
+
+def presumed_master(peer: PeerLike, peers: Sequence[PeerLike], now: float) -> bool:
+    """Silent but presumed master: some incompatible router's adverts explain its silence."""
+    return any(q is not peer and silenced_by(peer, q, now) for q in peers)
+
+
 def split_pair(a: PeerLike, b: PeerLike, now: float) -> bool:
     """Are `a` and `b` two concurrent masters at `now`? (see the module docstring)"""
+    if silenced_by(a, b, now) or silenced_by(b, a, now):
+        return True
     if not (advertising(a, now) and advertising(b, now)):
         return False
     return drops_each_other(a, b) or _overlap_split(a, b)
@@ -254,6 +313,12 @@ def split_brain(peers: Sequence[PeerLike], now: float) -> bool:
     advertising at once is itself treated as split brain (no failover looks like that).
     """
     live = [p for p in peers if advertising(p, now)]
+    if not live:
+        return False
+    if len(peers) <= MAX_CONCURRENT and any(
+        silenced_by(p, q, now) for p in peers if not advertising(p, now) for q in live
+    ):
+        return True
     if len(live) < 2:
         return False
     first = compat_class(live[0])

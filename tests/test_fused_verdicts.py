@@ -1,0 +1,374 @@
+"""The silent-master rule of the wire verdict and the fused split-brain verdict, on plain data.
+
+Timelines are judged every 20 ms of simulated time, as a watchdog polling fast would see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ka_exporter import conditions
+from ka_exporter.model import (
+    ConfInstance,
+    ConfVip,
+    InstanceView,
+    KeepalivedConfig,
+    LocalAddress,
+    ProcessInfo,
+    Snapshot,
+    SourceHealth,
+    VipAnswers,
+    VrrpState,
+    WirePeer,
+    WireStats,
+)
+from ka_exporter.verdicts.fused import FusedVerdict, judge
+from ka_exporter.verdicts.wire import PRESUMED_FOR, split_brain
+from tests.test_wire_verdicts import KEY, adv, every, replay, split_times
+
+VIP = "10.0.0.100"
+ME, PEER = "10.0.0.1", "10.0.0.2"
+AUTH_A, AUTH_B = (1, "digest-a"), (1, "digest-b")
+
+
+# -- the wire: a master silenced by adverts it drops stays presumed master -------------------------
+
+
+def alternating(period: float, until: float) -> list:  # type: ignore[type-arg]
+    """Two masters with different passwords that silence each other for `period` seconds in turn."""
+    out = []
+    t, who = 0.0, 0
+    while t < until:
+        src, auth = (ME, AUTH_A) if who == 0 else (PEER, AUTH_B)
+        out += every(src, t, min(t + period, until) - 0.5, auth=auth)
+        t += period
+        who ^= 1
+    return out
+
+
+def test_mismatched_masters_alternating_with_long_silences_are_split_brain_at_every_poll() -> None:
+    # Both start at once (a restart after a password change): 6 s turns, each silent for 6 s.
+    tl = replay(alternating(6.0, 40.0), until=40.0)
+    wrong = [t for t, v in tl if t >= 6.0 and t <= 39.5 and not (v and v.split_brain)]
+    assert wrong == []
+
+
+def test_interval_mismatch_slower_master_silent_for_good_stays_split_until_the_bound() -> None:
+    fast = every(PEER, 0.0, 400.0, interval=1.0)
+    slow = every(ME, 0.0, 4.0, interval=2.0)  # re-armed by the 1 s adverts from 4 s on: never speaks again
+    tl = replay([*fast, *slow], until=320.0, start=0.0)
+    during = [t for t, v in tl if 2.0 <= t <= 4.0 + PRESUMED_FOR - 0.1 and not (v and v.split_brain)]
+    assert during == []
+    assert not any(v and v.split_brain for t, v in tl if t > 4.0 + PRESUMED_FOR + 0.1)
+
+
+def test_a_faster_incompatible_router_does_not_explain_silence_of_a_slower_one() -> None:
+    # The silent router has the shorter interval: the other's adverts cannot have kept it quiet.
+    tl = replay([*every(ME, 0.0, 3.0, interval=1.0), *every(PEER, 0.0, 30.0, interval=2.0)], until=30.0)
+    assert not any(v and v.split_brain for t, v in tl if t > 3.0 + 2.5 + 0.05)
+
+
+def test_priority_zero_ends_the_presumption_at_once() -> None:
+    fast = every(PEER, 0.0, 30.0, interval=1.0)
+    slow = [*every(ME, 0.0, 4.0, interval=2.0), adv(ME, 10.0, prio=0, interval=2.0)]
+    tl = replay([*fast, *slow], until=30.0)
+    assert all(v and v.split_brain for t, v in tl if 2.0 <= t < 10.0)
+    assert not any(v and v.split_brain for t, v in tl if t >= 10.0)
+
+
+def test_a_router_that_was_already_silent_when_the_other_started_is_not_presumed() -> None:
+    tl = replay([*every(ME, 0.0, 3.0, auth=AUTH_A), *every(PEER, 10.0, 30.0, auth=AUTH_B)], until=30.0)
+    assert split_times(tl) == []
+
+
+def test_compatible_routers_never_presume_a_silent_one_crash_and_preemption() -> None:
+    crash = replay([*every(ME, 0.0, 5.0), *every(PEER, 8.6, 30.0)], until=30.0)
+    assert split_times(crash) == []
+    preempt = replay([*every(PEER, 0.0, 10.2), *every(ME, 10.0, 30.0, prio=150)], until=30.0)
+    assert split_times(preempt) == []
+
+
+def test_presumption_is_bounded_by_the_group_size() -> None:
+    peers = [
+        WirePeer("eth0", "inet", 51, f"10.0.{i // 250}.{i % 250}", 0.0, 1.0, 100, 1.0, 2, (VIP,), 0, None, 2)
+        for i in range(70)
+    ]
+    talker = replace(peers[0], first_seen=0.0, last_seen=9.9, auth_digest="other", auth_type=1)
+    assert not split_brain([*peers[1:], talker], 10.0)  # a flood is not searched pairwise
+    assert split_brain([peers[1], talker], 10.0)
+
+
+# -- the fused verdict ----------------------------------------------------------------------------
+
+NOW = 1000.0
+
+
+def peer(
+    source: str, *, local: bool = False, first: float = NOW - 20, last: float = NOW - 0.2, **kw: object
+) -> WirePeer:
+    base = WirePeer("eth0", "inet", 51, source, first, last, 100, 1.0, 2, (VIP,), 0, None, 20, local=local)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def snap(
+    peers: tuple[WirePeer, ...] | None = (),
+    *,
+    held: bool = False,
+    state: VrrpState | None = VrrpState.BACKUP,
+    running: bool = True,
+    l2: tuple[VipAnswers, ...] | None = None,
+    unicast: tuple[str, ...] = (),
+    addresses_changed: float | None = NOW - 100,
+    last_transition: float | None = NOW - 50,
+) -> Snapshot:
+    inst = ConfInstance(
+        "VI_1",
+        "eth0",
+        51,
+        vips=(ConfVip(VIP, 24),),
+        unicast_peers=unicast,
+        unicast_src_ip=ME if unicast else None,
+    )
+    view = InstanceView(
+        "VI_1", "eth0", 51, state=state, vips=(VIP,), advert_int=1.0, last_transition=last_transition
+    )
+    addrs = (LocalAddress(ME, 24, "eth0", "inet"),) + (
+        (LocalAddress(VIP, 24, "eth0", "inet"),) if held else ()
+    )
+    return Snapshot(
+        time=NOW,
+        hostname="node-a",
+        config=KeepalivedConfig(instances=(inst,)),
+        process=ProcessInfo(running=running, pid=1),
+        addresses=addrs,
+        instances=(view,) if state is not None else (),
+        wire_peers=peers,
+        wire_stats=WireStats(interfaces=("eth0",), listening_since=NOW - 600) if peers is not None else None,
+        sources=(SourceHealth("dbus", True),),
+        views_time=(("dbus", NOW - 1),),
+        addresses_changed=addresses_changed,
+        l2=l2,
+    )
+
+
+def one(s: Snapshot) -> FusedVerdict:
+    (v,) = judge(s)
+    assert v.key == KEY
+    return v
+
+
+def test_healthy_master_and_healthy_backup_read_zero() -> None:
+    master = snap((peer(ME, local=True),), held=True, state=VrrpState.MASTER)
+    assert one(master).witnesses == frozenset() and not one(master).silent_master
+    backup = snap((peer(PEER),), held=False, state=VrrpState.BACKUP)
+    assert one(backup).witnesses == frozenset()
+    assert [c.kind for c in conditions.evaluate(master)] == []
+    assert [c.kind for c in conditions.evaluate(backup)] == []
+
+
+def test_address_witness_holding_the_vip_while_another_router_is_master() -> None:
+    # A SIGKILL left the VIP (no keepalived, no claim): only the addresses and the wire say so.
+    v = one(snap((peer(PEER),), held=True, state=None, running=False))
+    assert v.witnesses == frozenset({"address"})
+    kinds = [c.kind for c in conditions.evaluate(snap((peer(PEER),), held=True, state=None, running=False))]
+    assert "split_brain" in kinds
+
+
+def test_address_witness_waits_for_the_second_advert_of_the_new_master() -> None:
+    # Preemption: the new master's first advert (run 0) reaches us before we removed the VIP.
+    first = peer(PEER, first=NOW - 0.01, last=NOW - 0.01, priority=150)
+    assert (
+        one(snap((peer(ME, local=True), first), held=True, state=VrrpState.MASTER)).witnesses == frozenset()
+    )
+    # A resigned router (priority 0) or one silent for longer than RUN_GAP is not master.
+    gone = peer(PEER, last=NOW - 3.0)
+    assert one(snap((gone,), held=True, state=VrrpState.MASTER)).witnesses <= {"liveness"}
+    resigned = peer(PEER, priority=0)
+    assert "address" not in one(snap((resigned,), held=True, state=VrrpState.MASTER)).witnesses
+
+
+def test_liveness_a_hung_master_that_still_claims_master_while_the_backup_took_over() -> None:
+    mine = peer(ME, local=True, last=NOW - 8.0)
+    s = snap((mine, peer(PEER, first=NOW - 4.0)), held=True, state=VrrpState.MASTER)
+    v = one(s)
+    assert v.silent_master and v.witnesses == frozenset({"address", "liveness"})
+    # The same claim without addresses (vips collector off) is still split brain, by liveness alone.
+    v2 = one(replace(s, addresses=None))
+    assert v2.witnesses == frozenset({"liveness"})
+
+
+def test_liveness_alone_without_another_router_is_silent_master_not_split_brain() -> None:
+    s = snap((peer(ME, local=True, last=NOW - 8.0),), held=True, state=VrrpState.MASTER)
+    v = one(s)
+    assert v.silent_master and not v.split_brain
+    kinds = [c.kind for c in conditions.evaluate(s)]
+    assert "master_silent" in kinds and "split_brain" not in kinds
+
+
+def test_liveness_stays_zero_for_a_fresh_claim_a_stale_state_or_a_stopped_keepalived() -> None:
+    silent = (peer(ME, local=True, last=NOW - 8.0), peer(PEER))
+    just_became = snap(silent, held=True, state=VrrpState.MASTER, last_transition=NOW - 0.5)
+    assert not one(just_became).silent_master
+    # dumps mode: the last dump is older than the address change (the VIP left: it went BACKUP)
+    stale = replace(
+        snap(silent, held=False, state=VrrpState.MASTER, addresses_changed=NOW - 0.2),
+        sources=(),
+        views_time=(("dumps", NOW - 1),),
+    )
+    assert not one(stale).silent_master
+    assert one(stale).witnesses == frozenset()
+    stopped = snap(silent, held=False, state=VrrpState.MASTER, running=False)
+    assert not one(stopped).silent_master
+
+
+def test_l2_witness_two_answerers_or_two_answers_to_one_probe_or_one_while_we_hold_it() -> None:
+    def ans(**kw: object) -> tuple[VipAnswers, ...]:
+        return (VipAnswers(VIP, "eth0", "inet", **kw),)  # type: ignore[arg-type]
+
+    two = snap((), l2=ans(answerers=("02:00:00:00:00:01", "02:00:00:00:00:02"), last_probe_answers=1))
+    assert one(two).witnesses == frozenset({"l2"})
+    vmac = snap((), l2=ans(answerers=("00:00:5e:00:01:33",), last_probe_answers=2, last_probe=NOW - 1))
+    assert one(vmac).witnesses == frozenset({"l2"})
+    held_and_answered = snap(
+        (), held=True, l2=ans(answerers=("02:00:00:00:00:02",), last_probe_answers=1, last_probe=NOW - 1)
+    )
+    assert one(held_and_answered).witnesses == frozenset({"l2"})
+    # One answerer, not held here: the normal case from a backup or an observer.
+    normal = snap((), l2=ans(answerers=("02:00:00:00:00:02",), last_probe_answers=1, last_probe=NOW - 1))
+    assert one(normal).witnesses == frozenset()
+    # A probe sent before this node took the VIP (failover) answered by the old master: not split brain.
+    before = snap(
+        (),
+        held=True,
+        addresses_changed=NOW - 0.5,
+        l2=ans(answerers=("02:00:00:00:00:02",), last_probe_answers=1, last_probe=NOW - 1),
+    )
+    assert one(before).witnesses == frozenset()
+
+
+def test_dead_vip_and_foreign_master() -> None:
+    foreign = peer("10.0.0.66", priority=254)
+    l2 = (VipAnswers(VIP, "eth0", "inet", last_probe_answers=0, last_probe=NOW - 1, probing=True),)
+    v = one(snap((foreign,), l2=l2, unicast=(PEER,)))
+    assert v.dead_vips == (VIP,) and v.foreign == ("10.0.0.66",) and not v.split_brain
+    kinds = {c.kind for c in conditions.evaluate(snap((foreign,), l2=l2, unicast=(PEER,)))}
+    assert {"vip_unanswered", "foreign_master"} <= kinds
+    # Our own unicast peer is not foreign; with multicast (no peer list) nothing is known locally.
+    assert one(snap((peer(PEER),), unicast=(PEER,))).foreign == ()
+    assert one(snap((foreign,))).foreign == ()
+    # Nobody advertises: an unanswered VIP is not "dead while a master advertises" (that is no_master).
+    assert one(snap((), l2=l2)).dead_vips == ()
+
+
+def test_an_observer_without_addresses_or_keepalived_has_only_wire_and_l2() -> None:
+    a = peer(ME, auth_type=1, auth_digest="x")
+    b = peer(PEER, auth_type=1, auth_digest="y")
+    obs = replace(snap((a, b)), addresses=None, instances=None, process=None)
+    assert one(obs).witnesses == frozenset({"wire"})
+
+
+def test_address_witness_quiet_while_this_node_preempts_the_old_master() -> None:
+    # We took the VIP 0.3 s ago as our first advert went out; the old master's last (crossing) advert came
+    # 0.05 s after that, and it is still "advertising" by the RUN_GAP rule: not a second holder.
+    old = peer(PEER, last=NOW - 0.25)
+    mine = peer(ME, local=True, first=NOW - 0.3, last=NOW - 0.01)
+    s = snap(
+        (mine, old), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 0.3, last_transition=None
+    )
+    assert one(s).witnesses == frozenset()
+    # Had the old master kept advertising while we advertise (it did not hear us): two holders.
+    still = peer(PEER, last=NOW - 0.1)
+    s2 = snap(
+        (mine, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 1.2, last_transition=None
+    )
+    assert one(s2).witnesses == frozenset({"address"})
+    # We were preempted: our last advert 0.12 s ago, the new master's since then, our VIP removal not yet
+    # in the store: inside the grace, not a second holder.
+    preempted = peer(ME, local=True, first=NOW - 20, last=NOW - 0.2)
+    new = peer(PEER, first=NOW - 0.2, last=NOW - 0.02, interval=0.1, version=3)
+    s_pre = snap((replace(preempted, interval=0.1, version=3), new), held=True, state=VrrpState.MASTER)
+    assert "address" not in one(s_pre).witnesses
+    # We fell quiet (hung) while keeping the VIP, and the other router advertised on for half an interval
+    # since our last advert: two holders.
+    quiet_now = peer(ME, local=True, first=NOW - 0.9, last=NOW - 0.7)
+    s2b = snap((quiet_now, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 1.2)
+    assert one(s2b).witnesses == frozenset({"address"})
+    # A claim made as the VIPs arrived is not "silent" before a hold time has passed since then.
+    quiet = peer(ME, local=True, last=NOW - 60)
+    s3 = snap(
+        (quiet, still), held=True, state=VrrpState.MASTER, addresses_changed=NOW - 0.3, last_transition=None
+    )
+    assert not one(s3).silent_master
+
+
+def test_the_peer_table_reports_a_new_masters_second_advert() -> None:
+    # The address witness turns true at a new master's second advert without any wire verdict changing:
+    # the table must still say "changed" then, or the watchdog would not look until something else moved.
+    from ka_exporter.peers import PeerTable
+
+    table = PeerTable()
+    for a in every(ME, 0.0, 3.0, interval=0.1, version=3):
+        table.update(a)
+    after = [table.update(a) for a in every(PEER, 3.2, 4.0, interval=0.1, version=3)]
+    assert after[:3] == [True, True, False]  # a new router; its run reached two adverts; steady
+    assert not any(after[2:])
+
+
+def test_no_silent_master_after_this_hosts_own_priority_zero_advert() -> None:
+    # SIGTERM: keepalived sends priority 0 and removes its VIPs, then takes a second to exit; a dump read
+    # meanwhile may still say MASTER. It resigned on the wire: not a silent master, not split brain.
+    resigned = peer(ME, local=True, last=NOW - 0.9, priority=0)
+    s = snap(
+        (resigned, peer(PEER, first=NOW - 0.6)),
+        held=False,
+        state=VrrpState.MASTER,
+        addresses_changed=NOW - 0.9,
+    )
+    v = one(s)
+    assert not v.silent_master and v.witnesses == frozenset()
+
+
+def test_the_fused_metrics_are_promtool_clean_and_name_every_witness() -> None:
+    import shutil
+    import subprocess
+
+    import pytest
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from ka_exporter.collectors import SnapshotCollector
+    from ka_exporter.collectors.fused import collect_fused
+
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed")
+    s = snap((peer(PEER),), held=True, state=None, running=False)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(lambda: s, [collect_fused]))
+    text = generate_latest(reg).decode()
+    done = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'keepalived_split_brain{family="inet",interface="eth0",vrid="51"} 1.0' in text
+    for w in ("wire", "address", "liveness", "l2"):
+        value = "1.0" if w == "address" else "0.0"
+        assert (
+            f'keepalived_split_brain_witness{{family="inet",interface="eth0",vrid="51",witness="{w}"}} {value}'
+            in text
+        )
+    # Nothing to judge (no VRID configured, no wire): no series at all.
+    empty = Snapshot(time=NOW, hostname="x")
+    assert list(collect_fused(empty)) == []
+
+
+def test_a_vrid_collision_with_other_vips_is_no_second_holder_of_ours() -> None:
+    # Another cluster's master advertises VRID 51 for its own VIP: the wire calls the two incompatible
+    # routers split brain (and a vips conflict), but this node holding *its* VIP is not a second holder,
+    # and a silent local master is not split brain because of that router either.
+    other = peer("10.0.0.77", addresses=("10.0.0.200",))
+    mine = peer(ME, local=True, last=NOW - 0.1)
+    v = one(snap((mine, other), held=True, state=VrrpState.MASTER))
+    assert "address" not in v.witnesses and "wire" in v.witnesses
+    silenced = peer(ME, local=True, last=NOW - 8.0)
+    v2 = one(snap((silenced, other), held=True, state=VrrpState.MASTER))
+    assert v2.silent_master and "liveness" not in v2.witnesses and "address" not in v2.witnesses
