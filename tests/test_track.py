@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,13 +147,26 @@ def test_renderer_writes_what_prometheus_client_writes_for_trackers_and_excluded
     parts = [collect_vips, collect_keepalived]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(store.snapshot, parts))
-    oracle = generate_latest(registry)
-    body = Renderer(store.snapshot_versions, parts).body()
+    renderer = Renderer(store.snapshot_versions, parts)
     cut = b"# HELP ka_exporter_scrape_duration_seconds"
-    assert cut in body and cut in oracle
-    assert body.split(cut)[0] == oracle.split(cut)[0]
-    assert body.count(b"\n") == oracle.count(b"\n")
-    text = oracle.decode()
+
+    def same() -> bytes:
+        oracle, body = generate_latest(registry), renderer.body()
+        assert cut in body and cut in oracle
+        assert body.split(cut)[0] == oracle.split(cut)[0]
+        assert body.count(b"\n") == oracle.count(b"\n")
+        return oracle
+
+    text = same().decode()
+    # one instance's file status moves (a new dump): the renderer's per-instance path says what a whole
+    # render says, and then the tracker is gone from the next dump (a reload without it)
+    vi1, vi2 = store.snapshot().instances or ()
+    store.set_instances((replace(vi1, tracked_files=(TrackedFile("chk_flag", -10, 5),)), vi2), "dumps")
+    assert b'keepalived_tracked_file_status{iname="VI_1",name="chk_flag"} 5.0' in same()
+    store.set_instances((replace(vi1, tracked_files=(), tracked_processes=()), vi2), "dumps")
+    assert b'keepalived_tracked_file_status{iname="VI_1"' not in same()
+    store.set_instances((vi1, vi2), "dumps")
+    assert same().split(cut)[0] == text.encode().split(cut)[0]
     # the seed guide's series keep their labels; excluded VIPs carry excluded="true"
     assert 'keepalived_vip_status{hostname="node",vip="10.251.0.100"} 1.0' in text
     assert 'keepalived_vip_status{excluded="true",hostname="node",vip="10.251.0.200"} 1.0' in text
