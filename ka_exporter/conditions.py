@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from ka_exporter.model import Snapshot
 from ka_exporter.verdicts import fused
 from ka_exporter.verdicts.vips import canonical_ip, held_addresses, missing_vips, stale_vips
-from ka_exporter.verdicts.wire import judge_snapshot
+from ka_exporter.verdicts.wire import judge_snapshot, vrid_holds
 
 # A normal failover shows a VIP mismatch for a moment: keepalived reports MASTER just before it adds
 # its VIPs, and STOP/BACKUP just before it removes them (D-Bus is that fast). Two seconds is far longer
 # than that ordering gap and far shorter than anything an operator would call a mismatch.
 VIP_MISMATCH_HOLD = 2.0
+
+VIP_UNANSWERED_HOLD = 4.2  # a master down interval at advert_int 1, when the VRID's is not known
+VIP_UNANSWERED_PROBE = 2.0  # the next probe (1 s by default) and its answer window, with a margin
 
 KINDS = (
     "keepalived_down",
@@ -104,6 +107,7 @@ def _wire(snap: Snapshot) -> list[Condition]:
 def _fused(snap: Snapshot) -> list[Condition]:
     """split_brain from the fused verdict (any witness), master_silent and foreign_master."""
     out: list[Condition] = []
+    holds = vrid_holds(snap)
     for v in fused.judge(snap):
         labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
         routers = "; ".join(v.routers)
@@ -144,6 +148,10 @@ def _fused(snap: Snapshot) -> list[Condition]:
                     labels,
                     f"nobody answers for {', '.join(v.dead_vips)} although a master advertises {where}",
                     (("vips", ",".join(v.dead_vips)),),
+                    # Every failover leaves the VIP unanswered for a moment (a graceful one for the
+                    # backup's skew time, a crash for the master down interval), and a probe may land
+                    # in it: page only when it outlasts a crash failover and the next probe.
+                    hold=holds.get(v.key, VIP_UNANSWERED_HOLD) + VIP_UNANSWERED_PROBE,
                 )
             )
     return out

@@ -1,6 +1,6 @@
 """keepalived and ka-exporter in separate containers, as a container runtime makes them: each in its own
-mount namespace (private /proc, /run, /tmp), sharing the network namespace (a pod, or Compose's
-`network_mode: service:keepalived`) and volumes; with and without a shared pid namespace
+mount namespace (private /proc and /run; keepalived also a private /tmp), sharing the network namespace
+(a pod, or Compose's `network_mode: service:keepalived`) and volumes; with and without a shared pid namespace
 (`shareProcessNamespace: true` / `pid: service:keepalived`). The recipes are deploy/kubernetes/sidecar.yaml
 and deploy/compose/docker-compose.yml; this builds the same shapes with unshare and nsenter."""
 
@@ -121,10 +121,12 @@ def start_keepalived(pod: Pod, log: Path) -> None:
 
 
 def start_exporter(pod: Pod, log: Path, *, share_pid: bool, args: list[str]) -> None:
-    """The exporter's container: private /proc, /run, /tmp; the shared volume at /run/keepalived."""
+    """The exporter's container: private /proc and /run, the shared volume at /run/keepalived. Its /tmp
+    stays the host's: the checkout and its virtualenv may live there (CI clones into a temporary
+    folder), and the exporter must not depend on keepalived's /tmp anyway (it reads the volume)."""
     pod.port = free_port()
     script = (
-        "mount -t proc proc /proc && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run"
+        "mount -t proc proc /proc && mount -t tmpfs tmpfs /run"
         f" && mkdir {RUN_VOLUME} && mount --bind {pod.run} {RUN_VOLUME}"
         f" && exec {sys.executable} -m ka_exporter --web.listen-address 127.0.0.1:{pod.port} --hostname node-a"
         f" --keepalived.config {pod.conf}/keepalived.conf --keepalived.pid-file {RUN_VOLUME}/keepalived.pid "

@@ -446,10 +446,10 @@ def once(rig: Rig, directory: Path) -> tuple[subprocess.CompletedProcess[str], f
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 32 KiB tmpfs (8 pages: room for keepalived.prom and its replacement), unmounted afterwards."""
+    """A 256 KiB tmpfs (room for keepalived.prom, ~40 KiB, and its replacement), unmounted afterwards."""
     mnt = tmp_path / unique("tf")
     mnt.mkdir()
-    sh("mount", "-t", "tmpfs", "-o", "size=32k,mode=0755", "tmpfs", str(mnt))
+    sh("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mnt))
     try:
         yield mnt
     finally:

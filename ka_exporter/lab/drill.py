@@ -114,8 +114,9 @@ class Drill:
     # -- measuring ----------------------------------------------------------------------------------
 
     def settle(self) -> dict[str, float]:
-        """Wait until the accounts caught up (they run 1.5 intervals behind), then read them."""
-        time.sleep(1.5 * self.interval + 0.3)
+        """Wait until the accounts caught up (they run 1.5 intervals behind and are brought up to date
+        once a second), then read them."""
+        time.sleep(1.5 * self.interval + 1.4)
         return self.watch.read()
 
     def step(

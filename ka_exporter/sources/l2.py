@@ -306,6 +306,7 @@ class L2Source(Source):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(store)
+        self._idle_said = False
         if probe_interval <= 0 or max_probe_rate <= 0:
             raise ValueError("l2: the probe interval and the probe rate must be positive")
         self.targets = targets
@@ -534,6 +535,15 @@ class L2Source(Source):
 
     # -- loop -----------------------------------------------------------------------------------------
 
+    def _idle(self) -> None:
+        """Nothing to watch (an observer without keepalived.conf, a config without VIPs): that is not a
+        failure of this source, so it stays up, with one info line; a config that cannot be read is the
+        config source's failure to report."""
+        if not self._idle_said:
+            log.info("l2: no VIP to watch (none in keepalived.conf): the L2 witness is idle")
+            self._idle_said = True
+        self.ok()
+
     def run_once(self) -> None:
         """One round (`--once`): probe every VIP once within the rate cap, collect the answers, publish.
 
@@ -541,7 +551,7 @@ class L2Source(Source):
         background loop does the same continuously)."""
         self._sync_watches()
         if not self._watches:
-            self.fail("l2: no VIP to watch (none found in keepalived.conf)")
+            self._idle()
             return
         poller = select.poll()
         try:
@@ -598,7 +608,7 @@ class L2Source(Source):
                     errors = self._open(poller)
                     next_open = now + self.retry_interval
                     if not self._watches:
-                        self.fail("l2: no VIP to watch (none found in keepalived.conf)")
+                        self._idle()
                     elif errors:
                         self.fail("; ".join(errors))
                     else:
