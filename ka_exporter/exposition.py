@@ -50,7 +50,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, Part
+from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, FailureLog, Part, part_name, success_family
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
@@ -545,6 +545,7 @@ class Renderer:
         self._units = [(i, unit) for i, part_units in enumerate(units) for unit in part_units]
         self._gzip_level = gzip_level
         self._clock = clock
+        self._failures = FailureLog()
         self._lock = threading.Lock()
         self._chunks: dict[tuple[str, int], tuple[object, bytes]] = {}
         self._bodies: dict[str, _Body] = {}
@@ -590,6 +591,7 @@ class Renderer:
         if cached is not None and cached.keys == tuple(keys):
             return cached
         chunks: list[bytes] = []
+        failed: set[int] = set()  # parts (by index) with a unit that failed in this render
         for u, (i, (_key, render, text_render)) in enumerate(self._units):
             kept = self._chunks.get((content_type, u))
             if kept is not None and kept[0] == keys[u]:
@@ -605,14 +607,20 @@ class Renderer:
                     metrics = got if got is not None else list(render(snap, versions))
                     text = self._formatter.format(metrics, content_type, encoder)
             except Exception:
-                name = _name(self._parts[i])
-                log.exception("collector %s failed; its metrics are left out of this scrape", name)
+                self._failures.failed(part_name(self._parts[i]))
+                failed.add(i)
                 self._chunks.pop((content_type, u), None)
                 keys[u] = object()  # tried again on the next scrape
                 continue
             self.part_renders[i] += 1
             self._chunks[(content_type, u)] = (keys[u], text)
             chunks.append(text)
+        results = []
+        for i, part in enumerate(self._parts):
+            if i not in failed:
+                self._failures.worked(part_name(part))
+            results.append((part_name(part), i not in failed))
+        chunks.append(self._formatter.format([success_family(results)], content_type, encoder))
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
         duration.add_metric([], self._clock() - started)
         chunks.append(self._formatter.format([duration], content_type, encoder))
@@ -622,7 +630,3 @@ class Renderer:
         self._bodies[content_type] = made
         self.renders += 1
         return made
-
-
-def _name(part: Part) -> str:
-    return str(getattr(part, "__name__", repr(part)))

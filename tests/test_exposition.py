@@ -206,7 +206,9 @@ def test_gzip_is_made_once_per_body() -> None:
     assert masked(gzip.decompress(fresh)) == masked(oracle(store))
 
 
-def test_a_failing_part_is_left_out_and_retried_and_unknown_parts_render_every_scrape() -> None:
+def test_a_failing_part_is_left_out_and_retried_and_unknown_parts_render_every_scrape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     calls = {"bad": 0, "plain": 0}
 
     def bad(_snap: Snapshot) -> Iterator[Metric]:
@@ -226,8 +228,14 @@ def test_a_failing_part_is_left_out_and_retried_and_unknown_parts_render_every_s
     second = renderer.body()
     assert b"keepalived_up 1.0" in first
     assert b"ka_test_plain 1.0" in first and b"ka_test_plain 2.0" in second
+    failed = [r for r in caplog.records if "collector bad failed" in r.getMessage()]
+    assert len(failed) == 1, "a part failing at every scrape is logged once, not at every scrape"
     assert calls == {"bad": 2, "plain": 2}
     assert renderer.part_renders[0] == 1
+    # node_exporter's node_scrape_collector_success, ours: the failing part reads 0, the others 1
+    assert b'ka_exporter_collector_success{collector="process"} 1.0' in second
+    assert b'ka_exporter_collector_success{collector="bad"} 0.0' in second
+    assert b'ka_exporter_collector_success{collector="plain"} 1.0' in second
 
     def steady(_snap: Snapshot) -> Iterator[Metric]:
         calls["steady"] = calls.get("steady", 0) + 1

@@ -23,6 +23,46 @@ DURATION_HELP = (
 )
 
 
+SUCCESS_NAME = "ka_exporter_collector_success"
+SUCCESS_HELP = (
+    "1 if the collector part rendered in this scrape, 0 if it failed (its metrics are left out of the "
+    "scrape and the log says why), as node_exporter's node_scrape_collector_success."
+)
+
+
+def part_name(part: Part) -> str:
+    """`collect_wire` -> "wire": the `collector` label of a part."""
+    name = str(getattr(part, "__name__", repr(part)))
+    return name.removeprefix("collect_")
+
+
+def success_family(results: Iterable[tuple[str, bool]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(SUCCESS_NAME, SUCCESS_HELP, labels=["collector"])
+    for name, ok in results:
+        family.add_metric([name], 1.0 if ok else 0.0)
+    return family
+
+
+class FailureLog:
+    """One log line when a part starts failing (with the traceback) and one when it recovers, not one
+    per scrape: a broken part would otherwise write a traceback at every scrape."""
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+
+    def failed(self, name: str) -> None:
+        if name not in self._failing:
+            self._failing.add(name)
+            log.exception(
+                "collector %s failed; its metrics are left out of the scrape until it recovers", name
+            )
+
+    def worked(self, name: str) -> None:
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("collector %s recovered", name)
+
+
 class SnapshotCollector(Collector):
     """Takes one snapshot per scrape and renders it through every part.
 
@@ -33,6 +73,7 @@ class SnapshotCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot], parts: Sequence[Part]) -> None:
         self._snapshot = snapshot
         self._parts = tuple(parts)
+        self._failures = FailureLog()
         self.last_snapshot: Snapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -40,11 +81,18 @@ class SnapshotCollector(Collector):
         snap = self._snapshot()
         self.last_snapshot = snap
         out: list[Metric] = []
+        results: list[tuple[str, bool]] = []
         for part in self._parts:
+            name = part_name(part)
             try:
                 out.extend(part(snap))
             except Exception:
-                log.exception("collector %s failed; its metrics are left out of this scrape", part.__name__)
+                self._failures.failed(name)
+                results.append((name, False))
+                continue
+            self._failures.worked(name)
+            results.append((name, True))
+        out.append(success_family(results))
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
         duration.add_metric([], time.perf_counter() - started)
         out.append(duration)
