@@ -308,7 +308,9 @@ class Lab:
 
     def _build_network(self, ip: str) -> None:
         for ns in self._all_netns():
-            run([ip, "netns", "add", ns])
+            # The kernel tears deleted namespaces down in the background, holding the lock a new one
+            # needs; right after a big lab went down that has taken more than 10 s here.
+            run([ip, "netns", "add", ns], timeout=60.0)
             self._namespaces.append(ns)
             self.save_state()
         addr = self.addressing
