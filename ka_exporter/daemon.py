@@ -76,7 +76,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
         )
     dbus_source = None
     dumps = None
-    if settings.enabled("dbus") and dbus_wanted(settings, store.snapshot().config):
+    if settings.enabled("dbus") and dbus_wanted(settings, store.config()):
         from ka_exporter.sources.dbus import DbusSource
 
         dbus_source = DbusSource(store, settings.keepalived_dbus_address)
@@ -103,7 +103,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 # A VIP coming or going means a transition: refresh keepalived's view to match.
                 src.on_change = dumps.request_refresh
         sources.append(dumps)
-    fifo = fifo_wanted(settings, store.snapshot().config)
+    fifo = fifo_wanted(settings, store.config())
     if fifo is not None:
         from ka_exporter.sources.fifo import FifoSource
 
@@ -116,7 +116,7 @@ def build_sources(settings: Settings, store: Store) -> list[Source]:
                 count_transitions=dbus_source is None,  # D-Bus counts them when it runs
             )
         )
-    if settings.enabled("lvs") and lvs_wanted(store.snapshot().config):
+    if settings.enabled("lvs") and lvs_wanted(store.config()):
         from ka_exporter.sources.lvs import LvsSource
 
         sources.append(

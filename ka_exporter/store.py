@@ -285,6 +285,12 @@ class Store:
         with self._lock:
             return self._health.get(source)
 
+    def config(self) -> KeepalivedConfig | None:
+        """keepalived.conf as last read, without building a whole snapshot (merged views, the wire
+        table): what sources and the wiring need on their event paths."""
+        with self._lock:
+            return self._config
+
     def snapshot(self) -> Snapshot:
         return self.snapshot_versions()[0]
 

@@ -247,7 +247,7 @@ class FifoSource(Source):
 
     def _publish(self) -> None:
         # Interface and VRID come from keepalived.conf: a FIFO line names only the instance.
-        config = self.store.snapshot().config
+        config = self.store.config()
         known = {i.name: i for i in (config.instances if config is not None else ())}
         views: list[InstanceView] = []
         for name, (state, prio, when) in sorted(self._states.items()):

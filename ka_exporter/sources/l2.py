@@ -341,7 +341,7 @@ class L2Source(Source):
     def wanted(self) -> tuple[VipTarget, ...]:
         conf = self.targets
         if conf is None:
-            found = configured_targets(self.store.snapshot().config)
+            found = configured_targets(self.store.config())
         elif callable(conf):
             found = tuple(conf())
         else:
