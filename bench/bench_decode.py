@@ -30,14 +30,12 @@ import random
 import select
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import Target, result
+from common import Target, in_ns, result, sh
 
-from ka_exporter import netns
 from ka_exporter.model import Advert
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.peers import PeerTable
@@ -138,18 +136,6 @@ while time.monotonic() < end:
     n += len(pkts)
 print(n)
 """
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
-def in_ns(name: str, fn: Callable[[], object]) -> object:
-    out: list[object] = []
-    t = threading.Thread(target=lambda: (netns.enter(name), out.append(fn())))
-    t.start()
-    t.join()
-    return out[0] if out else None
 
 
 def sockets() -> dict[str, float] | None:

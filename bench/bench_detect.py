@@ -32,31 +32,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from common import Target, result
+from common import Target, in_ns, result, sh
 from scapy.layers.inet import IP
 from scapy.layers.vrrp import VRRPv3
 
-from ka_exporter import netns
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
 from ka_exporter.verdicts.wire import judge
 
 MCAST4 = b"\x01\x00\x5e\x00\x00\x12"
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
-def in_ns(name: str, fn: Callable[[], Any]) -> Any:
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: (netns.enter(name), out.append(fn())))
-    t.start()
-    t.join()
-    return out[0] if out else None
 
 
 def advert(src: str, vrid: int, prio: int, centis: int) -> bytes:

@@ -26,14 +26,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from common import Target, result
+from common import Target, in_ns, result, sh
 from scapy.layers.inet import IP
 from scapy.layers.vrrp import VRRPv3
 
-from ka_exporter import netns
 from ka_exporter.model import ConfInstance, ConfVip, KeepalivedConfig, LocalAddress
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
@@ -43,18 +41,6 @@ MCAST4 = b"\x01\x00\x5e\x00\x00\x12"
 VIP = "10.250.0.100"
 TRIALS = 20
 INTERVAL = 0.1
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
-def in_ns(name: str, fn: Callable[[], Any]) -> Any:
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: (netns.enter(name), out.append(fn())))
-    t.start()
-    t.join()
-    return out[0] if out else None
 
 
 def advert(src: str, vrid: int, prio: int, vips: list[str]) -> bytes:

@@ -131,6 +131,18 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=30)
 
 
+def in_ns(name: str, fn: Callable[[], Any]) -> Any:
+    """fn() in a thread that entered network namespace `name`; None if it raised (the thread prints
+    the traceback): the benches treat a failed setup step as a missing figure, not a crash."""
+    from ka_exporter import netns
+
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: (netns.enter(name), out.append(fn())))
+    t.start()
+    t.join()
+    return out[0] if out else None
+
+
 @contextlib.contextmanager
 def veth_pair(prefix: str, left: str = "vx", right: str = "eth0") -> Iterator[tuple[str, str]]:
     """Two fresh namespaces joined by a veth (`left` in the first, `right` in the second), links up.
