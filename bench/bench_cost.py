@@ -31,8 +31,8 @@ from typing import Any
 import common
 from common import Process, Target
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args
 
 SCRAPES = 100
 INTERVAL = 15.0  # the exporter's default --keepalived.dump-interval

@@ -23,8 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ka_exporter import netns
 from ka_exporter.lab import Lab
+from ka_exporter.linux import netns
 from ka_exporter.model import VrrpState
 from ka_exporter.sources.dbus import DbusSource
 from ka_exporter.store import Store

@@ -38,10 +38,10 @@ from common import Target, in_ns, result, sh
 
 from ka_exporter.model import Advert
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
-from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import PacketSocket, read_pcap
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
+from ka_exporter.store.peers import PeerTable
 
 PCAPS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pcap"
 N = 200_000

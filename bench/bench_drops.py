@@ -297,7 +297,7 @@ def queue_capacity(tx: str, rx: str, cycle: list[bytes], workdir: Path, rcvbuf: 
     `rcvbuf`: what to ask for (None: PacketSocket's default). The kernel grants twice the request,
     capped at twice net.core.rmem_max; asking for 212,992 B gets what a 1 MiB request gets on a host
     with the default rmem_max."""
-    from ka_exporter import netns
+    from ka_exporter.linux import netns
     from ka_exporter.sources.capture import PacketSocket
 
     opened: list[PacketSocket] = []

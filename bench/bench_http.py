@@ -10,7 +10,7 @@ from real 2.2.8 fixture blocks, see common.build_dumps). Its scrapes then hold N
 
 The floor: the exporter's own exposition, once everything is in, copied into an ordinary
 prometheus_client registry of Gauges/Counters (values set once; same series, checked) and served by
-  - "same stack": ka-exporter's HTTP server (ka_exporter.http) in a separate process: only the render differs;
+  - "same stack": ka-exporter's HTTP server (ka_exporter.outputs.http) in a separate process: only the render differs;
   - "client": prometheus_client's start_http_server in a separate process.
 The three servers are scraped in rotation (one fresh connection per scrape, plain text, as one client),
 so the machine's noise falls on all three alike. The exporter's CPU time per scrape is also compared

@@ -30,8 +30,8 @@ from common import Process, Target
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ka_exporter.demo import exporter_args  # noqa: E402
 from ka_exporter.lab import Lab  # noqa: E402
+from ka_exporter.lab.demo import exporter_args  # noqa: E402
 from ka_exporter.sources.l2 import SO_TIMESTAMPNS, L2Source, _kernel_time  # noqa: E402
 from ka_exporter.store import Store  # noqa: E402
 from tests.conftest import in_netns  # noqa: E402

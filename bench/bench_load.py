@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ka_exporter.demo import exporter_args  # noqa: E402
 from ka_exporter.lab import Lab  # noqa: E402
+from ka_exporter.lab.demo import exporter_args  # noqa: E402
 from tests.fault_helpers import Failovers, LoadResult, fetch, run_load, scrape_once, value  # noqa: E402
 
 SCRAPERS = 50

@@ -38,8 +38,8 @@ from typing import Any
 import common
 from common import Process, Target
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args
 from ka_exporter.lab.profiles import render_config
 
 IDLE_PERCENT = 0.5

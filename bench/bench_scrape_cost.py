@@ -108,8 +108,8 @@ def render_costs(n: int, rounds: int = 200) -> dict[str, float]:
     from dataclasses import replace
 
     from ka_exporter.daemon import build_parts
-    from ka_exporter.exposition import Renderer
     from ka_exporter.model import VrrpState
+    from ka_exporter.outputs.exposition import Renderer
     from ka_exporter.parse.dumps import parse_dumps
     from ka_exporter.settings import Settings
     from ka_exporter.sources.wire import WireSource

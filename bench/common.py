@@ -134,7 +134,7 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def in_ns(name: str, fn: Callable[[], Any]) -> Any:
     """fn() in a thread that entered network namespace `name`; None if it raised (the thread prints
     the traceback): the benches treat a failed setup step as a missing figure, not a crash."""
-    from ka_exporter import netns
+    from ka_exporter.linux import netns
 
     out: list[Any] = []
     t = threading.Thread(target=lambda: (netns.enter(name), out.append(fn())))
@@ -530,7 +530,7 @@ def static_registry(text: str) -> tuple[Any, int]:
 def floor_main(argv: Sequence[str]) -> int:
     """`python bench/common.py floor ka|client TEXTFILE PORT`: serve a static copy of TEXTFILE's series.
 
-    ka: through ka-exporter's own HTTP stack (ka_exporter.http), so only the rendering differs;
+    ka: through ka-exporter's own HTTP stack (ka_exporter.outputs.http), so only the rendering differs;
     client: through prometheus_client's start_http_server (WSGI, HTTP/1.0).
     """
     stack, textfile, port = argv[0], argv[1], int(argv[2])
@@ -548,7 +548,7 @@ def floor_main(argv: Sequence[str]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if stack == "ka":
-        from ka_exporter.http import App, HttpServer
+        from ka_exporter.outputs.http import App, HttpServer
 
         server = HttpServer("127.0.0.1", port, App(registry))
         server.start()

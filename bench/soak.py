@@ -36,8 +36,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab, LabError
+from ka_exporter.lab.demo import exporter_args
 
 RSS_TARGET_MIB = 2.0
 

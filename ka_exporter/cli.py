@@ -349,8 +349,8 @@ def settings_from(kw: dict[str, Any]) -> Settings:
 def run(settings: Settings) -> int:
     """Serve or run once; a startup problem is one line on stderr and exit status 2 (bad setting) or 1."""
     from ka_exporter import daemon
-    from ka_exporter.http import ServeError
-    from ka_exporter.netns import NetnsError
+    from ka_exporter.linux.netns import NetnsError
+    from ka_exporter.outputs.http import ServeError
 
     try:
         if settings.once:
@@ -386,7 +386,7 @@ def run(settings: Settings) -> int:
 )
 def demo(profile: str, seconds: float | None, port: int) -> None:
     """Run a real keepalived pair in namespaces and show what ka-exporter sees (needs root)."""
-    from ka_exporter.demo import run_demo
+    from ka_exporter.lab.demo import run_demo
 
     sys.exit(run_demo(profile=profile, seconds=seconds, base_port=port))
 

@@ -15,20 +15,21 @@ from types import FrameType
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from ka_exporter import conditions, netns
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.watchdog import watchdog_part
-from ka_exporter.exposition import Renderer
-from ka_exporter.http import App, HttpServer, Limits
+from ka_exporter.linux import netns
 from ka_exporter.model import KeepalivedConfig, Snapshot
+from ka_exporter.outputs.exposition import Renderer
+from ka_exporter.outputs.http import App, HttpServer, Limits
+from ka_exporter.outputs.watchdog import HookRunner, Watchdog, WatchdogStats
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
+from ka_exporter.verdicts import conditions
 from ka_exporter.verdicts.wire import configured_vrids
-from ka_exporter.watchdog import HookRunner, Watchdog, WatchdogStats
 
 log = logging.getLogger("ka_exporter")
 
@@ -311,7 +312,7 @@ class Exporter:
 
 def run_once(settings: Settings, write: Callable[[bytes], None] | None = None) -> int:
     """`--once`: collect, print or write the textfile, exit 0 if every enabled source worked."""
-    from ka_exporter.textfile import TextfileError, write_atomic
+    from ka_exporter.outputs.textfile import TextfileError, write_atomic
 
     exporter = Exporter(settings)
     exporter.enter_netns()
@@ -334,7 +335,7 @@ def run_once(settings: Settings, write: Callable[[bytes], None] | None = None) -
 
 def run_view(settings: Settings, view: str) -> int:
     """`status` / `check`: collect once, print the view. `check` exits with the Nagios status."""
-    from ka_exporter import views
+    from ka_exporter.outputs import views
 
     try:
         exporter = Exporter(settings)
@@ -437,14 +438,14 @@ def serve(settings: Settings) -> int:
     host, port = parse_listen_address(settings.web_listen_address)
 
     def landing() -> str:
-        from ka_exporter import views
+        from ka_exporter.outputs import views
 
         snap = exporter.store.snapshot()
         return views.landing_page(snap, conditions.evaluate(snap), settings.web_telemetry_path)
 
     reloader = None
     if settings.web_config_file is not None:
-        from ka_exporter.webconfig import WebConfigError, WebConfigReloader, load_web_config
+        from ka_exporter.outputs.webconfig import WebConfigError, WebConfigReloader, load_web_config
 
         try:
             # Re-read when it or its certificates change: new connections get the current one.

@@ -149,7 +149,7 @@ def stop_exporter(exp: RunningExporter) -> None:
 def in_netns(name: str, fn: Callable[[], T], timeout: float = 120.0) -> T:
     """Run fn in a new thread that entered network namespace `name` (threads it starts stay there);
     return its result or raise what it raised."""
-    from ka_exporter import netns
+    from ka_exporter.linux import netns
 
     out: list[T] = []
     err: list[BaseException] = []

@@ -22,7 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from ka_exporter.dashboard import UID, build_dashboard, dashboard_json, dashboard_queries, expand_query
+from ka_exporter.devtools.dashboard import (
+    UID,
+    build_dashboard,
+    dashboard_json,
+    dashboard_queries,
+    expand_query,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "grafana" / "ka-exporter.json"
@@ -245,7 +251,7 @@ def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_committed_json_is_the_generator_output() -> None:
     assert COMMITTED.read_text() == dashboard_json(), (
-        "grafana/ka-exporter.json is stale: run `python -m ka_exporter.dashboard > grafana/ka-exporter.json`"
+        "grafana/ka-exporter.json is stale: run `python -m ka_exporter.devtools.dashboard > grafana/ka-exporter.json`"
     )
 
 

@@ -17,8 +17,8 @@ import pytest
 from jeepney import DBusAddress, HeaderFields, new_signal
 from jeepney.io.blocking import open_dbus_connection
 
-from ka_exporter.dbusclient import BusClient, Signal
 from ka_exporter.lab import Lab
+from ka_exporter.linux.dbusclient import BusClient, Signal
 from ka_exporter.model import VrrpState
 from ka_exporter.sources.dbus import IFACE_INSTANCE, IFACE_VRRP, ROOT, SERVICE, DbusSource
 from ka_exporter.store import Store

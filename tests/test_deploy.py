@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ka_exporter.webconfig import load_web_config
+from ka_exporter.outputs.webconfig import load_web_config
 from tests.conftest import EXPORTER, REPO, parse_metrics, sample
 
 DEPLOY = REPO / "deploy"

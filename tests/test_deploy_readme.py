@@ -43,8 +43,8 @@ import bcrypt
 import pytest
 import yaml
 
-from ka_exporter import netns
 from ka_exporter.lab import Lab
+from ka_exporter.linux import netns
 from tests.conftest import REPO, parse_metrics, sample
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

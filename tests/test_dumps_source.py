@@ -20,9 +20,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from ka_exporter import netns
 from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.keepalived import collect_keepalived
+from ka_exporter.linux import netns
 from ka_exporter.model import LocalAddress, ProcessInfo, Snapshot, VrrpState
 from ka_exporter.sources.dumps import DumpSource, signal_numbers
 from ka_exporter.sources.process import ProcessSource

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.dashboard import dashboard_queries, expand_query
-from ka_exporter.demo import wait_up, watchers
+from ka_exporter.devtools.dashboard import dashboard_queries, expand_query
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import wait_up, watchers
 from tests.conftest import REPO
 from tests.prometheus_harness import prometheus
 

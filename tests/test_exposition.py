@@ -34,15 +34,15 @@ from ka_exporter.collectors.failover import collect_failover
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.collectors.wire import collect_wire
-from ka_exporter.exposition import OPENMETRICS, TEXT, Formatter, Renderer
-from ka_exporter.http import App, HttpServer
 from ka_exporter.model import Advert, LocalAddress, ProcessInfo, Snapshot, VrrpState
+from ka_exporter.outputs.exposition import OPENMETRICS, TEXT, Formatter, Renderer
+from ka_exporter.outputs.http import App, HttpServer
 from ka_exporter.parse.dumps import parse_dumps
 from ka_exporter.parse.kaconf import read_config
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
-from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
 from ka_exporter.store import Store
+from ka_exporter.store.peers import PeerTable
 from ka_exporter.verdicts.failover import FailoverTracker
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"

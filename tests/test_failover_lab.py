@@ -12,8 +12,8 @@ from scapy.layers.inet import IP
 from scapy.layers.vrrp import VRRP
 from scapy.utils import rdpcap
 
-from ka_exporter.demo import base_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import base_args
 from ka_exporter.lab.system import find_tool
 from tests.conftest import free_port, parse_metrics, sample, scrape, wait_until
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args, node_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args, node_args
 from ka_exporter.lab.system import spawn
 from tests.conftest import free_port, scrape, sh, unique
 from tests.fault_helpers import Metrics, Recorder, check_exposition, value

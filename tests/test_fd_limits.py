@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter import fdwait
-from ka_exporter.dbusclient import BUS_NAME, BUS_PATH, BusClient, Call
 from ka_exporter.lab.dbus import bus_config
+from ka_exporter.linux import fdwait
+from ka_exporter.linux.dbusclient import BUS_NAME, BUS_PATH, BusClient, Call
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
 from tests.conftest import in_netns, sh, wait_until

@@ -1,7 +1,7 @@
 """The fused split-brain verdict against real keepalived: every fault at every poll, no false alarm.
 
 Real keepalived pairs in namespaces (ka_exporter.lab), a real ka-exporter per node and one on the
-observer (ka_exporter.demo.watchers), each scraped every 50 ms. For each fault the verdict
+observer (ka_exporter.lab.demo.watchers), each scraped every 50 ms. For each fault the verdict
 `keepalived_split_brain` must read 1 at every poll of every exporter with a vantage point from two
 advert intervals (plus MARGIN for a loaded 2-core box) after the exporters first showed the VIP on two
 nodes until the fault is removed, and 0 from a few intervals after that. Which exporter has a vantage
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ka_exporter.demo import wait_up, watchers
+from ka_exporter.lab.demo import wait_up, watchers
 from tests.fused_lab_helpers import Polling, assert_clear, assert_fault, longest_silence, witnesses_seen
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ka_exporter import conditions
 from ka_exporter.model import (
     ConfInstance,
     ConfVip,
@@ -22,6 +21,7 @@ from ka_exporter.model import (
     WirePeer,
     WireStats,
 )
+from ka_exporter.verdicts import conditions
 from ka_exporter.verdicts.fused import FusedVerdict, judge
 from ka_exporter.verdicts.wire import PRESUMED_FOR, split_brain
 from tests.test_wire_verdicts import KEY, adv, every, replay, split_times
@@ -304,7 +304,7 @@ def test_address_witness_quiet_while_this_node_preempts_the_old_master() -> None
 def test_the_peer_table_reports_a_new_masters_second_advert() -> None:
     # The address witness turns true at a new master's second advert without any wire verdict changing:
     # the table must still say "changed" then, or the watchdog would not look until something else moved.
-    from ka_exporter.peers import PeerTable
+    from ka_exporter.store.peers import PeerTable
 
     table = PeerTable()
     for a in every(ME, 0.0, 3.0, interval=0.1, version=3):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args
 from tests.conftest import free_port, parse_metrics, sample, scrape, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

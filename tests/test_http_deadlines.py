@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from ka_exporter.http import App, HttpServer, Limits, parse_request
+from ka_exporter.outputs.http import App, HttpServer, Limits, parse_request
 from tests.conftest import free_port, wait_until
 from tests.test_serving_attacks import Certs, certs, unformatted  # noqa: F401 - certs is a fixture
 from tests.test_webconfig import web_exporter_argv, write_config

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ka_exporter.demo import node_args
+from ka_exporter.lab.demo import node_args
 from ka_exporter.sources.l2 import SO_TIMESTAMPNS, L2Source, _kernel_time
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store

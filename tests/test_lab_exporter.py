@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args, node_args, wait_up, watchers
 from ka_exporter.lab import LAB_PASSWORD, Lab
+from ka_exporter.lab.demo import exporter_args, node_args, wait_up, watchers
 from tests.conftest import free_port, parse_metrics, sample, scrape
 
 pytestmark = pytest.mark.lab

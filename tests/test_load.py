@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args
 from tests.conftest import free_port, scrape
 from tests.fault_helpers import Failovers, LoadResult, run_load, scrape_once, value
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ka_exporter.dashboard import dashboard_queries, expand_query
+from ka_exporter.devtools.dashboard import dashboard_queries, expand_query
 from ka_exporter.lab import uml
 from ka_exporter.lab.uml import REQUESTS, LvsLabResult, detection_bounds, parse_scrape, rs_labels
 from tests.test_dashboard import empty_queries

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ka_exporter.linux.procfs import status
 from ka_exporter.model import ProcessInfo
-from ka_exporter.procfs import status
 from ka_exporter.sources.lvs import LvsSource, checker_child, read_file
 from ka_exporter.store import Store
 from ka_exporter.verdicts.lvs import lvs_problems

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import LAB_PASSWORD, Lab
+from ka_exporter.lab.demo import exporter_args
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.lab

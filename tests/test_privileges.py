@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter import caps
+from ka_exporter.linux import caps
 from tests.conftest import REPO, parse_metrics, sample
 
 NOBODY = 65534
@@ -80,7 +80,7 @@ def as_nobody(args: list[str], *, net_raw: bool, bound: bool = True, cwd: Path |
 
 PROBE = """
 import json, os
-from ka_exporter import caps
+from ka_exporter.linux import caps
 from ka_exporter.sources.capture import CaptureError, PacketSocket
 out = {"uid": os.getuid(), "missing": caps.missing("CAP_NET_RAW"),
        "line": caps.require("CAP_NET_RAW", "open AF_PACKET sockets", "wire")}
@@ -172,11 +172,7 @@ def _hostname(m: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> str:
     raise AssertionError("no keepalived_process_status")
 
 
-_WIRE_WIRED = "sources.wire" in (REPO / "ka_exporter" / "daemon.py").read_text()
-
-
 @needs_setpriv
-@pytest.mark.skipif(not _WIRE_WIRED, reason="the wire source is not in daemon.build_sources yet")
 @pytest.mark.parametrize("net_raw", [False, True], ids=["without-net_raw", "with-net_raw"])
 def test_exporter_wire_source_without_and_with_net_raw(world_dir, net_raw):
     """Without CAP_NET_RAW the wire source says so in one line and the others keep running."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ka_exporter.lab import Lab
-from ka_exporter.procfs import read_pid_file
+from ka_exporter.linux.procfs import read_pid_file
 from ka_exporter.sources.process import ProcessSource
 from ka_exporter.store import Store
 from tests.conftest import REPO, free_port, in_netns, parse_metrics, sample, scrape, wait_until

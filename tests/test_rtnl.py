@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 
-from ka_exporter import rtnl
+from ka_exporter.linux import rtnl
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
 from tests.conftest import in_netns, sh, wait_until

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ka_exporter.textfile import TextfileError, write_atomic
+from ka_exporter.outputs.textfile import TextfileError, write_atomic
 from tests.conftest import EXPORTER, parse_metrics, sample
 
 NO_KA = ("--no-collector.wire", "--no-collector.dbus", "--no-collector.dumps", "--no-collector.l2")

@@ -18,7 +18,6 @@ from prometheus_client.registry import CollectorRegistry
 from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.host import collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
-from ka_exporter.exposition import Renderer
 from ka_exporter.model import (
     InstanceView,
     LocalAddress,
@@ -28,6 +27,7 @@ from ka_exporter.model import (
     TrackedProcess,
     VrrpState,
 )
+from ka_exporter.outputs.exposition import Renderer
 from ka_exporter.parse.dumps import DumpError, parse_data, parse_dumps
 from ka_exporter.parse.kaconf import read_config
 from ka_exporter.store import Store

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args
 from ka_exporter.lab.profiles import FAULT_FILE, TRACK_FILE, TRACK_PROCESS
 from tests.conftest import free_port, parse_metrics, scrape, wait_until
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ka_exporter.views import printable
+from ka_exporter.outputs.views import printable
 from tests.conftest import EXPORTER, scrape
 
 EVIL = "VI_\x1b[2J\x1b]0;pwned\x07X\u202eY\u200b"
@@ -60,9 +60,9 @@ def test_the_page_shows_the_name_escaped(tmp_path, exporter_factory):
 
 
 def test_a_stopped_keepalived_is_said_in_status_and_check():
-    from ka_exporter.conditions import evaluate
     from ka_exporter.model import ProcessInfo, Snapshot
-    from ka_exporter.views import check_result, status_table
+    from ka_exporter.outputs.views import check_result, status_table
+    from ka_exporter.verdicts.conditions import evaluate
 
     frozen = Snapshot(1.0, "node-a", process=ProcessInfo(running=True, pid=42, stopped_pids=(42, 43)))
     conds = evaluate(frozen)

@@ -7,8 +7,8 @@ import logging
 import time
 from pathlib import Path
 
-from ka_exporter.conditions import Condition
-from ka_exporter.watchdog import Event, HookRunner, Transitions, Watchdog
+from ka_exporter.outputs.watchdog import Event, HookRunner, Transitions, Watchdog
+from ka_exporter.verdicts.conditions import Condition
 
 SB = Condition("split_brain", (("family", "inet"), ("interface", "eth0"), ("vrid", "51")), "two masters")
 
@@ -158,8 +158,8 @@ def test_hook_does_not_inherit_the_exporters_ambient_capabilities(tmp_path):
     out = work / "status"
     script = hook(work, f"grep -E '^Cap(Amb|Eff)' /proc/self/status > {out}\n")
     code = (
-        "from ka_exporter.watchdog import HookRunner, Event;"
-        "from ka_exporter.conditions import Condition;"
+        "from ka_exporter.outputs.watchdog import HookRunner, Event;"
+        "from ka_exporter.verdicts.conditions import Condition;"
         f"r = HookRunner({str(script)!r}, timeout=5);"
         "r.submit(Event(Condition('split_brain', (('vrid','1'),), 's'), 'begin', 1.0, 'n'));"
         "r.wait_idle(10)"
@@ -213,8 +213,8 @@ def test_next_deadline_says_when_a_pending_transition_falls_due():
 CHILD = """
 import json, os, sys
 open(sys.argv[1] + "/cgroup.procs", "w").write(str(os.getpid()))
-from ka_exporter.conditions import Condition
-from ka_exporter.watchdog import Event, HookRunner
+from ka_exporter.verdicts.conditions import Condition
+from ka_exporter.outputs.watchdog import Event, HookRunner
 runner = HookRunner(sys.argv[2], timeout=10, max_concurrent=4)
 runner.backoff = 0.05
 for v in range(1, 13):

@@ -19,8 +19,8 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.layers.vrrp import VRRPv3
 
-from ka_exporter.demo import exporter_args
 from ka_exporter.lab import Lab
+from ka_exporter.lab.demo import exporter_args
 from tests.conftest import free_port, in_netns, parse_metrics, sample, scrape, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ka_exporter.webconfig import WebConfigError, der_validity, load_web_config, parse_basic
+from ka_exporter.outputs.webconfig import WebConfigError, der_validity, load_web_config, parse_basic
 from tests.conftest import EXPORTER, RunningExporter, free_port, stop_exporter
 
 PASSWORD = "s3cret-Scrape!"
@@ -303,7 +303,7 @@ def test_inline_certificate_and_key_work(tmp_path, pki):
 
 def test_expired_certificate_loads_with_one_warning(tmp_path, pki, caplog):
     cfg = write_config(tmp_path / "web.yml", tls_block(pki, cert=pki.expired_cert, key=pki.expired_key))
-    with caplog.at_level(logging.WARNING, logger="ka_exporter.webconfig"):
+    with caplog.at_level(logging.WARNING, logger="ka_exporter.outputs.webconfig"):
         web = load_web_config(cfg)
     assert web.ssl_context() is not None
     assert len(web.warnings) == 1
@@ -368,11 +368,6 @@ def test_parse_basic_keeps_colons_in_passwords():
 
 
 # ------------------------------------------------------------------------------ the real exporter
-
-# Until daemon.serve() loads --web.config.file (the wiring is the lead's), the end-to-end tests would
-# only prove that the flag is ignored; they run as soon as it is wired.
-_WIRED = "load_web_config" in (Path(__file__).resolve().parents[1] / "ka_exporter" / "daemon.py").read_text()
-needs_wiring = pytest.mark.skipif(not _WIRED, reason="daemon.serve() does not load --web.config.file yet")
 
 
 def web_exporter_argv(port: int, config: Path, *args: str) -> list[str]:
@@ -450,7 +445,6 @@ def served(url: str, ctx: ssl.SSLContext) -> bool:
     return True
 
 
-@needs_wiring
 def test_tls_and_basic_auth_with_curl_and_urllib(tmp_path, pki, tls_exporter):
     headers = (
         "http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Content-Type-Options: nosniff\n"
@@ -519,7 +513,6 @@ def test_tls_and_basic_auth_with_curl_and_urllib(tmp_path, pki, tls_exporter):
     assert "Traceback" not in logs
 
 
-@needs_wiring
 def test_client_certificates_sans_and_min_version(tmp_path, pki, tls_exporter):
     cfg = write_config(
         tmp_path / "web.yml",
@@ -551,7 +544,6 @@ def test_client_certificates_sans_and_min_version(tmp_path, pki, tls_exporter):
     assert get(url, client_context(pki, pki.client_cert, pki.client_key))[0] == 200
 
 
-@needs_wiring
 def test_a_silent_client_does_not_stall_others(tmp_path, pki, tls_exporter):
     exp = tls_exporter(write_config(tmp_path / "web.yml", tls_block(pki)))
     silent = [socket.create_connection(("127.0.0.1", exp.port)) for _ in range(3)]
@@ -564,7 +556,6 @@ def test_a_silent_client_does_not_stall_others(tmp_path, pki, tls_exporter):
             s.close()
 
 
-@needs_wiring
 def test_expired_certificate_warns_once_and_keeps_serving(tmp_path, pki, tls_exporter):
     cfg = write_config(tmp_path / "web.yml", tls_block(pki, cert=pki.expired_cert, key=pki.expired_key))
     exp = tls_exporter(cfg)
@@ -580,7 +571,6 @@ def test_expired_certificate_warns_once_and_keeps_serving(tmp_path, pki, tls_exp
     assert "the server certificate expired on" in warnings[0]
 
 
-@needs_wiring
 def test_bad_web_config_is_one_line_and_exit_2(tmp_path, pki):
     cfg = write_config(tmp_path / "web.yml", tls_block(pki, "client_auth_typ: NoClientCert"))
     r = subprocess.run(
@@ -603,7 +593,6 @@ def test_bad_web_config_is_one_line_and_exit_2(tmp_path, pki):
     assert str(cfg) in lines[0]
 
 
-@needs_wiring
 def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path, pki, tls_exporter):
     from tests.prometheus_harness import prometheus
 

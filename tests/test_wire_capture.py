@@ -24,13 +24,13 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRP, VRRPv3
 
-from ka_exporter import conditions
 from ka_exporter.collectors import SnapshotCollector
 from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.model import ConfInstance, KeepalivedConfig
 from ka_exporter.sources.capture import PacketSocket
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
+from ka_exporter.verdicts import conditions
 from ka_exporter.verdicts.wire import CONFLICT_KINDS
 from tests.conftest import in_netns, sh, unique, wait_until
 

@@ -16,8 +16,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.model import Advert, ConfInstance, KeepalivedConfig, Snapshot, WireStats
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
-from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
+from ka_exporter.store.peers import PeerTable
 from ka_exporter.verdicts.wire import CONFLICT_KINDS
 
 PCAPS = Path(__file__).resolve().parent / "fixtures" / "pcap"

@@ -7,7 +7,7 @@ import threading
 import tracemalloc
 
 from ka_exporter.model import Advert
-from ka_exporter.peers import PeerTable
+from ka_exporter.store.peers import PeerTable
 from ka_exporter.verdicts.wire import hold_time, judge
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from ka_exporter.model import Advert, WirePeer
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
-from ka_exporter.peers import PeerTable
 from ka_exporter.sources.capture import read_pcap
+from ka_exporter.store.peers import PeerTable
 from ka_exporter.verdicts.wire import (
     ALWAYS,
     DEFAULT_HOLD,
@@ -294,8 +294,8 @@ def test_spoofer_with_the_masters_address_and_another_password_is_contested_with
 
 
 def test_spoofer_flipping_only_the_priority_is_contested_and_conditions_see_it() -> None:
-    from ka_exporter import conditions
     from ka_exporter.model import Snapshot
+    from ka_exporter.verdicts import conditions
 
     real = every("10.0.0.1", 0.0, 30.0, prio=150)
     spoof = every("10.0.0.1", 10.5, 30.5, prio=255)

@@ -9,7 +9,7 @@ from prometheus_client.metrics_core import Metric
 
 from ka_exporter.collectors import Part
 from ka_exporter.model import Snapshot
-from ka_exporter.watchdog import WatchdogStats
+from ka_exporter.outputs.watchdog import WatchdogStats
 
 _COUNTERS = (
     (

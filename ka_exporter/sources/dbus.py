@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 
 from jeepney import MatchRule
 
-from ka_exporter.dbusclient import (
+from ka_exporter.linux.dbusclient import (
     BUS_NAME,
     BUS_PATH,
     BusClient,

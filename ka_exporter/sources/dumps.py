@@ -67,10 +67,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ka_exporter.caps import explain
+from ka_exporter.linux.caps import explain
+from ka_exporter.linux.procfs import comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.model import InstanceView
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_json, parse_stats
-from ka_exporter.procfs import comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
 

@@ -24,12 +24,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ka_exporter.linux.procfs import status
+from ka_exporter.linux.rtnl import netlink_dump
 from ka_exporter.model import IpvsService, LvsView, VirtualServerView
 from ka_exporter.parse import ipvs as nl
 from ka_exporter.parse.checker import parse_check_data
 from ka_exporter.parse.dumps import DumpError
-from ka_exporter.procfs import status
-from ka_exporter.rtnl import netlink_dump
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.dumps import DumpRefusedError, read_dump
 from ka_exporter.store import Store

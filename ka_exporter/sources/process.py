@@ -27,9 +27,9 @@ from pathlib import Path
 
 import psutil
 
-from ka_exporter import netns
+from ka_exporter.linux import netns
+from ka_exporter.linux.procfs import PidFile, comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.model import ProcessInfo
-from ka_exporter.procfs import PidFile, comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store
 

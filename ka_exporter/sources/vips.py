@@ -1,6 +1,6 @@
 """The VIP source: the addresses on local interfaces, from netlink, updated on address events.
 
-Netlink is spoken through :mod:`ka_exporter.rtnl` (a plain socket): pyroute2 cost ~0.4 s and ~23 MiB
+Netlink is spoken through :mod:`ka_exporter.linux.rtnl` (a plain socket): pyroute2 cost ~0.4 s and ~23 MiB
 at start-up for two dumps and a subscription.
 """
 
@@ -10,7 +10,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from ka_exporter import fdwait, rtnl
+from ka_exporter.linux import fdwait, rtnl
 from ka_exporter.model import LocalAddress
 from ka_exporter.sources.base import Source
 from ka_exporter.store import Store

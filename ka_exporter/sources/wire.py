@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ka_exporter.model import Advert, FailoverEvent, VridTiming
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
-from ka_exporter.peers import DEFAULT_CAP, DEFAULT_LINGER, PeerTable
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.capture import CaptureError, PacketSocket
 from ka_exporter.store import Store
+from ka_exporter.store.peers import DEFAULT_CAP, DEFAULT_LINGER, PeerTable
 from ka_exporter.verdicts.failover import FailoverTracker
 from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,

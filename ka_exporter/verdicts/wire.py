@@ -95,7 +95,7 @@ not heard in the window gets no verdict of absence (no_master 0), never a guess.
 
 `contested`: one router row (interface, family, vrid, source) whose adverts disagree with each other
 is most likely two senders using one source address (a spoofer impersonating the master). The peer
-table flags it (see `ka_exporter.peers`) and the verdicts report it as the conflict kind "source"
+table flags it (see `ka_exporter.store.peers`) and the verdicts report it as the conflict kind "source"
 (`CONFLICT_KINDS`), so `keepalived_wire_conflict{kind="source"}`, the `wire_conflict` condition and
 its alert cover it like the other kinds. It is a kind of its own rather than "auth" or "vips"
 because the remedy differs: the other kinds are misconfigured routers, this one is a sender that

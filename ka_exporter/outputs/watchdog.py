@@ -34,10 +34,10 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from ka_exporter import caps
-from ka_exporter.conditions import Condition
+from ka_exporter.linux import caps
+from ka_exporter.verdicts.conditions import Condition
 
-log = logging.getLogger("ka_exporter.watchdog")
+log = logging.getLogger("ka_exporter.outputs.watchdog")
 
 
 def hook_argv(argv: list[str]) -> list[str]:

@@ -47,7 +47,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from ka_exporter.logs import Throttle
 
-log = logging.getLogger("ka_exporter.http")
+log = logging.getLogger("ka_exporter.outputs.http")
 
 Authorizer = Callable[[str | None], bool]  # Authorization header -> allowed?
 # The render contract: (Accept, Accept-Encoding) -> (body, content type, content encoding or None).

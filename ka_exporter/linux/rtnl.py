@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from ka_exporter import fdwait
+from ka_exporter.linux import fdwait
 
 __all__ = ["Address", "NetlinkError", "addresses", "drain", "open_socket", "subscribe"]
 

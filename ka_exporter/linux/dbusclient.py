@@ -25,7 +25,7 @@ from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageType, 
 from jeepney.auth import BEGIN, AuthenticationError, Authenticator
 from jeepney.bus import get_connectable_addresses
 
-from ka_exporter import fdwait
+from ka_exporter.linux import fdwait
 
 SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
 BUS_NAME = "org.freedesktop.DBus"

@@ -2,7 +2,7 @@
 
 Pure: builds plain dicts, no I/O. Regenerate the committed file after a change with::
 
-    python -m ka_exporter.dashboard > grafana/ka-exporter.json
+    python -m ka_exporter.devtools.dashboard > grafana/ka-exporter.json
 
 (tests/test_dashboard.py fails while the committed JSON and the generator disagree.)
 

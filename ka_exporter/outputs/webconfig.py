@@ -70,7 +70,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-log = logging.getLogger("ka_exporter.webconfig")
+log = logging.getLogger("ka_exporter.outputs.webconfig")
 
 TOP_KEYS = frozenset({"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"})
 TLS_KEYS = frozenset(
