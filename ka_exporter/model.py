@@ -8,6 +8,7 @@ No record carries a VRRP password: parsers drop it at the door (the wire keeps o
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -600,3 +601,13 @@ class Snapshot:
             if s.name == name:
                 return s
         return None
+
+
+def canonical_ip(address: str) -> str:
+    """Canonical text of an address ("FD97:0::120/64" -> "fd97::120"); without prefix or zone if not
+    an address at all."""
+    text = address.split("/", 1)[0].split("%", 1)[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text

@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ka_exporter.model import Snapshot
-from ka_exporter.verdicts.vips import canonical_ip
+from ka_exporter.model import Snapshot, canonical_ip
 
 
 def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None, bool]]:

@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 
 from ka_exporter import __version__
-from ka_exporter.model import Snapshot, VrrpState, WirePeer
+from ka_exporter.model import Snapshot, VrrpState, WirePeer, canonical_ip
 from ka_exporter.verdicts.conditions import Condition
-from ka_exporter.verdicts.vips import canonical_ip
 
 # C0 and C1 controls (ESC, CR, BEL, ...), and the invisible Unicode format characters that reorder or
 # hide text (bidi overrides and isolates, zero-width characters, line separators, BOM).

@@ -37,9 +37,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ka_exporter.model import CheckerView, RealServerView, VirtualServerView, lvs_key
+from ka_exporter.model import CheckerView, RealServerView, VirtualServerView, canonical_ip, lvs_key
 from ka_exporter.parse.dumps import DumpError, to_text
-from ka_exporter.verdicts.vips import canonical_ip
 
 __all__ = ["parse_check_data"]
 

@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ka_exporter.model import KeepalivedConfig, VipAnswers
+from ka_exporter.model import KeepalivedConfig, VipAnswers, canonical_ip
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.capture import (
     _JEQ_K,
@@ -70,7 +70,6 @@ from ka_exporter.sources.capture import (
     _attach_filter,
 )
 from ka_exporter.store import Store
-from ka_exporter.verdicts.vips import canonical_ip
 
 log = logging.getLogger("ka_exporter.sources.l2")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ka_exporter.model import Snapshot
+from ka_exporter.model import Snapshot, canonical_ip
 from ka_exporter.verdicts import fused
-from ka_exporter.verdicts.vips import canonical_ip, held_addresses, missing_vips, stale_vips
+from ka_exporter.verdicts.vips import held_addresses, missing_vips, stale_vips
 from ka_exporter.verdicts.wire import judge_snapshot, vrid_holds
 
 # A normal failover shows a VIP mismatch for a moment: keepalived reports MASTER just before it adds

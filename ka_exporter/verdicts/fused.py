@@ -50,8 +50,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ka_exporter.model import Snapshot, VipAnswers, VrrpState, WirePeer
-from ka_exporter.verdicts.vips import canonical_ip, held_addresses
+from ka_exporter.model import Snapshot, VipAnswers, VrrpState, WirePeer, canonical_ip
+from ka_exporter.verdicts.vips import held_addresses
 from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
     MAX_CONCURRENT,

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ka_exporter.model import LocalAddress, Snapshot, VipAnswers
-from ka_exporter.verdicts.vips import canonical_ip
+from ka_exporter.model import LocalAddress, Snapshot, VipAnswers, canonical_ip
 
 __all__ = ["L2Verdict", "judge", "judge_snapshot"]
 

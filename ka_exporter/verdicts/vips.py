@@ -25,10 +25,9 @@ with a ``for:`` longer than the dump interval (D-Bus state changes arrive within
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Iterable
 
-from ka_exporter.model import InstanceView, LocalAddress, VrrpState
+from ka_exporter.model import InstanceView, LocalAddress, VrrpState, canonical_ip
 
 __all__ = [
     "canonical_ip",
@@ -41,16 +40,6 @@ __all__ = [
 
 
 @functools.lru_cache(maxsize=4096)
-def canonical_ip(address: str) -> str:
-    """Canonical text of an address ("FD97:0::120/64" -> "fd97::120"); without prefix or zone if not
-    an address at all."""
-    text = address.split("/", 1)[0].split("%", 1)[0]
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return text
-
-
 def held_addresses(local: Iterable[LocalAddress]) -> frozenset[str]:
     """The canonical text of every address on a local interface."""
     return frozenset(canonical_ip(a.address) for a in local)
