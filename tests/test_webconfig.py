@@ -303,7 +303,7 @@ def test_inline_certificate_and_key_work(tmp_path, pki):
 
 def test_expired_certificate_loads_with_one_warning(tmp_path, pki, caplog):
     cfg = write_config(tmp_path / "web.yml", tls_block(pki, cert=pki.expired_cert, key=pki.expired_key))
-    with caplog.at_level(logging.WARNING, logger="ka_exporter.outputs.webconfig"):
+    with caplog.at_level(logging.WARNING, logger="ka_exporter.webconfig"):
         web = load_web_config(cfg)
     assert web.ssl_context() is not None
     assert len(web.warnings) == 1

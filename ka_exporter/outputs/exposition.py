@@ -57,7 +57,8 @@ from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.model import InstanceView, Snapshot
 from ka_exporter.store import Versions
 
-log = logging.getLogger("ka_exporter.outputs.exposition")
+# The logger= name operators' log filters know, kept when the module moved to outputs/.
+log = logging.getLogger("ka_exporter.exposition")
 
 __all__ = ["KEYS", "OPENMETRICS", "TEXT", "Formatter", "Renderer", "units_for"]
 

@@ -47,7 +47,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from ka_exporter.logs import Throttle
 
-log = logging.getLogger("ka_exporter.outputs.http")
+# The logger= name operators' log filters know, kept when the module moved to outputs/.
+log = logging.getLogger("ka_exporter.http")
 
 Authorizer = Callable[[str | None], bool]  # Authorization header -> allowed?
 # The render contract: (Accept, Accept-Encoding) -> (body, content type, content encoding or None).
