@@ -44,8 +44,8 @@ from ka_exporter.sources.capture import read_pcap
 from ka_exporter.store import Store
 from ka_exporter.store.peers import PeerTable
 from ka_exporter.verdicts.failover import FailoverTracker
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 DIRS = sorted({p.parent for p in FIXTURES.glob("keepalived-*/**/keepalived.data")})
 PCAP = FIXTURES / "pcap" / "split-brain.pcap"
 PARTS: list[Part] = [

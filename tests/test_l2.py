@@ -11,7 +11,6 @@ import socket
 import struct
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from prometheus_client.exposition import generate_latest
@@ -40,9 +39,8 @@ from ka_exporter.sources.l2 import (
 )
 from ka_exporter.store import merge_views
 from ka_exporter.verdicts.l2 import judge, judge_snapshot
-from tests.conftest import in_netns, sh
+from tests.conftest import PEERS, in_netns, sh
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 MAC = bytes.fromhex("020000000009")
 OTHER = bytes.fromhex("020000000001")
 VIP4 = ipaddress.ip_address("10.9.8.100").packed
@@ -200,10 +198,12 @@ def test_configured_targets_use_the_base_interface_and_dev() -> None:
     assert configured_targets(conf) == (("eth0", "10.0.0.1"), ("eth1", "fd00::1"))
 
 
-@pytest.mark.skipif(not (FIXTURES / "peers" / "pqarmitage-issue1808-post").exists(), reason="no fixture")
+@pytest.mark.skipif(
+    not (PEERS / "pqarmitage-issue1808-post").exists(), reason="../shared/fixtures/peers is not present"
+)
 def test_use_vmac_data_dump_names_the_base_interface() -> None:
     """keepalived.data says `Interface = vrrp.1, vmac on vlan1`: the instance's interface is vlan1."""
-    text = (FIXTURES / "peers" / "pqarmitage-issue1808-post" / "keepalived.data").read_text()
+    text = (PEERS / "pqarmitage-issue1808-post" / "keepalived.data").read_text()
     assert "Interface = vrrp.1, vmac on vlan1" in text
     got = {v.name: v.interface for v in parse_data(text)}
     assert got == {"vrrp.1": "vlan1", "vrrp.wan": "wan", "vrrp.8": "vlan8", "vrrp-ha": "ha"}
