@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 
 from prometheus_client.exposition import generate_latest
@@ -17,16 +17,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
-from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.watchdog import watchdog_part
 from ka_exporter.linux import netns
-from ka_exporter.model import KeepalivedConfig, Snapshot
+from ka_exporter.model import Snapshot
 from ka_exporter.outputs.exposition import Renderer
 from ka_exporter.outputs.http import App, HttpServer, Limits
 from ka_exporter.outputs.watchdog import HookRunner, Watchdog, WatchdogStats
 from ka_exporter.settings import Settings, parse_listen_address
-from ka_exporter.sources.base import Source
-from ka_exporter.sources.vips import VipSource
+from ka_exporter.sources.base import Source, Wiring
+from ka_exporter.sources.registry import by_rank, registrations
 from ka_exporter.store import Store
 from ka_exporter.verdicts import conditions
 from ka_exporter.verdicts.wire import configured_vrids
@@ -37,205 +36,59 @@ SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another one 
 
 
 def build_sources(settings: Settings, store: Store) -> list[Source]:
-    """The enabled sources, in start order. Importing a source is deferred to when it is enabled."""
-    sources: list[Source] = []
-    if settings.enabled("config"):
-        from ka_exporter.sources.config import ConfigSource
-
-        config = ConfigSource(store, settings.keepalived_config)
-        # Read keepalived.conf now: which other sources are worth running depends on it (D-Bus).
-        # The daemon's own first pass later finds it unchanged and does not read it again.
-        config.run_once()
-        sources.append(config)
-    if settings.enabled("process"):
-        from ka_exporter.sources.process import ProcessSource
-
-        sources.append(ProcessSource(store, settings.keepalived_pid_file))
-    if settings.enabled("vips"):
-        sources.append(VipSource(store))
-    if settings.enabled("wire"):
-        from ka_exporter.sources.wire import WireSource
-
-        sources.append(
-            WireSource(
-                store,
-                settings.wire_interfaces,
-                cap=settings.wire_max_peers,
-                listen_seconds=settings.wire_listen_seconds,
-            )
-        )
-    if settings.enabled("l2"):
-        from ka_exporter.sources.l2 import L2Source
-
-        sources.append(
-            L2Source(
-                store,
-                probe_interval=settings.l2_probe_interval,
-                max_probe_rate=settings.l2_max_probe_rate,
-                max_vips=settings.l2_max_vips,
-            )
-        )
-    dbus_source = None
-    dumps = None
-    if settings.enabled("dbus") and dbus_wanted(settings, store.config()):
-        from ka_exporter.sources.dbus import DbusSource
-
-        dbus_source = DbusSource(store, settings.keepalived_dbus_address)
-        sources.append(dbus_source)
-    if settings.enabled("dumps"):
-        from ka_exporter.sources.dumps import DumpSource
-
-        dumps = DumpSource(
-            store,
-            settings.keepalived_dumps_dir,
-            settings.keepalived_pid_file,
-            signal=settings.keepalived_signal,
-            interval=settings.keepalived_dump_interval,
-            requester=dbus_source.request_dump if dbus_source is not None else None,
-        )
-        if dbus_source is not None:
-            # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape),
-            # once the burst is over: a failover of 100 instances is 100 signals within milliseconds,
-            # and a dump asked for in the middle of it has keepalived write 100 instances' detail
-            # before it sends the next signals (the state the scrape waits for comes from those).
-            dbus_source.on_change = coalesced(dumps.request_refresh, DETAIL_DELAY)
-        for src in sources:
-            if isinstance(src, VipSource):
-                # A VIP coming or going means a transition: refresh keepalived's view to match.
-                src.on_change = dumps.request_refresh
-        sources.append(dumps)
-    fifo = fifo_wanted(settings, store.config())
-    if fifo is not None:
-        from ka_exporter.sources.fifo import FifoSource
-
-        # A transition read from the FIFO refreshes the dump's detail soon after (never per scrape).
-        sources.append(
-            FifoSource(
-                store,
-                fifo,
-                on_change=dumps.request_refresh if dumps is not None else None,
-                count_transitions=dbus_source is None,  # D-Bus counts them when it runs
-            )
-        )
-    if settings.enabled("lvs") and lvs_wanted(store.config()):
-        from ka_exporter.sources.lvs import LvsSource
-
-        sources.append(
-            LvsSource(
-                store,
-                settings.keepalived_dumps_dir,
-                signal=settings.keepalived_signal,
-                interval=settings.lvs_interval,
-                pid_file=settings.keepalived_pid_file,
-            )
-        )
-    return sources
-
-
-WATCHDOG_GAP = 0.02  # seconds between two evaluations of the watchdog in a burst of changes
-DETAIL_DELAY = 0.25  # seconds from a D-Bus state change to the dump refresh it asks for
-
-
-def coalesced(action: Callable[[], None], delay: float) -> Callable[[], None]:
-    """A call that runs `action` once, `delay` seconds after the first of a burst of calls."""
-    lock = threading.Lock()
-    pending: list[threading.Timer] = []
-
-    def fire() -> None:
-        with lock:
-            pending.clear()
-        action()
-
-    def call() -> None:
-        with lock:
-            if pending:
-                return
-            timer = threading.Timer(delay, fire)
-            timer.daemon = True
-            pending.append(timer)
-        timer.start()
-
-    return call
-
-
-def lvs_wanted(config: KeepalivedConfig | None) -> bool:
-    """The lvs source runs only when keepalived.conf was read and has virtual_server blocks.
-
-    Without this, every VRRP-only keepalived (most of them) would show a permanently failed lvs source.
-    """
-    return config is not None and bool(config.virtual_servers)
-
-
-def fifo_wanted(settings: Settings, config: KeepalivedConfig | None) -> Path | None:
-    """The notify FIFO to read: keepalived.conf's `vrrp_notify_fifo`, else `notify_fifo`, if enabled.
-
-    A FIFO that keepalived also feeds to a `*_notify_fifo_script` is never read: each line goes to one
-    reader only, so the exporter would take events away from the operator's script.
-    """
-    if not settings.enabled("fifo") or config is None or not config.notify_fifos:
-        return None
-    by_kind = {f.kind: f for f in config.notify_fifos}
-    for kind in ("vrrp_notify_fifo", "notify_fifo"):
-        fifo = by_kind.get(kind)
-        if fifo is None:
+    """The enabled sources that are worth running, in build order (`sources/registry.py`): each is
+    built from its registration, after the sources it uses, which its build may wire it to."""
+    built: dict[str, Source] = {}
+    for reg in registrations():
+        if not settings.enabled(reg.name):
             continue
-        if fifo.has_script:
-            log.info(
-                "%s %s is read by keepalived's %s_script: not read here (a FIFO line goes to one reader)",
-                kind,
-                fifo.path,
-                kind,
-            )
-            continue
-        return Path(fifo.path)
-    return None
-
-
-def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
-    """D-Bus is worth trying unless keepalived.conf was read and does not set enable_dbus.
-
-    Without this, every keepalived run without D-Bus would show a permanently failed dbus source.
-    An explicit --keepalived.dbus-address always tries.
-    """
-    if settings.keepalived_dbus_address or config is None:
-        return True
-    if not config.enable_dbus:
-        log.info("keepalived.conf does not set enable_dbus: reading keepalived's view from its dumps only")
-    return config.enable_dbus
+        wiring = Wiring(settings, store, {name: built[name] for name in reg.uses if name in built})
+        src = reg.build(wiring)
+        if src is not None:
+            built[reg.name] = src
+    return list(built.values())
 
 
 def build_parts(settings: Settings) -> list[Part]:
-    """The collector parts, in exposition order; a disabled source's part is left out."""
+    """The collector parts, in exposition order; a disabled source's parts are left out."""
     parts: list[Part] = []
-    if settings.enabled("process"):
-        parts.append(collect_process)
-    if settings.enabled("vips"):
-        parts.append(collect_vips)
-    if settings.enabled("config"):
-        parts.append(collect_config)
-    if settings.enabled("dbus") or settings.enabled("dumps") or settings.enabled("fifo"):
-        from ka_exporter.collectors.keepalived import collect_keepalived
-
-        parts.append(collect_keepalived)
-    if settings.enabled("wire"):
-        from ka_exporter.collectors.failover import collect_failover
-        from ka_exporter.collectors.wire import collect_wire
-
-        parts.append(collect_wire)
-        parts.append(collect_failover)
-    if settings.enabled("l2"):
-        from ka_exporter.collectors.l2 import collect_l2
-
-        parts.append(collect_l2)
-    if settings.enabled("lvs"):
-        from ka_exporter.collectors.lvs import collect_lvs
-
-        parts.append(collect_lvs)
+    for reg in by_rank():
+        if settings.enabled(reg.name):
+            for ref in reg.parts:
+                part = resolve_part(ref)
+                if part not in parts:  # a part shared by several sources renders once
+                    parts.append(part)
     from ka_exporter.collectors.fused import collect_fused
 
     parts.append(collect_fused)
     parts.append(collect_exporter)
     return parts
+
+
+def resolve_part(ref: str) -> Part:
+    """ "keepalived:collect_keepalived" -> ka_exporter.collectors.keepalived.collect_keepalived."""
+    module, _, name = ref.partition(":")
+    part: Part = getattr(importlib.import_module(f"ka_exporter.collectors.{module}"), name)
+    return part
+
+
+def first_pass(sources: list[Source], *, serving: bool) -> None:
+    """One pass of each source, so the first scrape (or --once) is complete. The sources that lead
+    (keepalived.conf: the others take interfaces and VRIDs from it) go first, the rest in parallel;
+    while serving, the sources that listen continuously from their start (wire, L2) have none."""
+    for src in sources:
+        if src.leads:
+            src.run_once()
+    rest = [s for s in sources if not s.leads and (s.first_pass or not serving)]
+    prefix = "first" if serving else "once"
+    threads = [threading.Thread(target=s.run_once, name=f"{prefix}-{s.name}") for s in rest]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+WATCHDOG_GAP = 0.02  # seconds between two evaluations of the watchdog in a burst of changes
 
 
 class Exporter:
@@ -261,22 +114,9 @@ class Exporter:
             netns.enter(self.settings.netns)
 
     def start_sources(self) -> None:
+        """Build the sources, make their first pass, then let events and polls take over."""
         self.sources = build_sources(self.settings, self.store)
-        # A first pass of each source, in parallel, makes the first scrape complete; then events and
-        # polls take over. keepalived.conf goes first (the others take interfaces and VRIDs from it);
-        # the wire source has no first pass: it listens continuously from its start.
-        for src in self.sources:
-            if src.name == "config":
-                src.run_once()
-        firsts = [
-            threading.Thread(target=s.run_once, name=f"first-{s.name}")
-            for s in self.sources
-            if s.name not in ("config", "wire", "l2")  # both listen continuously from their start
-        ]
-        for t in firsts:
-            t.start()
-        for t in firsts:
-            t.join()
+        first_pass(self.sources, serving=True)
         for src in self.sources:
             src.start()
 
@@ -291,18 +131,9 @@ class Exporter:
             src.join(max(0.0, deadline - time.monotonic()))
 
     def collect_once(self) -> bool:
-        """Run every enabled source once, in parallel; True if all of them worked."""
+        """Run every enabled source once; True if all of them worked."""
         self.sources = build_sources(self.settings, self.store)
-        # keepalived.conf first: the wire and dump sources take their interfaces and VRIDs from it.
-        first = [s for s in self.sources if s.name == "config"]
-        for s in first:
-            s.run_once()
-        rest = [s for s in self.sources if s not in first]
-        threads = [threading.Thread(target=s.run_once, name=f"once-{s.name}") for s in rest]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        first_pass(self.sources, serving=False)
         snap = self.store.snapshot()
         return all(h.up for h in snap.sources)
 
