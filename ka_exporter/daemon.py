@@ -1,4 +1,5 @@
-"""Wiring: build the store, the enabled sources and the collector from Settings; serve or run once."""
+"""The daemon: wiring (the store, the registered sources, the collector parts, from Settings) and the
+run modes (serve, --once, status / check). The watchdog's loop is outputs/watchdog_loop.py."""
 
 from __future__ import annotations
 
@@ -19,16 +20,15 @@ from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.watchdog import watchdog_part
 from ka_exporter.linux import netns
-from ka_exporter.model import Snapshot
 from ka_exporter.outputs.exposition import Renderer
 from ka_exporter.outputs.http import App, HttpServer, Limits
-from ka_exporter.outputs.watchdog import HookRunner, Watchdog, WatchdogStats
+from ka_exporter.outputs.watchdog import WatchdogStats
+from ka_exporter.outputs.watchdog_loop import WatchdogLoop
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.base import Source, Wiring
 from ka_exporter.sources.registry import by_rank, registrations
 from ka_exporter.store import Store
 from ka_exporter.verdicts import conditions
-from ka_exporter.verdicts.wire import configured_vrids
 
 log = logging.getLogger("ka_exporter")
 
@@ -88,11 +88,8 @@ def first_pass(sources: list[Source], *, serving: bool) -> None:
         t.join()
 
 
-WATCHDOG_GAP = 0.02  # seconds between two evaluations of the watchdog in a burst of changes
-
-
 class Exporter:
-    """One running exporter: store + sources + collector registry."""
+    """One exporter: store + sources + collector registry and renderer. Serving or once."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -141,13 +138,22 @@ class Exporter:
         return generate_latest(self.registry)
 
 
+# -- the run modes: --once, status / check, serve ----------------------------------------------------
+
+
+def collected(settings: Settings) -> tuple[Exporter, bool]:
+    """An exporter that ran every enabled source once (inside --netns), and whether all of them worked."""
+    exporter = Exporter(settings)
+    exporter.enter_netns()
+    ok = exporter.collect_once()
+    return exporter, ok
+
+
 def run_once(settings: Settings, write: Callable[[bytes], None] | None = None) -> int:
     """`--once`: collect, print or write the textfile, exit 0 if every enabled source worked."""
     from ka_exporter.outputs.textfile import TextfileError, write_atomic
 
-    exporter = Exporter(settings)
-    exporter.enter_netns()
-    ok = exporter.collect_once()
+    exporter, ok = collected(settings)
     body = exporter.render()
     if settings.textfile_directory is not None:
         try:
@@ -169,9 +175,7 @@ def run_view(settings: Settings, view: str) -> int:
     from ka_exporter.outputs import views
 
     try:
-        exporter = Exporter(settings)
-        exporter.enter_netns()
-        exporter.collect_once()
+        exporter, _ok = collected(settings)
         snap = exporter.store.snapshot()
         conds = conditions.evaluate(snap)
     except Exception as exc:  # the plugin contract: anything unexpected is UNKNOWN, one line
@@ -187,85 +191,9 @@ def run_view(settings: Settings, view: str) -> int:
     return 0
 
 
-def log_transitions(snap: Snapshot, states: dict[str, str]) -> None:
-    """One info line per VRRP state change keepalived reports (D-Bus: as it happens)."""
-    for view in snap.instances or ():
-        now = view.state.name if view.state is not None else "unknown"
-        before = states.get(view.name)
-        if before is not None and before != now:
-            log.info(
-                "instance %s (VRID %d on %s): %s -> %s", view.name, view.vrid, view.interface, before, now
-            )
-        states[view.name] = now
-
-
-def start_watchdog(settings: Settings, exporter: Exporter, stop: threading.Event) -> Watchdog:
-    """Evaluate conditions on every store change; run the hook on transitions (if configured)."""
-    runner = (
-        HookRunner(
-            settings.watchdog_exec,
-            settings.watchdog_timeout,
-            max_concurrent=settings.watchdog_max_concurrent,
-            stats=exporter.watchdog_stats,
-        )
-        if settings.watchdog_exec
-        else None
-    )
-    store = exporter.store
-
-    states: dict[str, str] = {}
-    last: list[Snapshot] = []
-
-    def evaluate() -> tuple[float, str, list[conditions.Condition]]:
-        snap = store.snapshot()
-        last[:] = [snap]
-        log_transitions(snap, states)
-        return snap.time, snap.hostname, conditions.evaluate(snap)
-
-    def configured() -> tuple[tuple[str, str, int], ...]:
-        return configured_vrids(last[0]) if last else ()
-
-    wd = Watchdog(
-        evaluate,
-        runner,
-        settings.watchdog_debounce,
-        configured=configured,
-        page_unconfigured=settings.watchdog_unconfigured_vrids,
-        stats=exporter.watchdog_stats,
-    )
-
-    def loop() -> None:
-        # Evaluate when the store changed, or when a debounce/hold falls due; otherwise sleep (idle
-        # cost). Every time-driven verdict (wire expiry, listening gate) already changes the store.
-        # A burst of changes (a failover of 100 instances: 100 D-Bus signals within milliseconds) is
-        # judged once it is in, not once per signal: each evaluation reads every instance, and 100 of
-        # them would hold the GIL the signals and scrapes wait for. The first change after a quiet
-        # spell is judged at once; later ones at most every WATCHDOG_GAP seconds.
-        gen = -1
-        last = -WATCHDOG_GAP
-        while not stop.is_set():
-            deadline = wd.transitions.next_deadline()
-            timeout = 30.0 if deadline is None else max(0.0, deadline - store.clock()) + 0.01
-            new = store.wait_for_change(gen, timeout)
-            if new == gen and (deadline is None or store.clock() < deadline):
-                continue
-            wait = last + WATCHDOG_GAP - time.monotonic()
-            if wait > 0 and stop.wait(wait):
-                return
-            gen = store.generation
-            last = time.monotonic()
-            try:
-                wd.step()
-            except Exception:
-                log.exception("watchdog evaluation failed")
-
-    threading.Thread(target=loop, name="watchdog", daemon=True).start()
-    return wd
-
-
-def serve(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT. The listening socket is bound before entering --netns."""
-    exporter = Exporter(settings)
+def http_server(settings: Settings, exporter: Exporter) -> HttpServer | None:
+    """The HTTP(S) server of /metrics, the page and /-/healthy, its socket bound (before --netns is
+    entered); None, logged, when the --web.config.file cannot be used."""
     host, port = parse_listen_address(settings.web_listen_address)
 
     def landing() -> str:
@@ -283,28 +211,34 @@ def serve(settings: Settings) -> int:
             reloader = WebConfigReloader(load_web_config(settings.web_config_file))
         except WebConfigError as exc:
             log.error("%s", exc)
-            return 2
+            return None
     app = App(
         exporter.registry, settings.web_telemetry_path, landing=landing, render=exporter.renderer.render
     )
-    server = HttpServer(
+    return HttpServer(
         host,
         port,
         app,
         web=reloader.current if reloader is not None else None,
         limits=Limits(max_connections=settings.web_max_connections),
     )
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
 
-    # Before anything answers: a SIGTERM from the moment the port is reachable is a clean stop.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    exporter.enter_netns()
-    exporter.start_sources()
+    return stop
+
+
+def settle() -> None:
+    """Tune the process for serving, once everything built at start is in place."""
     # A scrape waits for the GIL whenever a source thread runs Python (a poll, a burst of adverts):
     # up to the switch interval per hand-over, 5 ms by default, which was most of a scrape's p99.
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -312,9 +246,23 @@ def serve(settings: Settings) -> int:
     # collector's full passes, which otherwise walk it in the middle of scrapes.
     gc.collect()
     gc.freeze()
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT. The listening socket is bound before entering --netns."""
+    exporter = Exporter(settings)
+    server = http_server(settings, exporter)
+    if server is None:
+        return 2
+    # Before anything answers: a SIGTERM from the moment the port is reachable is a clean stop.
+    stop = stop_on_signals()
+    exporter.enter_netns()
+    exporter.start_sources()
+    settle()
     server.start()
+    host, _port = parse_listen_address(settings.web_listen_address)
     log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
-    start_watchdog(settings, exporter, stop)
+    WatchdogLoop(settings, exporter.store, exporter.watchdog_stats).start(stop)
     while not stop.wait(1.0):
         pass
     server.stop()

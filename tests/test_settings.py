@@ -460,3 +460,27 @@ def test_every_registration_names_a_source_with_its_name() -> None:
     for r in by_rank():
         assert r.help == f"Enable the {r.name} source and its metrics."
         assert r.doc
+
+
+def test_no_module_outside_sources_imports_a_source() -> None:
+    """The registry is the one place that names the sources (the lab reuses lvs' IPVS reader)."""
+    import ast
+
+    package = REPO / "ka_exporter"
+    shared = {"ka_exporter.sources.base", "ka_exporter.sources.registry"}
+    wrong = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if rel.parts[0] in ("sources", "lab"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [alias.name for alias in node.names]
+            else:
+                continue
+            wrong.extend(
+                f"{rel} imports {m}" for m in mods if m.startswith("ka_exporter.sources.") and m not in shared
+            )
+    assert wrong == []
