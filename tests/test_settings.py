@@ -192,6 +192,8 @@ def param_default(fn: Any, name: str) -> Any:
 
 
 def test_constructors_take_their_defaults_from_settings() -> None:
+    from ka_exporter.outputs.http import Limits
+    from ka_exporter.outputs.watchdog import HookRunner, Transitions, Watchdog
     from ka_exporter.sources.dumps import DumpSource
     from ka_exporter.sources.l2 import L2Source
     from ka_exporter.sources.lvs import LvsSource
@@ -208,6 +210,11 @@ def test_constructors_take_their_defaults_from_settings() -> None:
         (LvsSource, "signal", "keepalived_signal"),
         (DumpSource, "interval", "keepalived_dump_interval"),
         (DumpSource, "signal", "keepalived_signal"),
+        (HookRunner, "timeout", "watchdog_timeout"),
+        (HookRunner, "max_concurrent", "watchdog_max_concurrent"),
+        (Transitions, "debounce", "watchdog_debounce"),
+        (Watchdog, "debounce", "watchdog_debounce"),
+        (Limits, "max_connections", "web_max_connections"),
         # the store may not import settings: its table's cap is checked here instead
         (PeerTable, "cap", "wire_max_peers"),
     ]
