@@ -491,3 +491,39 @@ def test_no_module_outside_sources_imports_a_source() -> None:
                 f"{rel} imports {m}" for m in mods if m.startswith("ka_exporter.sources.") and m not in shared
             )
     assert wrong == []
+
+
+class Recorder(Source):
+    """A source that records when its pass ran (the order the daemon's first pass gives)."""
+
+    def __init__(self, store: Store, name: str, log: list[str], *, leads: bool = False, first: bool = True):
+        super().__init__(store)
+        self.name = name
+        self.leads = leads
+        self.first_pass = first
+        self.log = log
+        self.lock = threading.Lock()
+
+    def poll(self) -> None:
+        with self.lock:
+            self.log.append(self.name)
+        self.ok()
+
+
+@pytest.mark.parametrize("serving", [True, False])
+def test_the_first_pass_runs_the_leader_first_and_skips_listeners_while_serving(serving: bool) -> None:
+    from ka_exporter.daemon import first_pass
+
+    store = Store(hostname="t")
+    ran: list[str] = []
+    sources: list[Source] = [
+        Recorder(store, "a", ran),
+        Recorder(store, "conf", ran, leads=True),
+        Recorder(store, "listener", ran, first=False),
+        Recorder(store, "b", ran),
+    ]
+    first_pass(sources, serving=serving)
+    assert ran[0] == "conf"
+    expected = {"a", "b"} if serving else {"a", "b", "listener"}
+    assert set(ran[1:]) == expected
+    assert len(ran) == 1 + len(expected)
