@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,15 +31,10 @@ sys.path.insert(0, str(REPO))
 
 from ka_exporter.lab import Lab  # noqa: E402
 from ka_exporter.lab.demo import exporter_args  # noqa: E402
+from ka_exporter.testing import free_port  # noqa: E402
 from tests.fault_helpers import Failovers, LoadResult, fetch, run_load, scrape_once, value  # noqa: E402
 
 SCRAPERS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

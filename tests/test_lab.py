@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,12 +108,6 @@ def up_in_parallel(labs: list[Lab]) -> list[BaseException]:
     for t in threads:
         t.join()
     return errors
-
-
-@pytest.fixture
-def fast_lab() -> Iterator[Lab]:
-    with Lab(profile="fast") as lab:
-        yield lab
 
 
 # ---------------------------------------------------------------------------------------------- lifecycle

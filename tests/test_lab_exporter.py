@@ -12,7 +12,7 @@ import pytest
 
 from ka_exporter.lab import LAB_PASSWORD, Lab
 from ka_exporter.lab.demo import exporter_args, node_args, wait_up, watchers
-from tests.conftest import free_port, parse_metrics, sample, scrape
+from tests.conftest import answers, free_port, parse_metrics, sample, scrape, stop_process
 
 pytestmark = pytest.mark.lab
 
@@ -29,14 +29,16 @@ def promtool_check(text: str) -> str:
 
 
 @pytest.fixture
-def fast_lab(tmp_path):
+def watched_lab(tmp_path):
+    """A fast two-node lab with D-Bus, and an exporter on each node and the observer (conftest's fast_lab
+    has no D-Bus and no exporters)."""
     with Lab(profile="fast", nodes=2, dbus=True) as lab, watchers(lab, tmp_path, 0) as ws:
         wait_up(ws)
         yield lab, {w.label: w for w in ws}
 
 
-def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(fast_lab):
-    lab, ws = fast_lab
+def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(watched_lab):
+    lab, ws = watched_lab
     a, b = ws["node-a"], ws["node-b"]
     vip = lab.vips[0]
     assert vip_status(a, vip) == 1.0
@@ -62,8 +64,8 @@ def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(f
     )
 
 
-def test_sigkill_leaves_a_stale_vip_that_the_exporters_show(fast_lab):
-    lab, ws = fast_lab
+def test_sigkill_leaves_a_stale_vip_that_the_exporters_show(watched_lab):
+    lab, ws = watched_lab
     vip = lab.vips[0]
     killed = lab.stop_master(kill=True)
     other = "b" if killed == "a" else "a"
@@ -97,14 +99,14 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
             proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}/metrics"
-            assert lab.wait_for(lambda: _answers(url), timeout=15)
+            assert lab.wait_for(lambda: answers(url), timeout=15)
             time.sleep(1.0)
             # A normal failover and the preemption back never fire it.
             lab.failover()
-            lab.wait_for(lambda: lab.master() == "b", timeout=5)
+            assert lab.wait_for(lambda: lab.master() == "b", timeout=5), "the failover to b did not happen"
             time.sleep(1.0)
             lab.start_master()
-            lab.wait_for(lambda: lab.master() == "a", timeout=5)
+            assert lab.wait_for(lambda: lab.master() == "a", timeout=5), "a did not preempt back"
             time.sleep(1.0)
             # keepalived on a really was stopped between the two: keepalived_down may page for that gap
             # (the process source sees an exit at once); nothing about the wire does.
@@ -115,8 +117,7 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
             assert lab.wait_for(lambda: len(_split_events(out)) >= 2, timeout=10), log.read_text()
             time.sleep(1.0)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc)
     events = _events(out)
     split = [e for e in events if e["kind"] == "split_brain"]
     assert [e["state"] for e in split] == ["begin", "end"]
@@ -129,14 +130,6 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
 
 def _split_events(path: Path) -> list[dict[str, object]]:
     return [e for e in _events(path) if e["kind"] == "split_brain"]
-
-
-def _answers(url: str) -> bool:
-    try:
-        scrape(url, timeout=1)
-        return True
-    except OSError:
-        return False
 
 
 def _events(path: Path) -> list[dict]:
@@ -175,12 +168,10 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
                         (subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT), port, log, node)
                     )
             for _p, port, _log, _node in procs:
-                assert lab.wait_for(
-                    lambda port=port: _answers(f"http://127.0.0.1:{port}/metrics"), timeout=15
-                )
+                assert lab.wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/metrics"), timeout=15)
             time.sleep(3.0)  # dumps refreshed (they contain the password), adverts sniffed
             lab.split(mode="firewall", node="b")  # a split brain runs the hook
-            lab.wait_for(out.exists, timeout=15)
+            assert lab.wait_for(out.exists, timeout=15), "the split brain never ran the watchdog hook"
             lab.heal()
             time.sleep(2.0)
             for _p, port, _log, node in procs:
@@ -199,8 +190,7 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
             assert LAB_PASSWORD in dump.read_text()  # keepalived wrote it; we must not repeat it
         finally:
             for p, *_ in procs:
-                p.terminate()
-                p.wait(10)
+                stop_process(p)
         for _p, _port, log, _node in procs:
             collected.append(log.read_text())
         assert out.exists(), "the watchdog hook never ran"
@@ -214,8 +204,8 @@ def _view_args(node) -> list[str]:
     return ["--netns", node.netns, *node_args(node), "--wire.listen-seconds", "1.5"]
 
 
-def test_status_and_check_on_a_lab_node(fast_lab):
-    lab, _ws = fast_lab
+def test_status_and_check_on_a_lab_node(watched_lab):
+    lab, _ws = watched_lab
     node = lab.nodes["a"]
     r = subprocess.run(
         [sys.executable, "-m", "ka_exporter", *_view_args(node), "status"],
@@ -249,8 +239,8 @@ def test_status_and_check_on_a_lab_node(fast_lab):
     assert r.stdout.startswith("KEEPALIVED CRITICAL - split brain")
 
 
-def test_dbus_on_and_off_give_the_same_instance_series(fast_lab, tmp_path):
-    lab, ws = fast_lab
+def test_dbus_on_and_off_give_the_same_instance_series(watched_lab, tmp_path):
+    lab, ws = watched_lab
     node = lab.nodes["b"]
     port = free_port()
     log = tmp_path / "nodbus.log"
@@ -260,7 +250,7 @@ def test_dbus_on_and_off_give_the_same_instance_series(fast_lab, tmp_path):
         )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        assert lab.wait_for(lambda: _answers(url), timeout=15)
+        assert lab.wait_for(lambda: answers(url), timeout=15)
 
         def series(u: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
             return {
@@ -277,5 +267,4 @@ def test_dbus_on_and_off_give_the_same_instance_series(fast_lab, tmp_path):
         lab.failover()
         assert lab.wait_for(lambda: "BACKUP -> MASTER" in ws["node-b"].log.read_text(), timeout=10)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)

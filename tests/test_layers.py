@@ -36,7 +36,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
 }
 
 # prometheus_client belongs to the outputs: collectors build families, outputs serve them.
-PROMETHEUS_OK = {"collectors", "outputs", "devtools", "lab", "daemon", "cli"}
+PROMETHEUS_OK = {"collectors", "outputs", "devtools", "lab", "testing", "daemon", "cli"}
 
 
 def layer_of(path: Path) -> str:

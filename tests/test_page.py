@@ -23,7 +23,7 @@ import pytest
 
 from ka_exporter.lab import LAB_PASSWORD, Lab
 from ka_exporter.lab.demo import exporter_args
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 pytestmark = pytest.mark.lab
 
@@ -264,16 +264,6 @@ def _exporter(lab: Lab, workdir: Path, *extra: str) -> tuple[subprocess.Popen[by
     return proc, f"http://127.0.0.1:{port}/", log
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
     browser = Browser(tmp_path)
     with Lab(profile="fast", nodes=2, dbus=True) as lab:
@@ -344,7 +334,7 @@ def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
             assert colours.get(GREEN, 0) == 0
             lab.heal()
         finally:
-            _stop(proc)
+            stop_process(proc)
     assert "Traceback" not in log.read_text()
 
 
@@ -377,7 +367,7 @@ def test_lab_password_never_reaches_the_page(tmp_path):
             seen.append(browser.dom(url))
             lab.heal()
         finally:
-            _stop(proc)
+            stop_process(proc)
     assert "critical" in seen[1].by_id("overall").classes
     for page in seen:
         assert LAB_PASSWORD not in page.text
