@@ -92,9 +92,10 @@ def main() -> int:
         try:
             if not wait_answering(url, 20.0):
                 raise SystemExit("the exporter did not start")
-            lab.wait_for(
+            if not lab.wait_for(
                 lambda: value(scrape_once(url).metrics, "keepalived_vrrp_state", iname=iname) == 2.0, 10
-            )
+            ):
+                raise SystemExit("node-a's exporter never showed it MASTER")
             body = fetch(url)[3]
             cpu0 = cpu_seconds(proc.pid)
             with Failovers(lab, 2.0) as moves:

@@ -12,7 +12,7 @@ import pytest
 
 from ka_exporter.lab import LAB_PASSWORD, Lab
 from ka_exporter.lab.demo import exporter_args, node_args, wait_up, watchers
-from tests.conftest import answers, free_port, parse_metrics, sample, scrape, stop_process
+from tests.conftest import Sampler, answers, free_port, parse_metrics, sample, scrape, stop_process
 
 pytestmark = pytest.mark.lab
 
@@ -47,17 +47,19 @@ def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(w
     for w in ws.values():
         problems = promtool_check(scrape(w.url))
         assert problems == "", f"{w.label}: {problems}"
-    t0 = time.monotonic()
-    lab.failover()
-    moved = None
-    deadline = t0 + 5
-    while time.monotonic() < deadline:  # polled every 20 ms, as an operator's alerting would see it
-        if vip_status(b, vip) == 1.0 and vip_status(a, vip) == 0.0:
-            moved = time.monotonic() - t0
-            break
-        time.sleep(0.02)
-    assert moved is not None, "the VIP never moved to node-b's exporter"
-    print(f"failover: VIP moved between exporters in {moved * 1000:.0f} ms")
+
+    def holds(w, value: float):
+        return lambda m: sample(m, "keepalived_vip_status", hostname=w.label, vip=vip) == value
+
+    # Both exporters polled every 20 ms, as an operator's alerting would see them.
+    with Sampler(a.url) as on_a, Sampler(b.url) as on_b:
+        t0 = time.monotonic()
+        lab.failover()
+        gained = on_b.wait_for(holds(b, 1.0), timeout=5, since=t0)
+        dropped = on_a.wait_for(holds(a, 0.0), timeout=5, since=t0)
+    assert gained is not None, "the VIP never moved to node-b's exporter"
+    assert dropped is not None, "node-a's exporter never showed the VIP gone"
+    print(f"failover: VIP moved between exporters in {(max(gained, dropped) - t0) * 1000:.0f} ms")
     m = parse_metrics(scrape(b.url))
     assert (
         sample(m, "keepalived_vrrp_state", iname="VI_1", intf="eth0", vrid=str(lab.instances[0].vrid)) == 2.0
