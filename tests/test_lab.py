@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from ka_exporter.lab import LAB_PASSWORD, PROFILES, Lab, LabError, LabNode
 from ka_exporter.lab.cli import lab as lab_cli
-from ka_exporter.lab.core import state_path
+from ka_exporter.lab.naming import state_path
 from ka_exporter.lab.profiles import Addressing, render_config
 from ka_exporter.lab.system import find_tool
 
