@@ -18,6 +18,7 @@ from ka_exporter.model import (
     ConfScript,
     ConfVip,
     ConfVirtualServer,
+    KeepalivedConfig,
     lvs_key,
 )
 from ka_exporter.parse.kaconf.lexer import _FLOAT_RE, _INT_RE, _describe, _Node, _show
@@ -76,18 +77,6 @@ class _Draft:
     track_scripts: list[tuple[str, str, int]] = field(default_factory=list)
     track_interfaces: list[str] = field(default_factory=list)
     auth_type: str | None = None
-
-
-@dataclass(slots=True)
-class _Result:
-    instances: tuple[ConfInstance, ...] = ()
-    scripts: tuple[ConfScript, ...] = ()
-    sync_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    router_id: str | None = None
-    vrrp_version: int | None = None
-    enable_dbus: bool = False
-    notify_fifos: tuple[ConfNotifyFifo, ...] = ()
-    virtual_servers: tuple[ConfVirtualServer, ...] = ()
 
 
 class _Interpreter:
@@ -153,7 +142,8 @@ class _Interpreter:
 
     # -- top level --------------------------------------------------------------------------------
 
-    def run(self, nodes: list[_Node]) -> _Result:
+    def run(self, nodes: list[_Node]) -> KeepalivedConfig:
+        """The records; `files` and `problems` are the reader's to fill in (`_Reader.finish`)."""
         for node in nodes:
             handler = self._top.get(node.key)
             if handler is not None:
@@ -487,7 +477,7 @@ class _Interpreter:
 
     # -- cross references -------------------------------------------------------------------------
 
-    def _build(self) -> _Result:
+    def _build(self) -> KeepalivedConfig:
         member_of: dict[str, str] = {}
         names = {d.name for d in self.drafts}
         sync_groups: list[tuple[str, tuple[str, ...]]] = []
@@ -522,7 +512,7 @@ class _Interpreter:
                     )
                 else:
                     seen_vrid[key] = d.name
-        return _Result(
+        return KeepalivedConfig(
             instances=tuple(instances),
             scripts=tuple(self.scripts.values()),
             sync_groups=tuple(sync_groups),

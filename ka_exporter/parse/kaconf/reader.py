@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from ka_exporter.model import ConfigProblem, KeepalivedConfig
@@ -509,18 +510,7 @@ class _Reader:
             problems.append(
                 ConfigProblem(last.file, last.line, f"{self.dropped_problems} more problems not shown")
             )
-        return KeepalivedConfig(
-            instances=cfg.instances,
-            scripts=cfg.scripts,
-            sync_groups=cfg.sync_groups,
-            router_id=cfg.router_id,
-            vrrp_version=cfg.vrrp_version,
-            enable_dbus=cfg.enable_dbus,
-            notify_fifos=cfg.notify_fifos,
-            files=tuple(self.files),
-            virtual_servers=cfg.virtual_servers,
-            problems=tuple(self._scrub(p) for p in problems),
-        )
+        return replace(cfg, files=tuple(self.files), problems=tuple(self._scrub(p) for p in problems))
 
     def _scrub(self, p: ConfigProblem) -> ConfigProblem:
         msg = p.message
