@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -221,69 +221,107 @@ def stop_exporter(exp: RunningExporter, timeout: float = 10.0) -> None:
     stop_process(exp.proc, timeout)
 
 
-# -- a background poller ----------------------------------------------------------------------------------
+# -- background pollers ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One scrape a Sampler made: when (time.monotonic()) and what (None: the scrape failed)."""
-
-    at: float
-    metrics: Metrics | None
+R = TypeVar("R")
 
 
-class Sampler:
-    """Scrape `url` every `step` seconds on a thread until `stop()` (or the end of its `with` block).
+class Poller(Generic[R]):
+    """Call `take()` every `step` seconds on a thread until `stop()` (or the end of its `with` block)
+    and keep what it returns, oldest first (at most `keep`). Subclasses say what one look is."""
 
-    Tests ask afterwards: `first(pred)` (when it first held), `ever(pred)`, `latest()`; the history is
-    bounded by `keep` scrapes. A wait on a sampler is asserted like any other wait."""
-
-    def __init__(self, url: str, step: float = 0.02, timeout: float = 1.0, keep: int = 100_000) -> None:
-        self.url = url
+    def __init__(self, step: float = 0.02, keep: int = 100_000, name: str = "poller") -> None:
         self.step = step
-        self.timeout = timeout
         self.keep = keep
-        self.seen: list[Seen] = []
-        self._lock = threading.Lock()
+        self.records: list[R] = []
+        self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sampler {url}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def take(self) -> R:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                m: Metrics | None = parse_metrics(scrape(self.url, timeout=self.timeout))
-            except (OSError, ValueError):
-                m = None
-            with self._lock:
-                self.seen.append(Seen(time.monotonic(), m))
-                if len(self.seen) > self.keep:
-                    del self.seen[: len(self.seen) - self.keep]
-            self._stop.wait(self.step)
+            started = time.monotonic()
+            record = self.take()
+            with self._cond:
+                self.records.append(record)
+                if len(self.records) > self.keep:
+                    del self.records[: len(self.records) - self.keep]
+                self._cond.notify_all()
+            self._stop.wait(max(0.0, self.step - (time.monotonic() - started)))
 
-    def start(self) -> Sampler:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(self.timeout + 5)
+            self._thread.join(10)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def snapshot(self) -> list[R]:
+        with self._cond:
+            return list(self.records)
+
+    def wait_record(self, pred: Callable[[R], bool], timeout: float, start: int = 0) -> R | None:
+        """The first record (from index `start` on) satisfying `pred`, waiting up to `timeout` seconds
+        for new ones; None if there is none by then (assert it)."""
+        deadline = time.monotonic() + timeout
+        checked = start
+        with self._cond:
+            while True:
+                for r in self.records[checked:]:
+                    if pred(r):
+                        return r
+                checked = len(self.records)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One scrape a Sampler made: when (time.monotonic(), after the answer) and what (None: it failed)."""
+
+    at: float
+    metrics: Metrics | None
+
+
+class Sampler(Poller[Seen]):
+    """Scrape an exporter's `url` every `step` seconds in the background and keep the parsed samples.
+
+    Tests ask afterwards: `first(pred)` (when it first held), `ever(pred)`, `latest()`, or wait with
+    `wait_for(pred, timeout)`; a wait on a sampler is asserted like any other wait."""
+
+    def __init__(self, url: str, step: float = 0.02, timeout: float = 1.0, keep: int = 100_000) -> None:
+        super().__init__(step, keep, name=f"sampler {url}")
+        self.url = url
+        self.timeout = timeout
+
+    def take(self) -> Seen:
+        try:
+            m: Metrics | None = parse_metrics(scrape(self.url, timeout=self.timeout))
+        except (OSError, ValueError):
+            m = None
+        return Seen(time.monotonic(), m)
+
     def history(self, since: float = 0.0) -> list[Seen]:
-        with self._lock:
-            return [s for s in self.seen if s.at >= since]
+        return [s for s in self.snapshot() if s.at >= since]
 
     def latest(self) -> Metrics | None:
-        with self._lock:
-            for s in reversed(self.seen):
-                if s.metrics is not None:
-                    return s.metrics
+        for s in reversed(self.snapshot()):
+            if s.metrics is not None:
+                return s.metrics
         return None
 
     def first(self, pred: Callable[[Metrics], bool], since: float = 0.0) -> float | None:
@@ -297,6 +335,9 @@ class Sampler:
         return self.first(pred, since) is not None
 
     def wait_for(self, pred: Callable[[Metrics], bool], timeout: float, since: float = 0.0) -> float | None:
-        """Wait up to `timeout` for a scrape satisfying `pred`; its time, or None (assert it)."""
-        wait_until(lambda: self.first(pred, since) is not None, timeout, self.step)
-        return self.first(pred, since)
+        """Wait up to `timeout` for a scrape at or after `since` satisfying `pred`; its time, or None."""
+        def good(s: Seen) -> bool:
+            return s.at >= since and s.metrics is not None and pred(s.metrics)
+
+        seen = self.wait_record(good, timeout)
+        return None if seen is None else seen.at
