@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from ka_exporter.lab import Lab  # noqa: E402
 from ka_exporter.lab.demo import exporter_args  # noqa: E402
-from ka_exporter.testing import free_port  # noqa: E402
+from ka_exporter.testing import free_port, wait_until  # noqa: E402
 from tests.fault_helpers import Failovers, LoadResult, fetch, run_load, scrape_once, value  # noqa: E402
 
 SCRAPERS = 50
@@ -43,12 +42,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wait_answering(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fetch(url, 1.0)[1] == 200:
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until(lambda: fetch(url, 1.0)[1] == 200, timeout, 0.1)
 
 
 def row(name: str, r: LoadResult, extra: str = "") -> str:
