@@ -45,7 +45,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 # Other projects' real dumps and captures: read from ../shared only, never committed; tests skip without.
 # KA_TEST_PEERS points elsewhere (a missing directory: what a clean clone without ../shared sees).
 PEERS = Path(os.environ.get("KA_TEST_PEERS") or REPO.parent / "shared" / "fixtures" / "peers")
-#: The one reason a test may skip under CI=true (see pytest_collection_modifyitems / the skip guard).
+#: The one reason a test may skip under CI=true (the skip guard at the end of this file).
 PEERS_ABSENT = "peers fixtures absent (../shared/fixtures/peers: other projects' data, never committed)"
 
 
@@ -179,16 +179,19 @@ def skip_is_allowed(reason: str) -> bool:
     return reason.removeprefix("Skipped: ") == PEERS_ABSENT
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
-    if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
-        return
+def _fail_unless_allowed(report: pytest.TestReport | pytest.CollectReport) -> None:
     reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
     if not skip_is_allowed(reason):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true ({reason}); only {PEERS_ABSENT!r} may skip in CI"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        _fail_unless_allowed(report)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -196,9 +199,5 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
     """A whole module skipped at collection (importorskip, a module-level skip) counts the same."""
     outcome = yield
     report: pytest.CollectReport = outcome.get_result()  # type: ignore[attr-defined]
-    if os.environ.get("CI") != "true" or not report.skipped:
-        return
-    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    if not skip_is_allowed(reason):
-        report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true ({reason}); only {PEERS_ABSENT!r} may skip in CI"
+    if os.environ.get("CI") == "true" and report.skipped:
+        _fail_unless_allowed(report)
