@@ -171,6 +171,14 @@ def fast_lab() -> Iterator[Any]:
         yield lab
 
 
+def start_node_exporter(tmp: Path, node: Any, label: str, *extra: str) -> RunningExporter:
+    """The real exporter watching one lab node (the demo's command line plus `extra`), once healthy."""
+    from ka_exporter.lab.demo import exporter_args
+
+    port = free_port()
+    return start_exporter(tmp, argv=[*exporter_args(node, port, label), *extra], port=port)
+
+
 # -- the CI skip guard ------------------------------------------------------------------------------------
 
 

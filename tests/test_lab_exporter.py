@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.lab import LAB_PASSWORD, Lab
+from ka_exporter.lab import LAB_PASSWORD, Lab, LabNode
 from ka_exporter.lab.demo import exporter_args, node_args, wait_up, watchers
-from tests.conftest import Sampler, answers, free_port, parse_metrics, sample, scrape, stop_process
+from tests.conftest import (
+    RunningExporter,
+    Sampler,
+    free_port,
+    parse_metrics,
+    sample,
+    scrape,
+    start_node_exporter,
+    stop_exporter,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -93,15 +102,8 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
     hook.write_text(f"#!/bin/sh\ncat >> {out}\n")
     hook.chmod(0o755)
     with Lab(profile="fast", nodes=2, dbus=False) as lab:
-        node = lab.nodes["a"]
-        port = free_port()
-        log = tmp_path / "exp.log"
-        args = [*exporter_args(node, port, "node-a"), "--watchdog.exec", str(hook)]
-        with open(log, "w") as f:
-            proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+        exp = start_node_exporter(tmp_path, lab.nodes["a"], "node-a", "--watchdog.exec", str(hook))
         try:
-            url = f"http://127.0.0.1:{port}/metrics"
-            assert lab.wait_for(lambda: answers(url), timeout=15)
             time.sleep(1.0)
             # A normal failover and the preemption back never fire it.
             lab.failover()
@@ -114,12 +116,12 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
             # (the process source sees an exit at once); nothing about the wire does.
             assert [e for e in _events(out) if e["kind"] != "keepalived_down"] == []
             lab.split(mode="firewall", node="b")
-            assert lab.wait_for(lambda: len(_split_events(out)) >= 1, timeout=10), log.read_text()
+            assert lab.wait_for(lambda: len(_split_events(out)) >= 1, timeout=10), exp.logs()
             lab.heal()
-            assert lab.wait_for(lambda: len(_split_events(out)) >= 2, timeout=10), log.read_text()
+            assert lab.wait_for(lambda: len(_split_events(out)) >= 2, timeout=10), exp.logs()
             time.sleep(1.0)
         finally:
-            stop_process(proc)
+            stop_exporter(exp)
     events = _events(out)
     split = [e for e in events if e["kind"] == "split_brain"]
     assert [e["state"] for e in split] == ["begin", "end"]
@@ -150,35 +152,27 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
     with Lab(profile="basic", nodes=2, dbus=True) as lab:
         assert LAB_PASSWORD in lab.nodes["a"].config_path.read_text()  # the secret is really there
         collected: list[str] = []
-        procs = []
+        exps: list[tuple[RunningExporter, LabNode]] = []
         try:
             for name in ("a", "b"):
                 node = lab.nodes[name]
-                port = free_port()
-                log = tmp_path / f"{name}.log"
-                args = [
-                    *exporter_args(node, port, f"node-{name}"),
+                extra = (
                     "--keepalived.dump-interval",
                     "1",
                     "--log.level",
                     "debug",
                     "--watchdog.exec",
                     str(hook),
-                ]
-                with open(log, "w") as f:
-                    procs.append(
-                        (subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT), port, log, node)
-                    )
-            for _p, port, _log, _node in procs:
-                assert lab.wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/metrics"), timeout=15)
+                )
+                exps.append((start_node_exporter(tmp_path, node, f"node-{name}", *extra), node))
             time.sleep(3.0)  # dumps refreshed (they contain the password), adverts sniffed
             lab.split(mode="firewall", node="b")  # a split brain runs the hook
             assert lab.wait_for(out.exists, timeout=15), "the split brain never ran the watchdog hook"
             lab.heal()
             time.sleep(2.0)
-            for _p, port, _log, node in procs:
-                collected.append(scrape(f"http://127.0.0.1:{port}/metrics"))
-                collected.append(scrape(f"http://127.0.0.1:{port}/"))
+            for exp, node in exps:
+                collected.append(scrape(exp.url))
+                collected.append(scrape(f"http://127.0.0.1:{exp.port}/"))
                 for view in ("status", "check"):
                     r = subprocess.run(
                         [*exporter_args(node, free_port(), "x")[:2], *_view_args(node), view],
@@ -191,10 +185,10 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
             assert dump.exists()
             assert LAB_PASSWORD in dump.read_text()  # keepalived wrote it; we must not repeat it
         finally:
-            for p, *_ in procs:
-                stop_process(p)
-        for _p, _port, log, _node in procs:
-            collected.append(log.read_text())
+            for exp, _node in exps:
+                stop_exporter(exp)
+        for exp, _node in exps:
+            collected.append(exp.logs())
         assert out.exists(), "the watchdog hook never ran"
         collected.append(out.read_text())
     everything = "\n".join(collected)
@@ -243,16 +237,9 @@ def test_status_and_check_on_a_lab_node(watched_lab):
 
 def test_dbus_on_and_off_give_the_same_instance_series(watched_lab, tmp_path):
     lab, ws = watched_lab
-    node = lab.nodes["b"]
-    port = free_port()
-    log = tmp_path / "nodbus.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [*exporter_args(node, port, "node-b"), "--no-collector.dbus"], stdout=f, stderr=subprocess.STDOUT
-        )
+    exp = start_node_exporter(tmp_path, lab.nodes["b"], "node-b", "--no-collector.dbus")
     try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        assert lab.wait_for(lambda: answers(url), timeout=15)
+        url = exp.url
 
         def series(u: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
             return {
@@ -269,4 +256,4 @@ def test_dbus_on_and_off_give_the_same_instance_series(watched_lab, tmp_path):
         lab.failover()
         assert lab.wait_for(lambda: "BACKUP -> MASTER" in ws["node-b"].log.read_text(), timeout=10)
     finally:
-        stop_process(proc)
+        stop_exporter(exp)
