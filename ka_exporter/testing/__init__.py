@@ -336,6 +336,7 @@ class Sampler(Poller[Seen]):
 
     def wait_for(self, pred: Callable[[Metrics], bool], timeout: float, since: float = 0.0) -> float | None:
         """Wait up to `timeout` for a scrape at or after `since` satisfying `pred`; its time, or None."""
+
         def good(s: Seen) -> bool:
             return s.at >= since and s.metrics is not None and pred(s.metrics)
 
