@@ -379,8 +379,14 @@ def test_an_announcement_or_a_new_master_on_the_wire_makes_a_probe_due_now() -> 
     src._heard(w, garp, 100.0)
     assert w.next_probe == 100.0 and w.hurry == 100.0
     w.next_probe, w.hurry = 100.5, None
-    src._heard(w, garp, 100.2)  # a burst: once per probe interval
+    w.last_probe_macs = (B_MAC,)
+    src._heard(w, garp, 100.2)  # a burst from the MAC answering now: once per probe interval
     assert w.next_probe == 100.5
+    other = decode(_arp(1, A_MAC, VIP4, b"\xff" * 6, VIP4, dst=b"\xff" * 6), MAC)
+    assert other is not None
+    src._heard(w, other, 100.3)  # ... but another host announcing is news at once
+    assert w.next_probe == 100.0 and w.hurry == 100.0
+    w.next_probe, w.hurry = 100.5, None
     peer = WirePeer("eth0", "inet", 51, "10.9.8.1", 90.0, 99.9, 150, 1.0, 2, ("10.9.8.100",), 0, None, 9)
     store.set_wire_provider(lambda: ((peer,), WireStats()))
     src._check_store(store.snapshot())
