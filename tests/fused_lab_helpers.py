@@ -18,10 +18,13 @@ from typing import Any
 POLL = 0.05
 _LINE = re.compile(
     r"^(keepalived_split_brain(?:_witness)?|keepalived_vip_status|keepalived_wire_last_advert_timestamp_seconds"
-    r"|keepalived_master_silent)"
+    r"|keepalived_master_silent|keepalived_vips_unanswered|keepalived_wire_router_local)"
     r"\{([^}]*)\} (\S+)$",
     re.M,
 )
+#: The L2 witness probes each VIP every --l2.probe-interval (1 s by default): the acceptance gives it one
+#: probe interval more than the wire's two advert intervals.
+L2_PROBE = 1.0
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -34,6 +37,8 @@ class Sample:
     witnesses: frozenset[str]
     last_adverts: tuple[tuple[str, float], ...] = ()  # (source, last advert time) on the VRID
     silent: float | None = None  # keepalived_master_silent for the VRID
+    unanswered: float | None = None  # keepalived_vips_unanswered for the VRID
+    router_local: tuple[tuple[str, float], ...] = ()  # (source, keepalived_wire_router_local) on the VRID
 
 
 @dataclass
@@ -56,7 +61,8 @@ class Poller:
         split = holds = None
         witnesses: set[str] = set()
         lasts: list[tuple[str, float]] = []
-        silent = None
+        local: list[tuple[str, float]] = []
+        silent = unanswered = None
         for name, labels, value in _LINE.findall(text):
             lab = dict(_LABEL.findall(labels))
             if name == "keepalived_vip_status":
@@ -65,13 +71,19 @@ class Poller:
             elif lab.get("vrid") == self.vrid:
                 if name == "keepalived_wire_last_advert_timestamp_seconds":
                     lasts.append((lab["source"], float(value)))
+                elif name == "keepalived_wire_router_local":
+                    local.append((lab["source"], float(value)))
                 elif name == "keepalived_master_silent":
                     silent = float(value)
+                elif name == "keepalived_vips_unanswered":
+                    unanswered = float(value)
                 elif name == "keepalived_split_brain":
                     split = float(value)
                 elif float(value) == 1.0:
                     witnesses.add(lab["witness"])
-        self.samples.append(Sample(t0, t1, split, holds, frozenset(witnesses), tuple(lasts), silent))
+        self.samples.append(
+            Sample(t0, t1, split, holds, frozenset(witnesses), tuple(lasts), silent, unanswered, tuple(local))
+        )
 
     def between(self, since: float, until: float) -> list[Sample]:
         return [s for s in self.samples if s.start >= since and s.end <= until]
@@ -132,11 +144,21 @@ class Polling:
 
 
 def assert_fault(
-    polling: Polling, vantage: Iterable[str], second: float, removed: float, *, interval: float, margin: float
+    polling: Polling,
+    vantage: Iterable[str],
+    second: float,
+    removed: float,
+    *,
+    interval: float,
+    margin: float,
+    l2: Iterable[str] = (),
 ) -> dict[str, float]:
-    """Every poll of every vantage exporter from `second` + 2 intervals (+ margin) until `removed` reads 1.
+    """Every poll of every vantage exporter from `second` + 2 intervals (+ margin) until `removed` reads 1,
+    and every poll of each exporter in `l2` (those with an L2 vantage point) shows the l2 witness from
+    one probe interval (L2_PROBE) later.
 
-    Returns, per exporter, the delay from the second holder to the first poll that read 1.
+    Returns, per exporter, the delay from the second holder to the first poll that read 1 (and, as
+    "NAME l2", to the first that showed the l2 witness).
     """
     delays: dict[str, float] = {}
     for name in vantage:
@@ -149,6 +171,18 @@ def assert_fault(
         )
         first = next(s for s in p.samples if s.end >= second and s.split == 1.0)
         delays[name] = max(0.0, first.end - second)
+    for name in l2:
+        p = polling[name]
+        window = p.between(second + 2 * interval + L2_PROBE + margin, removed)
+        assert len(window) >= 3, f"{name}: only {len(window)} polls in the L2 fault window"
+        wrong_l2 = [
+            (round(s.start - second, 3), sorted(s.witnesses)) for s in window if "l2" not in s.witnesses
+        ]
+        assert wrong_l2 == [], (
+            f"{name}: polls without the l2 witness (s after the 2nd holder): {wrong_l2[:10]}"
+        )
+        first = next(s for s in p.samples if s.end >= second and "l2" in s.witnesses)
+        delays[f"{name} l2"] = max(0.0, first.end - second)
     return delays
 
 

@@ -372,3 +372,49 @@ def test_a_vrid_collision_with_other_vips_is_no_second_holder_of_ours() -> None:
     silenced = peer(ME, local=True, last=NOW - 8.0)
     v2 = one(snap((silenced, other), held=True, state=VrrpState.MASTER))
     assert v2.silent_master and "liveness" not in v2.witnesses and "address" not in v2.witnesses
+
+
+def _all_excluded(s: Snapshot) -> Snapshot:
+    """`s` with the instance's VIP under virtual_ipaddress_excluded: held, never advertised."""
+    assert s.config is not None
+    inst = replace(s.config.instances[0], vips=(ConfVip(VIP, 24, excluded=True),))
+    views = tuple(replace(v, vips=(), vips_excluded=(VIP,)) for v in s.instances or ())
+    return replace(s, config=KeepalivedConfig(instances=(inst,)), instances=views)
+
+
+def test_an_instance_whose_vips_are_all_excluded_keeps_its_address_witness() -> None:
+    """keepalived leaves excluded VIPs out of its adverts: the other router advertises no address, and
+    that must not hide that this node holds the VIP while it is master (SIGKILL left the VIP)."""
+    bare = peer(PEER, addresses=())
+    v = one(_all_excluded(snap((bare,), held=True, state=None, running=False)))
+    assert v.witnesses == frozenset({"address"})
+    # the same from keepalived's instance list alone (dumps or D-Bus, no keepalived.conf)
+    no_conf = replace(_all_excluded(snap((bare,), held=True, state=VrrpState.BACKUP)), config=None)
+    assert one(no_conf).witnesses == frozenset({"address"})
+    # healthy: this node BACKUP without the VIP, or MASTER alone: nothing
+    assert one(_all_excluded(snap((bare,), held=False))).witnesses == frozenset()
+    alone = snap((peer(ME, local=True, addresses=()),), held=True, state=VrrpState.MASTER)
+    assert one(_all_excluded(alone)).witnesses == frozenset()
+    # a router advertising other VIPs on the VRID is still another cluster's (a collision)
+    other = peer("10.0.0.77", addresses=("10.0.0.200",))
+    assert "address" not in one(_all_excluded(snap((other,), held=True, state=None, running=False))).witnesses
+
+
+def test_excluded_vips_come_from_the_dumps_too() -> None:
+    """keepalived.data's "Virtual IP Excluded" and the JSON's evips reach the instance view, and an
+    instance whose VIPs are all excluded takes its address family from them."""
+    from ka_exporter.parse.dumps import parse_data, parse_json
+
+    data = (
+        "------< VRRP Topology >------\n VRRP Instance = VI_6\n   State = MASTER\n"
+        "   Interface = eth0\n   Virtual Router ID = 61\n"
+        "   Virtual IP Excluded :\n     fd00::61/64 dev eth0 scope global\n"
+    )
+    (d,) = parse_data(data)
+    assert (d.vips, d.vips_excluded, d.family) == ((), ("fd00::61",), "inet6")
+    js = (
+        '[{"data":{"iname":"VI_6","ifp_ifname":"eth0","vrid":61,"state":2,"wantstate":2,"version":3,'
+        '"vips":[],"evips":["fd00::61/64 dev eth0 scope global set"]},"stats":{}}]'
+    )
+    (j,) = parse_json(js)
+    assert (j.vips, j.vips_excluded, j.family) == ((), ("fd00::61",), "inet6")

@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 from prometheus_client.exposition import generate_latest
@@ -27,17 +28,22 @@ from ka_exporter.model import (
     Snapshot,
     VipAnswers,
     VrrpState,
+    WirePeer,
+    WireStats,
 )
 from ka_exporter.parse.dumps import combine, parse_data, parse_json
 from ka_exporter.sources.l2 import (
-    _confirmed,
+    QUICK,
+    L2Source,
+    _Watch,
     arp_probe,
     configured_targets,
     dad_probe,
     decode,
     open_socket,
 )
-from ka_exporter.store import merge_views
+from ka_exporter.store import Store, merge_views
+from ka_exporter.verdicts.fused import l2_witness
 from ka_exporter.verdicts.l2 import judge, judge_snapshot
 from tests.conftest import PEERS, PEERS_ABSENT, in_netns, sh
 
@@ -238,13 +244,155 @@ def test_keepalived_not_running_every_instance_reads_stop_in_both_modes() -> Non
     assert merge_views({"dumps": (master,)}) == (master,)
 
 
-def test_ipv6_two_macs_count_only_when_both_answered_two_probes_in_a_row() -> None:
-    a, b = b"\x02" + b"\0" * 4 + b"\x01", b"\x02" + b"\0" * 4 + b"\x02"
-    assert _confirmed([a, a], None) == [a]  # one MAC, however many advertisements
-    assert _confirmed([a, b], None) == [a]  # first probe: not yet two
-    assert _confirmed([a, b], (a,)) == [a]  # a failover's overlap (old answers, new announces)
-    assert _confirmed([b], (a, b)) == [b]
-    assert _confirmed([a, b], (a, b)) == [a, b]  # a dual holder keeps answering: two
+A_MAC, B_MAC = b"\x02" + b"\0" * 4 + b"\x01", b"\x02" + b"\0" * 4 + b"\x02"
+
+
+def _probe(w: _Watch, at: float, *answers: bytes) -> bool:
+    """One probe of `w` sent at `at`, these answers, closed 0.2 s later; True if the result was published."""
+    w.opened(at, 1.0)
+    w.probe_macs.extend(answers)
+    return w.close(at + 0.2, 8)
+
+
+def test_a_probe_result_is_published_when_the_next_probe_agrees() -> None:
+    w = _Watch("10.9.8.100", "eth0", "inet", VIP4)
+    assert not _probe(w, 1.0, A_MAC) and w.last_probe is None  # a first result: not yet
+    assert w.next_probe == 1.2  # ... re-checked at once, not at the next round
+    assert _probe(w, 1.3, A_MAC)
+    assert (w.last_probe, w.last_probe_macs) == (1.0, (A_MAC,))  # the pair's FIRST probe
+    assert w.next_probe == 2.3  # agreed: back to the periodic round
+
+
+def test_a_preemption_overlap_in_one_probe_never_publishes_two_answerers() -> None:
+    """The old master answered one probe a fraction of a millisecond before it dropped the VIP: that
+    probe got two answers; the quick re-check does not, and two is never published."""
+    w = _Watch("10.9.8.100", "eth0", "inet", VIP4)
+    _probe(w, 1.0, B_MAC)
+    _probe(w, 1.3, B_MAC)
+    assert w.last_probe_macs == (B_MAC,)
+    published = []
+    for at, answers in ((2.3, (A_MAC, B_MAC)), (2.6, (A_MAC,)), (2.9, (A_MAC,))):
+        _probe(w, at, *answers)
+        published.append(w.last_probe_macs)
+    assert published == [(B_MAC,), (B_MAC,), (A_MAC,)]
+    assert w.next_probe == 3.9
+
+
+def test_two_holders_are_published_after_a_quick_second_probe() -> None:
+    w = _Watch("10.9.8.100", "eth0", "inet", VIP4)
+    _probe(w, 1.0, A_MAC)
+    _probe(w, 1.3, A_MAC)
+    _probe(w, 2.3, A_MAC, B_MAC)
+    assert w.last_probe_macs == (A_MAC,) and w.next_probe == 2.5
+    _probe(w, 2.5, A_MAC, B_MAC)
+    assert w.last_probe_macs == (A_MAC, B_MAC) and w.last_probe == 2.3
+    # use_vmac: both masters answer with one MAC; two answers per probe are two holders as well
+    v = _Watch("10.9.8.100", "eth0", "inet", VIP4)
+    for at in (1.0, 1.3, 2.3, 2.5):
+        _probe(v, at, A_MAC, A_MAC)
+    assert v.last_probe_macs == (A_MAC, A_MAC)
+
+
+def test_quick_probes_are_bounded_when_the_result_keeps_changing() -> None:
+    w = _Watch("10.9.8.100", "eth0", "inet", VIP4)
+    w.opened(1.0, 1.0)
+    at, quick = 1.0, 0
+    for i in range(3 * QUICK):
+        w.probe_macs.extend((A_MAC,) * (1 + i % 2))
+        w.close(at + 0.2, 8)
+        if w.next_probe > at + 0.2:
+            break
+        quick += 1
+        at = w.next_probe
+        w.opened(at, 1.0)
+    assert quick == QUICK and w.next_probe == w.due  # then the periodic round again
+
+
+def test_ipv6_counts_distinct_macs_and_needs_both_in_two_probes_in_a_row() -> None:
+    w = _Watch("fd00:9:8::100", "eth0", "inet6", VIP6)
+    _probe(w, 1.0, A_MAC, A_MAC, A_MAC)  # one MAC, however many advertisements
+    _probe(w, 1.3, A_MAC)
+    assert w.last_probe_macs == (A_MAC,)
+    _probe(w, 2.3, A_MAC, B_MAC)  # a failover's overlap (old answers, new announces)
+    _probe(w, 2.6, B_MAC)
+    _probe(w, 2.9, B_MAC)
+    assert w.last_probe_macs == (B_MAC,)
+    _probe(w, 3.9, A_MAC, B_MAC)
+    _probe(w, 4.2, B_MAC, A_MAC)  # a dual holder keeps answering: two
+    assert w.last_probe_macs == (A_MAC, B_MAC)
+
+
+def _source(store: Store, clock: list[float]) -> L2Source:
+    store.set_config(
+        KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=(ConfVip("10.9.8.100"),)),))
+    )
+    src = L2Source(store, clock=lambda: clock[0])
+    src._sync_watches()
+    return src
+
+
+def test_a_vip_taken_over_here_is_probed_at_once_and_twice_after_the_store_has_it() -> None:
+    """b takes the VIP over while a keeps it (a split): two probes sent after the store has b's new
+    address agree that a answers, and the verdict reads two holders about 0.3 s later, not at the
+    periodic rounds (before: the next round and the one after it, ~3 s after the split)."""
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    src = _source(store, clock)
+    w = next(iter(src._watches.values()))
+    _probe(w, 99.0, A_MAC)
+    _probe(w, 99.3, A_MAC)  # b is BACKUP, a answers: published, next round at 100.3
+    src._check_store(store.snapshot())
+    assert w.next_probe == 100.3 and not w.held
+    clock[0] = 100.05
+    store.set_addresses((LocalAddress("10.9.8.100", 24, "eth0", "inet"),))  # b takes the VIP
+    clock[0] = 100.06
+    src._check_store(store.snapshot())
+    assert w.held and w.next_probe == 100.06 and w.hurry == 100.05
+    w.opened(100.06, 1.0)
+    w.probe_macs.append(A_MAC)
+    assert w.enough()  # held here and one answer: known before the answer window ends
+    w.close(100.061, 8)
+    assert w.last_probe == 99.3 and w.next_probe == 100.061  # agreed, but its pair is older: again
+    w.opened(100.161, 1.0)
+    w.probe_macs.append(A_MAC)
+    w.close(100.162, 8)
+    assert w.last_probe == 100.06 and w.hurry is None and w.next_probe == 101.161
+    src._publish(100.162, force=True)
+    snap = store.snapshot()
+    assert snap.l2 is not None and snap.l2[0].last_probe == 100.06
+    assert l2_witness(snap.l2, frozenset({"10.9.8.100"}), snap.addresses_changed)
+
+
+def test_an_announcement_or_a_new_master_on_the_wire_makes_a_probe_due_now() -> None:
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    src = _source(store, clock)
+    w = next(iter(src._watches.values()))
+    w.next_probe = w.due = 100.5
+    garp = decode(_arp(1, B_MAC, VIP4, b"\xff" * 6, VIP4, dst=b"\xff" * 6), MAC)
+    reply = decode(_arp(2, B_MAC, VIP4, OTHER, b"\x0a\x09\x08\x07", dst=OTHER), MAC)
+    assert garp is not None and garp.announce and reply is not None and not reply.announce
+    src._heard(w, reply, 100.0)  # an ordinary reply to some client: no news
+    assert w.next_probe == 100.5
+    src._heard(w, garp, 100.0)
+    assert w.next_probe == 100.0 and w.hurry == 100.0
+    w.next_probe, w.hurry = 100.5, None
+    w.last_probe_macs = (B_MAC,)
+    src._heard(w, garp, 100.2)  # a burst from the MAC answering now: once per probe interval
+    assert w.next_probe == 100.5
+    other = decode(_arp(1, A_MAC, VIP4, b"\xff" * 6, VIP4, dst=b"\xff" * 6), MAC)
+    assert other is not None
+    src._heard(w, other, 100.3)  # ... but another host announcing is news at once
+    assert w.next_probe == 100.0 and w.hurry == 100.0
+    w.next_probe, w.hurry = 100.5, None
+    peer = WirePeer("eth0", "inet", 51, "10.9.8.1", 90.0, 99.9, 150, 1.0, 2, ("10.9.8.100",), 0, None, 9)
+    store.set_wire_provider(lambda: ((peer,), WireStats()))
+    src._check_store(store.snapshot())
+    assert w.next_probe == 100.5  # the first look at the wire is no news
+    new = replace(peer, source="10.9.8.2", first_seen=99.95)
+    store.set_wire_provider(lambda: ((peer, new), WireStats()))
+    src._check_store(store.snapshot())
+    assert w.next_probe == 100.0  # a second router advertises the VIP's VRID: probe now
 
 
 def test_this_node_and_another_answerer_need_a_probe_after_the_local_address_change() -> None:

@@ -15,6 +15,7 @@ initial states follow that order, so node a is the preferred master of the first
 | unicast      | unicast_src_ip / unicast_peer instead of multicast               | v2, advert 1    |
 | ah           | MASTER/BACKUP pair with IPsec AH authentication (proto 51)       | v2, advert 1    |
 | vmac         | fast with use_vmac: VIP on a macvlan vrrp.VRID, virtual MAC       | v3, advert 0.1  |
+| vmac-nopreempt | vmac, both BACKUP with nopreempt (no preemption back)          | v3, advert 0.1  |
 | fast-unicast | fast, with unicast_src_ip / unicast_peer                          | v3, advert 0.1  |
 | many         | 100 instances on one interface (VI_1..VI_100), a master of all   | v2, advert 1    |
 | track        | fast with a track_process (-10) and two track_files (-30, and 0)  | v3, advert 0.1  |
@@ -110,6 +111,15 @@ PROFILES: dict[str, Profile] = {
         Profile("unicast", "unicast_src_ip / unicast_peer, VRRPv2, PASS auth", auth=True, unicast=True),
         Profile("ah", "MASTER/BACKUP, VRRPv2, IPsec AH authentication", auth=True, auth_type="AH"),
         Profile("vmac", "fast with use_vmac (macvlan, virtual MAC)", version=3, advert_int=0.1, vmac=True),
+        Profile(
+            "vmac-nopreempt",
+            "vmac, both BACKUP with nopreempt",
+            version=3,
+            advert_int=0.1,
+            vmac=True,
+            nopreempt=True,
+            all_backup=True,
+        ),
         Profile("fifo", "fast, with vrrp_notify_fifo", version=3, advert_int=0.1, notify_fifo=True),
         Profile(
             "fast-unicast",

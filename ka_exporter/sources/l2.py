@@ -8,9 +8,10 @@ Ethernet header), kernel-filtered by a classic BPF program built with the wire c
   naming a watched VIP; this host's own frames are dropped in the kernel (PACKET_OUTGOING), so the
   answerers are always OTHER hosts' MACs (a host does not hear its own replies; whether this node holds
   the VIP is the netlink address table's business, `Snapshot.addresses`).
-- active: each VIP is probed at most once per `probe_interval`, and all probes together never faster
-  than `max_probe_rate` packets/s (a minimum gap between any two probes, so no burst either). The
-  probes cannot update anyone's neighbour cache:
+- active: each VIP is probed every `probe_interval` (and a few times in quick succession after news
+  or a changed result, see below), and all probes together never faster than `max_probe_rate`
+  packets/s (a minimum gap between any two probes, so no burst either). The probes cannot update
+  anyone's neighbour cache:
   * IPv4: an RFC 5227 ARP probe, sender IP 0.0.0.0, target hardware address zero. Linux answers it
     (net/ipv4/arp.c, the "sip == 0" duplicate-address-detection case) with a reply unicast to the
     prober, target IP 0.0.0.0, and creates no neighbour entry for a zero sender.
@@ -25,19 +26,39 @@ Per probe the answers are counted, duplicates included: with `use_vmac` two mast
 same virtual MAC, so distinct MACs alone cannot see that split brain. IPv4 answers to a probe are
 exact (a reply to 0.0.0.0 addressed to this host's MAC). An IPv6 answer to a DAD probe looks like an
 unsolicited advertisement (both go to all-nodes with the override flag), so a neighbour advertisement
-for the VIP within the probe's answer window counts as an answer to it, distinct MACs only, and two
-MACs only once both answered two probes in a row (`_confirmed`): keepalived's burst of unsolicited
-advertisements when it takes over can land in the window of a probe the old master still answered.
-Measured in the lab: 8-21 of ~230 polls read two answerers during 10 SIGTERM failovers without that
-rule, 0 with it (IPv4, exact, read 0 either way from the observer).
+for the VIP within the probe's answer window counts as an answer to it, distinct MACs only.
+
+A probe's result is published only once the next probe agrees with it (`_Watch.close`): the same
+answer count (capped at two) from the same MACs. A result that differs from the one before is
+re-checked at once by a quick probe (rate cap permitting) instead of at the next periodic round.
+Why: a failover or a preemption has an instant when two hosts hold the VIP. Measured in the lab:
+the preempted master drops its VIP 0.04-0.21 ms after the new master's first advert, and a probe
+landing there got two answers, so the observer read two answerers for one probe interval (~5 polls
+at 50 ms) on normal preemptions; for IPv6, keepalived's burst of unsolicited advertisements when it
+takes over lands in the window of a probe the old master still answered (8-21 of ~230 polls of 10
+SIGTERM failovers read two answerers before any such rule). A real dual holder answers the second
+probe too, 0.1-0.3 s later; an overlap of a fraction of a millisecond does not repeat. The published
+`last_probe` is the send time of the FIRST probe of the agreeing pair, so "a probe after this node's
+addresses changed" (verdicts.l2) means both probes were.
+
+News is probed at once, not at the next round (`_Watch.trigger`): a VIP appearing on or leaving this node
+(the store's address table changed: the probe goes out after the store has the change, so the
+verdict can pair the two), a change of the routers advertising its VRID on the wire (a new master),
+and a gratuitous ARP or unsolicited advertisement for it (a takeover announced; at most once per
+probe interval per VIP, as keepalived sends them in bursts, unless from a MAC not answering now).
+Each such event allows QUICK probes in quick succession, enough for an agreeing pair after it.
+Before this, a node taking a VIP over waited for its next periodic probe and for the one after it:
+its L2 witness read 1 about 3 s after the split was made; now 50-230 ms after the second holder
+appeared (lab, tests/test_fused_lab.py).
 
 Bounds: at most `max_vips` VIPs watched (the first in configuration order), at most `max_macs` MACs
 per VIP (the most recently heard kept). A MAC counts as an answerer while it was heard within
 `window` seconds (default three probe intervals).
 
 The store gets `VipAnswers` records (`Store.set_l2`) at once when what a verdict reads changes (the
-answerer set, a probe's answer count) and otherwise at most every `refresh` seconds (counters and
-timestamps), so an idle pair does not wake the watchdog on every probe.
+answerer set, a probe's answer count, whether the latest agreeing probes came after the last change
+of this node's addresses) and otherwise at most every `refresh` seconds (counters and timestamps),
+so an idle pair does not wake the watchdog on every probe.
 """
 
 from __future__ import annotations
@@ -46,6 +67,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import select
 import socket
 import struct
@@ -54,7 +76,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ka_exporter.model import KeepalivedConfig, VipAnswers, canonical_ip
+from ka_exporter.model import KeepalivedConfig, Snapshot, VipAnswers, canonical_ip
 from ka_exporter.settings import default
 from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.sources.capture import (
@@ -88,6 +110,10 @@ _TAX = 0x07
 _JEQ_X = 0x1D
 
 DEFAULT_MAX_MACS = 8
+#: Probes of one VIP allowed in quick succession (rate cap permitting) after news or a changed result.
+QUICK = 4
+#: At most this often the loop re-reads the store after it changed (a snapshot per burst of changes).
+STORE_CHECK = 0.05
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
@@ -168,6 +194,7 @@ class Answer:
     vip: bytes
     mac: bytes
     to_probe: bool  # an ARP reply to 0.0.0.0 sent to our MAC, or any NA (see the module docstring)
+    announce: bool = False  # a gratuitous ARP (sender IP == target IP) or an NA without the solicited flag
 
 
 def decode(frame: bytes, own_mac: bytes) -> Answer | None:
@@ -183,9 +210,10 @@ def decode(frame: bytes, own_mac: bytes) -> Answer | None:
         if spa == b"\0\0\0\0":
             return None  # someone else's probe: it claims nothing
         if op == ARP_REPLY:
-            return Answer(spa, sha, tpa == b"\0\0\0\0" and tha == own_mac and frame[0:6] == own_mac)
+            probed = tpa == b"\0\0\0\0" and tha == own_mac and frame[0:6] == own_mac
+            return Answer(spa, sha, probed, spa == tpa)
         if op == ARP_REQUEST and spa == tpa:
-            return Answer(spa, sha, False)
+            return Answer(spa, sha, False, True)
         return None
     if etype == ETH_P_IPV6 and len(frame) >= 78:
         if frame[20] != ICMPV6 or frame[21] != 255 or frame[54] != ND_NA or frame[55] != 0:
@@ -201,7 +229,7 @@ def decode(frame: bytes, own_mac: bytes) -> Answer | None:
                 mac = frame[off + 2 : off + 8]
                 break
             off += units * 8
-        return Answer(target, mac, True)
+        return Answer(target, mac, True, not frame[58] & 0x40)
     return None
 
 
@@ -212,20 +240,6 @@ def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
             sec, nsec = struct.unpack_from("qq", data)
             return float(sec + nsec * 1e-9)
     return None
-
-
-def _confirmed(now: list[bytes], before: tuple[bytes, ...] | None) -> list[bytes]:
-    """IPv6: the MACs an answer count may name, for one probe (`now`) after the one before it.
-
-    An answer to a DAD probe cannot be told from an unsolicited advertisement, and keepalived sends a
-    burst of those on becoming master: at a failover the old master's answer and the new master's
-    burst can fall into one probe's window. So two MACs count only once both answered two probes in a
-    row (a real dual holder keeps answering; a failover's overlap does not repeat); until then, one."""
-    distinct = sorted(set(now))
-    if len(distinct) <= 1:
-        return distinct
-    both = [m for m in distinct if m in set(before or ())]
-    return both if len(both) >= 2 else (both or distinct)[:1]
 
 
 def mac_text(mac: bytes) -> str:
@@ -253,6 +267,25 @@ def configured_targets(config: KeepalivedConfig | None) -> tuple[VipTarget, ...]
     return tuple(out)
 
 
+def vip_vrids(config: KeepalivedConfig | None) -> dict[str, set[tuple[str, str, int]]]:
+    """Canonical VIP -> the (interface, family, vrid) of the instances that configure it."""
+    out: dict[str, set[tuple[str, str, int]]] = {}
+    for inst in config.instances if config is not None else ():
+        if inst.interface and inst.vrid is not None:
+            for vip in inst.vips:
+                out.setdefault(canonical_ip(vip.address), set()).add((inst.interface, inst.family, inst.vrid))
+    return out
+
+
+def wire_masters(snap: Snapshot) -> dict[tuple[str, str, int], frozenset[str]]:
+    """Other routers advertising each VRID now (priority above 0, heard within three intervals)."""
+    out: dict[tuple[str, str, int], set[str]] = {}
+    for p in snap.wire_peers or ():
+        if not p.local and p.priority > 0 and snap.time - p.last_seen <= 3 * p.interval:
+            out.setdefault((p.interface, p.family, p.vrid), set()).add(p.source)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 @dataclass(slots=True)
 class _Watch:
     vip: str
@@ -262,13 +295,61 @@ class _Watch:
     heard: dict[bytes, float] = field(default_factory=dict)  # MAC -> last heard (any frame)
     probe_at: float | None = None  # the open probe's send time
     probe_macs: list[bytes] = field(default_factory=list)  # answers to the open probe (IPv4: each)
-    last_probe: float | None = None  # latest completed probe's send time
-    last_probe_macs: tuple[bytes, ...] | None = None
-    raw_macs: tuple[bytes, ...] | None = None  # distinct MACs of the latest probe, unconfirmed (IPv6)
+    last_probe: float | None = None  # the published result's first probe (of the agreeing pair): sent at
+    last_probe_macs: tuple[bytes, ...] | None = None  # the published result: answers (IPv4: each)
+    raw: tuple[int, tuple[bytes, ...]] | None = None  # the latest completed probe's result, published or not
+    raw_at: float | None = None  # ... and when that probe was sent
     last_answer: float | None = None
     next_probe: float = 0.0
+    due: float = 0.0  # the periodic round's next probe (next_probe is earlier when news pulls it in)
+    quick: int = QUICK  # quick probes left (reset by news and by each periodic probe)
+    hurry: float | None = None  # news at this time: probe quickly until a published pair is newer
+    announced: float = float("-inf")  # the last gratuitous ARP / unsolicited NA that triggered a probe
+    held: bool = False  # this node holds the VIP (as the store said when last read)
     probes: int = 0
     answers: int = 0
+
+    def trigger(self, now: float, at: float | None = None) -> None:
+        """News about this VIP: probe it now (rate cap permitting), and quickly until a pair agrees."""
+        self.hurry = now if at is None else at
+        self.quick = QUICK
+        self.next_probe = min(self.next_probe, now)
+
+    def opened(self, now: float, interval: float) -> None:
+        """A probe of this VIP went out at `now`."""
+        self.probes += 1
+        if self.next_probe >= self.due:
+            self.quick = QUICK  # a periodic probe: its result may be settled by quick ones again
+        self.probe_at, self.probe_macs = now, []
+        self.next_probe = self.due = now + interval
+
+    def enough(self) -> bool:
+        """The open probe's outcome is known already: two holders (answers, plus this node)."""
+        count = len(self.probe_macs) if self.family == "inet" else len(set(self.probe_macs))
+        return count + (1 if self.held else 0) >= 2
+
+    def close(self, now: float, max_macs: int) -> bool:
+        """Complete the open probe; publish its result if it agrees with the previous probe's (see the
+        module docstring), else ask for a quick probe to settle it. True if the published result changed."""
+        macs = self.probe_macs if self.family == "inet" else sorted(set(self.probe_macs))
+        raw = (min(len(macs), 2), tuple(sorted(set(macs))[:max_macs]))
+        agreed = self.raw == raw
+        sent = self.probe_at
+        first = self.raw_at
+        self.raw, self.raw_at = raw, sent
+        self.probe_at, self.probe_macs = None, []
+        changed = False
+        if agreed and first is not None:
+            result = tuple(macs[: max_macs * 4])
+            changed = (self.last_probe_macs, self.last_probe) != (result, first)
+            self.last_probe, self.last_probe_macs = first, result
+            if self.hurry is not None and first >= self.hurry:
+                self.hurry = None  # a pair sent after the news agreed: back to the periodic round
+        settle = not agreed or self.hurry is not None
+        if settle and self.quick > 0:
+            self.quick -= 1
+            self.next_probe = now
+        return changed
 
     def answerers(self, probing: bool, now: float, window: float) -> tuple[bytes, ...]:
         """Who answers now: the latest probe's answerers while probing, else those heard in the window.
@@ -333,6 +414,16 @@ class L2Source(Source):
         self._changed: float | None = None
         self._capped = False
         self.sent = 0  # probes sent (all VIPs), for tests and the bench
+        # the store's news (`_check_store`): a listener writes one byte to a pipe the loop polls
+        self._wake_r, self._wake_w = -1, -1
+        self._wake_lock = threading.Lock()
+        self._poked = False
+        self._store_read = float("-inf")
+        self._store_gap = STORE_CHECK
+        self._addresses_seen: float | None = None
+        self._vrids_of: KeepalivedConfig | None = None
+        self._vrids: dict[str, set[tuple[str, str, int]]] = {}
+        self._masters: dict[str, frozenset[str]] = {}
 
     # -- watching -------------------------------------------------------------------------------------
 
@@ -425,22 +516,57 @@ class L2Source(Source):
             w = self._watches.get((iface, ans.vip))
             if w is None:
                 continue
-            at = _kernel_time(anc) or self._clock()
-            w.answers += 1
-            w.last_answer = at
-            if ans.to_probe and w.probe_at is not None and at - w.probe_at <= self.answer_window:
-                w.probe_macs.append(ans.mac)
-            if ans.mac not in w.heard and len(w.heard) >= self.max_macs:
-                del w.heard[min(w.heard, key=w.heard.__getitem__)]
-            w.heard[ans.mac] = at
+            self._heard(w, ans, _kernel_time(anc) or self._clock())
+
+    def _heard(self, w: _Watch, ans: Answer, at: float) -> None:
+        """One frame naming a watched VIP, received at `at` (the kernel's time)."""
+        w.answers += 1
+        w.last_answer = at
+        if ans.to_probe and w.probe_at is not None and at - w.probe_at <= self.answer_window:
+            w.probe_macs.append(ans.mac)
+        elif ans.announce and self.probe:
+            # A gratuitous ARP / unsolicited NA: someone announces a takeover. keepalived sends them in
+            # bursts, and a master re-announces (on a lower-priority advert, after garp_master_delay):
+            # at most once per probe interval per VIP, except from a MAC the published result does not
+            # name. Measured: the old master's re-announcement 0.6 s before the new master's first
+            # gratuitous ARP held its trigger back, and the observer took 0.5-0.7 s instead of 0.1 s.
+            new = ans.mac not in (w.last_probe_macs or ())
+            if new or at - w.announced >= self.probe_interval:
+                w.announced = at
+                w.trigger(self._clock())
+        if ans.mac not in w.heard and len(w.heard) >= self.max_macs:
+            del w.heard[min(w.heard, key=w.heard.__getitem__)]
+        w.heard[ans.mac] = at
 
     def _close_probes(self, now: float) -> None:
+        """Complete the probes whose answer window is over, or whose outcome is known (`_Watch.enough`)."""
         for w in self._watches.values():
-            if w.probe_at is not None and now - w.probe_at >= self.answer_window:
-                macs = w.probe_macs if w.family == "inet" else _confirmed(w.probe_macs, w.raw_macs)
-                w.last_probe, w.last_probe_macs = w.probe_at, tuple(macs[: self.max_macs * 4])
-                w.raw_macs = tuple(sorted(set(w.probe_macs))[: self.max_macs])
-                w.probe_at, w.probe_macs = None, []
+            if w.probe_at is not None and (now - w.probe_at >= self.answer_window or w.enough()):
+                w.close(now, self.max_macs)
+
+    def _check_store(self, snap: Snapshot) -> None:
+        """Probe at once what the store's news concerns (see the module docstring): VIPs whose holding
+        here changed (and every VIP held here, when this node's addresses changed: the verdict pairs
+        "held here" only with probes after that change), VIPs whose VRID's advertising routers changed."""
+        now = self._clock()
+        held = {canonical_ip(a.address) for a in snap.addresses or ()}
+        changed = snap.addresses_changed
+        moved = changed is not None and changed != self._addresses_seen
+        self._addresses_seen = changed
+        masters = wire_masters(snap)
+        config = self.store.config()
+        if config is not self._vrids_of:
+            self._vrids_of, self._vrids = config, vip_vrids(config)
+        for w in self._watches.values():
+            here = w.vip in held
+            news = here != w.held or (moved and here)
+            w.held = here
+            seen = frozenset(s for key in self._vrids.get(w.vip, ()) for s in masters.get(key, ()))
+            if seen != self._masters.get(w.vip, seen):
+                news = True
+            self._masters[w.vip] = seen
+            if news and self.probe:
+                w.trigger(now, changed if moved and changed is not None else now)
 
     def _send_probes(self, now: float) -> None:
         """Send the due probes, never two closer than 1 / max_probe_rate seconds."""
@@ -465,9 +591,7 @@ class L2Source(Source):
                 continue
             self._last_probe_sent = now
             self.sent += 1
-            w.probes += 1
-            w.probe_at, w.probe_macs = now, []
-            w.next_probe = now + self.probe_interval
+            w.opened(now, self.probe_interval)
 
     def _expire(self, now: float) -> None:
         for w in self._watches.values():
@@ -477,6 +601,8 @@ class L2Source(Source):
     def _next_wake(self, now: float) -> float:
         """Seconds until something is due: a probe, an answer window's end, a MAC's expiry."""
         times = [now + self.refresh]
+        if self._poked:
+            times.append(self._store_read + self._store_gap)
         for w in self._watches.values():
             if w.probe_at is not None:
                 times.append(w.probe_at + self.answer_window)
@@ -543,9 +669,10 @@ class L2Source(Source):
         self.ok()
 
     def poll(self) -> None:
-        """One round (`--once`): probe every VIP once within the rate cap, collect the answers, publish.
+        """One round (`--once`): probe every VIP until two probes agree (twice, mostly) within the rate
+        cap, collect the answers, publish.
 
-        Takes about (VIPs / max_probe_rate) + the answer window; the daemon never calls it (its
+        Takes about 2 x (VIPs / max_probe_rate + the answer window); the daemon never calls it (its
         background loop does the same continuously)."""
         self._sync_watches()
         if not self._watches:
@@ -557,7 +684,7 @@ class L2Source(Source):
             if errors:
                 self.fail("; ".join(errors))
             start = self._clock()
-            deadline = start + len(self._watches) / self.max_probe_rate + self.answer_window + 1.0
+            deadline = start + 2 * (len(self._watches) / self.max_probe_rate + self.answer_window) + 1.0
             while self._clock() < deadline and any(
                 w.last_probe is None or w.last_probe < start for w in self._watches.values()
             ):
@@ -573,6 +700,10 @@ class L2Source(Source):
         now = self._clock()
         intact = True
         for fd, ev in poller.poll(max(0.0, min(self._next_wake(now), limit, 1.0)) * 1000):
+            if fd == self._wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(fd, 4096)
+                continue
             iface = next((i for i, s in self._socks.items() if s.fileno() == fd), None)
             if iface is None:
                 continue
@@ -587,6 +718,12 @@ class L2Source(Source):
                 self._close(iface, poller)
                 intact = False
         now = self._clock()
+        if self._poked and now >= self._store_read + self._store_gap:
+            self._poked = False  # before reading: a change during the read pokes again
+            self._store_read = now
+            self._check_store(self.store.snapshot())
+            # a big store (hundreds of VRIDs) costs more per read: at most ~5% of a core on it
+            self._store_gap = max(STORE_CHECK, 20 * (self._clock() - now))
         self._close_probes(now)
         try:
             self._send_probes(now)
@@ -595,9 +732,24 @@ class L2Source(Source):
         self._expire(now)
         return intact
 
+    def _poke(self) -> None:
+        """Store listener (runs in the writer's thread): wake the loop once per burst of changes (its
+        own records excepted)."""
+        if self._poked or threading.current_thread() is self._thread:
+            return
+        with self._wake_lock:
+            if self._wake_w >= 0:
+                self._poked = True
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"\0")
+
     def run(self) -> None:
         poller = select.poll()
         next_open = 0.0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        poller.register(self._wake_r, select.POLLIN)
+        self._poked = True  # read the store once at the start
+        self.store.add_listener(self._poke)
         try:
             while not self.stopping:
                 now = self._clock()
@@ -615,6 +767,10 @@ class L2Source(Source):
                     next_open = 0.0
                 self._publish(self._clock())
         finally:
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r, self._wake_w = -1, -1
             self.close()
 
 

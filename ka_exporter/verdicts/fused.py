@@ -90,18 +90,22 @@ class FusedVerdict:
         return bool(self.witnesses)
 
 
-def vrid_vips(snap: Snapshot) -> dict[VridKey, frozenset[str]]:
-    """Canonical VIPs of every local VRID: keepalived.conf, else keepalived's instance list."""
+def vrid_vips(snap: Snapshot, advertised: bool = False) -> dict[VridKey, frozenset[str]]:
+    """Canonical VIPs of every local VRID: keepalived.conf, else keepalived's instance list (dumps or
+    D-Bus). Excluded VIPs (`virtual_ipaddress_excluded`) are held like the others but not advertised:
+    with `advertised`, only the VIPs the VRID's adverts carry."""
     out: dict[VridKey, set[str]] = {}
     if snap.config is not None and snap.config.instances:
         for inst in snap.config.instances:
             if inst.interface and inst.vrid is not None:
                 key = (inst.interface, inst.family, inst.vrid)
-                out.setdefault(key, set()).update(canonical_ip(v.address) for v in inst.vips)
+                vips = (v.address for v in inst.vips if not (advertised and v.excluded))
+                out.setdefault(key, set()).update(canonical_ip(v) for v in vips)
     elif snap.instances:
         for view in snap.instances:
             key = (view.interface, view.family, view.vrid)
-            out.setdefault(key, set()).update(canonical_ip(v) for v in view.vips)
+            listed = view.vips if advertised else (*view.vips, *view.vips_excluded)
+            out.setdefault(key, set()).update(canonical_ip(v) for v in listed)
     return {k: frozenset(v) for k, v in out.items()}
 
 
@@ -207,6 +211,7 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
     for p in snap.wire_peers or ():
         peers.setdefault((p.interface, p.family, p.vrid), []).append(p)
     vips = vrid_vips(snap)
+    sent = vrid_vips(snap, advertised=True)
     allowed = ours(snap)
     holds: Mapping[VridKey, float] = vrid_holds(snap)
     held = held_addresses(snap.addresses) if snap.addresses is not None else frozenset()
@@ -224,9 +229,12 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
 
         # Only routers advertising (some of) this VRID's VIPs hold them: another cluster reusing the VRID
         # with its own VIPs (a VRID collision, `keepalived_wire_conflict{kind="vips"}`) is not a second
-        # holder of ours. VIPs not known (no config): any router counts.
-        def shares(p: WirePeer, vips: frozenset[str] = mine) -> bool:
-            return not vips or any(canonical_ip(a) in vips for a in p.addresses)
+        # holder of ours. VIPs not known (no config): any router counts. An instance whose VIPs are all
+        # excluded advertises none: a router advertising none is then one of ours.
+        def shares(p: WirePeer, vips: frozenset[str] = mine, bare: bool = not sent.get(key)) -> bool:
+            if not vips or any(canonical_ip(a) in vips for a in p.addresses):
+                return True
+            return bare and not p.addresses
 
         # This node's own adverts: while it still advertises (within 1.5 of its intervals) it is master
         # by its own word, and holding its VIPs while another router advertises is two holders (this

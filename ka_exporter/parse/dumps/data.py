@@ -547,7 +547,8 @@ class _DataParser:
         bfds = tuple(TrackedBfd(name=n, weight=w, up=self.tbfds.get(n)) for n, w in inst.track_bfd)
         family = inst.family
         if family is None:
-            family = "inet6" if inst.vips and ":" in inst.vips[0] else "inet"
+            first = inst.vips or inst.evips  # an instance whose VIPs are all excluded
+            family = "inet6" if first and ":" in first[0] else "inet"
         auth = inst.auth_type
         if auth is None and inst.version == 3:
             auth = "NONE"  # VRRPv3 has no authentication; keepalived prints no line for it

@@ -154,7 +154,7 @@ def _json_instance(entry: object, index: int, name: str) -> InstanceView:
         name=iname,
         interface=(ifname or "").strip(),
         vrid=vrid,
-        family="inet6" if vips and ":" in vips[0] else "inet",
+        family="inet6" if (vips or evips) and ":" in (vips or evips)[0] else "inet",
         state=state,
         wanted_state=_jstate(data, "wantstate", where),
         version=version,
