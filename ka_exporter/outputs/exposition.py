@@ -18,7 +18,11 @@ from an earlier one was made from sections at the same versions, so it says what
 A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape
 and keyed on what it rendered (its families' samples).
 Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
-change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that.
+change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that. The
+fused verdict (`collect_fused`) is judged again when anything it reads moves, and otherwise once per
+`FUSED_STALENESS` (0.25 s) of snapshot time: what only the passing of time changes in it (a master
+silent for its hold time) is served at most 0.25 s late. A part whose cache key cannot be computed
+fails alone (`ka_exporter_collector_success`), as a part whose render raises.
 
 `ka_exporter_scrape_duration_seconds` is the time the served body took to render: a body served from
 the cache carries the figure of the render that made it.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -115,12 +120,9 @@ def _wire_units() -> list[Unit]:
     or a state change, that changes no verdict does not judge 1,000 VRIDs again (milliseconds).
     """
     from ka_exporter.collectors.wire import router_families, verdict_families
-    from ka_exporter.model import WirePeer, WireStats
     from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
 
-    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
-    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
-    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
+    peer_fields, stats_fields = _record_fields()
     memo: list[object] = [None]
     judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
     local: list[object] = [None, ()]  # [views version, what the verdicts read of the instances]
@@ -155,6 +157,46 @@ def _wire_units() -> list[Unit]:
     return [(judged, verdicts, None), (routers_key, routers, None)]
 
 
+def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
+    """Getters of a router's record and of the wire counters without what moves with every advert
+    (counters, last-advert times): what changes there is a new router, a priority, a run, ..."""
+    from ka_exporter.model import WirePeer, WireStats
+
+    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
+    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
+    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
+    return peer_fields, stats_fields
+
+
+#: The longest a served fused verdict may have been judged before the scrape's snapshot, when nothing
+#: it reads changed but time went on (see `_fused_units`).
+FUSED_STALENESS = 0.25
+_FUSED_SECTIONS = ("config", "process", "addresses", "views", "views_time", "health", "wire", "l2")
+
+
+def _fused_units(part: Part) -> list[Unit]:
+    """collect_fused, keyed on what `verdicts.fused.judge` reads, and on time in steps of
+    FUSED_STALENESS.
+
+    The fused verdict reads keepalived.conf, the instances, their freshness (views_time, the sources'
+    health), the local addresses, the L2 witness, the process, and the routers' records; it is judged
+    again as soon as any of these moves (a router's record in more than its counters and times: a new
+    router, a priority, a run that starts or ends, a priority-0 advert). What only time changes (a
+    master silent for its hold time, another router's second advert of a run) is judged again once
+    the snapshot's time enters the next FUSED_STALENESS step: a served verdict is never older than
+    that. Judging it on every scrape cost milliseconds per 100 instances (it is O(VRIDs)).
+    """
+    peer_fields, stats_fields = _record_fields()
+
+    def key(snap: Snapshot, versions: Versions) -> object:
+        sections = tuple(versions[n] for n in _FUSED_SECTIONS)
+        peers = [peer_fields(p) for p in snap.wire_peers or ()]
+        stats = None if snap.wire_stats is None else stats_fields(snap.wire_stats)
+        return (sections, peers, stats, math.floor(snap.time / FUSED_STALENESS))
+
+    return [(key, _plain(part), None)]
+
+
 def _named(part: Part, module: str, name: str) -> bool:
     return getattr(part, "__module__", "") == module and getattr(part, "__name__", "") == name
 
@@ -178,6 +220,8 @@ def units_for(
             out.append(_wire_units())  # imported only when the wire collector runs
         elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
             out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
+        elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
+            out.append(_fused_units(part))
         elif part is collect_keepalived and formatter is not None:
             out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
         else:
@@ -578,7 +622,11 @@ class Renderer:
         keys: list[object] = []
         for u, (_i, (key, render, _text)) in enumerate(self._units):
             if key is not None:
-                keys.append(key(snap, versions))
+                try:
+                    keys.append(key(snap, versions))
+                except Exception as exc:  # this part fails (below), not the scrape
+                    rendered[u] = exc
+                    keys.append(object())
                 continue
             try:
                 metrics = list(render(snap, versions))
