@@ -405,3 +405,83 @@ def test_the_fused_verdict_is_judged_once_per_change_or_staleness_step() -> None
     if table.tick(clock.now):  # the wire source's tick: the wire verdicts' own time-driven change
         store.wire_changed()
     assert masked(renderer.body()) == masked(oracle(store))
+
+
+def _stamped_world() -> tuple[Store, Clock, PeerTable]:
+    """world() with versioned wire and failover providers (as the wire source sets them), its clock
+    at the start of a fused staleness step."""
+    store, clock, table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    clock.now = (math.floor(clock.now / FUSED_STALENESS) + 1) * FUSED_STALENESS
+    tracker = FailoverTracker()
+    peers, stats = table.snapshot()
+    tracker.observe(peers, clock.now, stats.listening_since)
+    store.set_wire_provider(table.snapshot, table.version)
+    store.set_failover_provider(lambda: (tracker.timings(), tracker.recent()), lambda: 0)
+    return store, clock, table
+
+
+def test_cached_serves_the_body_of_an_unchanged_state_and_misses_on_any_change() -> None:
+    store, clock, table = _stamped_world()
+    renderer = Renderer(store.snapshot_versions, PARTS, stamp=store.stamp)
+    assert renderer.cached("", "") is None, "nothing rendered yet"
+    body = renderer.body()
+    hit = renderer.cached("", "")
+    assert hit is not None and hit[0] is body and hit[1] == TEXT and hit[2] is None
+    assert renderer.cached("", "gzip") is None, "no gzip made yet: a render makes it"
+    gz = renderer.render("", "gzip")[0]
+    assert (renderer.cached("", "gzip") or (b"",))[0] is gz
+    advert = next(
+        a
+        for ts, ip in read_pcap(PCAP)
+        if isinstance(a := decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY), Advert)
+    )
+    changes = [
+        ("an advert (counters only)", lambda: table.update(replace(advert, timestamp=clock.now))),
+        ("a poll's timestamps", lambda: store.report("config")),
+        ("the next fused staleness step", lambda: setattr(clock, "now", clock.now + FUSED_STALENESS)),
+        ("a D-Bus transition", lambda: store.count_transition("VI_1")),
+    ]
+    for what, change in changes:
+        change()
+        assert renderer.cached("", "") is None, what
+        fresh = renderer.body()
+        assert masked(fresh) == masked(oracle(store)), what
+        assert (renderer.cached("", "") or (b"",))[0] is fresh, what
+
+    # Not knowable without a snapshot: a part with no key, or a provider without a version.
+    def plain(_snap: Snapshot) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ka_test_plain", "A part the renderer has no key for.", value=1.0)
+
+    unkeyed = Renderer(store.snapshot_versions, [*PARTS, plain], stamp=store.stamp)
+    unkeyed.body()
+    assert unkeyed.cached("", "") is None
+    store.set_wire_provider(table.snapshot)
+    renderer.body()
+    assert renderer.cached("", "") is None
+
+
+def test_metrics_endpoint_answers_a_cached_body_without_a_render() -> None:
+    store, _clock, _table = _stamped_world()
+    renderer = Renderer(store.snapshot_versions, PARTS, stamp=store.stamp)
+    calls: list[str] = []
+
+    def render(accept: str, encoding: str) -> tuple[bytes, str, str | None]:
+        calls.append(accept)
+        return renderer.render(accept, encoding)
+
+    server = HttpServer("127.0.0.1", 0, App(CollectorRegistry(), render=render, cached=renderer.cached))
+    server.start()
+    try:
+        bodies = []
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            bodies.append(resp.read())
+            conn.close()
+            assert resp.status == 200
+        assert len(calls) == 1, "the second and third scrapes are the cached body"
+        assert bodies[0] == bodies[1] == bodies[2] == renderer.body()
+        assert masked(bodies[2]) == masked(oracle(store))
+    finally:
+        server.stop()

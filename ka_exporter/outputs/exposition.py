@@ -79,6 +79,7 @@ TextRender = Callable[[Snapshot, str, "Encoder"], bytes]
 Unit = tuple[KeyFn | None, UnitRender, TextRender | None]
 Source = Callable[[], tuple[Snapshot, Versions]]
 Render = tuple[bytes, str, str | None]
+Stamp = Callable[[], "tuple[float, object] | None"]  # Store.stamp
 Encoder = Callable[[Collector], bytes]
 _OM = "application/openmetrics-text"
 
@@ -408,6 +409,7 @@ def _fast_kind(content_type: str) -> str | None:
 
 
 _KINDS: dict[str, str | None] = {}
+_ENCODERS: dict[str, tuple[Encoder, str]] = {}  # choose_encoder by Accept header, as it answers
 
 
 def _sample_name(name: str, om: bool) -> str:
@@ -556,12 +558,13 @@ class _Kept:
 
 
 class _Body:
-    __slots__ = ("body", "gzipped", "keys")
+    __slots__ = ("body", "gzipped", "keys", "stamp")
 
-    def __init__(self, keys: tuple[object, ...], body: bytes) -> None:
+    def __init__(self, keys: tuple[object, ...], body: bytes, stamp: object = None) -> None:
         self.keys = keys
         self.body = body
         self.gzipped: bytes | None = None
+        self.stamp = stamp  # the source's stamp it was rendered at (see Renderer.cached); None: unknown
 
 
 class Renderer:
@@ -571,6 +574,10 @@ class Renderer:
     collector parts in exposition order; `keys` the cache key of each part (default `KEYS`; the wire
     collector is split in two units of its own, see `_wire_units`). Thread-safe: one render at a
     time (concurrent scrapes of an unchanged state share the bytes).
+
+    `stamp` (`Store.stamp`) tells without a snapshot whether anything moved since a body was made:
+    `cached` serves that body then, in microseconds (what the HTTP loop calls before handing a
+    scrape to a render thread). It is used only while every part has a cache key.
     """
 
     def __init__(
@@ -581,6 +588,7 @@ class Renderer:
         *,
         gzip_level: int = 1,
         clock: Callable[[], float] = time.perf_counter,
+        stamp: Stamp | None = None,
     ) -> None:
         self._source = source
         self._parts = tuple(parts)
@@ -588,6 +596,7 @@ class Renderer:
         units = units_for(self._parts, KEYS if keys is None else keys, self._formatter)
         # Flat: (index of the part, unit) per unit, in exposition order.
         self._units = [(i, unit) for i, part_units in enumerate(units) for unit in part_units]
+        self._stamp = stamp if all(unit[0] is not None for _i, unit in self._units) else None
         self._gzip_level = gzip_level
         self._clock = clock
         self._failures = FailureLog()
@@ -609,12 +618,45 @@ class Renderer:
                 body.gzipped = gzip.compress(body.body, compresslevel=self._gzip_level)
             return body.gzipped, content_type, "gzip"
 
+    def cached(self, accept: str = "", accept_encoding: str = "") -> Render | None:
+        """What `render` would return, if it is the body already made and nothing moved since (by
+        the stamp); else None (a render is running, or is needed). Never blocks, never renders:
+        for the HTTP loop."""
+        if self._stamp is None:
+            return None
+        encoder_type = _ENCODERS.get(accept)
+        if encoder_type is None:
+            if len(_ENCODERS) >= 64:
+                _ENCODERS.clear()  # bounded, whatever Accept headers clients send
+            encoder_type = _ENCODERS[accept] = choose_encoder(accept)
+        content_type = encoder_type[1]
+        gz = "gzip" in (accept_encoding or "")
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            body = self._bodies.get(content_type)
+            if body is None or body.stamp is None or body.stamp != self._stamped():
+                return None
+            if not gz:
+                return body.body, content_type, None
+            return None if body.gzipped is None else (body.gzipped, content_type, "gzip")
+        finally:
+            self._lock.release()
+
+    def _stamped(self) -> object:
+        """The source's stamp with the fused verdict's staleness step of its time (None: unknown)."""
+        got = None if self._stamp is None else self._stamp()
+        return None if got is None else (got[1], math.floor(got[0] / FUSED_STALENESS))
+
     def body(self, accept: str = "") -> bytes:
         """The uncompressed body for `accept` (for --once and tests)."""
         return self.render(accept, "")[0]
 
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
+        # Taken before the snapshot: a change in between makes the next `cached` miss, never serve
+        # a body older than its stamp says.
+        stamp = self._stamped()
         snap, versions = self._source()
         # A part with no key is rendered on every scrape and keyed on what it rendered: while that
         # is the same, the body (and its gzip) is still the one already made.
@@ -638,6 +680,7 @@ class Renderer:
             keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
+            cached.stamp = stamp
             return cached
         chunks: list[bytes] = []
         failed: set[int] = set()  # parts (by index) with a unit that failed in this render
@@ -675,7 +718,7 @@ class Renderer:
         chunks.append(self._formatter.format([duration], content_type, encoder))
         if content_type.startswith(_OM):
             chunks.append(_EOF)
-        made = _Body(tuple(keys), b"".join(chunks))
+        made = _Body(tuple(keys), b"".join(chunks), None if failed else stamp)
         self._bodies[content_type] = made
         self.renders += 1
         return made
