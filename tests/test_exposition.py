@@ -485,3 +485,25 @@ def test_metrics_endpoint_answers_a_cached_body_without_a_render() -> None:
         assert masked(bodies[2]) == masked(oracle(store))
     finally:
         server.stop()
+
+
+def test_the_daemons_other_parts_keep_the_cached_path_and_a_watchdog_count_misses() -> None:
+    from ka_exporter.collectors.l2 import collect_l2
+    from ka_exporter.collectors.lvs import collect_lvs
+    from ka_exporter.collectors.watchdog import watchdog_part
+    from ka_exporter.outputs.watchdog import WatchdogStats
+
+    store, _clock, _table = _stamped_world()
+    stats = WatchdogStats()
+    parts = [*PARTS, collect_l2, collect_lvs, watchdog_part(stats)]
+    renderer = Renderer(store.snapshot_versions, parts, stamp=store.stamp)
+    body = renderer.body()
+    assert (renderer.cached("", "") or (b"",))[0] is body
+    stats.runs += 1
+    assert renderer.cached("", "") is None, "the watchdog ran a hook: its part moved"
+    fresh = renderer.body()
+    assert b"ka_exporter_watchdog_hook_runs_total 1.0" in fresh
+    assert (renderer.cached("", "") or (b"",))[0] is fresh
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(store.snapshot, parts))
+    assert masked(fresh) == masked(generate_latest(registry))

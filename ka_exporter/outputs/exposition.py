@@ -16,7 +16,8 @@ One scrape is one consistent snapshot: the parts rendered for it read one snapsh
 from an earlier one was made from sections at the same versions, so it says what a fresh render would.
 
 A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape
-and keyed on what it rendered (its families' samples).
+and keyed on what it rendered (its families' samples), unless it has a `cache_key` attribute: a
+callable returning what it reads besides the snapshot (the watchdog's counters), its key.
 Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
 change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that. The
 fused verdict (`collect_fused`) is judged again when anything it reads moves, and otherwise once per
@@ -223,11 +224,26 @@ def units_for(
             out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
         elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
             out.append(_fused_units(part))
+        elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
+            out.append([(_sections("l2"), _plain(part), None)])
+        elif part not in keys and _named(part, "ka_exporter.collectors.lvs", "collect_lvs"):
+            out.append([(_sections("config", "lvs"), _plain(part), None)])
+        elif part not in keys and callable(own := getattr(part, "cache_key", None)):
+            # A part reading something of its own besides the snapshot (the watchdog's counters)
+            # says what: its key, also in the stamp (see Renderer.cached).
+            out.append([(_own_key(own), _plain(part), None)])
         elif part is collect_keepalived and formatter is not None:
             out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
         else:
             out.append([(keys.get(part), _plain(part), None)])
     return out
+
+
+def _own_key(own: Callable[[], object]) -> KeyFn:
+    def key(_snap: Snapshot, _versions: Versions) -> object:
+        return own()
+
+    return key
 
 
 def _plain(part: Part) -> UnitRender:
@@ -597,6 +613,8 @@ class Renderer:
         # Flat: (index of the part, unit) per unit, in exposition order.
         self._units = [(i, unit) for i, part_units in enumerate(units) for unit in part_units]
         self._stamp = stamp if all(unit[0] is not None for _i, unit in self._units) else None
+        # What parts read besides the snapshot (their `cache_key`): in the stamp too.
+        self._own = tuple(o for p in self._parts if callable(o := getattr(p, "cache_key", None)))
         self._gzip_level = gzip_level
         self._clock = clock
         self._failures = FailureLog()
@@ -646,7 +664,9 @@ class Renderer:
     def _stamped(self) -> object:
         """The source's stamp with the fused verdict's staleness step of its time (None: unknown)."""
         got = None if self._stamp is None else self._stamp()
-        return None if got is None else (got[1], math.floor(got[0] / FUSED_STALENESS))
+        if got is None:
+            return None
+        return (got[1], math.floor(got[0] / FUSED_STALENESS), tuple(own() for own in self._own))
 
     def body(self, accept: str = "") -> bytes:
         """The uncompressed body for `accept` (for --once and tests)."""
