@@ -56,6 +56,7 @@ from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
     MAX_CONCURRENT,
     VridKey,
+    VridVerdict,
     advertising,
     configured_vrids,
     judge_snapshot,
@@ -212,11 +213,18 @@ def dead_vips(
     )
 
 
-def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[FusedVerdict, ...]:
-    """The fused verdict of every VRID seen on the wire or configured locally, sorted by key."""
+def judge(
+    snap: Snapshot,
+    configured: Sequence[VridKey] | None = None,
+    wire_verdicts: Sequence[VridVerdict] | None = None,
+) -> tuple[FusedVerdict, ...]:
+    """The fused verdict of every VRID seen on the wire or configured locally, sorted by key.
+
+    `wire_verdicts`: `judge_snapshot(snap, configured)` when the caller has it already."""
     now = snap.time
     keys = set(configured_vrids(snap) if configured is None else configured)
-    wire = {v.key: v for v in judge_snapshot(snap, keys)}
+    judged = judge_snapshot(snap, keys) if wire_verdicts is None else wire_verdicts
+    wire = {v.key: v for v in judged}
     keys |= set(wire)
     peers: dict[VridKey, list[WirePeer]] = {}
     for p in snap.wire_peers or ():
