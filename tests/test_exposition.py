@@ -507,3 +507,23 @@ def test_the_daemons_other_parts_keep_the_cached_path_and_a_watchdog_count_misse
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(store.snapshot, parts))
     assert masked(fresh) == masked(generate_latest(registry))
+
+
+def test_the_peer_tables_version_moves_with_its_snapshot_and_unchanged_records_are_reused() -> None:
+    table, now = replayed()
+    v0 = table.version()
+    peers, stats = table.snapshot()
+    assert table.version() == v0 and table.snapshot() == (peers, stats)
+    again, _ = table.snapshot()
+    assert all(a is b for a, b in zip(peers, again, strict=True)), "records made once per change"
+    advert = next(
+        a
+        for ts, ip in read_pcap(PCAP)
+        if isinstance(a := decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY), Advert)
+    )
+    table.update(replace(advert, timestamp=now + 0.1))
+    assert table.version() != v0
+    moved, _ = table.snapshot()
+    assert moved != peers
+    changed = [b for a, b in zip(peers, moved, strict=True) if a is not b]
+    assert len(changed) == 1 and changed[0].source == advert.source, "only the advertising router's"

@@ -256,6 +256,7 @@ class Store:
         with self._lock:
             self._failover = provider
             self._failover_version = version
+            self._versions["wire"] += 1  # another provider: a stamp taken before it never matches
 
     def wire_changed(self) -> None:
         """Called by the wire source when its peer table changed in a way verdicts care about."""
