@@ -104,7 +104,7 @@ class Exporter:
         self.registry.register(self.collector)
         # What /metrics serves: the same parts, rendered once per change of the store (the registry
         # stays for --once and as the reference the renderer is tested against).
-        self.renderer = Renderer(self.store.snapshot_versions, parts)
+        self.renderer = Renderer(self.store.snapshot_versions, parts, stamp=self.store.stamp)
 
     def enter_netns(self) -> None:
         if self.settings.netns:
@@ -213,7 +213,11 @@ def http_server(settings: Settings, exporter: Exporter) -> HttpServer | None:
             log.error("%s", exc)
             return None
     app = App(
-        exporter.registry, settings.web_telemetry_path, landing=landing, render=exporter.renderer.render
+        exporter.registry,
+        settings.web_telemetry_path,
+        landing=landing,
+        render=exporter.renderer.render,
+        cached=exporter.renderer.cached,
     )
     return HttpServer(
         host,

@@ -8,6 +8,7 @@ No record carries a VRRP password: parsers drop it at the door (the wire keeps o
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -603,6 +604,7 @@ class Snapshot:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # pure; verdicts canonicalize every VIP of every VRID per judgement
 def canonical_ip(address: str) -> str:
     """Canonical text of an address ("FD97:0::120/64" -> "fd97::120"); without prefix or zone if not
     an address at all."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -31,11 +32,12 @@ from prometheus_client.registry import CollectorRegistry
 from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.failover import collect_failover
+from ka_exporter.collectors.fused import collect_fused
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.model import Advert, LocalAddress, ProcessInfo, Snapshot, VrrpState
-from ka_exporter.outputs.exposition import OPENMETRICS, TEXT, Formatter, Renderer
+from ka_exporter.outputs.exposition import FUSED_STALENESS, OPENMETRICS, TEXT, Formatter, Renderer
 from ka_exporter.outputs.http import App, HttpServer
 from ka_exporter.parse.dumps import parse_dumps
 from ka_exporter.parse.kaconf import read_config
@@ -55,10 +57,12 @@ PARTS: list[Part] = [
     collect_keepalived,
     collect_wire,
     collect_failover,
+    collect_fused,
     collect_exporter,
 ]
 DURATION = re.compile(rb"^(ka_exporter_scrape_duration_seconds) \S+$", re.M)
 KA = collect_keepalived
+FUSED = collect_fused
 OM_ACCEPT = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
 
@@ -162,18 +166,27 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
         (
             "instances go FAULT",
             lambda: store.set_instances(fault, "dumps"),
-            {collect_keepalived, collect_vips},
+            {collect_keepalived, collect_vips, FUSED},
         ),
-        ("keepalived stops", lambda: store.set_process(ProcessInfo(running=False)), {collect_process, KA}),
-        ("a VIP goes", lambda: store.set_addresses(()), {collect_vips, KA}),
+        (
+            "keepalived stops",
+            lambda: store.set_process(ProcessInfo(running=False)),
+            {collect_process, KA, FUSED},
+        ),
+        ("a VIP goes", lambda: store.set_addresses(()), {collect_vips, KA, FUSED}),
         ("a D-Bus transition", lambda: store.count_transition(views[0].name), {KA}),
-        ("a source fails", lambda: store.report("vips", error="netlink: gone"), {collect_exporter, KA}),
+        (
+            "a source fails",
+            lambda: store.report("vips", error="netlink: gone"),
+            {collect_exporter, KA, FUSED},
+        ),
         ("an advert arrives", lambda: advert_in(replace(advert, timestamp=clock.now)), {collect_wire}),
         (
             "time passes (a router's hold runs out)",
             lambda: (setattr(clock, "now", clock.now + 10), store.wire_changed()),
-            {collect_wire},
+            {collect_wire, FUSED},
         ),
+        # 1 s on: the fused verdict is judged again (its staleness step), nothing else
         ("a poll works, again", lambda: (setattr(clock, "now", clock.now + 1), store.report("config")), None),
     ]
     for what, change, rendered in changes:
@@ -188,7 +201,7 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
             # The wire part is keyed on every section but timestamps: it moves with any of them.
             assert moved - {collect_wire} == rendered - {collect_wire}, f"{what}: re-rendered {moved}"
         else:
-            assert moved == {collect_exporter}, f"{what}: re-rendered {moved}"
+            assert moved == {collect_exporter, FUSED}, f"{what}: re-rendered {moved}"
         last = body
     assert peers != table.snapshot()[0]
 
@@ -343,3 +356,174 @@ def test_one_instance_changing_among_many_renders_as_the_oracle() -> None:
     store.set_addresses(())  # shared by every instance: all of them again
     for accept in ("", OM_ACCEPT):
         assert masked(renderer.body(accept)) == masked(oracle(store, accept))
+
+
+def test_a_failing_cache_key_fails_only_its_own_part() -> None:
+    def bad_key(_snap: Snapshot, _versions: object) -> object:
+        raise RuntimeError("boom")
+
+    store = Store(hostname="n", clock=Clock(1000.0))
+    store.set_process(ProcessInfo(running=True, pid=1))
+    store.report("process")
+    renderer = Renderer(
+        store.snapshot_versions,
+        [collect_process, collect_exporter],
+        {collect_process: bad_key, collect_exporter: lambda _s, v: v["health"]},
+    )
+    body = renderer.body()
+    assert b"keepalived_up" not in body
+    assert b'ka_exporter_collector_success{collector="process"} 0.0' in body
+    assert b'ka_exporter_collector_success{collector="exporter"} 1.0' in body
+    assert b'ka_exporter_source_up{source="process"} 1.0' in body
+
+
+def test_the_fused_verdict_is_judged_once_per_change_or_staleness_step() -> None:
+    """Scrapes of an unchanged state inside one FUSED_STALENESS step judge the fused verdict once; the
+    next step judges it again (what only time changes), and each time it is the oracle's verdict."""
+    store, clock, table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    clock.now = (math.floor(clock.now / FUSED_STALENESS) + 1) * FUSED_STALENESS
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    i = PARTS.index(FUSED)
+    first = renderer.body()
+    judged = renderer.part_renders[i]
+    for _ in range(3):
+        clock.now += FUSED_STALENESS / 4
+        assert renderer.body() is first
+    assert renderer.part_renders[i] == judged, "judged again within one staleness step"
+    clock.now += FUSED_STALENESS / 4  # the next step
+    body = renderer.body()
+    assert renderer.part_renders[i] == judged + 1
+    assert masked(body) == masked(oracle(store))
+    silent = b'keepalived_master_silent{family="inet",interface="eth0",vrid="51"} '
+    assert silent + b"0.0" in body
+    clock.now += 6.0  # nothing moves in the store, but this host's MASTER claim outlives its hold time
+    body = renderer.body()
+    assert renderer.part_renders[i] == judged + 2
+    assert silent + b"1.0" in body
+    fused = re.compile(rb"^keepalived_(?:split_brain|master_silent|foreign_masters|vips_unanswered).*$", re.M)
+    assert fused.findall(body) == fused.findall(oracle(store))
+    if table.tick(clock.now):  # the wire source's tick: the wire verdicts' own time-driven change
+        store.wire_changed()
+    assert masked(renderer.body()) == masked(oracle(store))
+
+
+def _stamped_world() -> tuple[Store, Clock, PeerTable]:
+    """world() with versioned wire and failover providers (as the wire source sets them), its clock
+    at the start of a fused staleness step."""
+    store, clock, table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    clock.now = (math.floor(clock.now / FUSED_STALENESS) + 1) * FUSED_STALENESS
+    tracker = FailoverTracker()
+    peers, stats = table.snapshot()
+    tracker.observe(peers, clock.now, stats.listening_since)
+    store.set_wire_provider(table.snapshot, table.version)
+    store.set_failover_provider(lambda: (tracker.timings(), tracker.recent()), lambda: 0)
+    return store, clock, table
+
+
+def test_cached_serves_the_body_of_an_unchanged_state_and_misses_on_any_change() -> None:
+    store, clock, table = _stamped_world()
+    renderer = Renderer(store.snapshot_versions, PARTS, stamp=store.stamp)
+    assert renderer.cached("", "") is None, "nothing rendered yet"
+    body = renderer.body()
+    hit = renderer.cached("", "")
+    assert hit is not None and hit[0] is body and hit[1] == TEXT and hit[2] is None
+    assert renderer.cached("", "gzip") is None, "no gzip made yet: a render makes it"
+    gz = renderer.render("", "gzip")[0]
+    assert (renderer.cached("", "gzip") or (b"",))[0] is gz
+    advert = next(
+        a
+        for ts, ip in read_pcap(PCAP)
+        if isinstance(a := decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY), Advert)
+    )
+    changes = [
+        ("an advert (counters only)", lambda: table.update(replace(advert, timestamp=clock.now))),
+        ("a poll's timestamps", lambda: store.report("config")),
+        ("the next fused staleness step", lambda: setattr(clock, "now", clock.now + FUSED_STALENESS)),
+        ("a D-Bus transition", lambda: store.count_transition("VI_1")),
+    ]
+    for what, change in changes:
+        change()
+        assert renderer.cached("", "") is None, what
+        fresh = renderer.body()
+        assert masked(fresh) == masked(oracle(store)), what
+        assert (renderer.cached("", "") or (b"",))[0] is fresh, what
+
+    # Not knowable without a snapshot: a part with no key, or a provider without a version.
+    def plain(_snap: Snapshot) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ka_test_plain", "A part the renderer has no key for.", value=1.0)
+
+    unkeyed = Renderer(store.snapshot_versions, [*PARTS, plain], stamp=store.stamp)
+    unkeyed.body()
+    assert unkeyed.cached("", "") is None
+    store.set_wire_provider(table.snapshot)
+    renderer.body()
+    assert renderer.cached("", "") is None
+
+
+def test_metrics_endpoint_answers_a_cached_body_without_a_render() -> None:
+    store, _clock, _table = _stamped_world()
+    renderer = Renderer(store.snapshot_versions, PARTS, stamp=store.stamp)
+    calls: list[str] = []
+
+    def render(accept: str, encoding: str) -> tuple[bytes, str, str | None]:
+        calls.append(accept)
+        return renderer.render(accept, encoding)
+
+    server = HttpServer("127.0.0.1", 0, App(CollectorRegistry(), render=render, cached=renderer.cached))
+    server.start()
+    try:
+        bodies = []
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            bodies.append(resp.read())
+            conn.close()
+            assert resp.status == 200
+        assert len(calls) == 1, "the second and third scrapes are the cached body"
+        assert bodies[0] == bodies[1] == bodies[2] == renderer.body()
+        assert masked(bodies[2]) == masked(oracle(store))
+    finally:
+        server.stop()
+
+
+def test_the_daemons_other_parts_keep_the_cached_path_and_a_watchdog_count_misses() -> None:
+    from ka_exporter.collectors.l2 import collect_l2
+    from ka_exporter.collectors.lvs import collect_lvs
+    from ka_exporter.collectors.watchdog import watchdog_part
+    from ka_exporter.outputs.watchdog import WatchdogStats
+
+    store, _clock, _table = _stamped_world()
+    stats = WatchdogStats()
+    parts = [*PARTS, collect_l2, collect_lvs, watchdog_part(stats)]
+    renderer = Renderer(store.snapshot_versions, parts, stamp=store.stamp)
+    body = renderer.body()
+    assert (renderer.cached("", "") or (b"",))[0] is body
+    stats.runs += 1
+    assert renderer.cached("", "") is None, "the watchdog ran a hook: its part moved"
+    fresh = renderer.body()
+    assert b"ka_exporter_watchdog_hook_runs_total 1.0" in fresh
+    assert (renderer.cached("", "") or (b"",))[0] is fresh
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(store.snapshot, parts))
+    assert masked(fresh) == masked(generate_latest(registry))
+
+
+def test_the_peer_tables_version_moves_with_its_snapshot_and_unchanged_records_are_reused() -> None:
+    table, now = replayed()
+    v0 = table.version()
+    peers, stats = table.snapshot()
+    assert table.version() == v0 and table.snapshot() == (peers, stats)
+    again, _ = table.snapshot()
+    assert all(a is b for a, b in zip(peers, again, strict=True)), "records made once per change"
+    advert = next(
+        a
+        for ts, ip in read_pcap(PCAP)
+        if isinstance(a := decode(ip, interface="eth0", timestamp=ts, key=PROCESS_KEY), Advert)
+    )
+    table.update(replace(advert, timestamp=now + 0.1))
+    assert table.version() != v0
+    moved, _ = table.snapshot()
+    assert moved != peers
+    changed = [b for a, b in zip(peers, moved, strict=True) if a is not b]
+    assert len(changed) == 1 and changed[0].source == advert.source, "only the advertising router's"

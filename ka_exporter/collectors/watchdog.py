@@ -58,4 +58,11 @@ def watchdog_part(stats: WatchdogStats) -> Part:
         pending.add_metric([], float(stats.pending))
         yield pending
 
+    def cache_key() -> object:  # what collect_watchdog reads (see outputs.exposition)
+        return tuple(getattr(stats, attr) for attr in _FIELDS)
+
+    collect_watchdog.cache_key = cache_key  # type: ignore[attr-defined]
     return collect_watchdog
+
+
+_FIELDS = (*(attr for _name, attr, _doc in _COUNTERS), "running", "pending")

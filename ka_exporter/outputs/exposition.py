@@ -16,9 +16,14 @@ One scrape is one consistent snapshot: the parts rendered for it read one snapsh
 from an earlier one was made from sections at the same versions, so it says what a fresh render would.
 
 A part with no entry in `KEYS` (a collector this module does not know) is rendered on every scrape
-and keyed on what it rendered (its families' samples).
+and keyed on what it rendered (its families' samples), unless it has a `cache_key` attribute: a
+callable returning what it reads besides the snapshot (the watchdog's counters), its key.
 Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
-change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that.
+change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that. The
+fused verdict (`collect_fused`) is judged again when anything it reads moves, and otherwise once per
+`FUSED_STALENESS` (0.25 s) of snapshot time: what only the passing of time changes in it (a master
+silent for its hold time) is served at most 0.25 s late. A part whose cache key cannot be computed
+fails alone (`ka_exporter_collector_success`), as a part whose render raises.
 
 `ka_exporter_scrape_duration_seconds` is the time the served body took to render: a body served from
 the cache carries the figure of the render that made it.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -74,6 +80,7 @@ TextRender = Callable[[Snapshot, str, "Encoder"], bytes]
 Unit = tuple[KeyFn | None, UnitRender, TextRender | None]
 Source = Callable[[], tuple[Snapshot, Versions]]
 Render = tuple[bytes, str, str | None]
+Stamp = Callable[[], "tuple[float, object] | None"]  # Store.stamp
 Encoder = Callable[[Collector], bytes]
 _OM = "application/openmetrics-text"
 
@@ -115,12 +122,9 @@ def _wire_units() -> list[Unit]:
     or a state change, that changes no verdict does not judge 1,000 VRIDs again (milliseconds).
     """
     from ka_exporter.collectors.wire import router_families, verdict_families
-    from ka_exporter.model import WirePeer, WireStats
     from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
 
-    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
-    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
-    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
+    peer_fields, stats_fields = _record_fields()
     memo: list[object] = [None]
     judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
     local: list[object] = [None, ()]  # [views version, what the verdicts read of the instances]
@@ -155,6 +159,46 @@ def _wire_units() -> list[Unit]:
     return [(judged, verdicts, None), (routers_key, routers, None)]
 
 
+def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
+    """Getters of a router's record and of the wire counters without what moves with every advert
+    (counters, last-advert times): what changes there is a new router, a priority, a run, ..."""
+    from ka_exporter.model import WirePeer, WireStats
+
+    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
+    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
+    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
+    return peer_fields, stats_fields
+
+
+#: The longest a served fused verdict may have been judged before the scrape's snapshot, when nothing
+#: it reads changed but time went on (see `_fused_units`).
+FUSED_STALENESS = 0.25
+_FUSED_SECTIONS = ("config", "process", "addresses", "views", "views_time", "health", "wire", "l2")
+
+
+def _fused_units(part: Part) -> list[Unit]:
+    """collect_fused, keyed on what `verdicts.fused.judge` reads, and on time in steps of
+    FUSED_STALENESS.
+
+    The fused verdict reads keepalived.conf, the instances, their freshness (views_time, the sources'
+    health), the local addresses, the L2 witness, the process, and the routers' records; it is judged
+    again as soon as any of these moves (a router's record in more than its counters and times: a new
+    router, a priority, a run that starts or ends, a priority-0 advert). What only time changes (a
+    master silent for its hold time, another router's second advert of a run) is judged again once
+    the snapshot's time enters the next FUSED_STALENESS step: a served verdict is never older than
+    that. Judging it on every scrape cost milliseconds per 100 instances (it is O(VRIDs)).
+    """
+    peer_fields, stats_fields = _record_fields()
+
+    def key(snap: Snapshot, versions: Versions) -> object:
+        sections = tuple(versions[n] for n in _FUSED_SECTIONS)
+        peers = [peer_fields(p) for p in snap.wire_peers or ()]
+        stats = None if snap.wire_stats is None else stats_fields(snap.wire_stats)
+        return (sections, peers, stats, math.floor(snap.time / FUSED_STALENESS))
+
+    return [(key, _plain(part), None)]
+
+
 def _named(part: Part, module: str, name: str) -> bool:
     return getattr(part, "__module__", "") == module and getattr(part, "__name__", "") == name
 
@@ -178,11 +222,28 @@ def units_for(
             out.append(_wire_units())  # imported only when the wire collector runs
         elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
             out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
+        elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
+            out.append(_fused_units(part))
+        elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
+            out.append([(_sections("l2"), _plain(part), None)])
+        elif part not in keys and _named(part, "ka_exporter.collectors.lvs", "collect_lvs"):
+            out.append([(_sections("config", "lvs"), _plain(part), None)])
+        elif part not in keys and callable(own := getattr(part, "cache_key", None)):
+            # A part reading something of its own besides the snapshot (the watchdog's counters)
+            # says what: its key, also in the stamp (see Renderer.cached).
+            out.append([(_own_key(own), _plain(part), None)])
         elif part is collect_keepalived and formatter is not None:
             out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
         else:
             out.append([(keys.get(part), _plain(part), None)])
     return out
+
+
+def _own_key(own: Callable[[], object]) -> KeyFn:
+    def key(_snap: Snapshot, _versions: Versions) -> object:
+        return own()
+
+    return key
 
 
 def _plain(part: Part) -> UnitRender:
@@ -364,6 +425,7 @@ def _fast_kind(content_type: str) -> str | None:
 
 
 _KINDS: dict[str, str | None] = {}
+_ENCODERS: dict[str, tuple[Encoder, str]] = {}  # choose_encoder by Accept header, as it answers
 
 
 def _sample_name(name: str, om: bool) -> str:
@@ -512,12 +574,13 @@ class _Kept:
 
 
 class _Body:
-    __slots__ = ("body", "gzipped", "keys")
+    __slots__ = ("body", "gzipped", "keys", "stamp")
 
-    def __init__(self, keys: tuple[object, ...], body: bytes) -> None:
+    def __init__(self, keys: tuple[object, ...], body: bytes, stamp: object = None) -> None:
         self.keys = keys
         self.body = body
         self.gzipped: bytes | None = None
+        self.stamp = stamp  # the source's stamp it was rendered at (see Renderer.cached); None: unknown
 
 
 class Renderer:
@@ -527,6 +590,10 @@ class Renderer:
     collector parts in exposition order; `keys` the cache key of each part (default `KEYS`; the wire
     collector is split in two units of its own, see `_wire_units`). Thread-safe: one render at a
     time (concurrent scrapes of an unchanged state share the bytes).
+
+    `stamp` (`Store.stamp`) tells without a snapshot whether anything moved since a body was made:
+    `cached` serves that body then, in microseconds (what the HTTP loop calls before handing a
+    scrape to a render thread). It is used only while every part has a cache key.
     """
 
     def __init__(
@@ -537,6 +604,7 @@ class Renderer:
         *,
         gzip_level: int = 1,
         clock: Callable[[], float] = time.perf_counter,
+        stamp: Stamp | None = None,
     ) -> None:
         self._source = source
         self._parts = tuple(parts)
@@ -544,6 +612,9 @@ class Renderer:
         units = units_for(self._parts, KEYS if keys is None else keys, self._formatter)
         # Flat: (index of the part, unit) per unit, in exposition order.
         self._units = [(i, unit) for i, part_units in enumerate(units) for unit in part_units]
+        self._stamp = stamp if all(unit[0] is not None for _i, unit in self._units) else None
+        # What parts read besides the snapshot (their `cache_key`): in the stamp too.
+        self._own = tuple(o for p in self._parts if callable(o := getattr(p, "cache_key", None)))
         self._gzip_level = gzip_level
         self._clock = clock
         self._failures = FailureLog()
@@ -565,12 +636,47 @@ class Renderer:
                 body.gzipped = gzip.compress(body.body, compresslevel=self._gzip_level)
             return body.gzipped, content_type, "gzip"
 
+    def cached(self, accept: str = "", accept_encoding: str = "") -> Render | None:
+        """What `render` would return, if it is the body already made and nothing moved since (by
+        the stamp); else None (a render is running, or is needed). Never blocks, never renders:
+        for the HTTP loop."""
+        if self._stamp is None:
+            return None
+        encoder_type = _ENCODERS.get(accept)
+        if encoder_type is None:
+            if len(_ENCODERS) >= 64:
+                _ENCODERS.clear()  # bounded, whatever Accept headers clients send
+            encoder_type = _ENCODERS[accept] = choose_encoder(accept)
+        content_type = encoder_type[1]
+        gz = "gzip" in (accept_encoding or "")
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            body = self._bodies.get(content_type)
+            if body is None or body.stamp is None or body.stamp != self._stamped():
+                return None
+            if not gz:
+                return body.body, content_type, None
+            return None if body.gzipped is None else (body.gzipped, content_type, "gzip")
+        finally:
+            self._lock.release()
+
+    def _stamped(self) -> object:
+        """The source's stamp with the fused verdict's staleness step of its time (None: unknown)."""
+        got = None if self._stamp is None else self._stamp()
+        if got is None:
+            return None
+        return (got[1], math.floor(got[0] / FUSED_STALENESS), tuple(own() for own in self._own))
+
     def body(self, accept: str = "") -> bytes:
         """The uncompressed body for `accept` (for --once and tests)."""
         return self.render(accept, "")[0]
 
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
+        # Taken before the snapshot: a change in between makes the next `cached` miss, never serve
+        # a body older than its stamp says.
+        stamp = self._stamped()
         snap, versions = self._source()
         # A part with no key is rendered on every scrape and keyed on what it rendered: while that
         # is the same, the body (and its gzip) is still the one already made.
@@ -578,7 +684,11 @@ class Renderer:
         keys: list[object] = []
         for u, (_i, (key, render, _text)) in enumerate(self._units):
             if key is not None:
-                keys.append(key(snap, versions))
+                try:
+                    keys.append(key(snap, versions))
+                except Exception as exc:  # this part fails (below), not the scrape
+                    rendered[u] = exc
+                    keys.append(object())
                 continue
             try:
                 metrics = list(render(snap, versions))
@@ -590,6 +700,7 @@ class Renderer:
             keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
+            cached.stamp = stamp
             return cached
         chunks: list[bytes] = []
         failed: set[int] = set()  # parts (by index) with a unit that failed in this render
@@ -627,7 +738,7 @@ class Renderer:
         chunks.append(self._formatter.format([duration], content_type, encoder))
         if content_type.startswith(_OM):
             chunks.append(_EOF)
-        made = _Body(tuple(keys), b"".join(chunks))
+        made = _Body(tuple(keys), b"".join(chunks), None if failed else stamp)
         self._bodies[content_type] = made
         self.renders += 1
         return made

@@ -5,7 +5,8 @@ connect and stay silent, or trickle a request byte by byte (slowloris):
 
 - One event-loop thread owns every connection; an idle connection costs a descriptor and a few KB,
   never a thread. Rendering (and the landing page) runs off the loop in a small bounded pool, bcrypt
-  in one more thread; so the exporter's thread count does not grow with its clients.
+  in one more thread; so the exporter's thread count does not grow with its clients. A scrape of a
+  state already rendered (`App.cached`, which never blocks) is answered on the loop itself.
 - Deadlines: the TLS handshake and a whole request's headers must each complete within their own
   deadline (not a timeout per read), a kept-alive connection may idle for `idle_timeout`, and a
   response the client does not read is dropped after `write_timeout`.
@@ -54,6 +55,8 @@ log = logging.getLogger("ka_exporter.http")
 Authorizer = Callable[[str | None], bool]  # Authorization header -> allowed?
 # The render contract: (Accept, Accept-Encoding) -> (body, content type, content encoding or None).
 Render = Callable[[str, str], tuple[bytes, str, str | None]]
+# The same answer if it is already made and still current, else None; never blocks (Renderer.cached).
+Cached = Callable[[str, str], tuple[bytes, str, str | None] | None]
 
 FD_RESERVE = 256  # descriptors kept for the sources, dumps, hooks and accept batches
 
@@ -114,6 +117,7 @@ class App:
         authorize: Authorizer | None = None,
         headers: Mapping[str, str] | None = None,
         render: Render | None = None,
+        cached: Cached | None = None,
     ) -> None:
         if render is None:
             if registry is None:
@@ -121,6 +125,7 @@ class App:
             render = registry_render(registry)
         self.registry = registry
         self.render = render
+        self.cached = cached  # called on the event loop: a hit is served without a render thread
         self.headers = dict(headers or {})
         self.telemetry_path = telemetry_path
         self.landing = landing
@@ -651,6 +656,13 @@ class _AsyncServer:
         return _Response(200, page.encode(), "text/html; charset=utf-8")
 
     async def _render(self, accept: str, accept_encoding: str) -> _Response:
+        if self.app.cached is not None:
+            # A body already made for a state that has not moved: the bytes, straight from the loop
+            # (a hand-off to a render thread and back costs more than the scrape itself).
+            hit = self.app.cached(accept, accept_encoding)
+            if hit is not None:
+                return _Response(200, hit[0], hit[1], hit[2])
+
         def job() -> _Response:
             body, content_type, encoding = self.app.render(accept, accept_encoding)
             return _Response(200, body, content_type, encoding)

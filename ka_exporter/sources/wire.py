@@ -90,8 +90,10 @@ class WireSource(Source):
         self._cache: dict[str, dict[int, Advert]] = {}
         self.failover = FailoverTracker()
         self._failover_lock = threading.Lock()
-        store.set_wire_provider(self.table.snapshot)
-        store.set_failover_provider(self.failover_accounts)
+        self._failover_version = 0  # moves with each observe_failover
+        self._accounts: tuple[int, tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]] | None = None
+        store.set_wire_provider(self.table.snapshot, self.table.version)
+        store.set_failover_provider(self.failover_accounts, self.failover_version)
 
     # -- failover accounts ----------------------------------------------------------------------------
 
@@ -101,10 +103,23 @@ class WireSource(Source):
         peers, stats = self.table.snapshot()
         with self._failover_lock:
             self.failover.observe(peers, now, stats.listening_since)
+            self._failover_version += 1
 
     def failover_accounts(self) -> tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]:
+        """The accounts as of the last observe_failover, as records (made once per observe: every
+        snapshot reads them)."""
         with self._failover_lock:
-            return self.failover.timings(), self.failover.recent()
+            kept = self._accounts
+            if kept is None or kept[0] != self._failover_version:
+                kept = self._accounts = (
+                    self._failover_version,
+                    (self.failover.timings(), self.failover.recent()),
+                )
+            return kept[1]
+
+    def failover_version(self) -> int:
+        with self._failover_lock:
+            return self._failover_version
 
     # -- what to watch --------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ WireProvider = Callable[[], tuple[tuple[WirePeer, ...], WireStats]]
 FailoverProvider = Callable[[], tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]]
 Listener = Callable[[], None]
 Versions = Mapping[str, int]
+Version = Callable[[], object]  # a provider's version: equal between two calls while it has not changed
 
 # Sections of the store, each with a version that moves whenever what it holds changes (see
 # `Store.snapshot_versions`): a renderer keeps what it made of a section until its version moves.
@@ -145,7 +146,9 @@ class Store:
         self._addresses_changed: float | None = None
         self._transitions: dict[str, int] = {}
         self._wire: WireProvider | None = None
+        self._wire_version: Version | None = None
         self._failover: FailoverProvider | None = None
+        self._failover_version: Version | None = None
         self._l2: tuple[VipAnswers, ...] | None = None
         self._lvs: LvsView | None = None
         self._health: dict[str, SourceHealth] = {}
@@ -237,15 +240,23 @@ class Store:
             self._bump("lvs")
         self._notify()
 
-    def set_wire_provider(self, provider: WireProvider | None) -> None:
+    def set_wire_provider(self, provider: WireProvider | None, version: Version | None = None) -> None:
+        """The wire table, read (outside the store's lock) by every snapshot. `version`, if given,
+        changes whenever what `provider` returns does (see `stamp`)."""
         with self._lock:
             self._wire = provider
+            self._wire_version = version
             self._bump("wire")
 
-    def set_failover_provider(self, provider: FailoverProvider | None) -> None:
-        """The wire source's failover accounts, read (outside the store's lock) by every snapshot."""
+    def set_failover_provider(
+        self, provider: FailoverProvider | None, version: Version | None = None
+    ) -> None:
+        """The wire source's failover accounts, read (outside the store's lock) by every snapshot;
+        `version` as for `set_wire_provider`."""
         with self._lock:
             self._failover = provider
+            self._failover_version = version
+            self._versions["wire"] += 1  # another provider: a stamp taken before it never matches
 
     def wire_changed(self) -> None:
         """Called by the wire source when its peer table changed in a way verdicts care about."""
@@ -293,6 +304,23 @@ class Store:
 
     def snapshot(self) -> Snapshot:
         return self.snapshot_versions()[0]
+
+    def stamp(self) -> tuple[float, object] | None:
+        """(the store's time now, a token of everything a snapshot holds but its time), without taking
+        a snapshot: two equal tokens mean two snapshots taken then would hold the same records. None
+        while the wire or failover provider has no version (then only a snapshot can tell)."""
+        with self._lock:
+            wire, wire_version = self._wire, self._wire_version
+            failover, failover_version = self._failover, self._failover_version
+            versions = tuple(self._versions.values())
+            now = self._clock()
+        if (wire is not None and wire_version is None) or (failover is not None and failover_version is None):
+            return None
+        return now, (
+            versions,
+            None if wire_version is None else wire_version(),
+            None if failover_version is None else failover_version(),
+        )
 
     def snapshot_versions(self) -> tuple[Snapshot, Versions]:
         """A snapshot and the version of each section (`SECTIONS`) it was taken at, in one read.

@@ -95,6 +95,7 @@ class _Entry:
         "priority",
         "profile_changed",
         "profile_return",
+        "rec",
         "source",
         "template",
         "version",
@@ -128,8 +129,15 @@ class _Entry:
         self.prio_returns: tuple[float, ...] = ()  # times, newest last, at most PRIORITY_FLIPS + 1
         self.profile_return: float | None = None
         self.contested = False
+        self.rec: WirePeer | None = None  # record() while the entry has not changed
 
     def record(self) -> WirePeer:
+        rec = self.rec
+        if rec is None:
+            rec = self.rec = self._record()
+        return rec
+
+    def _record(self) -> WirePeer:
         return WirePeer(
             interface=self.interface,
             family=self.family,
@@ -184,6 +192,7 @@ class PeerTable:
         self._kernel_drops = 0
         self._listening: dict[str, float] = {}  # interface -> capturing since
         self._listen_until: float | None = None  # the capture stopped then
+        self._version = 0  # moves with every change of what snapshot() returns (see version())
 
     # -- writers ----------------------------------------------------------------------------------
 
@@ -194,8 +203,10 @@ class PeerTable:
         ts = a.timestamp
         with self._lock:
             self._packets += 1
+            self._version += 1
             e = self._established.get(key)
             if e is not None:
+                e.rec = None
                 self._established.move_to_end(key)
                 if (
                     a.priority == e.priority
@@ -222,6 +233,7 @@ class PeerTable:
             else:
                 e = self._probation.get(key)
                 if e is not None:
+                    e.rec = None
                     if e.adverts + 1 >= ESTABLISHED:
                         del self._probation[key]
                         self._established[key] = e
@@ -271,6 +283,8 @@ class PeerTable:
                 return None  # a new run: the slow path restarts it
             self._established.move_to_end(key)
             self._packets += 1
+            self._version += 1
+            e.rec = None
             short = _short_run(e)
             e.last_seen = max(e.last_seen, ts)
             e.adverts += 1
@@ -380,11 +394,14 @@ class PeerTable:
     def count_invalid(self, reason: str) -> None:
         with self._lock:
             self._packets += 1
+            self._version += 1
             self._invalid[reason] = self._invalid.get(reason, 0) + 1
 
     def set_kernel_stats(self, packets: int, drops: int) -> None:
         """Totals from PACKET_STATISTICS, summed over sockets by the capture."""
         with self._lock:
+            if (self._kernel_packets, self._kernel_drops) != (packets, drops):
+                self._version += 1
             self._kernel_packets = packets
             self._kernel_drops = drops
 
@@ -393,12 +410,14 @@ class PeerTable:
         with self._lock:
             self._listening = dict(since)
             self._listen_until = None
+            self._version += 1
 
     def stop_listening(self, at: float) -> None:
         """The capture ended at `at` (--once window over): keep what was listened, for the verdicts."""
         with self._lock:
             if self._listening and self._listen_until is None:
                 self._listen_until = at
+            self._version += 1
 
     def tick(self, now: float) -> bool:
         """Expire and drop old entries, re-judge every VRID; True if any verdict changed."""
@@ -411,11 +430,13 @@ class PeerTable:
                     if not e.expired and age > hold_time(e.interval, e.version):
                         e.expired = True
                         self._expirations += 1
+                        self._version += 1
                     if age > self.linger:
                         stale.append(key)
                 for key in stale:
                     del tier[key]
                     self._forget(key)
+                    self._version += 1
             listening = self._listening_locked()
             for gkey, group in self._groups.items():
                 summary = judge_vrid(gkey, tuple(group.values()), now, listening=listening).summary
@@ -425,6 +446,14 @@ class PeerTable:
         return changed
 
     # -- readers ----------------------------------------------------------------------------------
+
+    def version(self) -> int:
+        """A number that moves whenever what `snapshot()` returns changes (any advert, counter,
+        expiry or listening change): equal numbers, equal snapshots."""
+        with self._lock:
+            if self._listen_until is not None:
+                self._version += 1  # a stopped capture's listening time moves with the clock
+            return self._version
 
     def __len__(self) -> int:
         with self._lock:

@@ -6,12 +6,13 @@ Pure: a function of a snapshot, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ka_exporter.model import Snapshot, canonical_ip
 from ka_exporter.verdicts import fused
 from ka_exporter.verdicts.vips import held_addresses, missing_vips, stale_vips
-from ka_exporter.verdicts.wire import judge_snapshot, vrid_holds
+from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot, vrid_holds
 
 # A normal failover shows a VIP mismatch for a moment: keepalived reports MASTER just before it adds
 # its VIPs, and STOP/BACKUP just before it removes them (D-Bus is that fast). Two seconds is far longer
@@ -70,13 +71,14 @@ def evaluate(snap: Snapshot) -> list[Condition]:
     out: list[Condition] = []
     out.extend(_keepalived_down(snap))
     out.extend(_keepalived_frozen(snap))
-    out.extend(_fused(snap))
-    out.extend(_wire(snap))
+    wire = judge_snapshot(snap)  # once: the fused verdict reads the same wire verdicts
+    out.extend(_fused(snap, wire))
+    out.extend(_wire(snap, wire))
     out.extend(_vip_mismatch(snap))
     return sorted(out, key=lambda c: c.key)
 
 
-def _wire(snap: Snapshot) -> list[Condition]:
+def _wire(snap: Snapshot, verdicts: Sequence[VridVerdict]) -> list[Condition]:
     if snap.wire_peers is None:
         return []
     out: list[Condition] = []
@@ -85,7 +87,7 @@ def _wire(snap: Snapshot) -> list[Condition]:
         by_key.setdefault((p.interface, p.family, p.vrid), []).append(
             f"{p.source}{' (this host)' if p.local else ''} priority {p.priority}"
         )
-    for v in judge_snapshot(snap):
+    for v in verdicts:
         labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
         routers = "; ".join(sorted(by_key.get(v.key, [])))
         where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
@@ -104,11 +106,11 @@ def _wire(snap: Snapshot) -> list[Condition]:
     return out
 
 
-def _fused(snap: Snapshot) -> list[Condition]:
+def _fused(snap: Snapshot, wire: Sequence[VridVerdict]) -> list[Condition]:
     """split_brain from the fused verdict (any witness), master_silent and foreign_master."""
     out: list[Condition] = []
     holds = vrid_holds(snap)
-    for v in fused.judge(snap):
+    for v in fused.judge(snap, wire_verdicts=wire):
         labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
         routers = "; ".join(v.routers)
         where = f"VRID {v.vrid} ({v.family}) on {v.interface}"

@@ -50,12 +50,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ka_exporter.model import Snapshot, VipAnswers, VrrpState, WirePeer, canonical_ip
+from ka_exporter.model import InstanceView, Snapshot, VipAnswers, VrrpState, WirePeer, canonical_ip
 from ka_exporter.verdicts.vips import held_addresses
 from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
     MAX_CONCURRENT,
     VridKey,
+    VridVerdict,
     advertising,
     configured_vrids,
     judge_snapshot,
@@ -145,15 +146,21 @@ def active_other(peers: Sequence[WirePeer], now: float, since: float | None = No
     ]
 
 
-def silent_master(snap: Snapshot, key: VridKey, peers: Sequence[WirePeer], hold: float) -> bool:
-    """Local keepalived claims MASTER for `key`, but this host was not heard advertising it for `hold`."""
+def silent_master(
+    snap: Snapshot,
+    key: VridKey,
+    peers: Sequence[WirePeer],
+    hold: float,
+    masters: Mapping[VridKey, Sequence[InstanceView]] | None = None,
+) -> bool:
+    """Local keepalived claims MASTER for `key`, but this host was not heard advertising it for `hold`.
+
+    `masters`: the MASTER instances by VRID (`master_claims(snap)`), when judging many VRIDs."""
     if snap.instances is None or snap.wire_peers is None:
         return False
     if snap.process is not None and not snap.process.running:
         return False
-    claims = [
-        v for v in snap.instances if (v.interface, v.family, v.vrid) == key and v.state == VrrpState.MASTER
-    ]
+    claims = (master_claims(snap) if masters is None else masters).get(key, ())
     if not claims:
         return False
     fresh = snap.state_fresh_since()
@@ -172,6 +179,15 @@ def silent_master(snap: Snapshot, key: VridKey, peers: Sequence[WirePeer], hold:
     if snap.addresses_changed is not None and (last is None or snap.addresses_changed > last):
         last = snap.addresses_changed  # it took its VIPs then: its claim is no older than that
     return last is None or now - last > hold
+
+
+def master_claims(snap: Snapshot) -> dict[VridKey, list[InstanceView]]:
+    """The instances keepalived reports MASTER, by VRID."""
+    out: dict[VridKey, list[InstanceView]] = {}
+    for v in snap.instances or ():
+        if v.state == VrrpState.MASTER:
+            out.setdefault((v.interface, v.family, v.vrid), []).append(v)
+    return out
 
 
 def l2_witness(answers: Sequence[VipAnswers], held: frozenset[str], changed: float | None) -> bool:
@@ -201,11 +217,18 @@ def dead_vips(
     )
 
 
-def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[FusedVerdict, ...]:
-    """The fused verdict of every VRID seen on the wire or configured locally, sorted by key."""
+def judge(
+    snap: Snapshot,
+    configured: Sequence[VridKey] | None = None,
+    wire_verdicts: Sequence[VridVerdict] | None = None,
+) -> tuple[FusedVerdict, ...]:
+    """The fused verdict of every VRID seen on the wire or configured locally, sorted by key.
+
+    `wire_verdicts`: `judge_snapshot(snap, configured)` when the caller has it already."""
     now = snap.time
     keys = set(configured_vrids(snap) if configured is None else configured)
-    wire = {v.key: v for v in judge_snapshot(snap, keys)}
+    judged = judge_snapshot(snap, keys) if wire_verdicts is None else wire_verdicts
+    wire = {v.key: v for v in judged}
     keys |= set(wire)
     peers: dict[VridKey, list[WirePeer]] = {}
     for p in snap.wire_peers or ():
@@ -214,6 +237,7 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
     sent = vrid_vips(snap, advertised=True)
     allowed = ours(snap)
     holds: Mapping[VridKey, float] = vrid_holds(snap)
+    claims = master_claims(snap)
     held = held_addresses(snap.addresses) if snap.addresses is not None else frozenset()
     by_vip: dict[str, list[VipAnswers]] = {}
     for a in snap.l2 or ():
@@ -255,7 +279,7 @@ def judge(snap: Snapshot, configured: Sequence[VridKey] | None = None) -> tuple[
         )
         if snap.addresses is not None and mine & held and others_or_presumed:
             witnesses.add("address")
-        silent = silent_master(snap, key, group, holds.get(key, DEFAULT_HOLD))
+        silent = silent_master(snap, key, group, holds.get(key, DEFAULT_HOLD), claims)
         if silent and others_or_presumed:
             witnesses.add("liveness")
         answers = [a for vip in sorted(mine) for a in by_vip.get(vip, ()) if a.interface == key[0]]
