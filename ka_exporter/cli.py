@@ -173,6 +173,34 @@ class _Commands(click.Group):
     help="Watch a keepalived inside this named network namespace (ip netns); serve from the host.",
 )
 @click.option(
+    "--discover",
+    "discover",
+    is_flag=True,
+    help="Watch every keepalived on this host, in every network namespace, in one scrape (netns label).",
+)
+@click.option(
+    "--discover.match",
+    "discover_match",
+    default=None,
+    help="With --discover: only namespaces whose name fully matches this regular expression.",
+)
+@click.option(
+    "--discover.max-daemons",
+    "discover_max_daemons",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="With --discover: cap on watched keepalived (the rest are counted and logged once).",
+)
+@click.option(
+    "--discover.interval",
+    "discover_interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="With --discover: seconds between two scans of the process table.",
+)
+@click.option(
     "--hostname",
     "hostname",
     default=None,
@@ -308,6 +336,8 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
         return
     if settings.textfile_directory is not None and not settings.once:
         raise click.UsageError("--textfile.directory needs --once")
+    if settings.discover and (settings.once or settings.netns):
+        raise click.UsageError("--discover serves every namespace: not with --once or --netns")
     sys.exit(run(settings))
 
 
@@ -325,6 +355,10 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         keepalived_dump_interval=kw["keepalived_dump_interval"],
         keepalived_dbus_address=kw["keepalived_dbus_address"],
         netns=kw["netns_name"],
+        discover=kw.get("discover", False),
+        discover_match=kw.get("discover_match"),
+        discover_max_daemons=kw.get("discover_max_daemons", 512),
+        discover_interval=kw.get("discover_interval", 1.0),
         hostname=kw["hostname"],
         collectors=collectors,
         wire_interfaces=tuple(kw["wire_interfaces"]),
@@ -353,6 +387,10 @@ def run(settings: Settings) -> int:
     from ka_exporter.outputs.http import ServeError
 
     try:
+        if settings.discover:  # multi-namespace mode: its own wiring (ka_exporter/multi.py)
+            from ka_exporter import multi
+
+            return multi.serve(settings)
         if settings.once:
             return daemon.run_once(settings)
         return daemon.serve(settings)

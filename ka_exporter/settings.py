@@ -22,6 +22,10 @@ class Settings:
     keepalived_dump_interval: float = 15.0
     keepalived_dbus_address: str | None = None
     netns: str | None = None
+    discover: bool = False  # --discover: every keepalived on the host (ka_exporter/multi.py)
+    discover_match: str | None = None
+    discover_max_daemons: int = 512
+    discover_interval: float = 1.0
     hostname: str | None = None
     collectors: frozenset[str] = field(default_factory=lambda: frozenset(COLLECTORS))
     wire_interfaces: tuple[str, ...] = ()
