@@ -23,6 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ka_exporter.linux.procfs import environ, is_keepalived, status
@@ -33,6 +34,7 @@ log = logging.getLogger("ka_exporter.sources.discovery")
 DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
 DEFAULT_PID_FILE = "/run/keepalived.pid"
 NETNS_RUN_DIR = "/run/netns"
+FULL_SCAN_EVERY = 30  # scans between two reads of every process (see Discoverer.scan)
 
 # keepalived's options that take a value (getopt_long in keepalived/core/main.c), by what we need.
 _OPTIONS = {
@@ -109,31 +111,80 @@ class Discoverer:
         self.proc = proc
         self.host_inode = os.stat("/proc/self/ns/net").st_ino
         self.skipped = 0  # keepalived processes whose namespace could not be read, last scan
+        self.scans = 0
+        self._known: dict[tuple[int, int], Daemon] = {}  # (pid, start time) -> what was read of it
+        self._names_mark: tuple[int, int] | None = None
+        self._names_cache: dict[int, str] = {}
+        self._last_names: dict[int, str] | None = None
+        self._cache: dict[int, tuple[str, int, int, int]] = {}  # pid -> (comm, ppid, start, reads)
 
     def scan(self) -> list[Daemon]:
         procs: dict[int, tuple[int, int]] = {}  # keepalived pid -> (ppid, start time)
+        # A process's comm changes only when it execs: a pid read twice (two scans in a row) as
+        # something else is not read again until the next full scan, so a scan of a busy host reads a
+        # few new processes, not all of them. `ip netns exec` forks and then execs keepalived: a pid
+        # first read as "ip" is read again at the next scan.
+        full = self.scans % FULL_SCAN_EVERY == 0
+        self.scans += 1
+        cache: dict[int, tuple[str, int, int, int]] = {}
         for entry in os.scandir(self.proc):
             if not entry.name.isdigit():
                 continue
+            pid = int(entry.name)
+            kept = None if full else self._cache.get(pid)
+            if kept is not None and kept[3] >= 2 and kept[0] != "keepalived":
+                cache[pid] = kept
+                continue
             got = _stat_fields(entry.name)
-            if got is not None and got[0] == "keepalived":
-                procs[int(entry.name)] = (got[1], got[2])
-        names = netns_names() if procs else {}
+            if got is None:
+                continue
+            reads = kept[3] + 1 if kept is not None and kept[:3] == got else 1
+            cache[pid] = (*got, reads)
+            if got[0] == "keepalived":
+                procs[pid] = (got[1], got[2])
+        self._cache = cache
+        names = self._names()
         found: list[Daemon] = []
         skipped = 0
+        known: dict[tuple[int, int], Daemon | None] = {}
+        kids: dict[int, list[int]] = {}
+        for pid, (ppid, _start) in procs.items():
+            kids.setdefault(ppid, []).append(pid)
         for pid, (ppid, start) in sorted(procs.items()):
             if ppid in procs:
                 continue  # a child
-            daemon = self._daemon(pid, start, procs, names)
+            children = tuple(sorted(kids.get(pid, ())))
+            # A daemon already read (same pid, same start) is not read again: its command line,
+            # environment and namespace do not change while it runs; only its children do.
+            daemon = self._known.get((pid, start)) if names is self._last_names else None
+            if daemon is None:
+                daemon = self._daemon(pid, start, children, names)
+            elif daemon.children != children:
+                daemon = replace(daemon, children=children)
+            known[(pid, start)] = daemon
             if daemon is None:
                 skipped += 1
             elif self.match is None or self.match.fullmatch(daemon.netns_name):
                 found.append(daemon)
+        self._known = {k: v for k, v in known.items() if v is not None}
+        self._last_names = names
         self.skipped = skipped
         return found
 
+    def _names(self) -> dict[int, str]:
+        """netns_names(), read again only when /run/netns changed (a namespace added or deleted)."""
+        try:
+            st = os.stat(NETNS_RUN_DIR)
+            mark = (st.st_mtime_ns, st.st_ino)
+        except OSError:
+            mark = None
+        if mark is None or mark != self._names_mark:
+            self._names_mark = mark
+            self._names_cache = netns_names()
+        return self._names_cache
+
     def _daemon(
-        self, pid: int, start: int, procs: dict[int, tuple[int, int]], names: dict[int, str]
+        self, pid: int, start: int, children: tuple[int, ...], names: dict[int, str]
     ) -> Daemon | None:
         if not is_keepalived(pid):
             return None
@@ -157,5 +208,5 @@ class Discoverer:
             config=opts.get("config", DEFAULT_CONFIG),
             tmpdir=environ(pid, "TMPDIR"),
             config_id=opts.get("config_id"),
-            children=tuple(sorted(k for k, (pp, _s) in procs.items() if pp == pid)),
+            children=children,
         )

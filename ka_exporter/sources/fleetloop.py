@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import logging
 import os
 import select
@@ -116,6 +117,9 @@ class SharedLoop:
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
         self.checks = 0  # namespace entries made (for the bench)
+        self._checks: list[tuple[float, int, Watch]] = []  # (when, seq, watch): a heap of checks due
+        self._seq = 0
+        self._vips_pending: dict[DaemonKey, float] = {}  # re-reads of addresses due, by daemon
 
     # -- from other threads -------------------------------------------------------------------------
 
@@ -161,13 +165,16 @@ class SharedLoop:
             while not self._stop.is_set():
                 self._apply(poller)
                 mono = time.monotonic()
-                due = next_tick
-                for w in list(self._watches.values()):
-                    if w.next_check <= mono:
+                # Only what is due is visited: a wake-up (every advert of every namespace) costs the
+                # same with 200 namespaces as with one.
+                while self._checks and self._checks[0][0] <= mono:
+                    when, _seq, w = heapq.heappop(self._checks)
+                    if self._watches.get(w.key) is w and when == w.next_check:
                         self._check(w, poller, home)
-                    due = min(due, w.next_check)
-                    if w.vips_due is not None:
-                        due = min(due, w.vips_due)
+                        self._plan(w)
+                due = min(next_tick, self._checks[0][0] if self._checks else next_tick)
+                if self._vips_pending:
+                    due = min(due, *self._vips_pending.values())
                 timeout = max(0.0, due - time.monotonic())
                 for fd, ev in poller.poll(timeout * 1000.0):
                     if fd == self._rfd:
@@ -177,17 +184,20 @@ class SharedLoop:
                     self._ready(fd, ev, poller)
                 mono = time.monotonic()
                 now = time.time()
-                for w in self._watches.values():
-                    if w.vips_due is not None and mono >= w.vips_due:
-                        w.vips_due = None
-                        self._read_vips(w, mono)
+                for key, when in list(self._vips_pending.items()):
+                    if mono >= when:
+                        del self._vips_pending[key]
+                        pending = self._watches.get(key)
+                        if pending is not None:
+                            pending.vips_due = None
+                            self._read_vips(pending, mono)
                 if mono >= next_tick:
                     slow = mono >= next_slow
                     for w in self._watches.values():
                         if w.wire is not None:
                             w.wire.tick(now, slow)
                         if slow and w.dump is not None and w.vips_due is None and mono >= w.vips_resync:
-                            w.vips_due = mono  # a missed event cannot last longer than this
+                            self._vips_soon(w, mono)  # a missed event cannot last longer than this
                     next_tick = mono + TICK
                     if slow:
                         next_slow = mono + 1.0
@@ -202,6 +212,7 @@ class SharedLoop:
             removes, self._removes = self._removes, []
         for key in removes:
             w = self._watches.pop(key, None)
+            self._vips_pending.pop(key, None)
             if w is not None:
                 self._close(w, poller)
         for w in adds:
@@ -209,6 +220,16 @@ class SharedLoop:
             if old is not None:
                 self._close(old, poller)
             self._watches[w.key] = w
+            w.next_check = time.monotonic()
+            self._plan(w)
+
+    def _plan(self, w: Watch) -> None:
+        self._seq += 1
+        heapq.heappush(self._checks, (w.next_check, self._seq, w))
+
+    def _vips_soon(self, w: Watch, when: float) -> None:
+        w.vips_due = when
+        self._vips_pending[w.key] = when
 
     def _check(self, w: Watch, poller: select.poll, home: int) -> None:
         """Inside the daemon's namespace: (re)open its sockets; then back home."""
@@ -220,7 +241,7 @@ class SharedLoop:
         except OSError as exc:
             self._fail(w, f"cannot open the network namespace of pid {pid}: {exc.strerror or exc}")
             w.next_check = time.monotonic() + self.retry_interval
-            return
+            return  # the caller plans the next check
         try:
             netns.enter_fd(fd, f"of pid {pid}")
             try:
@@ -297,13 +318,14 @@ class SharedLoop:
                 except OSError:
                     log.debug("netlink drain", exc_info=True)
                 if w.vips_due is None:
-                    w.vips_due = time.monotonic() + VIP_SETTLE
+                    self._vips_soon(w, time.monotonic() + VIP_SETTLE)
             return
         if w.wire is None:
             return
         changed, broken = w.wire.handle(fd, ev, poller)
-        if broken:
-            w.next_check = min(w.next_check, time.monotonic() + 0.2)
+        if broken and w.next_check > time.monotonic() + 0.2:
+            w.next_check = time.monotonic() + 0.2
+            self._plan(w)
         if changed:
             w.store.wire_changed()
             if w.on_change is not None:
