@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ka_exporter.lab.core import SPLIT_TABLE, STATE_DIR
+from ka_exporter.lab.naming import SPLIT_TABLE, STATE_DIR
 from ka_exporter.lab.system import LabError, Proc, check_root, find_tool, ip_batch, log_tail, run, spawn
 from ka_exporter.linux import netns, rtnl
 
