@@ -180,6 +180,8 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
         return
     if settings.textfile_directory is not None and not settings.once:
         raise click.UsageError("--textfile.directory needs --once")
+    if settings.discover and (settings.once or settings.netns):
+        raise click.UsageError("--discover serves every namespace: not with --once or --netns")
     sys.exit(run(settings))
 
 
@@ -201,6 +203,10 @@ def run(settings: Settings) -> int:
     from ka_exporter.outputs.http import ServeError
 
     try:
+        if settings.discover:  # multi-namespace mode: its own wiring (ka_exporter/multi.py)
+            from ka_exporter import multi
+
+            return multi.serve(settings)
         if settings.once:
             return daemon.run_once(settings)
         return daemon.serve(settings)

@@ -178,6 +178,49 @@ class Settings:
             env_aliases=("KA_EXPORTER_NETNS_NAME",),  # what click derived before: kept working
         ),
     )
+    # multi-namespace mode (ka_exporter/multi.py): every keepalived on the host in one scrape
+    discover: bool = setting(
+        False,
+        Option(
+            "discover",
+            "Watch every keepalived on this host, in every network namespace, in one scrape (netns label).",
+            "watch every keepalived on this host, in every network namespace, in one scrape (labels "
+            "`netns`, `keepalived`), see "
+            "[Many keepalived on one host](#many-keepalived-on-one-host---discover)",
+            negatable=False,
+        ),
+    )
+    discover_match: str | None = setting(
+        None,
+        Option(
+            "discover.match",
+            "With --discover: only namespaces whose name fully matches this regular expression.",
+            "with `--discover`: only namespaces whose name fully matches REGEX (e.g. `qrouter-.*`)",
+            "REGEX",
+        ),
+    )
+    discover_max_daemons: int = setting(
+        512,
+        Option(
+            "discover.max-daemons",
+            "With --discover: cap on watched keepalived (the rest are counted and logged once).",
+            "with `--discover`: cap on watched keepalived; the rest are counted in "
+            "`ka_exporter_daemons_unwatched` and one warning line says so",
+            "N",
+            min=1,
+        ),
+    )
+    discover_interval: float = setting(
+        1.0,
+        Option(
+            "discover.interval",
+            "With --discover: seconds between two scans of the process table.",
+            "with `--discover`: how often the process table is scanned (new keepalived picked up, "
+            "vanished ones dropped)",
+            "SECONDS",
+            min=0.1,
+        ),
+    )
     hostname: str | None = setting(
         None,
         Option(

@@ -42,6 +42,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "keepalived_dump_interval": ("30", 30.0),
     "keepalived_dbus_address": ("unix:path=/b", "unix:path=/b"),
     "netns": ("ns1", "ns1"),
+    "discover": ("true", True),
+    "discover_match": ("qrouter-.*", "qrouter-.*"),
+    "discover_max_daemons": ("20", 20),
+    "discover_interval": ("2", 2.0),
     "hostname": ("h1", "h1"),
     "wire_interfaces": ("eth1", ("eth1",)),
     "wire_listen_seconds": ("2.5", 2.5),
@@ -474,7 +478,8 @@ def test_no_module_outside_sources_imports_a_source() -> None:
     import ast
 
     package = REPO / "ka_exporter"
-    shared = {"ka_exporter.sources.base", "ka_exporter.sources.registry"}
+    # fleet: --discover's per-daemon wiring (ka_exporter/multi.py serves it), one source set per keepalived
+    shared = {"ka_exporter.sources.base", "ka_exporter.sources.registry", "ka_exporter.sources.fleet"}
     wrong = []
     for path in sorted(package.rglob("*.py")):
         rel = path.relative_to(package)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 CLONE_NEWNET = 0x40000000
@@ -40,14 +41,23 @@ def enter(name: str) -> None:
     except PermissionError:
         raise NetnsError(f"cannot open network namespace {name!r}: needs root or CAP_SYS_ADMIN") from None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise NetnsError(
-                f"cannot enter network namespace {name!r}: {os.strerror(err)} (needs CAP_SYS_ADMIN)"
-            )
+        enter_fd(fd, repr(name))
     finally:
         os.close(fd)
+
+
+def enter_fd(fd: int, what: str) -> None:
+    """Move the calling thread into the network namespace open at `fd` (/proc/PID/ns/net, or a
+    /run/netns file); `what` names it in the error. Used by `--discover`'s one I/O thread, which opens
+    each namespace's sockets inside it and comes back."""
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(f"cannot enter network namespace {what}: {os.strerror(err)} (needs CAP_SYS_ADMIN)")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)  # find_library runs ldconfig: once
 
 
 def _path(name: str) -> str:
