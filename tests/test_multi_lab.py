@@ -17,7 +17,8 @@ import pytest
 from ka_exporter.lab.routers import RoutersLab
 from tests.conftest import RunningExporter, start_exporter, stop_exporter, wait_until
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+# serial: --discover watches every keepalived on the host, so another worker's labs would join its fleet.
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.serial]
 
 PAIRS = 20
 SPLITS = (3, 8, 15)
