@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from ka_exporter.lab import LAB_PASSWORD, Lab
-from ka_exporter.lab.demo import exporter_args
-from tests.conftest import free_port
+from tests.conftest import RunningExporter, start_node_exporter, stop_exporter
 
 pytestmark = pytest.mark.lab
 
@@ -254,24 +253,9 @@ def png_colours(path: Path, rows: int = 250) -> dict[tuple[int, int, int], int]:
 # ------------------------------------------------------------------------------------------- tests
 
 
-def _exporter(lab: Lab, workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log = workdir / "exporter.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*exporter_args(lab.nodes["a"], port, "node-a"), *extra], stdout=out, stderr=subprocess.STDOUT
-        )
-    return proc, f"http://127.0.0.1:{port}/", log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def _exporter(lab: Lab, workdir: Path, *extra: str) -> tuple[RunningExporter, str]:
+    exp = start_node_exporter(workdir, lab.nodes["a"], "node-a", *extra)
+    return exp, f"http://127.0.0.1:{exp.port}/"
 
 
 def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
@@ -279,7 +263,7 @@ def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
     with Lab(profile="fast", nodes=2, dbus=True) as lab:
         a, b = lab.nodes["a"], lab.nodes["b"]
         vrid, vip = str(lab.instances[0].vrid), lab.vips[0]
-        proc, url, log = _exporter(lab, tmp_path)
+        exp, url = _exporter(lab, tmp_path)
         try:
 
             def healthy(page: Element) -> bool:
@@ -344,8 +328,8 @@ def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
             assert colours.get(GREEN, 0) == 0
             lab.heal()
         finally:
-            _stop(proc)
-    assert "Traceback" not in log.read_text()
+            stop_exporter(exp)
+    assert "Traceback" not in exp.logs()
 
 
 @pytest.mark.slow
@@ -355,7 +339,7 @@ def test_lab_password_never_reaches_the_page(tmp_path):
     with Lab(profile="basic", nodes=2, dbus=True) as lab:
         a = lab.nodes["a"]
         assert LAB_PASSWORD in a.config_path.read_text()  # the secret is really there to leak
-        proc, url, _log = _exporter(lab, tmp_path, "--keepalived.dump-interval", "1")
+        exp, url = _exporter(lab, tmp_path, "--keepalived.dump-interval", "1")
         try:
             dump = a.tmpdir / "keepalived.data"
 
@@ -377,7 +361,7 @@ def test_lab_password_never_reaches_the_page(tmp_path):
             seen.append(browser.dom(url))
             lab.heal()
         finally:
-            _stop(proc)
+            stop_exporter(exp)
     assert "critical" in seen[1].by_id("overall").classes
     for page in seen:
         assert LAB_PASSWORD not in page.text
