@@ -15,7 +15,13 @@ test:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict ka_exporter
-	$(BIN)/python -m pytest -q
+	@# Two phases: most tests on two workers (a file's tests stay on one worker), then the CPU-heavy and
+	@# host-wide ones (marked serial) alone. Both always run; the target fails if either failed.
+	@a=0; b=0; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not serial" || a=$$?; \
+	$(BIN)/python -m pytest -q -p no:xdist -m serial || b=$$?; \
+	echo "make test: parallel phase exit $$a, serial phase exit $$b"; \
+	[ $$a -eq 0 ] && [ $$b -eq 0 ]
 
 lint:
 	$(BIN)/ruff check .

@@ -52,11 +52,17 @@ PEERS_ABSENT = "peers fixtures absent (../shared/fixtures/peers: other projects'
 _TRAVERSE_GRANTED: list[tuple[Path, int]] = []
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def _xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def pytest_configure(config: pytest.Config) -> None:
     """Several tests run the exporter as an unprivileged user (uid 65534). It must be able to reach
     the checkout and its virtualenv: a checkout under a 0700 directory (mktemp -d) would hide them. As
-    root, add search permission (o+x, no listing) to such ancestors for the session; restored after."""
-    if os.geteuid() != 0:
+    root, add search permission (o+x, no listing) to such ancestors for the session; restored after.
+    With pytest-xdist only the controller does it (before it starts the workers, and restores it after
+    they are all done): a worker restoring the mode would hide the checkout from the other's tests."""
+    if os.geteuid() != 0 or _xdist_worker():
         return
     for top in {REPO, Path(sys.prefix).resolve()}:
         for d in [top, *top.parents]:
@@ -66,7 +72,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 d.chmod(mode | 0o001)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def pytest_unconfigure(config: pytest.Config) -> None:
     while _TRAVERSE_GRANTED:
         d, mode = _TRAVERSE_GRANTED.pop()
         with contextlib.suppress(OSError):

@@ -383,6 +383,7 @@ def _many_sample(url: str) -> tuple[float, float, dict[str, float], dict[str, fl
     return t0, t1, split, nomaster, held
 
 
+@pytest.mark.serial  # 200 keepalived instances: their adverts and GARPs load both cores
 def test_one_hundred_instances_split_by_a_host_firewall_are_all_flagged(tmp_path: Path) -> None:
     """100 VRRPv2 instances (advert_int 1) on one interface, node b firewalled: every VRID reads split brain at
     every poll of both nodes from two intervals after both nodes hold all 100 VIPs until the firewall goes,

@@ -19,7 +19,8 @@ from ka_exporter.lab.demo import exporter_args
 from tests.conftest import free_port, scrape
 from tests.fault_helpers import Failovers, LoadResult, run_load, scrape_once, value
 
-pytestmark = pytest.mark.lab
+# serial: 50 scraping threads and a failover every 2 s would load the other worker's timing tests.
+pytestmark = [pytest.mark.lab, pytest.mark.serial]
 
 SCRAPERS = 50
 SCRAPES = int(os.environ.get("KA_LOAD_SCRAPES", "2000"))

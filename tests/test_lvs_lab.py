@@ -69,7 +69,8 @@ def steps(lab: tuple[LvsLabResult, dict[str, Any], dict[str, Any]]) -> dict[str,
     return dict(result["steps"])
 
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+# serial: the UML guest uses a core while it boots, and the lab compares UML processes host-wide.
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.serial]
 
 
 def test_each_real_server_state_and_ipvs_read_over_netlink(lab: Any) -> None:

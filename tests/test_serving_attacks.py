@@ -40,7 +40,8 @@ from tests.test_webconfig import (
 )
 from tests.unit_limits import UnitCgroup, cgroups_available, unit_limits
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+# serial: floods and slowloris use the CPU the other worker's timing tests need.
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.serial]
 
 
 @dataclass
