@@ -131,7 +131,7 @@ def _num(value: float | int | bool | None) -> float | None:
     return None if value is None else float(value)
 
 
-def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
+def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:  # noqa: C901, PLR0912 - one pass over the instances fills every family; a split walks them once per family
     """Render keepalived's instances of one snapshot into fresh metric families (no I/O)."""
     instances = snapshot.instances
     if not instances:

@@ -104,7 +104,7 @@ def _checker_vs_key(text: str) -> str | None:
     return None
 
 
-def parse_check_data(raw: str | bytes, name: str = "keepalived_check.data") -> tuple[VirtualServerView, ...]:
+def parse_check_data(raw: str | bytes, name: str = "keepalived_check.data") -> tuple[VirtualServerView, ...]:  # noqa: C901, PLR0912, PLR0915 - one pass over keepalived_check.data, one branch per line kind, as keepalived prints them
     """The virtual servers of a checker dump (empty when keepalived has none), or DumpError."""
     text = to_text(raw, name)
     if not text.endswith("\n"):

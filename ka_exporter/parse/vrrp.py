@@ -194,7 +194,7 @@ def _sum_ok(value: int) -> bool:
     return value % 0xFFFF == 0
 
 
-def decode(
+def decode(  # noqa: C901, PLR0912, PLR0915 - the VRRP decoder checks each RFC 3768/5798 field in wire order; flat for speed (bench_decode)
     packet: bytes,
     *,
     interface: str,

@@ -205,12 +205,14 @@ def start_exporter(
         )
     exp = RunningExporter(proc, port, log)
     if wait:
-        if ready == "healthy":
-            probe = lambda: answers(f"http://127.0.0.1:{port}/-/healthy")  # noqa: E731
-        else:
-            probe = lambda: "listening on" in exp.logs()  # noqa: E731
+
+        def up() -> bool:
+            if ready == "healthy":
+                return answers(f"http://127.0.0.1:{port}/-/healthy")
+            return "listening on" in exp.logs()
+
         try:
-            wait_ready(proc, probe, exp.logs, timeout=20.0 if ready != "healthy" else 15.0)
+            wait_ready(proc, up, exp.logs, timeout=15.0 if ready == "healthy" else 20.0)
         except AssertionError:
             stop_exporter(exp)
             raise

@@ -56,7 +56,7 @@ class ServerContext(ssl.SSLContext):
         return "client certificate has none of the client_allowed_sans"
 
 
-def _build_context(
+def _build_context(  # noqa: C901, PLR0912, PLR0915 - one branch per tls_server_config key, in exporter-toolkit's order, each refusing loudly
     err: _Errors, tls: Mapping[str, Any], base: Path, warnings: list[str]
 ) -> tuple[ServerContext, CertValidity]:
     p = "tls_server_config."

@@ -190,7 +190,7 @@ class _DataParser:
 
     # -- driver ------------------------------------------------------------------------------------
 
-    def feed(self, lines: list[str]) -> None:
+    def feed(self, lines: list[str]) -> None:  # noqa: C901 - the per-line hot path of the .data parser (bench_parse), kept flat on purpose
         topology = self._topology
         skip = _h_skip
         # raw text before " = " (indentation included) -> (handler, or _SKIP, or None for the general

@@ -302,7 +302,7 @@ class _Reader:
             d.value += line
             self._end_multiline()
 
-    def _process(self, text: str, ctx: _FileCtx, lineno: int, depth: int) -> Iterator[_Line | _Include]:
+    def _process(self, text: str, ctx: _FileCtx, lineno: int, depth: int) -> Iterator[_Line | _Include]:  # noqa: C901, PLR0912 - the reader's one loop over logical lines: macros, conditionals, includes, blocks, in keepalived's order
         """keepalived's read_line() for one decommented line: macros, include, brace split."""
         if depth > _MAX_EXPAND_DEPTH:
             self.problem(ctx.name, lineno, "definitions/~SEQ nested too deeply: line ignored")
