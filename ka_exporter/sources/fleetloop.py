@@ -183,21 +183,10 @@ class SharedLoop:
                         continue
                     self._ready(fd, ev, poller)
                 mono = time.monotonic()
-                now = time.time()
-                for key, when in list(self._vips_pending.items()):
-                    if mono >= when:
-                        del self._vips_pending[key]
-                        pending = self._watches.get(key)
-                        if pending is not None:
-                            pending.vips_due = None
-                            self._read_vips(pending, mono)
+                self._read_due_vips(mono)
                 if mono >= next_tick:
                     slow = mono >= next_slow
-                    for w in self._watches.values():
-                        if w.wire is not None:
-                            w.wire.tick(now, slow)
-                        if slow and w.dump is not None and w.vips_due is None and mono >= w.vips_resync:
-                            self._vips_soon(w, mono)  # a missed event cannot last longer than this
+                    self._tick(mono, slow)
                     next_tick = mono + TICK
                     if slow:
                         next_slow = mono + 1.0
@@ -205,6 +194,23 @@ class SharedLoop:
             for w in list(self._watches.values()):
                 self._close(w, poller)
             os.close(home)
+
+    def _read_due_vips(self, mono: float) -> None:
+        for key, when in list(self._vips_pending.items()):
+            if mono >= when:
+                del self._vips_pending[key]
+                pending = self._watches.get(key)
+                if pending is not None:
+                    pending.vips_due = None
+                    self._read_vips(pending, mono)
+
+    def _tick(self, mono: float, slow: bool) -> None:
+        now = time.time()
+        for w in self._watches.values():
+            if w.wire is not None:
+                w.wire.tick(now, slow)
+            if slow and w.dump is not None and w.vips_due is None and mono >= w.vips_resync:
+                self._vips_soon(w, mono)  # a missed event cannot last longer than this
 
     def _apply(self, poller: select.poll) -> None:
         with self._lock:
