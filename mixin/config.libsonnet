@@ -16,6 +16,9 @@ local u = import 'lib/utils.libsonnet';
     // 99.99 is "four nines", 52.6 minutes a year. Steps of 0.000001 percent.
     sloObjectivePercent: 99.99,
 
+    // The SLO's window: the error budget left is shown over it.
+    sloWindow: '30d',
+
     // Derived: the error budget as a fraction (1 - objective), written exactly ("0.0001").
     sloErrorBudget: u.decimal(std.floor((100 - self.sloObjectivePercent) * 1000000 + 0.5), 8),
 

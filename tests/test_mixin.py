@@ -34,6 +34,7 @@ def test_jsonnet_is_debians_0_18_or_later() -> None:
 def test_the_shipped_files_are_the_mixins_current_rendering() -> None:
     files = render()
     assert {n for n in files if n.startswith("alerts/")} == {str(p.relative_to(ROOT)) for p in RULE_FILES}
+    assert "grafana/ka-exporter.json" in files
     assert stale_in(files) == [], "stale: run `python -m ka_exporter.devtools.mixin`"
 
 
