@@ -485,6 +485,15 @@ def test_page_history_shows_a_real_failover_with_its_measured_gap(tmp_path):
         try:
             wait_page(url, lambda page: a.address in instance_row(page)["ROUTERS ON WIRE"].text)
             assert lab.master() == "a"
+
+            def history_knows_a(page: Element) -> bool:
+                try:
+                    return f"one master ({a.address})" in page.by_id("history").text
+                except AssertionError:
+                    return False
+
+            # The accounts trail the wire by 1.5 intervals: a master change needs a known master before it.
+            wait_page(url, history_knows_a)
             lab.failover()
 
             def changed(page: Element) -> bool:
