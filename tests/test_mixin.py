@@ -112,3 +112,29 @@ def test_promtool_checks_and_tests_the_rendering(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     result = run_promtool("test", "rules", *sorted((tmp_path / "alerts" / "tests").glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_custom_settings_reach_the_dashboard() -> None:
+    """kaSelector is in every selector of every panel, annotation and variable query; the objective and
+    the budget follow sloObjectivePercent."""
+    from tests.test_dashboard import selectors
+
+    d = custom("kaSelector: 'job=\"ka\"', sloObjectivePercent: 99.9", "grafanaDashboards['ka-exporter.json']")
+    exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+    exprs += [a["expr"] for a in d["annotations"]["list"] if "expr" in a]
+    assert len(exprs) >= 20
+    for expr in exprs:
+        for s in selectors(expr):
+            if s.name not in (None, "time"):
+                assert ("job", "=", "ka") in s.matchers, f"{s.name} without the selector in {expr}"
+    variables = {t["name"]: t["query"] for t in d["templating"]["list"] if t["type"] == "query"}
+    assert variables["job"] == 'label_values(ka_exporter_build_info{job="ka"}, job)'
+    assert all('job="ka"' in q for q in variables.values())
+    text = json.dumps(d)
+    assert "/ 0.001" in text and "the 99.9% objective" in text
+    steps = [
+        p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        for p in d["panels"]
+        if p["title"].startswith("Availability vs")
+    ]
+    assert steps == [[{"color": "red", "value": None}, {"color": "green", "value": 0.999}]]

@@ -525,3 +525,27 @@ def test_page_history_shows_a_real_failover_with_its_measured_gap(tmp_path):
         finally:
             _stop(proc)
     assert "Traceback" not in log.read_text()
+
+
+def test_history_stays_bounded_and_keeps_the_newest():
+    """A flapping VRID (two routers taking turns, 3 adverts each, a 1 s gap between): the ring keeps
+    HISTORY_SPANS stretches, the latest ones, and the page's table the latest 20 changes."""
+    end = 1_800_000_000.0
+    start = end - 3600
+    tracker = FailoverTracker()
+    sources = ("10.0.0.1", "10.0.0.2")
+    now = start
+    while now <= end:
+        k = int((now - start) // 3)
+        table = [_peer(sources[k % 2], start + 3 * k, min(now, start + 3 * k + 2), 100)]
+        if k:  # the other router lingers in the table with its last run
+            table.append(_peer(sources[(k - 1) % 2], start + 3 * (k - 1), start + 3 * k - 1, 100))
+        tracker.observe(table, now, listening_since=start)
+        now += 1.0
+    (timing,) = tracker.timings()
+    assert timing.master_changes > 1000
+    assert len(timing.history) == HISTORY_SPANS
+    assert timing.history[-1].end == pytest.approx(end - 0.05 - 1.5, abs=1e-6)
+    snap = Snapshot(time=end, hostname="lb1", failover=tracker.timings(), failover_events=tracker.recent())
+    page = parse_html(landing_page(snap, []))
+    assert len(page.by_id("transitions").table()) == 20
