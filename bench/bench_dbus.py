@@ -28,6 +28,7 @@ from ka_exporter.linux import netns
 from ka_exporter.model import VrrpState
 from ka_exporter.sources.dbus import DbusSource
 from ka_exporter.store import Store
+from ka_exporter.testing import wait_until
 
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
@@ -94,12 +95,13 @@ class StateLog:
 
 
 def wait(pred: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return False
+    return wait_until(pred, timeout, 0.005)
+
+
+def need(pred: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """A wait whose failure would make the figures meaningless: stop the bench, saying what."""
+    if not wait(pred, timeout):
+        raise RuntimeError(f"{what} (after {timeout:g} s)")
 
 
 def ms(values: list[float]) -> dict[str, float]:
@@ -166,10 +168,13 @@ def main() -> int:
                 gone = watches["b"].first(RTM_DELADDR, mark)
                 if stored is not None and gone is not None:
                     to_backup.append(stored - gone)
-                wait(lambda: lab.master() == "a", 5.0)
+                need(lambda: lab.master() == "a", "a did not become master again", 5.0)
             node = lab.nodes["a"]
             for _ in range(cycles):
-                wait(lambda: logs["a"].first(VrrpState.MASTER, 0) is not None and lab.master() == "a")
+                need(
+                    lambda: logs["a"].first(VrrpState.MASTER, 0) is not None and lab.master() == "a",
+                    "a is not master",
+                )
                 mark = time.monotonic()
                 subprocess.run(["ip", "-n", node.netns, "link", "set", "eth0", "down"], check=True)
                 if not wait(lambda m=mark: logs["a"].first(VrrpState.FAULT, m) is not None):
@@ -180,7 +185,7 @@ def main() -> int:
                     to_fault.append(stored - event)
                 mark = time.monotonic()
                 subprocess.run(["ip", "-n", node.netns, "link", "set", "eth0", "up"], check=True)
-                wait(lambda m=mark: logs["a"].first(VrrpState.MASTER, m) is not None)
+                need(lambda m=mark: logs["a"].first(VrrpState.MASTER, m) is not None, "a did not recover")
             enumerations = {n: s.enumerations for n, s in sources.items()}
         finally:
             for src in sources.values():
@@ -197,7 +202,7 @@ def main() -> int:
         store = Store(hostname="a")
         src = DbusSource(store, address=node.dbus_address)
         src.run_once()
-        wait(lambda: len(store.snapshot().instances or ()) == 255, 10)
+        need(lambda: len(store.snapshot().instances or ()) == 255, "D-Bus did not list 255 instances", 10)
         times = []
         for _ in range(5):
             t0 = time.perf_counter()

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import Target, in_ns, result, sh
+from common import Target, in_ns, result, veth_pair
 
 from ka_exporter.model import Advert
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
@@ -142,16 +142,7 @@ def sockets() -> dict[str, float] | None:
     if os.geteuid() != 0:
         print("(socket figures skipped: needs root)")
         return None
-    tag = f"{os.getpid() % 10000:04d}{random.randrange(65536):04x}"
-    tx, rx = f"kbt{tag}", f"kbr{tag}"
-    made = []
-    try:
-        for ns in (tx, rx):
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-        sh("ip", "-n", tx, "link", "add", "vx", "type", "veth", "peer", "name", "vr", "netns", rx)
-        sh("ip", "-n", tx, "link", "set", "vx", "up")
-        sh("ip", "-n", rx, "link", "set", "vr", "up")
+    with veth_pair("kb", "vx", "vr") as (tx, rx):
         sock = in_ns(rx, lambda: PacketSocket("vr", rcvbuf=4 << 20))
         assert isinstance(sock, PacketSocket)
         src = WireSource(Store(hostname="b"), ["vr"])
@@ -232,9 +223,6 @@ def sockets() -> dict[str, float] | None:
         figures["peers"] = len(src.table)
         sock.close()
         return figures
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
 def main() -> int:

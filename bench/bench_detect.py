@@ -28,13 +28,12 @@ import os
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from common import Target, in_ns, result, sh
+from common import Target, in_ns, result, veth_pair
 from scapy.layers.inet import IP
 from scapy.layers.vrrp import VRRPv3
 
@@ -168,18 +167,9 @@ def main() -> int:
         print("needs root (namespaces)")
         result("detect", {}, [Target("bench ran (needs root)", None, ">=", 0)])
         return 0
-    tag = f"{os.getpid() % 10000:04d}{random.randrange(65536):04x}"
-    tx, rx = f"kdt{tag}", f"kdr{tag}"
-    made = []
     figures: dict[str, Any] = {"load_1min": os.getloadavg()[0]}
     targets: list[Target] = []
-    try:
-        for ns in (tx, rx):
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-        sh("ip", "-n", tx, "link", "add", "vx", "type", "veth", "peer", "name", "vr", "netns", rx)
-        sh("ip", "-n", tx, "link", "set", "vx", "up")
-        sh("ip", "-n", rx, "link", "set", "vr", "up")
+    with veth_pair("kd", "vx", "vr") as (tx, rx):
         print(f"{'figure':56} {'p50':>9} {'p95':>9} {'max':>9}  target")
         for interval, count in ((0.1, 20), (1.0, 3)):
             rows = trials(rx, tx, interval, count)
@@ -220,9 +210,6 @@ def main() -> int:
                 ),
                 Target(f"{name} trials never flagged", missed, "==", 0),
             ]
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
     idle = idle_cost()
     if idle is not None:
         print(

@@ -22,13 +22,12 @@ import os
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from common import Target, in_ns, result, sh
+from common import Target, in_ns, result, sh, veth_pair
 from scapy.layers.inet import IP
 from scapy.layers.vrrp import VRRPv3
 
@@ -136,23 +135,11 @@ def main() -> int:
         print("needs root (namespaces)")
         result("fused", {}, [Target("bench ran (needs root)", None, ">=", 0)])
         return 0
-    tag = f"{os.getpid() % 10000:04d}{random.randrange(65536):04x}"
-    tx, rx = f"kft{tag}", f"kfr{tag}"
-    made: list[str] = []
     figures: dict[str, Any] = {"load_1min": os.getloadavg()[0], "interval": INTERVAL}
     targets: list[Target] = []
-    try:
-        for ns in (tx, rx):
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-        sh("ip", "-n", tx, "link", "add", "vx", "type", "veth", "peer", "name", "vr", "netns", rx)
-        sh("ip", "-n", tx, "link", "set", "vx", "up")
-        sh("ip", "-n", rx, "link", "set", "vr", "up")
+    with veth_pair("kf", "vx", "vr") as (tx, rx):
         sh("ip", "-n", rx, "addr", "add", "10.250.0.9/24", "dev", "vr")
         rows = run(rx, tx)
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
     print(f"{'second holder first advert -> fused verdict in the store':58} {'p50':>9} {'p95':>9}  target")
     for case in ("wire", "mismatch", "address"):
         vals = rows[case]

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,15 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from ka_exporter.lab import Lab  # noqa: E402
 from ka_exporter.lab.demo import exporter_args  # noqa: E402
+from ka_exporter.testing import free_port, wait_until  # noqa: E402
 from tests.fault_helpers import Failovers, LoadResult, fetch, run_load, scrape_once, value  # noqa: E402
 
 SCRAPERS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,12 +42,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wait_answering(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fetch(url, 1.0)[1] == 200:
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until(lambda: fetch(url, 1.0)[1] == 200, timeout, 0.1)
 
 
 def row(name: str, r: LoadResult, extra: str = "") -> str:
@@ -98,9 +86,10 @@ def main() -> int:
         try:
             if not wait_answering(url, 20.0):
                 raise SystemExit("the exporter did not start")
-            lab.wait_for(
+            if not lab.wait_for(
                 lambda: value(scrape_once(url).metrics, "keepalived_vrrp_state", iname=iname) == 2.0, 10
-            )
+            ):
+                raise SystemExit("node-a's exporter never showed it MASTER")
             body = fetch(url)[3]
             cpu0 = cpu_seconds(proc.pid)
             with Failovers(lab, 2.0) as moves:

@@ -41,6 +41,7 @@ from common import Process, Target
 from ka_exporter.lab import Lab
 from ka_exporter.lab.demo import exporter_args
 from ka_exporter.lab.profiles import render_config
+from ka_exporter.testing import wait_until
 
 IDLE_PERCENT = 0.5
 FRESH_MS = 50.0
@@ -75,13 +76,11 @@ def states(body: bytes) -> dict[str, float]:
 
 
 def wait_states(port: int, n: int, value: float, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def there() -> bool:
         got = states(scrape(port))
-        if len(got) == n and all(v == value for v in got.values()):
-            return True
-        time.sleep(0.1)
-    return False
+        return len(got) == n and all(v == value for v in got.values())
+
+    return wait_until(there, timeout, 0.1)
 
 
 def packets(body: bytes) -> float:

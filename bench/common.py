@@ -23,7 +23,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from ka_exporter.testing import Process, free_port
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -182,59 +183,7 @@ def veth_pair(prefix: str, left: str = "vx", right: str = "eth0") -> Iterator[tu
             sh("ip", "netns", "del", ns, check=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- processes ---------------------------------------------------------------------------------------
-
-
-class Process:
-    """A process this bench started (never anything else); `stop()` ends it and waits for it."""
-
-    def __init__(
-        self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None, stdin: bytes | None = None
-    ) -> None:
-        self.argv = list(argv)
-        self.log = log
-        with open(log, "wb") as out:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        self.pid = self.popen.pid
-        if stdin is not None and self.popen.stdin is not None:
-            self.popen.stdin.write(stdin)
-            self.popen.stdin.close()
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-
-    def logs(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Process:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+# -- processes: Process and free_port are ka_exporter.testing's (shared with the tests) ---------------
 
 
 def wait_http(port: int, proc: Process, path: str = "/-/healthy", timeout: float = 20.0) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,14 +37,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ka_exporter.lab import Lab, LabError
 from ka_exporter.lab.demo import exporter_args
+from ka_exporter.testing import free_port, stop_process
 
 RSS_TARGET_MIB = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_figures(pid: int, reads: int = 3) -> dict[str, float]:
@@ -197,12 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in procs.values():
             if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+                stop_process(p)
     return report(
         args,
         samples=samples,

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ka_exporter import __version__, logs
-from ka_exporter.settings import COLLECTORS, DEFAULT_PORT, Settings, parse_listen_address
+from ka_exporter.settings import (
+    CONFIG_FILE,
+    DEFAULT_PORT,
+    ENV_PREFIX,
+    Field,
+    Option,
+    Settings,
+    env_name,
+    settings_fields,
+)
+from ka_exporter.sources.registry import by_rank
 
-ENV_PREFIX = "KA_EXPORTER"
+
+def yaml_keys() -> dict[str, str]:
+    """YAML key -> the option's parameter name: every flag name without '--' (a collector switch also
+    by its bare source name: `dumps: false`)."""
+    keys: dict[str, str] = {}
+    for f in settings_fields():
+        if f is not None:
+            keys[f.option.flag] = f.name
+    for reg in by_rank():
+        keys[f"collector.{reg.name}"] = f"collector_{reg.name}"
+        keys.setdefault(reg.name, f"collector_{reg.name}")
+    return keys
 
 
 def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -29,37 +51,88 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
         raise click.BadParameter(f"{value} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value} must be a mapping of flag names to values")
-    known = {opt: p.name for p in ctx.command.params for opt in getattr(p, "opts", ()) if p.name}
+    known = yaml_keys()
     defaults: dict[str, Any] = {}
     for key, val in data.items():
-        flag = "--" + str(key)
-        if flag not in known and ("--collector." + str(key)) in known:
-            flag = "--collector." + str(key)
-        name = known.get(flag)
-        if name is None or key == "config.file":
+        name = known.get(str(key))
+        if name is None:
             raise click.BadParameter(f"{value}: unknown setting {key!r} (use flag names without '--')")
         defaults[name] = val
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
 
-def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        parse_listen_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
+def _checked(option: Option) -> Any:
+    check = option.check
+    if check is None:
+        return None
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
 
 
-def collector_options(f: Any) -> Any:
-    for name in reversed(COLLECTORS):
-        f = click.option(
-            f"--collector.{name}/--no-collector.{name}",
-            f"collector_{name}",
-            default=True,
-            show_default=True,
-            help=f"Enable the {name} source and its metrics.",
-        )(f)
+def click_type(f: Field) -> Any:
+    o = f.option
+    kind = f.kind
+    if o.choices:
+        return click.Choice(list(o.choices))
+    if kind is Path:
+        return click.Path(path_type=Path, dir_okay=o.path != "file", file_okay=o.path != "dir")
+    if kind in (int, float) and (o.min is not None or o.max is not None):
+        if kind is int:
+            lo = None if o.min is None else int(o.min)
+            hi = None if o.max is None else int(o.max)
+            return click.IntRange(lo, hi)
+        return click.FloatRange(o.min, o.max)
+    return None if kind in (str, bool) else kind
+
+
+def setting_option(f: Field) -> Any:
+    """The click option of one Settings field: flag, type, default, environment, help."""
+    o = f.option
+    decls = [f"--{o.flag}/--no-{o.flag}" if f.kind is bool and o.negatable else f"--{o.flag}", f.name]
+    kw: dict[str, Any] = {"envvar": list(o.env), "help": o.help, "callback": _checked(o)}
+    if f.kind is bool and not o.negatable:
+        kw["is_flag"] = True
+        kw["default"] = f.default
+    elif f.multiple:
+        kw["multiple"] = True
+    else:
+        kw["default"] = f.default
+        kw["show_default"] = f.default is not None
+    kind = click_type(f)
+    if kind is not None:
+        kw["type"] = kind
+    return click.option(*decls, **kw)
+
+
+def collector_option(name: str, help_text: str) -> Any:
+    return click.option(
+        f"--collector.{name}/--no-collector.{name}",
+        f"collector_{name}",
+        default=True,
+        show_default=True,
+        envvar=env_name(f"collector.{name}"),
+        help=help_text,
+    )
+
+
+def setting_options(f: Any) -> Any:
+    """Every option of the main command, derived from settings.py and the sources' registrations."""
+    options: list[Any] = []
+    for field_ in settings_fields():
+        if field_ is None:
+            options.extend(collector_option(reg.name, reg.help) for reg in by_rank())
+        else:
+            options.append(setting_option(field_))
+    for option in reversed(options):
+        f = option(f)
     return f
 
 
@@ -83,217 +156,16 @@ class _Commands(click.Group):
     context_settings={"auto_envvar_prefix": ENV_PREFIX, "help_option_names": ["-h", "--help"]},
 )
 @click.option(
-    "--config.file",
+    f"--{CONFIG_FILE.flag}",
     "config_file",
     type=click.Path(dir_okay=False),
     callback=_load_config_file,
     is_eager=True,
     expose_value=True,
-    help="YAML file of settings, keyed by flag name without '--' (flags and environment win).",
+    envvar=list(CONFIG_FILE.env),
+    help=CONFIG_FILE.help,
 )
-@click.option(
-    "--web.listen-address",
-    "web_listen_address",
-    default=f":{DEFAULT_PORT}",
-    show_default=True,
-    callback=_check_listen,
-    help="Address to serve /metrics and the status page on, as [host]:port.",
-)
-@click.option(
-    "--web.telemetry-path",
-    "web_telemetry_path",
-    default="/metrics",
-    show_default=True,
-    help="Path under which to expose metrics.",
-)
-@click.option(
-    "--web.config.file",
-    "web_config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Exporter-toolkit web config (TLS, basic auth), as node_exporter uses.",
-)
-@click.option(
-    "--web.max-connections",
-    "web_max_connections",
-    type=click.IntRange(16, 65536),
-    default=4096,
-    show_default=True,
-    help="Client connections held at once (also kept below the descriptor limit); when full, a new "
-    "connection evicts the oldest one that has not completed a request.",
-)
-@click.option(
-    "--keepalived.config",
-    "keepalived_config",
-    type=click.Path(path_type=Path),
-    default=Path("/etc/keepalived/keepalived.conf"),
-    show_default=True,
-    help="keepalived's configuration: which instances and VIPs should exist.",
-)
-@click.option(
-    "--keepalived.pid-file",
-    "keepalived_pid_file",
-    type=click.Path(path_type=Path),
-    default=Path("/run/keepalived.pid"),
-    show_default=True,
-    help="keepalived's parent pid file (trusted only if that pid is keepalived).",
-)
-@click.option(
-    "--keepalived.dumps-dir",
-    "keepalived_dumps_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where keepalived writes keepalived.data/.stats/.json (default: its TMPDIR, else /tmp).",
-)
-@click.option(
-    "--keepalived.signal/--no-keepalived.signal",
-    "keepalived_signal",
-    default=True,
-    show_default=True,
-    help="Ask keepalived for fresh dumps (D-Bus or signal); off: read the dumps already there.",
-)
-@click.option(
-    "--keepalived.dump-interval",
-    "keepalived_dump_interval",
-    type=click.FloatRange(min=1.0),
-    default=15.0,
-    show_default=True,
-    help="Seconds between background dump refreshes (never on the scrape path).",
-)
-@click.option(
-    "--keepalived.dbus-address",
-    "keepalived_dbus_address",
-    default=None,
-    help="D-Bus address of keepalived's bus (default: DBUS_SYSTEM_BUS_ADDRESS or the system bus).",
-)
-@click.option(
-    "--netns",
-    "netns_name",
-    default=None,
-    help="Watch a keepalived inside this named network namespace (ip netns); serve from the host.",
-)
-@click.option(
-    "--hostname",
-    "hostname",
-    default=None,
-    help="Value of the hostname label (default: this host's name).",
-)
-@collector_options
-@click.option(
-    "--wire.interface",
-    "wire_interfaces",
-    multiple=True,
-    help="Interface to sniff VRRP on (repeatable; default: the interfaces in keepalived.conf).",
-)
-@click.option(
-    "--wire.listen-seconds",
-    "wire_listen_seconds",
-    type=click.FloatRange(min=0.0),
-    default=5.0,
-    show_default=True,
-    help="With --once: how long to listen for adverts (a VRID is called masterless only after a hold time).",
-)
-@click.option(
-    "--lvs.interval",
-    "lvs_interval",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Seconds between reads of IPVS and keepalived's checker dump (the lvs source).",
-)
-@click.option(
-    "--wire.max-peers",
-    "wire_max_peers",
-    type=click.IntRange(min=1),
-    default=4096,
-    show_default=True,
-    help="Cap on routers tracked from the wire (bounds memory and series under a flood).",
-)
-@click.option(
-    "--l2.probe-interval",
-    "l2_probe_interval",
-    type=click.FloatRange(min=0.05),
-    default=1.0,
-    show_default=True,
-    help="Seconds between two ARP/ND probes of one VIP (the L2 witness; probes never update a cache).",
-)
-@click.option(
-    "--l2.max-probe-rate",
-    "l2_max_probe_rate",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Cap on ARP/ND probes per second, all VIPs together (more VIPs: each probed less often).",
-)
-@click.option(
-    "--l2.max-vips",
-    "l2_max_vips",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Cap on VIPs the L2 witness watches (the first in keepalived.conf order).",
-)
-@click.option("--once", "once", is_flag=True, help="Collect once, print (or write) the metrics and exit.")
-@click.option(
-    "--textfile.directory",
-    "textfile_directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="With --once: write DIR/keepalived.prom atomically for node_exporter's textfile collector.",
-)
-@click.option(
-    "--watchdog.exec",
-    "watchdog_exec",
-    default=None,
-    help="Command to run when a condition (split brain, no master, ...) begins or ends.",
-)
-@click.option(
-    "--watchdog.timeout",
-    "watchdog_timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds a watchdog hook may run before it is killed.",
-)
-@click.option(
-    "--watchdog.debounce",
-    "watchdog_debounce",
-    type=click.FloatRange(min=0.0),
-    default=0.0,
-    show_default=True,
-    help="Seconds a condition must hold (or be gone) before the hook runs.",
-)
-@click.option(
-    "--watchdog.max-concurrent",
-    "watchdog_max_concurrent",
-    type=click.IntRange(min=1, max=64),
-    default=4,
-    show_default=True,
-    help="Hooks running at once, at most (one at a time per condition; the rest wait in a queue).",
-)
-@click.option(
-    "--watchdog.unconfigured-vrids/--no-watchdog.unconfigured-vrids",
-    "watchdog_unconfigured_vrids",
-    default=False,
-    show_default=True,
-    help="Also run the hook for VRIDs only heard on the wire, not in keepalived.conf (an observer).",
-)
-@click.option(
-    "--log.level",
-    "log_level",
-    type=click.Choice(logs.LEVELS),
-    default="info",
-    show_default=True,
-    help="Only log messages with the given severity or above.",
-)
-@click.option(
-    "--log.format",
-    "log_format",
-    type=click.Choice(["logfmt", "json"]),
-    default="logfmt",
-    show_default=True,
-    help="Output format of log messages.",
-)
+@setting_options
 @click.version_option(__version__, "--version", prog_name="ka-exporter")
 @click.pass_context
 def main(ctx: click.Context, /, **kw: Any) -> None:
@@ -312,38 +184,14 @@ def main(ctx: click.Context, /, **kw: Any) -> None:
 
 
 def settings_from(kw: dict[str, Any]) -> Settings:
-    collectors = frozenset(n for n in COLLECTORS if kw.get(f"collector_{n}", True))
-    return Settings(
-        web_listen_address=kw["web_listen_address"],
-        web_telemetry_path=kw["web_telemetry_path"],
-        web_config_file=kw["web_config_file"],
-        web_max_connections=kw.get("web_max_connections", 4096),
-        keepalived_config=Path(kw["keepalived_config"]),
-        keepalived_pid_file=Path(kw["keepalived_pid_file"]),
-        keepalived_dumps_dir=kw["keepalived_dumps_dir"],
-        keepalived_signal=kw["keepalived_signal"],
-        keepalived_dump_interval=kw["keepalived_dump_interval"],
-        keepalived_dbus_address=kw["keepalived_dbus_address"],
-        netns=kw["netns_name"],
-        hostname=kw["hostname"],
-        collectors=collectors,
-        wire_interfaces=tuple(kw["wire_interfaces"]),
-        wire_listen_seconds=kw["wire_listen_seconds"],
-        wire_max_peers=kw["wire_max_peers"],
-        l2_probe_interval=kw["l2_probe_interval"],
-        l2_max_probe_rate=kw["l2_max_probe_rate"],
-        l2_max_vips=kw["l2_max_vips"],
-        lvs_interval=kw["lvs_interval"],
-        once=kw["once"],
-        textfile_directory=kw["textfile_directory"],
-        watchdog_exec=kw["watchdog_exec"],
-        watchdog_timeout=kw["watchdog_timeout"],
-        watchdog_debounce=kw["watchdog_debounce"],
-        watchdog_max_concurrent=kw["watchdog_max_concurrent"],
-        watchdog_unconfigured_vrids=kw["watchdog_unconfigured_vrids"],
-        log_level=kw["log_level"],
-        log_format=kw["log_format"],
-    )
+    """The Settings record from the main command's parameters (named as the fields are)."""
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name in kw:
+            value = kw[f.name]
+            values[f.name] = tuple(value) if isinstance(f.default, tuple) else value
+    values["collectors"] = frozenset(r.name for r in by_rank() if kw.get(f"collector_{r.name}", True))
+    return Settings(**values)
 
 
 def run(settings: Settings) -> int:

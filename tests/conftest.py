@@ -1,4 +1,7 @@
-"""Shared test helpers: fixture paths, unique namespaces, a real exporter subprocess, scraping."""
+"""Shared test fixtures: fixture paths, unique namespaces, the lab, the real exporter as a subprocess.
+
+The helpers themselves (free_port, wait_until, stop_process, start_exporter, scrape, Sampler, ...) live
+in ka_exporter.testing, shared with bench/ and the lab demo; they are re-exported here for the tests."""
 
 from __future__ import annotations
 
@@ -6,19 +9,33 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from ka_exporter.testing import (  # noqa: F401 - re-exported for the tests
+    EXPORTER,
+    Metrics,
+    Process,
+    RunningExporter,
+    Sampler,
+    answers,
+    free_port,
+    parse_metrics,
+    sample,
+    scrape,
+    start_exporter,
+    stop_exporter,
+    stop_process,
+    wait_ready,
+    wait_until,
+)
 
 T = TypeVar("T")
 
@@ -26,8 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 # The project's own recorded keepalived data, vendored (tests/fixtures/README.txt says how it was made).
 FIXTURES = REPO / "tests" / "fixtures"
 # Other projects' real dumps and captures: read from ../shared only, never committed; tests skip without.
-PEERS = REPO.parent / "shared" / "fixtures" / "peers"
-EXPORTER = [sys.executable, "-m", "ka_exporter"]
+# KA_TEST_PEERS points elsewhere (a missing directory: what a clean clone without ../shared sees).
+PEERS = Path(os.environ.get("KA_TEST_PEERS") or REPO.parent / "shared" / "fixtures" / "peers")
+#: The one reason a test may skip under CI=true (the skip guard at the end of this file).
+PEERS_ABSENT = "peers fixtures absent (../shared/fixtures/peers: other projects' data, never committed)"
 
 
 _TRAVERSE_GRANTED: list[tuple[Path, int]] = []
@@ -59,91 +78,8 @@ def unique(prefix: str = "kt") -> str:
     return f"{prefix}{os.getpid() % 10000:04d}{secrets.token_hex(2)}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=30)
-
-
-def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Exposition text -> {(sample name, sorted labels): value}."""
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def sample(
-    metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float | None:
-    want = tuple(sorted(labels.items()))
-    return metrics.get((name, want))
-
-
-def scrape(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return str(resp.read().decode())
-
-
-class RunningExporter:
-    def __init__(self, proc: subprocess.Popen[str], port: int, log: Path) -> None:
-        self.proc = proc
-        self.port = port
-        self.log = log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return parse_metrics(scrape(self.url))
-
-    def text(self) -> str:
-        return scrape(self.url)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def start_exporter(tmp: Path, *args: str, wait: bool = True) -> RunningExporter:
-    port = free_port()
-    log = tmp / f"exporter-{port}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*EXPORTER, "--web.listen-address", f"127.0.0.1:{port}", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    exp = RunningExporter(proc, port, log)
-    if wait:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"exporter exited {proc.returncode}: {exp.logs()}")
-            try:
-                scrape(f"http://127.0.0.1:{port}/-/healthy", timeout=1)
-                return exp
-            except OSError:
-                time.sleep(0.05)
-        stop_exporter(exp)
-        raise AssertionError(f"exporter did not come up: {exp.logs()}")
-    return exp
-
-
-def stop_exporter(exp: RunningExporter) -> None:
-    if exp.proc.poll() is None:
-        exp.proc.terminate()
-        try:
-            exp.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            exp.proc.kill()
-            exp.proc.wait(5)
 
 
 def in_netns(name: str, fn: Callable[[], T], timeout: float = 120.0) -> T:
@@ -169,15 +105,6 @@ def in_netns(name: str, fn: Callable[[], T], timeout: float = 120.0) -> T:
     if err:
         raise err[0]
     return out[0]
-
-
-def wait_until(pred: object, timeout: float = 5.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return True
-        time.sleep(step)
-    return bool(pred())  # type: ignore[operator]
 
 
 @pytest.fixture
@@ -220,3 +147,65 @@ def exporter_factory(tmp_path: Path) -> Iterator[object]:
     yield factory
     for exp in started:
         stop_exporter(exp)
+
+
+# -- the lab ------------------------------------------------------------------------------------------
+
+
+def need_lab(*tools: str) -> None:
+    """Skip unless this is root with keepalived (and `tools`) installed: what a lab test needs."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    for tool in ("keepalived", *tools):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the lab needs {tool}")
+
+
+@pytest.fixture
+def fast_lab() -> Iterator[Any]:
+    """A running two-node keepalived lab, "fast" profile (no D-Bus); torn down afterwards."""
+    need_lab()
+    from ka_exporter.lab import Lab
+
+    with Lab(profile="fast") as lab:
+        yield lab
+
+
+def start_node_exporter(tmp: Path, node: Any, label: str, *extra: str) -> RunningExporter:
+    """The real exporter watching one lab node (the demo's command line plus `extra`), once healthy."""
+    from ka_exporter.lab.demo import exporter_args
+
+    port = free_port()
+    return start_exporter(tmp, argv=[*exporter_args(node, port, label), *extra], port=port)
+
+
+# -- the CI skip guard ------------------------------------------------------------------------------------
+
+
+def skip_is_allowed(reason: str) -> bool:
+    """Under CI every test runs: the only skip allowed is the peers fixtures' (other projects' data)."""
+    return reason.removeprefix("Skipped: ") == PEERS_ABSENT
+
+
+def _fail_unless_allowed(report: pytest.TestReport | pytest.CollectReport) -> None:
+    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not skip_is_allowed(reason):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true ({reason}); only {PEERS_ABSENT!r} may skip in CI"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        _fail_unless_allowed(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A whole module skipped at collection (importorskip, a module-level skip) counts the same."""
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") == "true" and report.skipped:
+        _fail_unless_allowed(report)

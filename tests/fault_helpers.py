@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ka_exporter.testing import Poller
+
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 Answer = tuple[float, int | None, str | None, str]  # (time answered, status, error, body)
 
@@ -120,67 +122,40 @@ def scrape_once(url: str, instances: tuple[str, ...] = (), timeout: float = 5.0)
     return checked(fetch(url, timeout), instances)
 
 
-class Recorder:
-    """Scrapes `url` every `every` seconds in a thread and records every answer.
+class Recorder(Poller[Scrape]):
+    """Scrapes `url` every `every` seconds in a thread and records every answer, checked
+    (ka_exporter.testing's Poller: the Sampler's loop, with the exposition checks of check_exposition).
 
     `with Recorder(url) as rec:` starts and stops it. `rec.wait(pred, since, timeout)` returns how long
     after `since` (a time.monotonic()) the first recorded scrape satisfying `pred` was answered.
     """
 
     def __init__(self, url: str, every: float = 0.05, instances: tuple[str, ...] = ()) -> None:
+        super().__init__(every, name="recorder")
         self.url = url
         self.every = every
         self.instances = instances
-        self.records: list[Scrape] = []
-        self._lock = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
 
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            rec = scrape_once(self.url, self.instances)
-            with self._lock:
-                self.records.append(rec)
-                self._lock.notify_all()
-            self._stop.wait(max(0.0, self.every - (time.monotonic() - started)))
+    def take(self) -> Scrape:
+        return scrape_once(self.url, self.instances)
 
     def since(self, t0: float) -> list[Scrape]:
-        with self._lock:
-            return [r for r in self.records if r.t >= t0]
+        return [r for r in self.snapshot() if r.t >= t0]
 
     def bad(self, t0: float = 0.0) -> list[Scrape]:
         """Every scrape since `t0` that was not a complete, consistent 200."""
         return [r for r in self.since(t0) if not r.good]
 
     def latest(self) -> Scrape | None:
-        with self._lock:
-            return self.records[-1] if self.records else None
+        records = self.snapshot()
+        return records[-1] if records else None
 
     def wait(self, pred: Callable[[Metrics], bool], since: float, timeout: float = 10.0) -> float | None:
         """Seconds from `since` to the first good scrape (answered after `since`) where `pred` holds;
         None if none within `timeout`."""
-        deadline = since + timeout
-        checked = 0
-        while True:
-            with self._lock:
-                fresh = [r for r in self.records[checked:] if r.t >= since]
-                checked = len(self.records)
-                for r in fresh:
-                    if r.good and pred(r.metrics):
-                        return r.t - since
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._lock.wait(min(left, 0.5))
+        left = since + timeout - time.monotonic()
+        r = self.wait_record(lambda r: r.t >= since and r.good and pred(r.metrics), max(left, 0.0))
+        return None if r is None else r.t - since
 
 
 @dataclass

@@ -117,3 +117,15 @@ def test_no_keepalived_on_this_host_is_reported_not_fatal(tmp_path):
     dump_lines = [line for line in r.stderr.splitlines() if "source dumps" in line]
     assert len(dump_lines) == 1, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_documented_and_old_environment_names_reach_the_daemon(tmp_path):
+    """KA_EXPORTER_NETNS (the README's name, derived from --netns) was ignored until settings.py derived
+    the names; KA_EXPORTER_NETNS_NAME (what click derived from the old parameter name) still works."""
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text("vrrp_instance VI_E {\n interface lo\n virtual_router_id 8\n}\n")
+    missing = f"kt-none-{os.getpid()}"
+    for name in ("KA_EXPORTER_NETNS", "KA_EXPORTER_NETNS_NAME"):
+        r = run("--once", "--keepalived.config", str(conf), *NO_KA, env={name: missing})
+        assert r.returncode == 2, (name, r.stderr)
+        assert f"network namespace '{missing}' does not exist" in r.stderr, (name, r.stderr)

@@ -29,13 +29,12 @@ from ka_exporter.model import (
 from ka_exporter.parse.dumps import parse_dumps
 from ka_exporter.store import Store
 from ka_exporter.verdicts.vips import missing_vips, stale_vips, vip_mismatch
+from tests.conftest import FIXTURES, PEERS, PEERS_ABSENT
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PASSWORD = "kaT3st01"
 DIRS = sorted({p.parent for p in FIXTURES.glob("**/keepalived.data")})
 # other projects' real dumps, read from ../shared only: rendered and checked, never kept as golden files
-PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"
 PEER_DIRS = sorted({p.parent for p in PEERS.glob("**/keepalived.data")})
 LBL = {"iname": "VI_DB", "intf": "eth0", "vrid": "52"}
 
@@ -101,7 +100,7 @@ def test_promtool_accepts_the_exposition(d: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.skipif(not PEER_DIRS, reason="../shared/fixtures/peers is not present")
+@pytest.mark.skipif(not PEER_DIRS, reason=PEERS_ABSENT)
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 @pytest.mark.parametrize("d", PEER_DIRS, ids=lambda d: str(d.relative_to(PEERS)))
 def test_peer_dumps_render_clean(d: Path) -> None:

@@ -29,18 +29,14 @@ from ka_exporter.sources.dbus import (
     resolve_interface,
 )
 from ka_exporter.store import Store
+from tests.conftest import wait_until as conftest_wait_until
 
 KEEPALIVED = shutil.which("keepalived", path="/usr/sbin:/sbin:/usr/local/sbin")
 DBUS_DAEMON = shutil.which("dbus-daemon")
 
 
-def wait_until(pred: Callable[[], object], timeout: float = 5.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
+def wait_until(pred: Callable[[], object], timeout: float = 5.0) -> bool:
+    return conftest_wait_until(pred, timeout, 0.01)
 
 
 # --------------------------------------------------------------------------------------------------

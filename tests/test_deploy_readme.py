@@ -45,7 +45,7 @@ import yaml
 
 from ka_exporter.lab import Lab
 from ka_exporter.linux import netns
-from tests.conftest import REPO, parse_metrics, sample
+from tests.conftest import REPO, parse_metrics, sample, stop_process
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -467,12 +467,7 @@ class Operator:
 
     def cleanup(self) -> None:
         if self.exporter is not None and self.exporter.poll() is None:
-            self.exporter.terminate()
-            try:
-                self.exporter.wait(10)
-            except subprocess.TimeoutExpired:
-                self.exporter.kill()
-                self.exporter.wait(5)
+            stop_process(self.exporter)
         if self.user_created:
             subprocess.run(["userdel", USER], capture_output=True)
             subprocess.run(["groupdel", USER], capture_output=True)  # if userdel left it

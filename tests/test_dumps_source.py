@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,19 +27,11 @@ from ka_exporter.model import LocalAddress, ProcessInfo, Snapshot, VrrpState
 from ka_exporter.sources.dumps import DumpSource, signal_numbers
 from ka_exporter.sources.process import ProcessSource
 from ka_exporter.store import Store
+from tests.conftest import wait_until
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PASSWORD = "kaT3st01"
 KEEPALIVED = shutil.which("keepalived", path="/usr/sbin:/sbin:/usr/local/sbin:/usr/bin")
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 5.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
 
 
 def bundle(tmp_path: Path, src: Path, names: tuple[str, ...] | None = None) -> Path:

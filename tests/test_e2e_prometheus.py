@@ -12,7 +12,7 @@ import pytest
 from ka_exporter.devtools.dashboard import dashboard_queries, expand_query
 from ka_exporter.lab import Lab
 from ka_exporter.lab.demo import wait_up, watchers
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 from tests.prometheus_harness import prometheus
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -21,12 +21,7 @@ RULES = REPO / "alerts" / "keepalived.rules.yml"
 
 
 def poll(pred, timeout: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
+    return wait_until(pred, timeout, step)
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +56,24 @@ def test_normal_failover_raises_no_false_alarm(stack):
     """A SIGTERM failover and the preemption back: the wire verdicts never even go pending; the
     cross-node rules may go pending for a scrape (two nodes' samples taken either side of the
     handover) but their `for:` keeps them from firing."""
-    lab, _ws, prom = stack
+    lab, ws, prom = stack
     wire = {"KeepalivedSplitBrain"}
     cross = {"KeepalivedSplitBrainVIP", "KeepalivedNoMaster", "KeepalivedMultipleMasters"}
+    # The silence below means something only if Prometheus evaluates these rules...
+    loaded = {r["name"] for g in prom.get("/api/v1/rules")["data"]["groups"] for r in g["rules"]}
+    assert wire | cross <= loaded, loaded
     pending_wire: list[dict] = []
     fired: list[dict] = []
+    masters_seen: set[str] = set()  # ... and saw each handover (instance label of a MASTER series)
+
+    def target(node: str) -> str:
+        return next(f"127.0.0.1:{w.port}" for w in ws if w.label == f"node-{node}")
 
     def watch(seconds: float) -> None:
+        masters_seen.clear()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            masters_seen.update(r["metric"]["instance"] for r in prom.query("keepalived_vrrp_state == 2"))
             alerts = firing_or_pending(prom, wire | cross)
             pending_wire.extend(a for a in alerts if a["labels"]["alertname"] in wire)
             pending_wire.extend(
@@ -84,10 +88,14 @@ def test_normal_failover_raises_no_false_alarm(stack):
     assert old is not None
     lab.failover()  # SIGTERM: priority-0 advert, the backup takes over
     assert lab.wait_for(lambda: lab.master() not in (None, old), timeout=10)
+    new = lab.master()
+    assert new is not None
     watch(10)
+    assert target(new) in masters_seen, f"Prometheus never saw node-{new} as MASTER: {masters_seen}"
     lab.start_master()  # preemption: the old master has the higher priority and takes over again
     assert lab.wait_for(lambda: lab.master() == old, timeout=10)
     watch(10)
+    assert target(old) in masters_seen, f"Prometheus never saw node-{old} back as MASTER: {masters_seen}"
     assert pending_wire == []
     assert fired == []
 
@@ -120,4 +128,4 @@ def test_sigkill_master_fires_keepalived_down(stack):
         assert alert[0]["labels"]["instance"] == target
     finally:
         lab.start_master()
-    assert poll(lambda: prom.alert_state("KeepalivedDown") is None, 30)
+    assert poll(lambda: prom.alert_state("KeepalivedDown") is None, 30), prom.alerts()

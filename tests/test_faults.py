@@ -34,7 +34,7 @@ import pytest
 from ka_exporter.lab import Lab
 from ka_exporter.lab.demo import exporter_args, node_args
 from ka_exporter.lab.system import spawn
-from tests.conftest import free_port, scrape, sh, unique
+from tests.conftest import free_port, scrape, sh, stop_process, unique
 from tests.fault_helpers import Metrics, Recorder, check_exposition, value
 
 pytestmark = pytest.mark.lab
@@ -101,12 +101,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             assert lab.wait_for(lambda: _answers(r.url), 20.0), log.read_text()
             yield r
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
     if LATENCIES:
         print("\nfault latencies (ms): " + json.dumps({k: round(v * 1000) for k, v in LATENCIES.items()}))
 

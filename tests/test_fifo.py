@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ka_exporter.daemon import fifo_wanted
 from ka_exporter.model import ConfInstance, InstanceView, KeepalivedConfig, VrrpState
 from ka_exporter.parse.fifo import FifoEvent, parse_line
 from ka_exporter.parse.kaconf import read_config
 from ka_exporter.settings import Settings
-from ka_exporter.sources.fifo import BACKLOG_TRUSTED, FifoSource, check_fifo
+from ka_exporter.sources.fifo import BACKLOG_TRUSTED, FifoSource, check_fifo, fifo_wanted
 from ka_exporter.store import Store, merge_views
 from tests.conftest import wait_until
 

@@ -28,8 +28,8 @@ from ka_exporter.parse.kaconf import (
 )
 from ka_exporter.sources.config import ConfigSource
 from ka_exporter.store import Store
+from tests.conftest import FIXTURES, PEERS, PEERS_ABSENT
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PASSWORD = "kaT3st01"
 ALL_CONFS = sorted(FIXTURES.glob("**/keepalived.conf"))
 # keepalived.conf files of the recorded VRRP scenarios (the LVS capture's config has no auth)
@@ -40,7 +40,6 @@ VRRP_CONFS = [
     if p.relative_to(FIXTURES).parts[0] != "lvs-2.2.7-uml" and p.relative_to(FIXTURES).parts[1] != "track"
 ]
 # other projects' configs, read from ../shared only (never committed); their tests skip without them
-PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"
 PEER_CONFS = sorted(PEERS.glob("**/keepalived.conf"))
 
 
@@ -631,7 +630,7 @@ def test_fixture_corpus_does_carry_the_password() -> None:
     assert sum("auth_pass" in p.read_text() for p in VRRP_CONFS) >= 25
 
 
-@pytest.mark.skipif(not PEER_CONFS, reason="../shared/fixtures/peers is not present")
+@pytest.mark.skipif(not PEER_CONFS, reason=PEERS_ABSENT)
 @pytest.mark.parametrize("path", PEER_CONFS, ids=lambda p: str(p.relative_to(PEERS)))
 def test_peer_configs_parse_without_a_secret(path: Path) -> None:
     """Other projects' real keepalived.conf files: read without a problem, and no password kept."""

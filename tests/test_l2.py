@@ -39,7 +39,7 @@ from ka_exporter.sources.l2 import (
 )
 from ka_exporter.store import merge_views
 from ka_exporter.verdicts.l2 import judge, judge_snapshot
-from tests.conftest import PEERS, in_netns, sh
+from tests.conftest import PEERS, PEERS_ABSENT, in_netns, sh
 
 MAC = bytes.fromhex("020000000009")
 OTHER = bytes.fromhex("020000000001")
@@ -198,9 +198,7 @@ def test_configured_targets_use_the_base_interface_and_dev() -> None:
     assert configured_targets(conf) == (("eth0", "10.0.0.1"), ("eth1", "fd00::1"))
 
 
-@pytest.mark.skipif(
-    not (PEERS / "pqarmitage-issue1808-post").exists(), reason="../shared/fixtures/peers is not present"
-)
+@pytest.mark.skipif(not (PEERS / "pqarmitage-issue1808-post").exists(), reason=PEERS_ABSENT)
 def test_use_vmac_data_dump_names_the_base_interface() -> None:
     """keepalived.data says `Interface = vrrp.1, vmac on vlan1`: the instance's interface is vlan1."""
     text = (PEERS / "pqarmitage-issue1808-post" / "keepalived.data").read_text()

@@ -9,7 +9,6 @@ dumps mode, and use_vmac's interface label (item 8), both through the real expor
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -27,7 +26,7 @@ from ka_exporter.sources.l2 import SO_TIMESTAMPNS, L2Source, _kernel_time
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
 from ka_exporter.verdicts.l2 import L2Verdict, judge_snapshot
-from tests.conftest import in_netns, sample, start_exporter, stop_exporter
+from tests.conftest import in_netns, need_lab, sample, start_exporter, stop_exporter, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -37,18 +36,8 @@ POLL = 0.05
 PROBE = 0.2  # probe interval of the witnesses under test
 
 
-def need_lab() -> None:
-    if os.geteuid() != 0 or shutil.which("keepalived") is None:
-        pytest.skip("needs root and keepalived")
-
-
 def wait(pred: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(POLL)
-    return pred()
+    return wait_until(pred, timeout, POLL)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 
 from ka_exporter.lab import LAB_PASSWORD, PROFILES, Lab, LabError, LabNode
 from ka_exporter.lab.cli import lab as lab_cli
-from ka_exporter.lab.core import state_path
+from ka_exporter.lab.naming import state_path
 from ka_exporter.lab.profiles import Addressing, render_config
 from ka_exporter.lab.system import find_tool
 
@@ -109,12 +108,6 @@ def up_in_parallel(labs: list[Lab]) -> list[BaseException]:
     for t in threads:
         t.join()
     return errors
-
-
-@pytest.fixture
-def fast_lab() -> Iterator[Lab]:
-    with Lab(profile="fast") as lab:
-        yield lab
 
 
 # ---------------------------------------------------------------------------------------------- lifecycle

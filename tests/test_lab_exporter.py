@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.lab import LAB_PASSWORD, Lab
+from ka_exporter.lab import LAB_PASSWORD, Lab, LabNode
 from ka_exporter.lab.demo import exporter_args, node_args, wait_up, watchers
-from tests.conftest import free_port, parse_metrics, sample, scrape
+from tests.conftest import (
+    RunningExporter,
+    Sampler,
+    free_port,
+    parse_metrics,
+    sample,
+    scrape,
+    start_node_exporter,
+    stop_exporter,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -29,14 +38,16 @@ def promtool_check(text: str) -> str:
 
 
 @pytest.fixture
-def fast_lab(tmp_path):
+def watched_lab(tmp_path):
+    """A fast two-node lab with D-Bus, and an exporter on each node and the observer (conftest's fast_lab
+    has no D-Bus and no exporters)."""
     with Lab(profile="fast", nodes=2, dbus=True) as lab, watchers(lab, tmp_path, 0) as ws:
         wait_up(ws)
         yield lab, {w.label: w for w in ws}
 
 
-def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(fast_lab):
-    lab, ws = fast_lab
+def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(watched_lab):
+    lab, ws = watched_lab
     a, b = ws["node-a"], ws["node-b"]
     vip = lab.vips[0]
     assert vip_status(a, vip) == 1.0
@@ -45,25 +56,27 @@ def test_failover_moves_the_vip_between_exporters_and_output_is_promtool_clean(f
     for w in ws.values():
         problems = promtool_check(scrape(w.url))
         assert problems == "", f"{w.label}: {problems}"
-    t0 = time.monotonic()
-    lab.failover()
-    moved = None
-    deadline = t0 + 5
-    while time.monotonic() < deadline:  # polled every 20 ms, as an operator's alerting would see it
-        if vip_status(b, vip) == 1.0 and vip_status(a, vip) == 0.0:
-            moved = time.monotonic() - t0
-            break
-        time.sleep(0.02)
-    assert moved is not None, "the VIP never moved to node-b's exporter"
-    print(f"failover: VIP moved between exporters in {moved * 1000:.0f} ms")
+
+    def holds(w, value: float):
+        return lambda m: sample(m, "keepalived_vip_status", hostname=w.label, vip=vip) == value
+
+    # Both exporters polled every 20 ms, as an operator's alerting would see them.
+    with Sampler(a.url) as on_a, Sampler(b.url) as on_b:
+        t0 = time.monotonic()
+        lab.failover()
+        gained = on_b.wait_for(holds(b, 1.0), timeout=5, since=t0)
+        dropped = on_a.wait_for(holds(a, 0.0), timeout=5, since=t0)
+    assert gained is not None, "the VIP never moved to node-b's exporter"
+    assert dropped is not None, "node-a's exporter never showed the VIP gone"
+    print(f"failover: VIP moved between exporters in {(max(gained, dropped) - t0) * 1000:.0f} ms")
     m = parse_metrics(scrape(b.url))
     assert (
         sample(m, "keepalived_vrrp_state", iname="VI_1", intf="eth0", vrid=str(lab.instances[0].vrid)) == 2.0
     )
 
 
-def test_sigkill_leaves_a_stale_vip_that_the_exporters_show(fast_lab):
-    lab, ws = fast_lab
+def test_sigkill_leaves_a_stale_vip_that_the_exporters_show(watched_lab):
+    lab, ws = watched_lab
     vip = lab.vips[0]
     killed = lab.stop_master(kill=True)
     other = "b" if killed == "a" else "a"
@@ -89,34 +102,26 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
     hook.write_text(f"#!/bin/sh\ncat >> {out}\n")
     hook.chmod(0o755)
     with Lab(profile="fast", nodes=2, dbus=False) as lab:
-        node = lab.nodes["a"]
-        port = free_port()
-        log = tmp_path / "exp.log"
-        args = [*exporter_args(node, port, "node-a"), "--watchdog.exec", str(hook)]
-        with open(log, "w") as f:
-            proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+        exp = start_node_exporter(tmp_path, lab.nodes["a"], "node-a", "--watchdog.exec", str(hook))
         try:
-            url = f"http://127.0.0.1:{port}/metrics"
-            assert lab.wait_for(lambda: _answers(url), timeout=15)
             time.sleep(1.0)
             # A normal failover and the preemption back never fire it.
             lab.failover()
-            lab.wait_for(lambda: lab.master() == "b", timeout=5)
+            assert lab.wait_for(lambda: lab.master() == "b", timeout=5), "the failover to b did not happen"
             time.sleep(1.0)
             lab.start_master()
-            lab.wait_for(lambda: lab.master() == "a", timeout=5)
+            assert lab.wait_for(lambda: lab.master() == "a", timeout=5), "a did not preempt back"
             time.sleep(1.0)
             # keepalived on a really was stopped between the two: keepalived_down may page for that gap
             # (the process source sees an exit at once); nothing about the wire does.
             assert [e for e in _events(out) if e["kind"] != "keepalived_down"] == []
             lab.split(mode="firewall", node="b")
-            assert lab.wait_for(lambda: len(_split_events(out)) >= 1, timeout=10), log.read_text()
+            assert lab.wait_for(lambda: len(_split_events(out)) >= 1, timeout=10), exp.logs()
             lab.heal()
-            assert lab.wait_for(lambda: len(_split_events(out)) >= 2, timeout=10), log.read_text()
+            assert lab.wait_for(lambda: len(_split_events(out)) >= 2, timeout=10), exp.logs()
             time.sleep(1.0)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_exporter(exp)
     events = _events(out)
     split = [e for e in events if e["kind"] == "split_brain"]
     assert [e["state"] for e in split] == ["begin", "end"]
@@ -129,14 +134,6 @@ def test_watchdog_hook_fires_once_on_split_brain_and_once_on_its_end(tmp_path):
 
 def _split_events(path: Path) -> list[dict[str, object]]:
     return [e for e in _events(path) if e["kind"] == "split_brain"]
-
-
-def _answers(url: str) -> bool:
-    try:
-        scrape(url, timeout=1)
-        return True
-    except OSError:
-        return False
 
 
 def _events(path: Path) -> list[dict]:
@@ -155,37 +152,27 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
     with Lab(profile="basic", nodes=2, dbus=True) as lab:
         assert LAB_PASSWORD in lab.nodes["a"].config_path.read_text()  # the secret is really there
         collected: list[str] = []
-        procs = []
+        exps: list[tuple[RunningExporter, LabNode]] = []
         try:
             for name in ("a", "b"):
                 node = lab.nodes[name]
-                port = free_port()
-                log = tmp_path / f"{name}.log"
-                args = [
-                    *exporter_args(node, port, f"node-{name}"),
+                extra = (
                     "--keepalived.dump-interval",
                     "1",
                     "--log.level",
                     "debug",
                     "--watchdog.exec",
                     str(hook),
-                ]
-                with open(log, "w") as f:
-                    procs.append(
-                        (subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT), port, log, node)
-                    )
-            for _p, port, _log, _node in procs:
-                assert lab.wait_for(
-                    lambda port=port: _answers(f"http://127.0.0.1:{port}/metrics"), timeout=15
                 )
+                exps.append((start_node_exporter(tmp_path, node, f"node-{name}", *extra), node))
             time.sleep(3.0)  # dumps refreshed (they contain the password), adverts sniffed
             lab.split(mode="firewall", node="b")  # a split brain runs the hook
-            lab.wait_for(out.exists, timeout=15)
+            assert lab.wait_for(out.exists, timeout=15), "the split brain never ran the watchdog hook"
             lab.heal()
             time.sleep(2.0)
-            for _p, port, _log, node in procs:
-                collected.append(scrape(f"http://127.0.0.1:{port}/metrics"))
-                collected.append(scrape(f"http://127.0.0.1:{port}/"))
+            for exp, node in exps:
+                collected.append(scrape(exp.url))
+                collected.append(scrape(f"http://127.0.0.1:{exp.port}/"))
                 for view in ("status", "check"):
                     r = subprocess.run(
                         [*exporter_args(node, free_port(), "x")[:2], *_view_args(node), view],
@@ -198,11 +185,10 @@ def test_pass_password_never_leaves_the_exporter(tmp_path):
             assert dump.exists()
             assert LAB_PASSWORD in dump.read_text()  # keepalived wrote it; we must not repeat it
         finally:
-            for p, *_ in procs:
-                p.terminate()
-                p.wait(10)
-        for _p, _port, log, _node in procs:
-            collected.append(log.read_text())
+            for exp, _node in exps:
+                stop_exporter(exp)
+        for exp, _node in exps:
+            collected.append(exp.logs())
         assert out.exists(), "the watchdog hook never ran"
         collected.append(out.read_text())
     everything = "\n".join(collected)
@@ -214,8 +200,8 @@ def _view_args(node) -> list[str]:
     return ["--netns", node.netns, *node_args(node), "--wire.listen-seconds", "1.5"]
 
 
-def test_status_and_check_on_a_lab_node(fast_lab):
-    lab, _ws = fast_lab
+def test_status_and_check_on_a_lab_node(watched_lab):
+    lab, _ws = watched_lab
     node = lab.nodes["a"]
     r = subprocess.run(
         [sys.executable, "-m", "ka_exporter", *_view_args(node), "status"],
@@ -249,18 +235,11 @@ def test_status_and_check_on_a_lab_node(fast_lab):
     assert r.stdout.startswith("KEEPALIVED CRITICAL - split brain")
 
 
-def test_dbus_on_and_off_give_the_same_instance_series(fast_lab, tmp_path):
-    lab, ws = fast_lab
-    node = lab.nodes["b"]
-    port = free_port()
-    log = tmp_path / "nodbus.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [*exporter_args(node, port, "node-b"), "--no-collector.dbus"], stdout=f, stderr=subprocess.STDOUT
-        )
+def test_dbus_on_and_off_give_the_same_instance_series(watched_lab, tmp_path):
+    lab, ws = watched_lab
+    exp = start_node_exporter(tmp_path, lab.nodes["b"], "node-b", "--no-collector.dbus")
     try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        assert lab.wait_for(lambda: _answers(url), timeout=15)
+        url = exp.url
 
         def series(u: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
             return {
@@ -277,5 +256,4 @@ def test_dbus_on_and_off_give_the_same_instance_series(fast_lab, tmp_path):
         lab.failover()
         assert lab.wait_for(lambda: "BACKUP -> MASTER" in ws["node-b"].log.read_text(), timeout=10)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_exporter(exp)

@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 
 from ka_exporter.lab import LAB_PASSWORD, Lab
-from ka_exporter.lab.demo import exporter_args
 from ka_exporter.model import Snapshot, WirePeer
 from ka_exporter.outputs.views import FAILOVER_COLOUR, SPAN_COLOURS, landing_page
 from ka_exporter.verdicts.failover import HISTORY_SPANS, FailoverTracker
-from tests.conftest import free_port, parse_metrics, sample
+from tests.conftest import RunningExporter, parse_metrics, sample, start_node_exporter, stop_exporter
 
 pytestmark = pytest.mark.lab
 
@@ -257,24 +256,9 @@ def png_colours(path: Path, rows: int = 250) -> dict[tuple[int, int, int], int]:
 # ------------------------------------------------------------------------------------------- tests
 
 
-def _exporter(lab: Lab, workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log = workdir / "exporter.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*exporter_args(lab.nodes["a"], port, "node-a"), *extra], stdout=out, stderr=subprocess.STDOUT
-        )
-    return proc, f"http://127.0.0.1:{port}/", log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def _exporter(lab: Lab, workdir: Path, *extra: str) -> tuple[RunningExporter, str]:
+    exp = start_node_exporter(workdir, lab.nodes["a"], "node-a", *extra)
+    return exp, f"http://127.0.0.1:{exp.port}/"
 
 
 def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
@@ -282,7 +266,7 @@ def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
     with Lab(profile="fast", nodes=2, dbus=True) as lab:
         a, b = lab.nodes["a"], lab.nodes["b"]
         vrid, vip = str(lab.instances[0].vrid), lab.vips[0]
-        proc, url, log = _exporter(lab, tmp_path)
+        exp, url = _exporter(lab, tmp_path)
         try:
 
             def healthy(page: Element) -> bool:
@@ -347,8 +331,8 @@ def test_page_shows_master_vip_routers_and_then_the_split_brain(tmp_path):
             assert colours.get(GREEN, 0) == 0
             lab.heal()
         finally:
-            _stop(proc)
-    assert "Traceback" not in log.read_text()
+            stop_exporter(exp)
+    assert "Traceback" not in exp.logs()
 
 
 @pytest.mark.slow
@@ -358,7 +342,7 @@ def test_lab_password_never_reaches_the_page(tmp_path):
     with Lab(profile="basic", nodes=2, dbus=True) as lab:
         a = lab.nodes["a"]
         assert LAB_PASSWORD in a.config_path.read_text()  # the secret is really there to leak
-        proc, url, _log = _exporter(lab, tmp_path, "--keepalived.dump-interval", "1")
+        exp, url = _exporter(lab, tmp_path, "--keepalived.dump-interval", "1")
         try:
             dump = a.tmpdir / "keepalived.data"
 
@@ -380,7 +364,7 @@ def test_lab_password_never_reaches_the_page(tmp_path):
             seen.append(browser.dom(url))
             lab.heal()
         finally:
-            _stop(proc)
+            stop_exporter(exp)
     assert "critical" in seen[1].by_id("overall").classes
     for page in seen:
         assert LAB_PASSWORD not in page.text
@@ -481,7 +465,7 @@ def test_page_history_shows_a_real_failover_with_its_measured_gap(tmp_path):
     with Lab(profile="fast", nodes=2, dbus=True) as lab:
         a, b = lab.nodes["a"], lab.nodes["b"]
         vrid = str(lab.instances[0].vrid)
-        proc, url, log = _exporter(lab, tmp_path)
+        exp, url = _exporter(lab, tmp_path)
         try:
             wait_page(url, lambda page: a.address in instance_row(page)["ROUTERS ON WIRE"].text)
             assert lab.master() == "a"
@@ -523,8 +507,8 @@ def test_page_history_shows_a_real_failover_with_its_measured_gap(tmp_path):
             blue = tuple(int(FAILOVER_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
             assert colours.get(blue, 0) > 20, "no failover tick on the screenshot"
         finally:
-            _stop(proc)
-    assert "Traceback" not in log.read_text()
+            stop_exporter(exp)
+    assert "Traceback" not in exp.logs()
 
 
 def test_history_stays_bounded_and_keeps_the_newest():

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 
 from ka_exporter.model import InstanceView, VrrpState
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_dumps, parse_json, parse_stats
+from tests.conftest import FIXTURES, PEERS
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-PEERS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peers"  # optional
 PASSWORD = "kaT3st01"
 VERSIONS = [
     "keepalived-1.3.5",

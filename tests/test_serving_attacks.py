@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.conftest import REPO, free_port, parse_metrics, sample, wait_until
+from tests.conftest import REPO, free_port, parse_metrics, sample, stop_process, wait_ready, wait_until
 from tests.test_serve import write_conf
 from tests.test_webconfig import (
     PASSWORD,
@@ -104,25 +104,17 @@ def start_limited(tmp: Path, config: Path, *args: str) -> Limited:
             preexec_fn=cgroup.preexec() if cgroup else None,  # noqa: PLW1509 - writes two files, sets one rlimit
         )
     exp = Limited(proc, port, log, cgroup)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exporter exited {proc.returncode}: {exp.logs()}")
-        if "listening on" in exp.logs():
-            return exp
-        time.sleep(0.05)
-    stop_limited(exp)
-    raise AssertionError(f"exporter did not come up: {exp.logs()}")
+    try:
+        wait_ready(proc, lambda: "listening on" in exp.logs(), exp.logs, timeout=20)
+    except AssertionError:
+        stop_limited(exp)
+        raise
+    return exp
 
 
 def stop_limited(exp: Limited) -> None:
     if exp.proc.poll() is None:
-        exp.proc.terminate()
-        try:
-            exp.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            exp.proc.kill()
-            exp.proc.wait(5)
+        stop_process(exp.proc, 15)
     if exp.cgroup is not None:
         exp.cgroup.remove()
 

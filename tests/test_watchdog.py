@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ka_exporter.outputs.watchdog import Event, HookRunner, Transitions, Watchdog
 from ka_exporter.verdicts.conditions import Condition
+from tests.conftest import wait_until
 
 SB = Condition("split_brain", (("family", "inet"), ("interface", "eth0"), ("vrid", "51")), "two masters")
 
@@ -95,12 +96,7 @@ def test_never_two_runs_at_once_for_the_same_condition(tmp_path):
 
 
 def wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return bool(pred())
+    return wait_until(pred, timeout, 0.01)
 
 
 def test_hooks_never_run_more_than_the_bound_at_once_and_every_transition_is_accounted_for(tmp_path):

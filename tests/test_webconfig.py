@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ka_exporter.outputs.webconfig import WebConfigError, der_validity, load_web_config, parse_basic
-from tests.conftest import EXPORTER, RunningExporter, free_port, stop_exporter
+from tests.conftest import EXPORTER, RunningExporter, free_port, start_exporter, stop_exporter
 
 PASSWORD = "s3cret-Scrape!"
 # Cost 4 keeps the tests quick; the format is what htpasswd -nBC writes ($2y$).
@@ -387,24 +387,8 @@ def web_exporter_argv(port: int, config: Path, *args: str) -> list[str]:
 def start_tls_exporter(tmp: Path, config: Path, *args: str) -> RunningExporter:
     """The real exporter serving with --web.config.file; ready when its port accepts connections."""
     port = free_port()
-    log = tmp / f"exporter-{port}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            web_exporter_argv(port, config, *NO_SOURCES, *args),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    exp = RunningExporter(proc, port, log)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exporter exited {proc.returncode}: {exp.logs()}")
-        if "listening on" in exp.logs():
-            return exp
-        time.sleep(0.05)
-    stop_exporter(exp)
-    raise AssertionError(f"exporter did not come up: {exp.logs()}")
+    argv = web_exporter_argv(port, config, *NO_SOURCES, *args)
+    return start_exporter(tmp, argv=argv, port=port, ready="listening")
 
 
 @pytest.fixture

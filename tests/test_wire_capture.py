@@ -419,8 +419,8 @@ def test_a_spoofer_using_the_masters_own_address_marks_the_row_contested(pair: P
 def test_missing_interface_is_one_line_and_run_once_does_not_raise() -> None:
     store = Store(hostname="x")
     name = unique("nope")
-    src = WireSource(store, [name, unique("nop2")])
-    src.run_once(0.0)
+    src = WireSource(store, [name, unique("nop2")], listen_seconds=0.0)
+    src.run_once()
     h = store.health("wire")
     assert h is not None
     assert not h.up
@@ -436,8 +436,8 @@ from ka_exporter.store import Store
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.sources.vips import VipSource
 store = Store(hostname="x")
-wire = WireSource(store, ["lo"], retry_interval=0.05)
-wire.run_once(0.1)
+wire = WireSource(store, ["lo"], retry_interval=0.05, listen_seconds=0.1)
+wire.run_once()
 print("ONCE", store.health("wire").error)
 vips = VipSource(store)
 vips.run_once()

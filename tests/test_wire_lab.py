@@ -5,14 +5,12 @@ Each WireSource runs in a lab namespace (node a, node b, the observer) and is po
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +26,7 @@ from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
 from ka_exporter.verdicts.wire import VridKey, VridVerdict
-from tests.conftest import in_netns
+from tests.conftest import in_netns, need_lab, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -110,24 +108,7 @@ class Watcher:
 
 
 def wait(pred: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(POLL)
-    return pred()
-
-
-def need_lab() -> None:
-    if os.geteuid() != 0 or shutil.which("keepalived") is None:
-        pytest.skip("needs root and keepalived")
-
-
-@pytest.fixture
-def fast_lab() -> Iterator[Any]:
-    need_lab()
-    with Lab(profile="fast") as lab:
-        yield lab
+    return wait_until(pred, timeout, POLL)
 
 
 def test_split_brain_firewall_and_bridge_cases_and_failovers_never_raise_it(fast_lab: Any) -> None:

@@ -11,8 +11,9 @@ nobody was heard on until the sniffer has captured for that VRID's hold time (3 
 keepalived.conf + skew, ~4.15 s at the default advert_int 1), and on interfaces it does not capture
 on (or while it cannot capture at all: see `ka_exporter_source_up{source="wire"}`). In `--once`
 mode only the listening window counts: with `--wire.listen-seconds` shorter than a VRID's hold time
-(the default 3 s is shorter than 4.15 s), a VRID not heard in the window reads no_master 0 ("not
-known"), never 1; use a window of at least the hold time (e.g. 5 s) for --once to judge absence.
+(the default 5 s covers 4.15 s, the hold time at advert_int 1, but not that of a longer advert_int), a
+VRID not heard in the window reads no_master 0 ("not known"), never 1; use a window of at least the
+hold time for --once to judge absence.
 
 `keepalived_wire_conflict{kind="source"}` is 1 while one router row is contested: adverts with the
 same source address disagree with each other (VIPs/auth/interval/version going back and forth, or

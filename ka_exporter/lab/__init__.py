@@ -9,7 +9,9 @@ configurations.
         lab.wait_for(lambda: lab.master() == "b", timeout=5.0)
 """
 
-from ka_exporter.lab.core import DEFAULT_NAME, STATE_DIR, Lab, LabHost, LabNode, known_labs
+from ka_exporter.lab.core import Lab
+from ka_exporter.lab.hosts import LabHost, LabNode
+from ka_exporter.lab.naming import DEFAULT_NAME, STATE_DIR, known_labs
 from ka_exporter.lab.profiles import LAB_PASSWORD, PROFILES, LabInstance, Profile
 from ka_exporter.lab.system import LabError
 

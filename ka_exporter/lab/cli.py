@@ -13,7 +13,8 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from ka_exporter.lab.core import DEFAULT_NAME, Lab, known_labs
+from ka_exporter.lab.core import Lab
+from ka_exporter.lab.naming import DEFAULT_NAME, known_labs
 from ka_exporter.lab.profiles import PROFILES
 from ka_exporter.lab.system import LabError, check_root
 

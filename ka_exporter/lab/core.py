@@ -8,6 +8,9 @@ Topology (names from the lab's prefix P, e.g. "ka1a2b3"):
     P-c  : eth0 10.X.Y.3/24 (nodes=3)
     P-o  : eth0 10.X.Y.9/24 observer: sees every advert, also during a bridge split
 
+The lab's hosts (`hosts.LabHost`, `hosts.LabNode`) and how labs are named and found (`naming`: the
+prefix, the state file, a free subnet) are their own modules; this one is the `Lab` itself.
+
 Everything a lab makes is recorded (state file /run/ka-exporter-lab/P.json, rewritten after every change),
 so `down()` -- in this process or a later one via `Lab.load()` -- stops exactly the processes it started
 (pid plus start time) and deletes exactly the namespaces and files it made, even after a half-finished
@@ -20,10 +23,8 @@ import contextlib
 import ipaddress
 import json
 import os
-import random
 import shutil
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from signal import SIGKILL
@@ -32,6 +33,18 @@ from typing import Any, Self
 
 from ka_exporter.lab import dbus as labdbus
 from ka_exporter.lab import profiles
+from ka_exporter.lab.hosts import LabHost, LabNode
+from ka_exporter.lab.naming import (
+    DEFAULT_NAME,
+    OBSERVER_HOST,
+    SPLIT_TABLE,
+    STATE_DIR,
+    STATE_VERSION,
+    _check_prefix,
+    _pick_addressing,
+    _random_prefix,
+    state_path,
+)
 from ka_exporter.lab.profiles import Addressing, LabInstance, Profile
 from ka_exporter.lab.system import (
     LabError,
@@ -45,107 +58,7 @@ from ka_exporter.lab.system import (
     run,
     spawn,
 )
-
-STATE_DIR = Path("/run/ka-exporter-lab")
-DEFAULT_NAME = "kalab"
-STATE_VERSION = 1
-SPLIT_TABLE = "ka_lab_split"
-OBSERVER_HOST = 9
-_PREFIX_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
-_MAX_PREFIX = 10  # keeps "PREFIX-sw" well inside the 15 characters of an interface name
-
-
-class LabHost:
-    """A namespace on the lab bridge: the observer, and the base of every node."""
-
-    def __init__(self, name: str, netns: str, address: str, address6: str | None, interface: str = "eth0"):
-        self.name = name
-        self.netns = netns
-        self.address = address
-        self.address6 = address6
-        self.interface = interface
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, netns={self.netns!r}, address={self.address!r})"
-
-
-class LabNode(LabHost):
-    """One keepalived node: its namespace, addresses, files and (while it runs) its keepalived process."""
-
-    def __init__(
-        self, name: str, netns: str, address: str, address6: str | None, *, directory: Path, dbus: bool
-    ) -> None:
-        super().__init__(name, netns, address, address6)
-        self.dir = directory
-        self.config_path = directory / "keepalived.conf"
-        self.tmpdir = directory / "tmp"  # keepalived's TMPDIR: keepalived.data/.stats/.json land here
-        self.pidfile = directory / "keepalived.pid"
-        self.vrrp_pidfile = directory / "vrrp.pid"
-        self.checkers_pidfile = directory / "checkers.pid"
-        self.bfd_pidfile = directory / "bfd.pid"
-        self.log_path = directory / "keepalived.log"
-        self.notify_log = directory / "notify.log"  # written by the "basic" profile's notify script
-        self.check_flag = directory / "service-down"  # check scripts fail while it exists
-        self.dbus_socket = directory / "dbus" / "bus"
-        self.dbus_config = directory / "dbus" / "bus.conf"
-        self.dbus_log = directory / "dbus" / "dbus.log"
-        self.dbus_address: str | None = f"unix:path={self.dbus_socket}" if dbus else None
-        self.proc: Proc | None = None
-        self.dbus_proc: Proc | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """The keepalived parent's pid while it runs, else None."""
-        return self.proc.pid if self.proc is not None and self.proc.alive() else None
-
-    def running(self) -> bool:
-        return self.pid is not None
-
-
-def _random_prefix() -> str:
-    return f"ka{os.getpid() % 4096:03x}{random.randrange(256):02x}"  # noqa: S311 - a name, not a secret
-
-
-def _check_prefix(prefix: str) -> str:
-    if not (
-        0 < len(prefix) <= _MAX_PREFIX
-        and prefix[0].isalpha()
-        and prefix.islower()
-        and all(ch in _PREFIX_CHARS for ch in prefix)
-    ):
-        raise LabError(
-            f"bad lab name {prefix!r}: use 1-{_MAX_PREFIX} lower-case letters, digits or '-', "
-            "starting with a letter"
-        )
-    return prefix
-
-
-def state_path(name: str) -> Path:
-    return STATE_DIR / f"{name}.json"
-
-
-def known_labs() -> list[str]:
-    """Names of the labs with a state file (up, or left behind by a crash)."""
-    return sorted(p.stem for p in STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []
-
-
-def _used_subnets() -> set[tuple[int, int]]:
-    used: set[tuple[int, int]] = set()
-    for name in known_labs():
-        try:
-            x, y = json.loads(state_path(name).read_text())["subnet"]
-            used.add((int(x), int(y)))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return used
-
-
-def _pick_addressing() -> Addressing:
-    used = _used_subnets()
-    while True:
-        pick = (random.randint(200, 254), random.randrange(256))  # noqa: S311
-        if pick not in used:
-            return Addressing(*pick)
+from ka_exporter.testing import wait_until
 
 
 class Lab:
@@ -645,13 +558,7 @@ class Lab:
     @staticmethod
     def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
         """Poll `predicate` every `interval` seconds until it is true (True) or `timeout` passes (False)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        return wait_until(predicate, timeout, interval)
 
     # ------------------------------------------------------------------ partitions
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from ka_exporter.settings import DEFAULT_PORT
+from ka_exporter.testing import free_port, stop_process
 
 
 @dataclass
@@ -107,12 +107,6 @@ def summary(w: Watcher) -> str:
     return " | ".join(parts)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def watchers(lab: Any, workdir: Path, base_port: int = 0) -> Iterator[list[Watcher]]:
     """One exporter per node on ports base_port, base_port+1, ..., then the observer's.
@@ -123,7 +117,7 @@ def watchers(lab: Any, workdir: Path, base_port: int = 0) -> Iterator[list[Watch
 
     def next_port(previous: int | None) -> int:
         if base_port == 0:
-            return _free_port()
+            return free_port()
         return base_port if previous is None else previous + 1
 
     try:
@@ -158,10 +152,7 @@ def watchers(lab: Any, workdir: Path, base_port: int = 0) -> Iterator[list[Watch
             if w.proc.poll() is None:
                 w.proc.terminate()
         for w in started:
-            try:
-                w.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
+            stop_process(w.proc, 5)
 
 
 def wait_up(ws: list[Watcher], timeout: float = 15.0) -> None:

@@ -1,10 +1,11 @@
 """A small blocking D-Bus client: jeepney's sans-I/O core (auth, marshalling) over a socket we own.
 
 Why not `jeepney.io.blocking`: its connection says Hello with no time limit, and its only way to wake a
-reader blocked in another thread is to close the socket under it. Here every read has a deadline,
-`interrupt()` wakes a blocked reader from any thread, replies are matched by serial so many calls can
-be in flight at once (`call_many`), and signals that arrive while a call waits are queued, bounded,
-for `next_signal()`.
+reader blocked in another thread is to close the socket under it. Here every read and every write has a
+deadline (a bus that stops reading, e.g. a frozen dbus-daemon, fails the call with TimeoutError rather
+than block the sender forever), `interrupt()` wakes a blocked reader or writer from any thread, replies
+are matched by serial so many calls can be in flight at once (`call_many`), and signals that arrive
+while a call waits are queued, bounded, for `next_signal()`.
 
 One `BusClient` is meant for one thread. Nothing here logs message bodies.
 """
@@ -12,7 +13,9 @@ One `BusClient` is meant for one thread. Nothing here logs message bodies.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import socket
 import threading
 import time
@@ -158,7 +161,7 @@ class BusClient:
         try:
             while len(results) < len(calls):
                 while sent < len(calls) and sent - len(results) < window:
-                    serials.append(self._send(calls[sent]))
+                    serials.append(self._send(calls[sent], deadline))
                     sent += 1
                 serial = serials[len(results)]
                 while serial not in self._replies:
@@ -242,7 +245,9 @@ class BusClient:
         self._sock.settimeout(None)
         self._sock.setblocking(False)
 
-    def _send(self, call: Call) -> int:
+    def _send(self, call: Call, deadline: float) -> int:
+        """Write one method call; TimeoutError if the bus has not taken all of it by `deadline` (the
+        connection is closed then: half a message on the stream would garble every later one)."""
         if self._closed:
             raise BusConnectionError("connection closed")
         self._serial += 1
@@ -260,12 +265,32 @@ class BusClient:
             try:
                 n = self._sock.send(view)
             except BlockingIOError:
-                fdwait.writable(self._sock, self.timeout)
+                if not self._wait_writable(deadline):
+                    if len(view) < len(data):
+                        self.close()
+                    raise TimeoutError from None
                 continue
             except OSError:
                 raise BusConnectionError("the bus closed the connection") from None
             view = view[n:]
         return serial
+
+    def _wait_writable(self, deadline: float) -> bool:
+        """Wait until the socket takes more data (True) or `deadline` passes (False);
+        BusConnectionError when interrupted or closed."""
+        poller = select.poll()
+        try:
+            poller.register(self._sock.fileno(), select.POLLOUT)
+            poller.register(self._wake_r, select.POLLIN)
+        except (OSError, ValueError) as exc:
+            raise BusConnectionError("connection closed") from exc
+        events = poller.poll(math.ceil(max(0.0, deadline - time.monotonic()) * 1000))
+        for fd, _mask in events:
+            if fd == self._wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 64)
+                raise BusConnectionError("interrupted")
+        return bool(events)
 
     def _read(self, deadline: float | None) -> None:
         """Read and dispatch at least one message (or raise TimeoutError / BusConnectionError)."""

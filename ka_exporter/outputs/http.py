@@ -46,6 +46,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from ka_exporter.logs import Throttle
+from ka_exporter.settings import default
 
 # The logger= name operators' log filters know, kept when the module moved to outputs/.
 log = logging.getLogger("ka_exporter.http")
@@ -77,7 +78,7 @@ class Guard(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_connections: int = 4096
+    max_connections: int = default("web_max_connections")
     handshake_timeout: float = 10.0
     header_timeout: float = 10.0
     idle_timeout: float = 300.0

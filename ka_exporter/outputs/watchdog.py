@@ -35,6 +35,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from ka_exporter.linux import caps
+from ka_exporter.settings import default
 from ka_exporter.verdicts.conditions import Condition
 
 # The logger= name operators' log filters know, kept when the module moved to outputs/.
@@ -102,7 +103,7 @@ class _Tracked:
 class Transitions:
     """Pure bookkeeping: feed it the current conditions and a clock, get the debounced events."""
 
-    def __init__(self, debounce: float = 0.0) -> None:
+    def __init__(self, debounce: float = default("watchdog_debounce")) -> None:
         self.debounce = debounce
         self._tracked: dict[tuple[str, tuple[tuple[str, str], ...]], _Tracked] = {}
         self._last_update = 0.0
@@ -184,9 +185,9 @@ class HookRunner:
     def __init__(
         self,
         command: str,
-        timeout: float = 10.0,
+        timeout: float = default("watchdog_timeout"),
         *,
-        max_concurrent: int = 4,
+        max_concurrent: int = default("watchdog_max_concurrent"),
         max_pending: int = 64,
         stats: WatchdogStats | None = None,
     ) -> None:
@@ -397,7 +398,7 @@ class Watchdog:
 
     evaluate: Callable[[], tuple[float, str, list[Condition]]]  # -> (now, hostname, conditions)
     runner: HookRunner | None
-    debounce: float = 0.0
+    debounce: float = default("watchdog_debounce")
     configured: Callable[[], Collection[tuple[str, str, int]]] | None = None
     page_unconfigured: bool = False
     stats: WatchdogStats = field(default_factory=WatchdogStats)

@@ -88,31 +88,42 @@ def parse_proc_ip_vs(raw: bytes | str, name: str = "/proc/net/ip_vs") -> tuple[I
         if not words:
             continue
         if words[0] == "->":
-            if current is None or len(words) != 6:
+            if current is None:
                 raise IpvsError(f"{where}: cannot read destination line {line.strip()[:48]!r}")
-            address, port = _hex_endpoint(words[1], where)
-            try:
-                weight, active, inactive = int(words[3]), int(words[4]), int(words[5])
-            except ValueError:
-                raise IpvsError(f"{where}: cannot read destination line {line.strip()[:48]!r}") from None
-            current[3].append(IpvsDest(lvs_key(address, port), words[2], weight, active, inactive))
+            current[3].append(_dest_line(words, where, line))
             continue
         close()
-        if len(words) < 3 or words[0] not in ("TCP", "UDP", "SCTP", "FWM"):
-            raise IpvsError(f"{where}: cannot read service line {line.strip()[:48]!r}")
-        if words[0] == "FWM":
-            try:
-                key = f"fwmark:{int(words[1], 16)}"
-            except ValueError:
-                raise IpvsError(f"{where}: cannot read service line {line.strip()[:48]!r}") from None
-        else:
-            key = lvs_key(*_hex_endpoint(words[1], where))
+        key = _service_key(words, where, line)
         if (words[0], key) in {(s.protocol, s.key) for s in services} or (words[0] + key) in seen:
             raise IpvsError(f"{where}: service {words[0]} {key} appears twice")
         seen.add(words[0] + key)
         current = (key, words[0], words[2], [])
     close()
     return tuple(services)
+
+
+def _dest_line(words: list[str], where: str, line: str) -> IpvsDest:
+    """`-> ADDR:PORT Forward Weight ActiveConn InActConn` (hex address and port)."""
+    if len(words) != 6:
+        raise IpvsError(f"{where}: cannot read destination line {line.strip()[:48]!r}")
+    address, port = _hex_endpoint(words[1], where)
+    try:
+        weight, active, inactive = int(words[3]), int(words[4]), int(words[5])
+    except ValueError:
+        raise IpvsError(f"{where}: cannot read destination line {line.strip()[:48]!r}") from None
+    return IpvsDest(lvs_key(address, port), words[2], weight, active, inactive)
+
+
+def _service_key(words: list[str], where: str, line: str) -> str:
+    """The `virtual_server` label of a service line: `TCP ADDR:PORT sched ...` or `FWM MARK sched ...`."""
+    if len(words) < 3 or words[0] not in ("TCP", "UDP", "SCTP", "FWM"):
+        raise IpvsError(f"{where}: cannot read service line {line.strip()[:48]!r}")
+    if words[0] == "FWM":
+        try:
+            return f"fwmark:{int(words[1], 16)}"
+        except ValueError:
+            raise IpvsError(f"{where}: cannot read service line {line.strip()[:48]!r}") from None
+    return lvs_key(*_hex_endpoint(words[1], where))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ka_exporter.model import KeepalivedConfig
 from ka_exporter.parse.kaconf import ConfigError, FileStamp, file_stamp, load_config
-from ka_exporter.sources.base import Source
+from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.store import Store
 
 __all__ = ["ConfigSource", "summarize_problems"]
@@ -41,6 +41,7 @@ class ConfigSource(Source):
     """Reads keepalived.conf when it (or an included file) changed and publishes it to the store."""
 
     name = "config"
+    leads = True  # the others take their interfaces, VRIDs and whether they run from keepalived.conf
 
     def __init__(
         self, store: Store, path: Path, interval: float = 10.0, *, config_id: str | None = None
@@ -53,14 +54,11 @@ class ConfigSource(Source):
         self._status: str | None = None  # the outcome of the last read: None (ok) or the error
         self.reads = 0  # how many times the config was actually parsed
 
-    def run_once(self) -> None:
-        try:
-            self._run_once()
-        except Exception as exc:  # a source never raises out; keep the last good config
-            self._watched = None
-            self.fail(_one_line(f"config {self.path}: {type(exc).__name__}: {exc}"))
+    def unexpected(self, exc: Exception) -> str:
+        self._watched = None  # read again next pass; the last good config stays
+        return _one_line(f"config {self.path}: {type(exc).__name__}: {exc}")
 
-    def _run_once(self) -> None:
+    def poll(self) -> None:
         if self._watched is not None and self._unchanged(self._watched):
             self._report()
             return
@@ -85,3 +83,14 @@ class ConfigSource(Source):
             self.ok()
         else:
             self.fail(self._status)
+
+
+def build(w: Wiring) -> ConfigSource:
+    config = ConfigSource(w.store, w.settings.keepalived_config)
+    # Read keepalived.conf now: which other sources are worth running depends on it (D-Bus, FIFO, LVS).
+    # The daemon's own first pass later finds it unchanged and does not read it again.
+    config.run_once()
+    return config
+
+
+REGISTRATION = Registration("config", "keepalived.conf reader", 30, build, parts=("host:collect_config",))

@@ -59,8 +59,9 @@ from ka_exporter.linux.dbusclient import (
     Signal,
     resolve_address,
 )
-from ka_exporter.model import InstanceView, VrrpState
-from ka_exporter.sources.base import Source
+from ka_exporter.model import InstanceView, KeepalivedConfig, VrrpState
+from ka_exporter.settings import Settings
+from ka_exporter.sources.base import Registration, Source, Wiring, wiring_log
 from ka_exporter.store import Store
 
 log = logging.getLogger("ka_exporter.sources.dbus")
@@ -277,8 +278,12 @@ class DbusSource(Source):
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def run_once(self) -> None:
-        """Connect, enumerate, publish, disconnect (for --once). Never raises."""
+    def unexpected(self, exc: Exception) -> str:
+        log.exception("dbus: unexpected error")
+        return f"dbus: unexpected {type(exc).__name__}"
+
+    def poll(self) -> None:
+        """Connect, enumerate, publish, disconnect (for --once)."""
         try:
             with BusClient(self.address, timeout=self.call_timeout) as client:
                 self._refresh(client)
@@ -286,9 +291,6 @@ class DbusSource(Source):
             self.fail(self.not_on_bus_error)
         except (BusConnectionError, TimeoutError, DBusError, OSError) as exc:
             self.fail(self._bus_error(exc))
-        except Exception as exc:  # a source never raises
-            log.exception("dbus: unexpected error")
-            self.fail(f"dbus: unexpected {type(exc).__name__}")
 
     def run(self) -> None:
         """Stay connected, follow signals; reconnect with backoff (0.5 s, then every 1 s)."""
@@ -307,8 +309,7 @@ class DbusSource(Source):
             except Exception as exc:
                 if self.stopping:
                     break
-                log.exception("dbus: unexpected error")
-                self.fail(f"dbus: unexpected {type(exc).__name__}")
+                self.fail(self.unexpected(exc))
                 self._withdraw()
             if connected:
                 backoff = self.backoff_initial
@@ -642,3 +643,34 @@ class DbusSource(Source):
             log.warning("%s", error)
         self._dump_error = error
         return False
+
+
+def dbus_wanted(settings: Settings, config: KeepalivedConfig | None) -> bool:
+    """D-Bus is worth trying unless keepalived.conf was read and does not set enable_dbus.
+
+    Without this, every keepalived run without D-Bus would show a permanently failed dbus source.
+    An explicit --keepalived.dbus-address always tries.
+    """
+    if settings.keepalived_dbus_address or config is None:
+        return True
+    if not config.enable_dbus:
+        wiring_log.info(
+            "keepalived.conf does not set enable_dbus: reading keepalived's view from its dumps only"
+        )
+    return config.enable_dbus
+
+
+def build(w: Wiring) -> DbusSource | None:
+    if not dbus_wanted(w.settings, w.config):
+        return None
+    return DbusSource(w.store, w.settings.keepalived_dbus_address)
+
+
+REGISTRATION = Registration(
+    "dbus",
+    "keepalived's D-Bus view",
+    40,
+    build,
+    parts=("keepalived:collect_keepalived",),
+    uses=("config",),
+)

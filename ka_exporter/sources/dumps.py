@@ -71,7 +71,10 @@ from ka_exporter.linux.caps import explain
 from ka_exporter.linux.procfs import comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.model import InstanceView
 from ka_exporter.parse.dumps import DumpError, combine, parse_data, parse_json, parse_stats
-from ka_exporter.sources.base import Source
+from ka_exporter.settings import default
+from ka_exporter.sources.base import Registration, Source, Wiring, coalesced
+from ka_exporter.sources.dbus import DbusSource
+from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
 
 log = logging.getLogger("ka_exporter.sources.dumps")
@@ -320,8 +323,8 @@ class DumpSource(Source):
         store: Store,
         dumps_dir: Path | None,
         pid_file: Path,
-        signal: bool = True,
-        interval: float = 15.0,
+        signal: bool = default("keepalived_signal"),
+        interval: float = default("keepalived_dump_interval"),
         *,
         requester: Requester | None = None,
         timeout: float = 3.0,
@@ -408,13 +411,13 @@ class DumpSource(Source):
 
     # -- one refresh ------------------------------------------------------------------------------
 
-    def run_once(self) -> None:
+    def unexpected(self, exc: Exception) -> str:
+        log.debug("dump refresh failed", exc_info=True)
+        return f"dump refresh failed: {type(exc).__name__}"
+
+    def poll(self) -> None:
         with self._lock:
-            try:
-                error = self._refresh()
-            except Exception as exc:  # never raise out of a source
-                log.debug("dump refresh failed", exc_info=True)
-                error = f"dump refresh failed: {type(exc).__name__}"
+            error = self._refresh()
         if error is None:
             self.ok()
         else:
@@ -693,3 +696,41 @@ class DumpSource(Source):
         self.refreshes += 1
         self.store.set_instances(views, "dumps")
         return None
+
+
+DETAIL_DELAY = 0.25  # seconds from a D-Bus state change to the dump refresh it asks for
+
+
+def build(w: Wiring) -> DumpSource:
+    s = w.settings
+    dbus = w.get("dbus", DbusSource)
+    dumps = DumpSource(
+        w.store,
+        s.keepalived_dumps_dir,
+        s.keepalived_pid_file,
+        signal=s.keepalived_signal,
+        interval=s.keepalived_dump_interval,
+        requester=dbus.request_dump if dbus is not None else None,
+    )
+    if dbus is not None:
+        # A state change seen on D-Bus refreshes the dump's detail soon after (never per scrape), once
+        # the burst is over: a failover of 100 instances is 100 signals within milliseconds, and a dump
+        # asked for in the middle of it has keepalived write 100 instances' detail before it sends the
+        # next signals (the state the scrape waits for comes from those). It also tells D-Bus there is
+        # a dump source to hand over to when the bus goes away.
+        dbus.on_change = coalesced(dumps.request_refresh, DETAIL_DELAY)
+    vips = w.get("vips", VipSource)
+    if vips is not None:
+        # A VIP coming or going means a transition: refresh keepalived's view to match.
+        vips.on_change = dumps.request_refresh
+    return dumps
+
+
+REGISTRATION = Registration(
+    "dumps",
+    "keepalived's dump files",
+    50,
+    build,
+    parts=("keepalived:collect_keepalived",),
+    uses=("dbus", "vips"),
+)

@@ -34,9 +34,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ka_exporter.model import InstanceView, VrrpState
+from ka_exporter.model import InstanceView, KeepalivedConfig, VrrpState
 from ka_exporter.parse.fifo import MAX_LINE, FifoEvent, parse_line
-from ka_exporter.sources.base import Source
+from ka_exporter.settings import Settings
+from ka_exporter.sources.base import Registration, Source, Wiring, wiring_log
+from ka_exporter.sources.dumps import DumpSource
 from ka_exporter.store import Store
 
 __all__ = ["BACKLOG_TRUSTED", "FifoSource", "check_fifo"]
@@ -93,14 +95,15 @@ class FifoSource(Source):
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def run_once(self) -> None:
+    def unexpected(self, exc: Exception) -> str:
+        return f"{self.path}: {type(exc).__name__}: {exc}"
+
+    def poll(self) -> None:
         """--once: read what the FIFO holds now (the backlog) and close it again."""
         try:
             if self._open():
                 self._read_available()
                 self.ok()
-        except Exception as exc:  # a source never raises out
-            self.fail(f"{self.path}: {type(exc).__name__}: {exc}")
         finally:
             self._close()
 
@@ -113,7 +116,7 @@ class FifoSource(Source):
                 self._wait_and_read()
             except Exception as exc:  # keep going: a bad line or a vanished FIFO never stops the source
                 self._close()
-                self.fail(f"{self.path}: {type(exc).__name__}: {exc}")
+                self.fail(self.unexpected(exc))
                 self.sleep(self.interval)
         self._close()
 
@@ -271,3 +274,53 @@ class FifoSource(Source):
                 self.on_change()
             except Exception:
                 log.exception("fifo: on_change callback failed")
+
+
+def fifo_wanted(settings: Settings, config: KeepalivedConfig | None) -> Path | None:
+    """The notify FIFO to read: keepalived.conf's `vrrp_notify_fifo`, else `notify_fifo`, if enabled.
+
+    A FIFO that keepalived also feeds to a `*_notify_fifo_script` is never read: each line goes to one
+    reader only, so the exporter would take events away from the operator's script.
+    """
+    if not settings.enabled("fifo") or config is None or not config.notify_fifos:
+        return None
+    by_kind = {f.kind: f for f in config.notify_fifos}
+    for kind in ("vrrp_notify_fifo", "notify_fifo"):
+        fifo = by_kind.get(kind)
+        if fifo is None:
+            continue
+        if fifo.has_script:
+            wiring_log.info(
+                "%s %s is read by keepalived's %s_script: not read here (a FIFO line goes to one reader)",
+                kind,
+                fifo.path,
+                kind,
+            )
+            continue
+        return Path(fifo.path)
+    return None
+
+
+def build(w: Wiring) -> FifoSource | None:
+    path = fifo_wanted(w.settings, w.config)
+    if path is None:
+        return None
+    dumps = w.get("dumps", DumpSource)
+    return FifoSource(
+        w.store,
+        path,
+        # A transition read from the FIFO refreshes the dump's detail soon after (never per scrape).
+        on_change=dumps.request_refresh if dumps is not None else None,
+        count_transitions="dbus" not in w.sources,  # D-Bus counts them when it runs
+    )
+
+
+REGISTRATION = Registration(
+    "fifo",
+    "keepalived's notify FIFO, when keepalived.conf sets `vrrp_notify_fifo` or `notify_fifo` (see "
+    "[keepalived's notify FIFO](#keepaliveds-notify-fifo))",
+    60,
+    build,
+    parts=("keepalived:collect_keepalived",),
+    uses=("config", "dbus", "dumps"),
+)

@@ -55,7 +55,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ka_exporter.model import KeepalivedConfig, VipAnswers, canonical_ip
-from ka_exporter.sources.base import Source
+from ka_exporter.settings import default
+from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.sources.capture import (
     _JEQ_K,
     _LD_B_ABS,
@@ -86,9 +87,6 @@ SNAPLEN = 128  # an NA with its target link-layer option is 86 bytes; ARP 42
 _TAX = 0x07
 _JEQ_X = 0x1D
 
-DEFAULT_PROBE_INTERVAL = 1.0
-DEFAULT_MAX_PROBE_RATE = 10.0
-DEFAULT_MAX_VIPS = 256
 DEFAULT_MAX_MACS = 8
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
@@ -287,6 +285,7 @@ class L2Source(Source):
     """Listens for and actively probes who answers for each configured VIP (see the module docstring)."""
 
     name = "l2"
+    first_pass = False  # serving: it probes and listens continuously from its start
 
     def __init__(
         self,
@@ -294,11 +293,11 @@ class L2Source(Source):
         targets: Targets = None,
         *,
         probe: bool = True,
-        probe_interval: float = DEFAULT_PROBE_INTERVAL,
-        max_probe_rate: float = DEFAULT_MAX_PROBE_RATE,
+        probe_interval: float = default("l2_probe_interval"),
+        max_probe_rate: float = default("l2_max_probe_rate"),
         answer_window: float | None = None,
         window: float | None = None,
-        max_vips: int = DEFAULT_MAX_VIPS,
+        max_vips: int = default("l2_max_vips"),
         max_macs: int = DEFAULT_MAX_MACS,
         retry_interval: float = 1.0,
         refresh: float = 5.0,
@@ -543,7 +542,7 @@ class L2Source(Source):
             self._idle_said = True
         self.ok()
 
-    def run_once(self) -> None:
+    def poll(self) -> None:
         """One round (`--once`): probe every VIP once within the rate cap, collect the answers, publish.
 
         Takes about (VIPs / max_probe_rate) + the answer window; the daemon never calls it (its
@@ -642,3 +641,23 @@ def open_socket(interface: str) -> socket.socket:
         why = "no such interface" if exc.errno in (errno.ENODEV, errno.ENXIO) else exc.strerror
         raise CaptureError(f"l2: cannot open AF_PACKET socket on {interface}: {why or exc}") from None
     return sock
+
+
+def build(w: Wiring) -> L2Source:
+    s = w.settings
+    return L2Source(
+        w.store,
+        probe_interval=s.l2_probe_interval,
+        max_probe_rate=s.l2_max_probe_rate,
+        max_vips=s.l2_max_vips,
+    )
+
+
+REGISTRATION = Registration(
+    "l2",
+    "the L2 witness: who answers ARP / neighbour discovery for each VIP (sends probes, see "
+    "[below](#the-l2-witness-who-answers-for-each-vip))",
+    80,
+    build,
+    parts=("l2:collect_l2",),
+)

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from ka_exporter.linux.procfs import status
 from ka_exporter.linux.rtnl import netlink_dump
-from ka_exporter.model import IpvsService, LvsView, VirtualServerView
+from ka_exporter.model import IpvsService, KeepalivedConfig, LvsView, VirtualServerView
 from ka_exporter.parse import ipvs as nl
 from ka_exporter.parse.checker import parse_check_data
 from ka_exporter.parse.dumps import DumpError
-from ka_exporter.sources.base import Source
+from ka_exporter.settings import default
+from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.sources.dumps import DumpRefusedError, read_dump
 from ka_exporter.store import Store
 
@@ -93,8 +94,8 @@ class LvsSource(Source):
         store: Store,
         dumps_dir: Path | None = None,
         *,
-        signal: bool = True,
-        interval: float = 5.0,
+        signal: bool = default("keepalived_signal"),
+        interval: float = default("lvs_interval"),
         netlink: IpvsNetlink | None = None,
         proc_path: Path = PROC_IP_VS,
         wait: float = 3.0,
@@ -196,7 +197,7 @@ class LvsSource(Source):
 
     # -- the pass ---------------------------------------------------------------------------------
 
-    def run_once(self) -> None:
+    def poll(self) -> None:
         # keepalived first, IPVS second: keepalived changes IPVS before its dump says so, so the IPVS
         # read is never older than the state it is checked against.
         checker, checker_error = self._read_checker()
@@ -257,3 +258,35 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def lvs_wanted(config: KeepalivedConfig | None) -> bool:
+    """The lvs source runs only when keepalived.conf was read and has virtual_server blocks.
+
+    Without this, every VRRP-only keepalived (most of them) would show a permanently failed lvs source.
+    """
+    return config is not None and bool(config.virtual_servers)
+
+
+def build(w: Wiring) -> LvsSource | None:
+    if not lvs_wanted(w.config):
+        return None
+    s = w.settings
+    return LvsSource(
+        w.store,
+        s.keepalived_dumps_dir,
+        signal=s.keepalived_signal,
+        interval=s.lvs_interval,
+        pid_file=s.keepalived_pid_file,
+    )
+
+
+REGISTRATION = Registration(
+    "lvs",
+    "LVS: keepalived's checker view and IPVS (runs only when keepalived.conf has `virtual_server` "
+    "blocks), see [LVS](#lvs-virtual-and-real-servers)",
+    90,
+    build,
+    parts=("lvs:collect_lvs",),
+    uses=("config",),
+)

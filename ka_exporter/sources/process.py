@@ -30,7 +30,7 @@ import psutil
 from ka_exporter.linux import netns
 from ka_exporter.linux.procfs import PidFile, comm, environ, is_keepalived, read_pid_file, status
 from ka_exporter.model import ProcessInfo
-from ka_exporter.sources.base import Source
+from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.store import Store
 
 log = logging.getLogger("ka_exporter.sources.process")
@@ -107,12 +107,11 @@ class ProcessSource(Source):
         finally:
             os.close(fd)
 
-    def run_once(self) -> None:
-        try:
-            info = self._probe()
-        except Exception as exc:  # psutil races (process gone mid-read) are not fatal
-            self.fail(f"process: cannot read the process table: {type(exc).__name__}: {exc}")
-            return
+    def unexpected(self, exc: Exception) -> str:  # psutil races (process gone mid-read) are not fatal
+        return f"process: cannot read the process table: {type(exc).__name__}: {exc}"
+
+    def poll(self) -> None:
+        info = self._probe()
         self.store.set_process(info)
         if info.pidfile_problem:
             self.fail(info.pidfile_problem)
@@ -284,3 +283,10 @@ class ProcessSource(Source):
         except (OSError, ValueError):
             return ()
         return tuple(sorted(k for k in pids if is_keepalived(k)))
+
+
+def build(w: Wiring) -> ProcessSource:
+    return ProcessSource(w.store, w.settings.keepalived_pid_file)
+
+
+REGISTRATION = Registration("process", "keepalived's processes", 10, build, parts=("host:collect_process",))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ka_exporter.linux import fdwait, rtnl
 from ka_exporter.model import LocalAddress
-from ka_exporter.sources.base import Source
+from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.store import Store
 
 log = logging.getLogger("ka_exporter.sources.vips")
@@ -51,12 +51,11 @@ class VipSource(Source):
         self._last: tuple[LocalAddress, ...] | None = None
         self._events: socket.socket | None = None
 
-    def run_once(self) -> None:
-        try:
-            self._publish(read_addresses())
-        except Exception as exc:
-            self.fail(f"vips: cannot read addresses over netlink: {exc}")
-            return
+    def unexpected(self, exc: Exception) -> str:
+        return f"vips: cannot read addresses over netlink: {exc}"
+
+    def poll(self) -> None:
+        self._publish(read_addresses())
         self.ok()
 
     def run(self) -> None:
@@ -109,3 +108,10 @@ class VipSource(Source):
                 ev.close()
             except Exception:  # closing from another thread may race; stopping anyway
                 log.debug("closing netlink socket", exc_info=True)
+
+
+def build(w: Wiring) -> VipSource:
+    return VipSource(w.store)
+
+
+REGISTRATION = Registration("vips", "VIP ownership from netlink", 20, build, parts=("host:collect_vips",))

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ka_exporter.model import Advert, FailoverEvent, VridTiming
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
-from ka_exporter.sources.base import Source
+from ka_exporter.settings import default
+from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.sources.capture import CaptureError, PacketSocket
 from ka_exporter.store import Store
-from ka_exporter.store.peers import DEFAULT_CAP, DEFAULT_LINGER, PeerTable
+from ka_exporter.store.peers import DEFAULT_LINGER, PeerTable
 from ka_exporter.verdicts.failover import FailoverTracker
 from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
@@ -51,14 +52,15 @@ class WireSource(Source):
     """Sniffs VRRP on `interfaces` (default: the interfaces of the configured VRRP instances)."""
 
     name = "wire"
+    first_pass = False  # serving: it listens continuously from its start
 
     def __init__(
         self,
         store: Store,
         interfaces: Sequence[str] = (),
-        cap: int = DEFAULT_CAP,
+        cap: int = default("wire_max_peers"),
         configured: Configured = None,
-        listen_seconds: float = 3.0,
+        listen_seconds: float = default("wire_listen_seconds"),
         *,
         linger: float = DEFAULT_LINGER,
         key: bytes = PROCESS_KEY,
@@ -326,9 +328,9 @@ class WireSource(Source):
             os.close(rfd)
             os.close(wfd)
 
-    def run_once(self, listen_seconds: float | None = None) -> None:
-        """--once: listen `listen_seconds` (default: the constructor's), then close. Never raises."""
-        seconds = self.listen_seconds if listen_seconds is None else listen_seconds
+    def poll(self) -> None:
+        """--once: listen `listen_seconds`, then close."""
+        seconds = self.listen_seconds
         poller = select.poll()
         try:
             errors = self._open(poller)
@@ -344,8 +346,6 @@ class WireSource(Source):
                 self.table.tick(time.time())
                 self._update_kernel_stats()
             self._report(errors)
-        except Exception as exc:  # a source never raises out of run_once
-            self.fail(f"wire: {type(exc).__name__}: {exc}")
         finally:
             self._close_all(None)
 
@@ -370,3 +370,13 @@ def summarize(errors: list[CaptureError]) -> str:
             other.append(text)
     parts = [f"{prefix}{', '.join(ifaces)}: {reason}" for reason, ifaces in by_reason.items()]
     return "; ".join(parts + other)
+
+
+def build(w: Wiring) -> WireSource:
+    s = w.settings
+    return WireSource(w.store, s.wire_interfaces, cap=s.wire_max_peers, listen_seconds=s.wire_listen_seconds)
+
+
+REGISTRATION = Registration(
+    "wire", "the VRRP sniffer", 70, build, parts=("wire:collect_wire", "failover:collect_failover")
+)
