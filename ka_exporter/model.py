@@ -405,6 +405,18 @@ class VridTiming:
     unobserved_seconds: float = 0.0
     gaps: Histogram = field(default_factory=Histogram)
     overlaps: Histogram = field(default_factory=Histogram)
+    history: tuple[StateSpan, ...] = ()  # the latest spans of one state, oldest first (bounded)
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpan:
+    """A stretch of time a VRID spent in one state on the wire: `masters` 1 (one master, `master`),
+    0 (no master), 2 (two or more), or -1 (unknown: the sniffer was not listening)."""
+
+    start: float
+    end: float
+    masters: int
+    master: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 want=(keepalived iproute2 nftables tcpdump dbus prometheus prometheus-node-exporter openssl procps)
 if [ "${1:-}" = "--test" ]; then
-  want+=(chromium)
+  want+=(chromium jsonnet)  # jsonnet: the monitoring mixin (tests/test_mixin.py)
   want+=(user-mode-linux kmod ipvsadm busybox)  # the LVS lab: a UML guest with the ip_vs modules
 fi
 missing=()

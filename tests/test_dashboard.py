@@ -1,4 +1,4 @@
-"""The Grafana dashboard: committed JSON = generator output, and Grafana's dashboard-linter rules hold.
+"""The Grafana dashboard: committed JSON = the mixin's rendering, and Grafana's dashboard-linter rules hold.
 
 dashboard-linter's binary is not installable here, so its rules are enforced by these tests (named after
 them): template-datasource-rule, template-job-rule, template-instance-rule, template-label-promql-rule,
@@ -24,11 +24,11 @@ import yaml
 
 from ka_exporter.devtools.dashboard import (
     UID,
-    build_dashboard,
-    dashboard_json,
+    annotation_queries,
     dashboard_queries,
     expand_query,
 )
+from ka_exporter.devtools.mixin import render
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "grafana" / "ka-exporter.json"
@@ -71,6 +71,11 @@ CONTRACT = {
     "keepalived_wire_router_local",
     "keepalived_wire_invalid_packets_total",
     "keepalived_wire_kernel_drops_total",
+    "keepalived_wire_master_changes_total",
+    "keepalived_wire_masterless_seconds_total",
+    "keepalived_wire_multi_master_seconds_total",
+    "keepalived_wire_observed_seconds_total",
+    "keepalived_wire_failover_gap_seconds_bucket",
     "keepalived_lvs_real_server_up",
     "keepalived_lvs_virtual_server_real_servers_alive",
     "keepalived_ipvs_virtual_server_connections_total",
@@ -95,6 +100,7 @@ PANELS_WITH_UNITS = {
     "gauge",
     "state-timeline",
     "bargauge",
+    "heatmap",
 }
 PANELS_WITH_QUERIES = PANELS_WITH_UNITS | {"status-history", "piechart", "heatmap"}
 
@@ -249,9 +255,9 @@ def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
 # ------------------------------------------------------------------------------------------------------
 
 
-def test_committed_json_is_the_generator_output() -> None:
-    assert COMMITTED.read_text() == dashboard_json(), (
-        "grafana/ka-exporter.json is stale: run `python -m ka_exporter.devtools.dashboard > grafana/ka-exporter.json`"
+def test_committed_json_is_the_mixins_rendering() -> None:
+    assert COMMITTED.read_text() == render()["grafana/ka-exporter.json"], (
+        "grafana/ka-exporter.json is stale: run `python -m ka_exporter.devtools.mixin`"
     )
 
 
@@ -368,8 +374,13 @@ def test_panel_no_targets_rule() -> None:
         assert len(refs) == len(set(refs)), p["title"]
 
 
+def annotation_targets() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The Prometheus annotations, shaped like (panel, target) for the target rules."""
+    return [({"title": a["name"]}, a) for a in dashboard()["annotations"]["list"] if "expr" in a]
+
+
 def test_target_job_and_instance_rules() -> None:
-    for p, t in all_targets():
+    for p, t in all_targets() + annotation_targets():
         sels = selectors(t["expr"])
         assert sels, t["expr"]
         for s in sels:
@@ -377,17 +388,24 @@ def test_target_job_and_instance_rules() -> None:
             assert ("instance", "=~", "$instance") in s.matchers, f"{p['title']}: {s.name} lacks instance"
 
 
+# increase() over the dashboard's time range (a stat "over the time range") or over the SLO's window (the
+# error budget left) is what those panels mean; rate() always takes $__rate_interval.
+INCREASE_RANGES = {"[$__rate_interval]", "[$__range]", "[30d]"}
+
+
 def test_target_rate_interval_rule() -> None:
-    for p, t in all_targets():
+    for p, t in all_targets() + annotation_targets():
         for s in selectors(t["expr"]):
             if s.function in ("rate", "irate"):
                 assert s.range == "[$__rate_interval]", f"{p['title']}: {t['expr']}"
-            if s.range is not None:
+            elif s.function == "increase":
+                assert s.range in INCREASE_RANGES, f"{p['title']}: {t['expr']}"
+            elif s.range is not None:
                 assert s.range == "[$__rate_interval]", f"{p['title']}: fixed range in {t['expr']}"
 
 
 def test_target_counter_agg_rule() -> None:
-    for p, t in all_targets():
+    for p, t in all_targets() + annotation_targets():
         for s in selectors(t["expr"]):
             if s.name and s.name.endswith("_total"):
                 assert s.function in ("rate", "irate", "increase") and s.range, f"{p['title']}: {t['expr']}"
@@ -445,6 +463,34 @@ def test_required_panels_are_there() -> None:
     has(lambda p: "keepalived_vrrp_transitions_total" in exprs(p), "transitions")
     has(lambda p: "keepalived_wire_conflict" in exprs(p), "conflicts")
     has(lambda p: "ka_exporter_source_up" in exprs(p), "exporter source health")
+    has(
+        lambda p: (
+            p["type"] == "stat"
+            and "keepalived_wire_observed_seconds_total" in exprs(p)
+            and p["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 0.9999
+        ),
+        "availability against the objective",
+    )
+    has(lambda p: "Error budget left" in p["title"] and "/ 0.0001" in exprs(p), "error budget left")
+    has(
+        lambda p: p["type"] == "heatmap" and "keepalived_wire_failover_gap_seconds_bucket" in exprs(p),
+        "failover-duration heatmap",
+    )
+    has(
+        lambda p: (
+            p["type"] == "state-timeline" and "keepalived_wire_last_advert_timestamp_seconds" in exprs(p)
+        ),
+        "who was master when on the wire, per VRID",
+    )
+    assert any("keepalived_wire_master_changes_total" in q for q in annotation_queries()), "transitions"
+
+
+def test_heatmap_reads_the_buckets_as_they_are() -> None:
+    p = next(p for p in query_panels() if p["type"] == "heatmap")
+    assert p["options"]["calculate"] is False
+    assert p["options"]["yAxis"]["unit"] == "s"
+    assert [t["format"] for t in p["targets"]] == ["heatmap"]
+    assert "sum by (le)" in p["targets"][0]["expr"]
 
 
 def test_state_panels_name_the_vrrp_states() -> None:
@@ -534,6 +580,20 @@ def _synthetic_series() -> list[dict[str, str]]:
         add("keepalived_wire_adverts_total", {**seg, "source": "10.0.0.1"}, "0+15x40")
         add("keepalived_wire_invalid_packets_total", {**base, "reason": "ttl"}, "0x40")
         add("keepalived_wire_kernel_drops_total", base, "0x40")
+        router = {**seg, "source": "10.0.0.1"}
+        add("keepalived_wire_last_advert_timestamp_seconds", router, "1700000000+15x40")
+        add("keepalived_wire_advert_interval_seconds", router, "1x40")
+        # one SIGKILL failover at 5m: 3.6 s without a master, one master change, one gap observation
+        add("keepalived_wire_observed_seconds_total", seg, "0+15x40")
+        add("keepalived_wire_masterless_seconds_total", seg, "0x20 3.6x20")
+        add("keepalived_wire_multi_master_seconds_total", seg, "0x40")
+        add("keepalived_wire_master_changes_total", seg, "0x20 1x20")
+        for le in ("0.01", "1.0", "4.0", "30.0", "+Inf"):
+            add(
+                "keepalived_wire_failover_gap_seconds_bucket",
+                {**seg, "le": le},
+                "0x20 1x20" if le not in {"0.01", "1.0"} else "0x40",
+            )
     return series
 
 
@@ -577,15 +637,34 @@ def test_every_query_returns_a_series_over_exporter_shaped_data(tmp_path: Path) 
     assert empty_queries(tmp_path, exprs) == []
 
 
+def test_the_annotation_marks_the_failover_and_nothing_else(tmp_path: Path) -> None:
+    """Over the synthetic run (one master change at 5m) the annotation query has a series right after the
+    change, and none long after it: Grafana draws one marker, not a band."""
+    (query,) = annotation_queries()
+    expr = expand_query(query, "1m")
+    assert empty_queries(tmp_path, [expr], eval_time="5m30s") == []
+    assert empty_queries(tmp_path, [expr], eval_time="9m") == [expr]
+
+
+def test_availability_and_budget_read_the_failover(tmp_path: Path) -> None:
+    """3.6 s without a master in the 585 s observed (the samples in the window): availability 1 - 3.6/585 =
+    0.99385; a 30-day budget of 0.0001 is overspent."""
+    avail = next(q for q in dashboard_queries() if q.startswith("1 - ") and "[$__range]" in q)
+    budget = next(q for q in dashboard_queries() if "/ 0.0001" in q)
+    within = [
+        f"({expand_query(avail, '10m')}) > 0.9935 < 0.9942",
+        f"({expand_query(budget, '10m')}) < -50",
+    ]
+    assert empty_queries(tmp_path, within, eval_time="9m59s") == []
+
+
 def test_an_empty_query_is_reported(tmp_path: Path) -> None:
     bogus = 'keepalived_vrrp_state{job=~".+",vrid="52"}'
     assert empty_queries(tmp_path, [expand_query(dashboard_queries()[0]), bogus]) == [bogus]
 
 
-def test_generator_is_pure_and_stable() -> None:
-    assert build_dashboard() == build_dashboard()
-    assert build_dashboard() is not build_dashboard()
-    assert dashboard_json() == dashboard_json()
+def test_rendering_is_stable() -> None:
+    assert render()["grafana/ka-exporter.json"] == render()["grafana/ka-exporter.json"]
 
 
 def test_template_label_promql_rule() -> None:

@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 
 from ka_exporter.lab import LAB_PASSWORD, Lab
-from tests.conftest import RunningExporter, start_node_exporter, stop_exporter
+from ka_exporter.model import Snapshot, WirePeer
+from ka_exporter.outputs.views import FAILOVER_COLOUR, SPAN_COLOURS, landing_page
+from ka_exporter.verdicts.failover import HISTORY_SPANS, FailoverTracker
+from tests.conftest import RunningExporter, parse_metrics, sample, start_node_exporter, stop_exporter
 
 pytestmark = pytest.mark.lab
 
@@ -366,3 +369,167 @@ def test_lab_password_never_reaches_the_page(tmp_path):
     for page in seen:
         assert LAB_PASSWORD not in page.text
         assert not any(LAB_PASSWORD in v for el in page.iter() for v in el.attrs.values())
+
+
+# ------------------------------------------------------------------ the history: last hour per VRID
+
+
+def _peer(source: str, first: float, last: float, priority: int) -> WirePeer:
+    return WirePeer(
+        "eth0",
+        "inet",
+        51,
+        source,
+        first,
+        last,
+        priority,
+        1.0,
+        2,
+        ("10.0.0.100",),
+        0,
+        None,
+        int(last - first) + 1,
+    )
+
+
+def _tracked_hour(end: float) -> FailoverTracker:
+    """The real failover accounts fed an hour of peer tables, a look a second, as the wire source does:
+    a master (prio 200) crashes at -1800 s and the backup's first advert is 3.6 s later; from -900 s to
+    -600 s a third router (prio 50) advertises too (a split brain)."""
+    runs = {
+        "10.0.0.1": [(end - 3000, end - 1800, 200)],
+        "10.0.0.2": [(end - 1796.4, end, 100)],
+        "10.0.0.3": [(end - 900, end - 600, 50)],
+    }
+    tracker = FailoverTracker()
+    now = end - 3000
+    while now <= end:
+        table = []
+        for source, spans in runs.items():
+            for start, stop, prio in spans:
+                if start <= now:
+                    last = start + int(min(stop, now) - start)  # one advert a second
+                    if now - last <= 10:  # the peer table lingers a router for a while after it stops
+                        table.append(_peer(source, start, last, prio))
+        tracker.observe(table, now, listening_since=end - 3600)
+        now += 1.0
+    return tracker
+
+
+def test_history_of_the_last_hour_is_drawn_and_listed(tmp_path):
+    """The page's picture and transitions table from the failover accounts, in Chromium: one bar for
+    VRID 51, green (one master), red (the split brain), the 3.6 s gap and one failover tick, and a table
+    row with the measured gap. Inline SVG only: nothing loaded from anywhere."""
+    end = 1_800_000_000.0
+    tracker = _tracked_hour(end)
+    (timing,) = tracker.timings()
+    assert timing.master_changes == 1
+    states = {s.masters for s in timing.history}
+    assert states == {0, 1, 2}, timing.history
+    assert len(timing.history) <= HISTORY_SPANS
+    snap = Snapshot(time=end, hostname="lb1", failover=tracker.timings(), failover_events=tracker.recent())
+    page_html = landing_page(snap, [])
+    for external in ("<script", "<link", "<img", "src=", 'href="http', "url("):
+        assert external not in page_html, external
+    path = tmp_path / "page.html"
+    path.write_text(page_html)
+    url = path.as_uri()
+    browser = Browser(tmp_path)
+    page = browser.dom(url)
+    svg = page.by_id("history")
+    assert svg.tag == "svg"
+    rects = list(svg.iter("rect"))
+    classes = [r.attrs.get("class", "") for r in rects]
+    assert any("m1" in c for c in classes) and any("m2" in c for c in classes)
+    assert classes.count("failover") == 1
+    assert classes.count("gap") == 1
+    assert "VRID 51 inet on eth0" in svg.text
+    rows = list(page.by_id("transitions").iter("tr"))[1:]
+    assert len(rows) == 1
+    cells = [c.text for c in rows[0].iter("td")]
+    assert cells[1:] == ["VRID 51 inet on eth0", "10.0.0.1", "10.0.0.2", "gap 3.600 s"], cells
+    assert cells[0] == "2027-01-15 07:30:03.600", cells  # end - 1796.4 s, in UTC
+    colours = png_colours(browser.screenshot(url, "history"), rows=800)
+    rgb = {k: tuple(int(v[i : i + 2], 16) for i in (1, 3, 5)) for k, v in SPAN_COLOURS.items()}
+    assert colours.get(rgb[1], 0) > 2000, "no green (one master) on the screenshot"
+    assert colours.get(rgb[2], 0) > 500, "no red (split brain) on the screenshot"
+    assert colours.get(rgb[0], 0) > 20, "no amber (masterless gap) on the screenshot"
+    blue = tuple(int(FAILOVER_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
+    assert colours.get(blue, 0) > 20, "no failover tick on the screenshot"
+
+
+def test_page_history_shows_a_real_failover_with_its_measured_gap(tmp_path):
+    """A SIGTERM failover on the lab pair: node a's page lists the master change a -> b with the gap its
+    exporter measured (the same as the gap histogram's sum on /metrics), and draws its tick."""
+    browser = Browser(tmp_path)
+    with Lab(profile="fast", nodes=2, dbus=True) as lab:
+        a, b = lab.nodes["a"], lab.nodes["b"]
+        vrid = str(lab.instances[0].vrid)
+        exp, url = _exporter(lab, tmp_path)
+        try:
+            wait_page(url, lambda page: a.address in instance_row(page)["ROUTERS ON WIRE"].text)
+            assert lab.master() == "a"
+
+            def history_knows_a(page: Element) -> bool:
+                try:
+                    return f"one master ({a.address})" in page.by_id("history").text
+                except AssertionError:
+                    return False
+
+            # The accounts trail the wire by 1.5 intervals: a master change needs a known master before it.
+            wait_page(url, history_knows_a)
+            lab.failover()
+
+            def changed(page: Element) -> bool:
+                try:
+                    return any("gap" in r["measured"].text for r in page.by_id("transitions").table())
+                except (AssertionError, KeyError):
+                    return False
+
+            wait_page(url, changed, timeout=20)
+            page = browser.dom(url)
+            (row,) = page.by_id("transitions").table()
+            assert row["VRID"].text == f"VRID {vrid} inet on eth0"
+            assert (row["from"].text, row["to"].text) == (a.address, b.address)
+            metrics = parse_metrics(fetch(url + "metrics"))
+            labels = {"interface": "eth0", "family": "inet", "vrid": vrid}
+            assert sample(metrics, "keepalived_wire_failover_gap_seconds_count", **labels) == 1.0
+            gap = sample(metrics, "keepalived_wire_failover_gap_seconds_sum", **labels)
+            assert gap is not None and 0 <= gap < 1.0  # a graceful stop: the backup's skew time
+            assert row["measured"].text == f"gap {gap:.3f} s"
+            svg = page.by_id("history")
+            classes = [r.attrs.get("class", "") for r in svg.iter("rect")]
+            assert classes.count("failover") == 1
+            titles = " ".join(t.text for t in svg.iter("title"))
+            assert f"one master ({a.address})" in titles and f"one master ({b.address})" in titles
+            assert f"{a.address} -> {b.address}, gap {gap:.3f} s" in titles
+            colours = png_colours(browser.screenshot(url, "failover-history"), rows=800)
+            blue = tuple(int(FAILOVER_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
+            assert colours.get(blue, 0) > 20, "no failover tick on the screenshot"
+        finally:
+            stop_exporter(exp)
+    assert "Traceback" not in exp.logs()
+
+
+def test_history_stays_bounded_and_keeps_the_newest():
+    """A flapping VRID (two routers taking turns, 3 adverts each, a 1 s gap between): the ring keeps
+    HISTORY_SPANS stretches, the latest ones, and the page's table the latest 20 changes."""
+    end = 1_800_000_000.0
+    start = end - 3600
+    tracker = FailoverTracker()
+    sources = ("10.0.0.1", "10.0.0.2")
+    now = start
+    while now <= end:
+        k = int((now - start) // 3)
+        table = [_peer(sources[k % 2], start + 3 * k, min(now, start + 3 * k + 2), 100)]
+        if k:  # the other router lingers in the table with its last run
+            table.append(_peer(sources[(k - 1) % 2], start + 3 * (k - 1), start + 3 * k - 1, 100))
+        tracker.observe(table, now, listening_since=start)
+        now += 1.0
+    (timing,) = tracker.timings()
+    assert timing.master_changes > 1000
+    assert len(timing.history) == HISTORY_SPANS
+    assert timing.history[-1].end == pytest.approx(end - 0.05 - 1.5, abs=1e-6)
+    snap = Snapshot(time=end, hostname="lb1", failover=tracker.timings(), failover_events=tracker.recent())
+    page = parse_html(landing_page(snap, []))
+    assert len(page.by_id("transitions").table()) == 20

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ka_exporter import __version__
-from ka_exporter.model import Snapshot, VrrpState, WirePeer, canonical_ip
+from ka_exporter.model import FailoverEvent, Snapshot, VrrpState, WirePeer, canonical_ip
 from ka_exporter.verdicts.conditions import Condition
 
 # C0 and C1 controls (ESC, CR, BEL, ...), and the invisible Unicode format characters that reorder or
@@ -176,6 +176,98 @@ def check_result(snap: Snapshot, conditions: list[Condition]) -> tuple[int, str]
     return code, f"KEEPALIVED {word} - {printable(text)} | {' '.join(perf)}"
 
 
+HISTORY_WINDOW = 3600.0  # seconds: the status page draws the last hour
+# The picture's colours (tests/test_page.py finds them on the screenshot).
+SPAN_COLOURS = {1: "#3c9c3c", 0: "#f0a000", 2: "#d01010", -1: "#bbbbbb"}
+FAILOVER_COLOUR = "#1f4fd0"
+_SPAN_NAMES = {1: "one master", 0: "no master", 2: "several masters", -1: "not listening"}
+
+
+def _vrid_name(key: tuple[str, str, int]) -> str:
+    return f"VRID {key[2]} {key[1]} on {key[0]}"
+
+
+def history_svg(snap: Snapshot, window: float = HISTORY_WINDOW, width: int = 960) -> str:
+    """An inline SVG of the last `window` seconds per VRID heard on the wire: one bar each, green while
+    one router is master, amber with no master, red with several (a split brain or a preemption
+    race), grey while the sniffer was not listening; a blue tick at each master change. '' without
+    the wire's failover accounts."""
+    timings = [t for t in snap.failover or () if t.history]
+    if not timings:
+        return ""
+    label_w, bar_h, row_h, top = 200, 18, 30, 8
+    plot_w = width - label_w - 10
+    lo, hi = snap.time - window, snap.time
+
+    def x(t: float) -> float:
+        return label_w + (min(max(t, lo), hi) - lo) / window * plot_w
+
+    def e(text: str) -> str:
+        return html.escape(printable(text))
+
+    parts = []
+    for i, t in enumerate(timings):
+        y = top + i * row_h
+        parts.append(f'<text x="0" y="{y + bar_h - 4}" class="vrid">{e(_vrid_name(t.key))}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{plot_w}" height="{bar_h}" fill="#f4f4f4"/>')
+        for span in t.history:
+            if span.end <= lo or span.start >= hi:
+                continue
+            x0, x1 = x(span.start), x(span.end)
+            what = _SPAN_NAMES.get(span.masters, "?") + (f" ({span.master})" if span.master else "")
+            parts.append(
+                f'<rect class="span m{span.masters}" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1.5):.1f}" '
+                f'height="{bar_h}" fill="{SPAN_COLOURS.get(span.masters, "#000")}">'
+                f"<title>{e(what)}</title></rect>"
+            )
+            if span.master and x1 - x0 > 8 * len(span.master):  # name the master where it fits
+                parts.append(
+                    f'<text x="{x0 + 4:.1f}" y="{y + bar_h - 5}" class="master">{e(span.master)}</text>'
+                )
+        for ev in snap.failover_events:
+            if ev.key != t.key or not lo <= ev.at <= hi:
+                continue
+            if ev.gap:  # the masterless gap itself, exact from the event (a step of the bar is ~1 s),
+                # at least 4 px wide left of the tick: a 3.6 s gap is under a pixel of an hour
+                g1 = x(ev.at) - 1.5
+                g0 = min(x(ev.at - ev.gap), g1 - 4)
+                parts.append(
+                    f'<rect class="gap" x="{g0:.1f}" y="{y}" width="{g1 - g0:.1f}" '
+                    f'height="{bar_h}" fill="{SPAN_COLOURS[0]}"/>'
+                )
+            parts.append(
+                f'<rect class="failover" x="{x(ev.at) - 1.5:.1f}" y="{y - 3}" width="3" height="{bar_h + 6}" '
+                f'fill="{FAILOVER_COLOUR}"><title>{e(_event_text(ev))}</title></rect>'
+            )
+    axis_y = top + len(timings) * row_h + 4
+    for frac, text in ((0.0, f"-{window / 60:g} min"), (0.5, f"-{window / 120:g} min"), (1.0, "now")):
+        anchor = ("start", "middle", "end")[int(frac * 2)]
+        parts.append(
+            f'<text x="{label_w + frac * plot_w:.1f}" y="{axis_y + 8}" text-anchor="{anchor}" '
+            f'class="axis">{text}</text>'
+        )
+    height = axis_y + 14
+    return (
+        f'<svg id="history" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="last hour per VRID">{"".join(parts)}</svg>'
+    )
+
+
+def _event_text(ev: FailoverEvent) -> str:
+    how = f"gap {ev.gap:.3f} s" if ev.gap is not None else f"overlap {ev.overlap or 0.0:.3f} s"
+    return f"{_vrid_name(ev.key)}: {ev.old or '?'} -> {ev.new}, {how}"
+
+
+def transitions_rows(snap: Snapshot, limit: int = 20) -> list[tuple[str, str, str, str, str]]:
+    """The latest master changes, newest first: (time UTC, VRID, from, to, measured gap or overlap)."""
+    out = []
+    for ev in reversed(snap.failover_events[-limit:]):
+        when = dt.datetime.fromtimestamp(ev.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        how = f"gap {ev.gap:.3f} s" if ev.gap is not None else f"overlap {ev.overlap or 0.0:.3f} s"
+        out.append((when, _vrid_name(ev.key), ev.old or "?", ev.new, how))
+    return out
+
+
 def landing_page(snap: Snapshot, conditions: list[Condition], telemetry_path: str = "/metrics") -> str:
     """The page at `/`: the same status as `ka-exporter status` and `check`, for a browser."""
 
@@ -234,6 +326,21 @@ def landing_page(snap: Snapshot, conditions: list[Condition], telemetry_path: st
     if failed:
         facts.append(f"{failed} source{'s' if failed != 1 else ''} failing")
     when = dt.datetime.fromtimestamp(snap.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    svg = history_svg(snap)
+    trans = "".join(
+        "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in transitions_rows(snap)
+    )
+    history = ""
+    none_yet = '<tr><td colspan="5">no master change yet</td></tr>'
+    if svg or trans:
+        history = f"""<h2>Last hour on the wire</h2>
+{svg}
+<p class="legend">Per VRID heard on the wire: green while one router is master, amber with no master,
+red with several (split brain, or a preemption race), grey while the exporter was not listening; blue
+ticks are master changes. Hover for the router.</p>
+<table id="transitions"><thead><tr><th>time (UTC)</th><th>VRID</th><th>from</th><th>to</th>
+<th>measured</th></tr></thead><tbody>{trans or none_yet}</tbody></table>
+"""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{overall.upper()} - ka-exporter on {e(snap.hostname)}</title>
@@ -248,6 +355,7 @@ vertical-align:top}} th{{background:#eee}} td ul{{margin:0;padding:0;list-style:
 #overall{{font-size:1.3em;padding:.5em .8em;border-radius:.3em;display:inline-block;color:#fff;margin:.2em 0}}
 #overall.ok{{background:#2a7d2a}} #overall.warning{{background:#b86e00}} #overall.critical{{background:#b00}}
 #overall span{{font-weight:normal}} .legend,.updated{{color:#666;font-size:.9em}} .legend{{max-width:60em}}
+#history text{{font-size:12px;fill:#222}} #history text.master{{fill:#fff;font-size:11px}}
 </style></head><body>
 <h1>ka-exporter <small>{e(__version__)}</small></h1>
 <div id="overall" class="{overall}">{overall.upper()} <span>&mdash; {e(" · ".join(facts))}</span></div>
@@ -258,7 +366,7 @@ vertical-align:top}} th{{background:#eee}} td ul{{margin:0;padding:0;list-style:
 <p class="legend">PRIO: configured/effective priority. MASTER PRIO: what a BACKUP last heard from its master.
 ROUTERS ON WIRE: the routers recently heard advertising this VRID, with their advertised priority;
 normally only the master advertises.</p>
-<h2>Conditions</h2>
+{history}<h2>Conditions</h2>
 <ul id="conditions">{conds or '<li class="ok">none</li>'}</ul>
 <h2>Sources</h2>
 <table id="sources"><thead><tr><th>source</th><th>state</th><th>last error</th></tr></thead>

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ka_exporter.model import FailoverEvent, Histogram, VridTiming, WirePeer
+from ka_exporter.model import FailoverEvent, Histogram, StateSpan, VridTiming, WirePeer
 
 __all__ = ["SETTLE", "FailoverTracker", "last_word", "measure", "spans", "successor"]
 
@@ -48,6 +48,7 @@ VridKey = tuple[str, str, int]  # (interface, family, vrid), as verdicts.wire.Vr
 
 SETTLE = 0.05  # seconds: packets stamped just before a look may not be in the table yet
 MAX_VRIDS = 256  # bounded: VRIDs are keyed by what the network sends (a spoofer's count as well)
+HISTORY_SPANS = 256  # per VRID: the latest stretches of one state (the status page draws the last hour)
 
 
 @dataclass(slots=True)
@@ -63,6 +64,18 @@ class _Vrid:
     unobserved: float = 0.0
     gaps: Histogram = field(default_factory=Histogram)
     overlaps: Histogram = field(default_factory=Histogram)
+    history: deque[StateSpan] = field(default_factory=lambda: deque(maxlen=HISTORY_SPANS))
+
+    def record(self, start: float, end: float, masters: int, master: str | None = None) -> None:
+        """Add [start, end] in one state; a stretch continuing the last one in the same state extends it."""
+        if end <= start:
+            return
+        if self.history:
+            last = self.history[-1]
+            if last.masters == masters and last.master == master and abs(last.end - start) < 1e-6:
+                self.history[-1] = StateSpan(last.start, end, masters, master)
+                return
+        self.history.append(StateSpan(start, end, masters, master))
 
 
 def last_word(p: WirePeer) -> float:
@@ -161,10 +174,12 @@ class FailoverTracker:
         if listening_since is None:
             if horizon > v.cursor:
                 v.unobserved += horizon - v.cursor
+                v.record(v.cursor, horizon, -1)
                 v.cursor = horizon
             return
         if listening_since > v.cursor:  # the sniffer restarted: the time in between is unknown
             v.unobserved += min(listening_since, horizon) - v.cursor
+            v.record(v.cursor, min(listening_since, horizon), -1)
             v.cursor = min(listening_since, horizon)
         if horizon <= v.cursor:
             return
@@ -173,9 +188,13 @@ class FailoverTracker:
         v.masterless += none
         v.multi += multi
         v.observed += horizon - v.cursor
-        v.cursor = horizon
         # Who is master at the horizon?
         covering = [p for p, (a, b) in zip(group, covered, strict=True) if a <= horizon <= b]
+        # The history: this step's state (several masters at any moment wins, then mostly none).
+        step = horizon - v.cursor
+        state = 2 if multi > 0 else 0 if none > step / 2 else 1
+        v.record(v.cursor, horizon, state, covering[0].source if state == 1 and len(covering) == 1 else None)
+        v.cursor = horizon
         old = next((p for p in group if p.source == v.master), None)
         if old is not None:
             v.master_end = last_word(old)
@@ -215,6 +234,7 @@ class FailoverTracker:
                 unobserved_seconds=v.unobserved,
                 gaps=v.gaps,
                 overlaps=v.overlaps,
+                history=tuple(v.history),
             )
             for k, v in sorted(self._vrids.items())
         )
