@@ -156,7 +156,9 @@ class MergedRenderer:
             pkey = m.daemon.key
             seen.add(pkey)
             kept = self._parsed.get(pkey)
-            if kept is not None and kept[0] is body and kept[1] == prefix:
+            # Same bytes, same labels: keep the parse. A member's renderer may hand out a new body
+            # object of equal bytes (its fused part is judged again every 0.25 s of snapshot time).
+            if kept is not None and (kept[0] is body or kept[0] == body) and kept[1] == prefix:
                 parsed.append(kept[2])
                 continue
             families = parse(body, prefix)
