@@ -663,10 +663,6 @@ def test_an_empty_query_is_reported(tmp_path: Path) -> None:
     assert empty_queries(tmp_path, [expand_query(dashboard_queries()[0]), bogus]) == [bogus]
 
 
-def test_rendering_is_stable() -> None:
-    assert render()["grafana/ka-exporter.json"] == render()["grafana/ka-exporter.json"]
-
-
 def test_template_label_promql_rule() -> None:
     found = _template_selectors()
     assert {name for name, _ in found} == {"job", "instance", "vrid"}

@@ -10,6 +10,7 @@ tests/test_mixin.py fails while the committed files and the mixin disagree.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -38,12 +39,30 @@ def run_jsonnet(*args: str) -> str:
     return result.stdout
 
 
+_RENDERED: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def _sources_digest() -> str:
+    """A digest of every file under mixin/: a rendering is reused only while none of them changed."""
+    digest = hashlib.sha256()
+    for path in sorted(MIXIN.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(MIXIN)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def render(entry: Path = RENDER) -> dict[str, str]:
-    """Every file render.jsonnet makes: its path relative to the repository -> its text."""
-    files = json.loads(run_jsonnet(str(entry)))
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise RuntimeError(f"{entry} must give an object of file texts")
-    return {str(k): str(v) for k, v in files.items()}
+    """Every file render.jsonnet makes: its path relative to the repository -> its text.
+
+    jsonnet is pure, and a whole rendering takes ~25 s on this project's 2-core CI machine (the dashboard),
+    so a rendering of the same entry over the same mixin files is made once per process."""
+    key = (str(entry), hashlib.sha256(entry.read_bytes()).hexdigest() + _sources_digest())
+    if key not in _RENDERED:
+        files = json.loads(run_jsonnet(str(entry)))
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise RuntimeError(f"{entry} must give an object of file texts")
+        _RENDERED[key] = {str(k): str(v) for k, v in files.items()}
+    return dict(_RENDERED[key])
 
 
 def stale_in(files: dict[str, str], root: Path = ROOT) -> list[str]:
