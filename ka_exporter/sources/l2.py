@@ -645,7 +645,7 @@ class L2Source(Source):
         probes = tuple(r.last_probe for r in recs)
         if probes != self._probes_seen:  # a probe completed: read the store only then
             self._probes_seen = probes
-            self._changed = self.store.snapshot().addresses_changed
+            self._changed = self.store.addresses_changed()
         changed = self._changed
         decisive = tuple(
             (r.vip, r.interface, r.answerers, r.last_probe_answers, r.probing, r.listening_since, r.heard,

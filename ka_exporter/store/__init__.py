@@ -296,6 +296,12 @@ class Store:
         with self._lock:
             return self._health.get(source)
 
+    def addresses_changed(self) -> float | None:
+        """When this node's addresses last changed (store clock), without building a whole snapshot:
+        the L2 witness reads it after every completed probe."""
+        with self._lock:
+            return self._addresses_changed
+
     def config(self) -> KeepalivedConfig | None:
         """keepalived.conf as last read, without building a whole snapshot (merged views, the wire
         table): what sources and the wiring need on their event paths."""
