@@ -194,7 +194,6 @@ def run_view(settings: Settings, view: str) -> int:
 def http_server(settings: Settings, exporter: Exporter) -> HttpServer | None:
     """The HTTP(S) server of /metrics, the page and /-/healthy, its socket bound (before --netns is
     entered); None, logged, when the --web.config.file cannot be used."""
-    host, port = parse_listen_address(settings.web_listen_address)
 
     def landing() -> str:
         from ka_exporter.outputs import views
@@ -202,6 +201,20 @@ def http_server(settings: Settings, exporter: Exporter) -> HttpServer | None:
         snap = exporter.store.snapshot()
         return views.landing_page(snap, conditions.evaluate(snap), settings.web_telemetry_path)
 
+    app = App(
+        exporter.registry,
+        settings.web_telemetry_path,
+        landing=landing,
+        render=exporter.renderer.render,
+        cached=exporter.renderer.cached,
+    )
+    return server_for(settings, app)
+
+
+def server_for(settings: Settings, app: App) -> HttpServer | None:
+    """`app` served on --web.listen-address with --web.config.file, its socket bound; None, logged, when
+    the web config cannot be used. The daemon's server and --discover's share it."""
+    host, port = parse_listen_address(settings.web_listen_address)
     reloader = None
     if settings.web_config_file is not None:
         from ka_exporter.outputs.webconfig import WebConfigError, WebConfigReloader, load_web_config
@@ -212,13 +225,6 @@ def http_server(settings: Settings, exporter: Exporter) -> HttpServer | None:
         except WebConfigError as exc:
             log.error("%s", exc)
             return None
-    app = App(
-        exporter.registry,
-        settings.web_telemetry_path,
-        landing=landing,
-        render=exporter.renderer.render,
-        cached=exporter.renderer.cached,
-    )
     return HttpServer(
         host,
         port,

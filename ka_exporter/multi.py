@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import html
 import logging
-import signal
 import sys
-import threading
 from dataclasses import replace
-from types import FrameType
 
-from ka_exporter.daemon import SWITCH_INTERVAL, build_parts
-from ka_exporter.outputs.http import App, HttpServer, Limits
+from ka_exporter.daemon import SWITCH_INTERVAL, build_parts, server_for, stop_on_signals
+from ka_exporter.outputs.http import App
 from ka_exporter.outputs.merge import MergedRenderer
 from ka_exporter.settings import Settings, parse_listen_address
 from ka_exporter.sources.fleet import MULTI_COLLECTORS, Multi
@@ -34,20 +31,11 @@ log = logging.getLogger("ka_exporter.multi")
 
 def serve(settings: Settings) -> int:
     """Serve the merged scrape until SIGTERM/SIGINT."""
-    host, port = parse_listen_address(settings.web_listen_address)
+    host, _port = parse_listen_address(settings.web_listen_address)
     multi = Multi(settings)
     only = frozenset(c for c in MULTI_COLLECTORS if settings.enabled(c))
     parts = build_parts(replace(settings, collectors=only))
     renderer = MergedRenderer(multi.fleet, parts, lambda: multi.discovered)
-    reloader = None
-    if settings.web_config_file is not None:
-        from ka_exporter.outputs.webconfig import WebConfigError, WebConfigReloader, load_web_config
-
-        try:
-            reloader = WebConfigReloader(load_web_config(settings.web_config_file))
-        except WebConfigError as exc:
-            log.error("%s", exc)
-            return 2
 
     def landing() -> str:
         rows = "".join(
@@ -62,21 +50,10 @@ def serve(settings: Settings) -> int:
         )
 
     app = App(None, settings.web_telemetry_path, landing=landing, render=renderer.render)
-    server = HttpServer(
-        host,
-        port,
-        app,
-        web=reloader.current if reloader is not None else None,
-        limits=Limits(max_connections=settings.web_max_connections),
-    )
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    server = server_for(settings, app)
+    if server is None:
+        return 2
+    stop = stop_on_signals()
     multi.start()
     sys.setswitchinterval(SWITCH_INTERVAL)
     server.start()
