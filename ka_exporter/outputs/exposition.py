@@ -736,7 +736,8 @@ class Renderer:
                 self._failures.worked(part_name(part))
             results.append((part_name(part), i not in failed))
         chunks.append(self._formatter.format([success_family(results)], content_type, encoder))
-        if cached is not None and not failed and tuple(chunks) == cached.chunks:
+        texts = tuple(chunks)
+        if cached is not None and not failed and texts == cached.chunks:
             # A key moved (the fused part's 0.25 s time step, a counter that did not change the text)
             # but every text is what the cached body holds: serve those bytes, not a copy that differs
             # only in its render time (the merge of --discover would parse it again; a client's ETag
@@ -749,8 +750,7 @@ class Renderer:
         chunks.append(self._formatter.format([duration], content_type, encoder))
         if content_type.startswith(_OM):
             chunks.append(_EOF)
-        parts_text = tuple(chunks[:-2] if content_type.startswith(_OM) else chunks[:-1])
-        made = _Body(tuple(keys), b"".join(chunks), None if failed else stamp, () if failed else parts_text)
+        made = _Body(tuple(keys), b"".join(chunks), None if failed else stamp, () if failed else texts)
         self._bodies[content_type] = made
         self.renders += 1
         return made
