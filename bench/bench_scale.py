@@ -10,7 +10,8 @@ instances (advert_int 1, node a the preferred master of all, one VIP each) and k
 a real ka-exporter watches node a as `ka-exporter demo` does (every source on).
 
 - Idle: no scrapes for IDLE_SECONDS; CPU of the exporter's threads (/proc schedstat, in ns: the
-  clock ticks of /proc/PID/stat are 10 ms), in all and by name (py-spy dump, when there is one). Adverts: node a's own, counted by the exporter's wire source
+  clock ticks of /proc/PID/stat are 10 ms), in all and by name (py-spy dump when there is one, else the
+  kernel's names, which the daemon sets). Adverts: node a's own, counted by the exporter's wire source
   (keepalived_wire_packets_total before and after). Cost per advert = CPU / adverts, for the whole
   process and for the threads that do per-advert work (src-wire, watchdog).
 - FAULT: a thread tails node a's keepalived log (every 1 ms) and records when each instance's
@@ -27,6 +28,7 @@ Run: .venv/bin/python bench/bench_scale.py [--instances 100] [--trials 5] [--idl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import subprocess
 import sys
@@ -88,8 +90,17 @@ def packets(body: bytes) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+def comm_names(pid: int) -> dict[int, str]:
+    """Thread names as the kernel has them (the daemon names its threads: linux/threadname.py)."""
+    out: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # the thread ended
+            out[int(task.name)] = (task / "comm").read_text().strip()
+    return out
+
+
 def idle(exporter: Process, port: int, seconds: float) -> dict[str, Any]:
-    names = common.thread_names(exporter.pid)
+    names = common.thread_names(exporter.pid) or comm_names(exporter.pid)
     p0 = packets(scrape(port))
     th0, t0 = common.thread_runtime(exporter.pid), time.monotonic()
     time.sleep(seconds)

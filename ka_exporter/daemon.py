@@ -20,6 +20,7 @@ from ka_exporter.collectors import Part, SnapshotCollector
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.watchdog import watchdog_part
 from ka_exporter.linux import netns
+from ka_exporter.linux.threadname import name_threads
 from ka_exporter.outputs.exposition import Renderer
 from ka_exporter.outputs.http import App, HttpServer, Limits
 from ka_exporter.outputs.watchdog import WatchdogStats
@@ -267,6 +268,7 @@ def serve(settings: Settings) -> int:
     # Before anything answers: a SIGTERM from the moment the port is reachable is a clean stop.
     stop = stop_on_signals()
     exporter.enter_netns()
+    name_threads()  # src-wire, src-dbus, http, watchdog ... by name in /proc/PID/task/*/comm
     exporter.start_sources()
     settle()
     server.start()
