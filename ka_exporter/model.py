@@ -458,6 +458,16 @@ class VipAnswers:
     probes_sent: int = 0  # active probes sent for this VIP
     answers_seen: int = 0  # frames naming this VIP heard (replies, gratuitous ARPs, NAs)
     heard: tuple[str, ...] = ()  # distinct MACs heard in any frame naming the VIP within the window
+    # Time accounts (verdicts.l2.L2Accounts), running totals since the witness started: seconds with
+    # no answerer, exactly one, two or more; observed is their sum; unobserved: time the witness could
+    # not tell (its start, probes not completing, capture gaps). Unknown time is never downtime.
+    confirmed: float | None = None  # the latest probe that agreed with the published result: sent at
+    announced: float | None = None  # the latest gratuitous ARP / unsolicited NA heard for the VIP
+    no_answerer_seconds: float = 0.0
+    one_answerer_seconds: float = 0.0
+    multi_answerer_seconds: float = 0.0
+    observed_seconds: float = 0.0
+    unobserved_seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------------

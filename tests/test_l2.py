@@ -176,7 +176,17 @@ def test_collector_series_and_promtool() -> None:
         hostname="n",
         addresses=(LocalAddress("10.9.8.100", 24, "eth0", "inet"),),
         l2=(
-            rec(answerers=("02:00:00:00:00:02",), last_probe_answers=1, probes_sent=5, answers_seen=7),
+            rec(
+                answerers=("02:00:00:00:00:02",),
+                last_probe_answers=1,
+                probes_sent=5,
+                answers_seen=7,
+                no_answerer_seconds=0.5,
+                one_answerer_seconds=9.0,
+                multi_answerer_seconds=2.0,
+                observed_seconds=11.5,
+                unobserved_seconds=1.25,
+            ),
             rec(vip="fd00:9:8::100", family="inet6", answerers=(), last_probe_answers=0),
         ),
     )
@@ -190,6 +200,19 @@ def test_collector_series_and_promtool() -> None:
     assert 'keepalived_l2_vip_silent{family="inet6",interface="eth0",vip="fd00:9:8::100"} 1.0' in body
     assert 'mac="02:00:00:00:00:02"' in body
     assert 'keepalived_l2_probes_total{family="inet",interface="eth0",vip="10.9.8.100"} 5.0' in body
+    for name, value in (("no", 0.5), ("one", 9.0), ("multi", 2.0)):
+        assert (
+            f'keepalived_l2_vip_{name}_answerer_seconds_total{{family="inet",interface="eth0",vip="10.9.8.100"}} '
+            f"{value}" in body
+        )
+    assert (
+        'keepalived_l2_vip_observed_seconds_total{family="inet",interface="eth0",vip="10.9.8.100"} 11.5'
+        in body
+    )
+    assert (
+        'keepalived_l2_vip_unobserved_seconds_total{family="inet",interface="eth0",vip="10.9.8.100"} 1.25'
+        in body
+    )
     assert [v.two_answerers for v in judge_snapshot(snap)] == [True, False]
     assert list(collect_l2(Snapshot(time=1.0, hostname="n"))) == []  # witness off: no series
 

@@ -29,6 +29,8 @@ ALLOWED: dict[str, set[str]] = {
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("sources/wire.py", "verdicts"): "the sniffer judges hold times and feeds the failover accumulator on "
     "its own thread, so a verdict that only time changes reaches the store within its tick",
+    ("sources/l2.py", "verdicts"): "the L2 witness feeds its time accounts (verdicts/l2.py L2Accounts) "
+    "at every publish, as the wire feeds its failover accumulator; the accounting stays pure there",
     ("store/peers.py", "verdicts"): "the peer table keeps each VRID's verdict current per advert (the "
     "run rule needs the previous verdict); the rules themselves stay pure in verdicts/wire.py",
     ("store/peers.py", "parse"): "the table bounds its per-reason drop counters by the decoder's closed "

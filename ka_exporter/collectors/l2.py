@@ -12,6 +12,12 @@ Example (a host-firewall split seen from node a, which holds 10.97.0.100 itself)
     keepalived_l2_vip_answerer_info{...,mac="02:97:00:00:00:02",vip="10.97.0.100"} 1.0
     keepalived_l2_probes_total{family="inet",interface="eth0",vip="10.97.0.100"} 42.0
     keepalived_l2_answers_total{family="inet",interface="eth0",vip="10.97.0.100"} 57.0
+    keepalived_l2_vip_one_answerer_seconds_total{family="inet",interface="eth0",vip="10.97.0.100"} 3580.2
+
+The time accounts (`keepalived_l2_vip_{no,one,multi}_answerer_seconds_total`, their sum
+`..._observed_seconds_total`, and `..._unobserved_seconds_total`) are the L2 SLI as counters
+(verdicts.l2.L2Accounts): `rate()` over any window gives the share of time with exactly one answerer,
+which a gauge sampled every scrape cannot (a 3.6 s gap under a 15 s scrape is 1 sample in 240).
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ def collect_l2(snap: Snapshot) -> Iterator[Metric]:
     )
     probe_answers = GaugeMetricFamily(
         "keepalived_l2_probe_answers",
-        "Answers to the latest completed probe of this VIP (IPv4: each answer; IPv6: distinct MACs).",
+        "Answers to the latest published probe result of this VIP: two probes in a row that agreed "
+        "(IPv4: each answer; IPv6: distinct MACs).",
         labels=VIP_LABELS,
     )
     info = GaugeMetricFamily(
@@ -68,6 +75,27 @@ def collect_l2(snap: Snapshot) -> Iterator[Metric]:
         "ARP replies, gratuitous ARPs and neighbour advertisements naming this VIP heard from other hosts.",
         labels=VIP_LABELS,
     )
+    accounts = [
+        CounterMetricFamily(
+            f"keepalived_l2_vip_{name}_seconds",
+            text,
+            labels=VIP_LABELS,
+        )
+        for name, text in (
+            (
+                "no_answerer",
+                "Seconds in which nobody answered for this VIP (probes completed, none answered).",
+            ),
+            ("one_answerer", "Seconds in which exactly one host answered for this VIP (this node included)."),
+            ("multi_answerer", "Seconds in which two or more hosts answered for this VIP (split brain)."),
+            ("observed", "Seconds the L2 witness accounted for this VIP (no + one + multi answerer)."),
+            (
+                "unobserved",
+                "Seconds the L2 witness could not tell who answered for this VIP (its start, probes not "
+                "completing, capture gaps): unknown, never counted as no answerer.",
+            ),
+        )
+    ]
     verdicts = {(v.interface, v.vip): v for v in judge_snapshot(snap)}
     for rec in snap.l2:
         labels = [rec.interface, rec.family, rec.vip]
@@ -81,4 +109,13 @@ def collect_l2(snap: Snapshot) -> Iterator[Metric]:
             info.add_metric([*labels, mac], 1.0)
         probes.add_metric(labels, rec.probes_sent)
         answers.add_metric(labels, rec.answers_seen)
-    yield from (answerers, two, silent, probe_answers, info, probes, answers)
+        values = (
+            rec.no_answerer_seconds,
+            rec.one_answerer_seconds,
+            rec.multi_answerer_seconds,
+            rec.observed_seconds,
+            rec.unobserved_seconds,
+        )
+        for family, value in zip(accounts, values, strict=True):
+            family.add_metric(labels, value)
+    yield from (answerers, two, silent, probe_answers, info, probes, answers, *accounts)

@@ -74,7 +74,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ka_exporter.model import KeepalivedConfig, Snapshot, VipAnswers, canonical_ip
 from ka_exporter.settings import default
@@ -93,6 +93,7 @@ from ka_exporter.sources.capture import (
     _attach_filter,
 )
 from ka_exporter.store import Store
+from ka_exporter.verdicts.l2 import L2Accounts, L2Look, judge
 
 log = logging.getLogger("ka_exporter.sources.l2")
 
@@ -306,6 +307,8 @@ class _Watch:
     hurry: float | None = None  # news at this time: probe quickly until a published pair is newer
     announced: float = float("-inf")  # the last gratuitous ARP / unsolicited NA that triggered a probe
     held: bool = False  # this node holds the VIP (as the store said when last read)
+    held_changed: float | None = None  # when the store's address table last added/removed it here
+    confirmed: float | None = None  # the latest probe that agreed with the published result: sent at
     probes: int = 0
     answers: int = 0
 
@@ -340,6 +343,7 @@ class _Watch:
         self.probe_at, self.probe_macs = None, []
         changed = False
         if agreed and first is not None:
+            self.confirmed = sent
             result = tuple(macs[: max_macs * 4])
             changed = (self.last_probe_macs, self.last_probe) != (result, first)
             self.last_probe, self.last_probe_macs = first, result
@@ -424,6 +428,7 @@ class L2Source(Source):
         self._vrids_of: KeepalivedConfig | None = None
         self._vrids: dict[str, set[tuple[str, str, int]]] = {}
         self._masters: dict[str, frozenset[str]] = {}
+        self.accounts = L2Accounts()  # per-VIP time accounts (verdicts.l2), fed at every publish
 
     # -- watching -------------------------------------------------------------------------------------
 
@@ -560,6 +565,8 @@ class L2Source(Source):
         for w in self._watches.values():
             here = w.vip in held
             news = here != w.held or (moved and here)
+            if here != w.held:  # netlink's time of the add/remove (the accounts' rule 2, verdicts.l2)
+                w.held_changed = changed if changed is not None else now
             w.held = here
             seen = frozenset(s for key in self._vrids.get(w.vip, ()) for s in masters.get(key, ()))
             if seen != self._masters.get(w.vip, seen):
@@ -616,24 +623,52 @@ class L2Source(Source):
     def records(self, now: float | None = None) -> tuple[VipAnswers, ...]:
         now = self._clock() if now is None else now
         out = []
+        # Evidence older than three probe spacings (the rate cap stretches them) plus an answer window
+        # means the probes stopped completing: from then on the time is unobserved, not downtime.
+        spacing = max(self.probe_interval, len(self._watches) / self.max_probe_rate)
+        stale = 3 * spacing + self.answer_window
+        self.accounts.forget((w.interface, w.vip) for w in self._watches.values())
         for w in self._watches.values():
             probing = self.probe and w.interface in self._socks
             probe_macs = w.last_probe_macs
             answering = w.answerers(probing, now, self.window)
+            rec = VipAnswers(
+                vip=w.vip,
+                interface=w.interface,
+                family=w.family,
+                answerers=tuple(mac_text(m) for m in answering[: self.max_macs]),
+                last_probe_answers=None if probe_macs is None else len(probe_macs),
+                last_probe=w.last_probe,
+                last_answer=w.last_answer,
+                probing=probing,
+                listening_since=self._since.get(w.interface),
+                probes_sent=w.probes,
+                answers_seen=w.answers,
+                heard=tuple(sorted(mac_text(m) for m in w.heard)),
+                confirmed=w.confirmed,
+                announced=w.announced if w.announced > float("-inf") else None,
+            )
+            v = judge(rec, (w.vip,) if w.held else (), True, self._addresses_seen)
+            look = L2Look(
+                answerers=(2 if v.two_answerers else v.answerers)
+                if probing and probe_macs is not None
+                else None,
+                first_probe=w.last_probe,
+                confirmed=w.confirmed,
+                announced=rec.announced,
+                held=w.held,
+                held_changed=w.held_changed,
+                listening_since=rec.listening_since,
+            )
+            a = self.accounts.observe((w.interface, w.vip), look, now, stale)
             out.append(
-                VipAnswers(
-                    vip=w.vip,
-                    interface=w.interface,
-                    family=w.family,
-                    answerers=tuple(mac_text(m) for m in answering[: self.max_macs]),
-                    last_probe_answers=None if probe_macs is None else len(probe_macs),
-                    last_probe=w.last_probe,
-                    last_answer=w.last_answer,
-                    probing=probing,
-                    listening_since=self._since.get(w.interface),
-                    probes_sent=w.probes,
-                    answers_seen=w.answers,
-                    heard=tuple(sorted(mac_text(m) for m in w.heard)),
+                replace(
+                    rec,
+                    no_answerer_seconds=a.no_answerer,
+                    one_answerer_seconds=a.one_answerer,
+                    multi_answerer_seconds=a.multi_answerer,
+                    observed_seconds=a.observed,
+                    unobserved_seconds=a.unobserved,
                 )
             )
         return tuple(out)
