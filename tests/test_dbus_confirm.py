@@ -31,12 +31,16 @@ def wait_until(pred: Callable[[], object], timeout: float = 5.0) -> bool:
     return conftest_wait_until(pred, timeout, 0.005)
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
+def dbus_lab(profile: str) -> Iterator[Lab]:
     if os.geteuid() != 0 or KEEPALIVED is None or shutil.which("dbus-daemon") is None:
         pytest.skip("needs root, keepalived and dbus-daemon")
-    with Lab(profile="fast", dbus=True) as running:
+    with Lab(profile=profile, dbus=True) as running:
         yield running
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    yield from dbus_lab("fast")
 
 
 def state_of(store: Store, name: str) -> VrrpState | None:
@@ -150,3 +154,62 @@ def test_the_old_state_in_the_signal_does_not_hide_a_fault(lab: Lab) -> None:
     assert src.state_reads == reads + 51 and src.state_corrections == corrections + 1
     assert state_of(store, name) == VrrpState.FAULT
     assert dict(store.snapshot().transitions) == {name: 1}
+
+
+@pytest.fixture
+def many() -> Iterator[Lab]:
+    yield from dbus_lab("many")
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_a_burst_of_signals_is_confirmed_as_one_batch(many: Lab) -> None:
+    """100 instances going FAULT at once send 100 VrrpStatusChange within milliseconds: their State
+    reads go out pipelined and the store gets one publication, yet each instance is confirmed (and
+    corrected: the signals below carry 1.3.9's old state) and counted on its own."""
+    node = many.nodes["b"]
+    names = {inst.name for inst in many.instances}
+    store = Store(hostname="b")
+    src = DbusSource(store, address=node.dbus_address)
+    assert wait_until(
+        lambda: src.run_once() or all(state_of(store, n) == VrrpState.BACKUP for n in names), 30.0
+    )
+    paths = [f"{ROOT}/Instance/{i.interface}/{i.vrid}/IPv4" for i in many.instances]
+    subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
+    with BusClient(node.dbus_address) as client:
+        assert wait_until(
+            lambda: (
+                src._confirmed_states(client, paths, [None] * len(paths)) == [VrrpState.FAULT] * len(paths)
+            ),
+            10.0,
+        )
+        owner = client.name_owner(SERVICE)
+        assert owner is not None
+        burst = [Signal(owner, p, IFACE_INSTANCE, "VrrpStatusChange", (1,)) for p in paths]
+        reads, corrections = src.state_reads, src.state_corrections
+        views = store.snapshot_versions()[1]["views"]
+        src._status_changes(client, burst)
+    assert src.state_reads == reads + len(paths)
+    assert src.state_corrections == corrections + len(paths)
+    assert store.snapshot_versions()[1]["views"] == views + 1  # one publication for the burst
+    assert all(state_of(store, n) == VrrpState.FAULT for n in names)
+    assert dict(store.snapshot().transitions) == dict.fromkeys(names, 1)
+    # The live loop: node a, master of all, loses its link; keepalived signals 100 FAULTs at once.
+    node = many.nodes["a"]
+    store = Store(hostname="a")
+    src = DbusSource(store, address=node.dbus_address)
+    src.start()
+    try:
+        assert wait_until(lambda: all(state_of(store, n) == VrrpState.MASTER for n in names), 30.0)
+        handled, batches, reads = src.signals_handled, src.status_batches, src.state_reads
+        subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
+        assert wait_until(lambda: all(state_of(store, n) == VrrpState.FAULT for n in names), 10.0)
+        assert src.state_reads - reads >= len(names)  # every signal confirmed by its State
+        assert src.status_batches - batches < src.signals_handled - handled  # and some read together
+        assert dict(store.snapshot().transitions) == dict.fromkeys(names, 1)
+        print(
+            f"\n{src.signals_handled - handled} signals in {src.status_batches - batches} batches,"
+            f" {src.state_reads - reads} State reads"
+        )
+    finally:
+        src.stop()

@@ -304,3 +304,40 @@ def test_listening_is_reported_and_a_stopped_capture_counts_its_window_only() ->
     assert clock[0] - stats.listening_since == 3.0  # listened 101 .. 104
     table.set_listening({"eth0": 120.0})  # a new capture
     assert table.snapshot()[1].listening_since == 120.0
+
+
+def test_tick_skips_steady_vrids_yet_says_what_a_full_judgement_says() -> None:
+    """tick() judges a VRID with one router present only once until its hold time can run out; at
+    every tick its verdicts still equal judging every VRID from the table's records."""
+    rng = random.Random(12)
+    table = PeerTable()
+    events: list[tuple[float, Advert]] = []
+    for vrid in range(1, 41):
+        stop = rng.choice((4.0, 9.0, 30.0))  # some fall silent and expire, some keep advertising
+        prio = rng.choice((100, 150))
+        t = rng.random()
+        while t < stop:
+            changed = vrid % 7 == 0 and 10.0 < t < 12.0  # a few change priority, or resign, meanwhile
+            events.append(
+                (t, adv("192.0.2.1", t, vrid=vrid, prio=0 if changed and vrid % 2 else prio + changed))
+            )
+            t += 1.0
+        if vrid % 10 == 0:  # and a few get a second router later
+            events.append((15.0 + vrid / 100, adv("192.0.2.2", 15.0 + vrid / 100, vrid=vrid, prio=90)))
+    events.sort(key=lambda e: e[0])
+    skipped = 0
+    now = 0.0
+    i = 0
+    while now < 30.0:
+        now += 0.25
+        while i < len(events) and events[i][0] <= now:
+            table.update(events[i][1])
+            i += 1
+        steady = sum(1 for until in table._steady.values() if now <= until)
+        table.tick(now)
+        skipped += steady
+        peers, _stats = table.snapshot()
+        expected = {v.key: v.summary for v in judge(peers, now, listening=table.listening())}
+        assert table._verdicts == expected, now
+    assert skipped > 40 * 10  # most VRIDs were steady most of the time: the tick did skip them
+    assert any(not v[0] for v in table._verdicts.values())  # and expiry was still seen

@@ -244,13 +244,8 @@ class ProcessSource(Source):
             again = self._proc(known.pid)
             if again is not None and again.create_time == known.create_time:
                 return again
-        found: list[_Proc] = []
-        ka_pids: set[int] = set()
-        for p in psutil.process_iter(["pid", "ppid", "name", "create_time"]):
-            if p.info["name"] != "keepalived":
-                continue
-            ka_pids.add(p.info["pid"])
-            found.append(_Proc(p.info["pid"], p.info["ppid"], p.info["create_time"]))
+        found = [p for pid in _named_keepalived() if (p := self._proc(pid)) is not None]
+        ka_pids = {p.pid for p in found}
         live = {p.pid for p in found}
         self._rejected = {pid: why for pid, why in self._rejected.items() if pid in live}
         parents: list[_Proc] = []
@@ -283,6 +278,37 @@ class ProcessSource(Source):
         except (OSError, ValueError):
             return ()
         return tuple(sorted(k for k in pids if is_keepalived(k)))
+
+
+def _named_keepalived() -> list[int]:
+    """The pids whose command name is "keepalived", from /proc/PID/comm.
+
+    This runs every second while no keepalived is found (stopped, or not started yet).
+    psutil.process_iter built a Process object and parsed /proc/PID/stat for every process on the
+    host: 12 ms per scan with 118 processes. One read of a 16-byte file each is enough to find the few
+    worth a closer look (the checks that follow decide; a name alone adopts nothing).
+    """
+    pids: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{entry}/comm", os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            name = os.read(fd, 32)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if name == b"keepalived\n":
+            pids.append(int(entry))
+    return pids
 
 
 def build(w: Wiring) -> ProcessSource:

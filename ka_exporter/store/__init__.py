@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from ka_exporter.model import (
@@ -217,8 +217,13 @@ class Store:
         self._notify()
 
     def count_transition(self, instance: str) -> None:
+        self.count_transitions((instance,))
+
+    def count_transitions(self, instances: Iterable[str]) -> None:
+        """One transition more for each name (a name twice: two), one change for watchers."""
         with self._lock:
-            self._transitions[instance] = self._transitions.get(instance, 0) + 1
+            for instance in instances:
+                self._transitions[instance] = self._transitions.get(instance, 0) + 1
             self._bump("transitions")
         self._notify()
 

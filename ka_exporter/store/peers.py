@@ -184,6 +184,9 @@ class PeerTable:
         self._established: OrderedDict[PeerKey, _Entry] = OrderedDict()
         self._groups: dict[VridKey, dict[str, _Entry]] = {}
         self._verdicts: dict[VridKey, tuple[int, bool, bool, frozenset[str]]] = {}
+        # VRIDs of one router heard within its hold time, with the time until which tick() need not
+        # judge them again: see tick(). Any update() of the VRID's routers drops its entry.
+        self._steady: dict[VridKey, float] = {}
         self._packets = 0
         self._invalid: dict[str, int] = dict.fromkeys(INVALID_REASONS, 0)
         self._evictions = 0
@@ -204,6 +207,7 @@ class PeerTable:
         with self._lock:
             self._packets += 1
             self._version += 1
+            self._steady.pop(gkey, None)
             e = self._established.get(key)
             if e is not None:
                 e.rec = None
@@ -384,6 +388,7 @@ class PeerTable:
 
     def _forget(self, key: PeerKey) -> None:
         gkey = (key[0], key[1], key[2])
+        self._steady.pop(gkey, None)
         group = self._groups.get(gkey)
         if group is not None:
             group.pop(key[3], None)
@@ -438,11 +443,28 @@ class PeerTable:
                     self._forget(key)
                     self._version += 1
             listening = self._listening_locked()
+            steady = self._steady
             for gkey, group in self._groups.items():
+                until = steady.get(gkey)
+                if until is not None and now <= until and len(group) == 1:
+                    continue
                 summary = judge_vrid(gkey, tuple(group.values()), now, listening=listening).summary
                 if self._verdicts.get(gkey) != summary:
                     self._verdicts[gkey] = summary
                     changed = True
+                # One router heard within its hold time: its VRID's verdict reads only whether it is
+                # present (it is, until last_seen + hold time), its priority and `contested` (no split
+                # brain with one router, no "no master" while it is present). Time alone changes none
+                # of them before then, and repeat() moves only last_seen, counts and `local`; anything
+                # else goes through update(), which drops the entry. So the tick, 4 times a second,
+                # judges only the VRIDs where time can change something (100 steady VRIDs: ~2 ms/s).
+                if len(group) == 1:
+                    (e,) = group.values()
+                    hold = hold_time(e.interval, e.version)
+                    if not e.expired and now - e.last_seen <= hold:
+                        steady[gkey] = e.last_seen + hold
+                        continue
+                steady.pop(gkey, None)
         return changed
 
     # -- readers ----------------------------------------------------------------------------------
