@@ -474,9 +474,8 @@ class VipAnswers:
     vrids: tuple[int, ...] = ()  # the VRIDs of the instances configuring this VIP (keepalived.conf)
     # (time, MAC): the first frame of each burst of gratuitous ARPs / unsolicited NAs per MAC, oldest first
     announcements: tuple[tuple[float, str], ...] = ()
-    advert_macs: tuple[
-        tuple[int, str, str], ...
-    ] = ()  # (vrid, router address, source MAC) of others' adverts
+    # (vrid, router address, source MAC, kernel time of the first advert of its current run), others' adverts
+    advert_macs: tuple[tuple[int, str, str, float], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------

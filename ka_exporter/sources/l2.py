@@ -87,6 +87,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ka_exporter.model import KeepalivedConfig, Snapshot, VipAnswers, canonical_ip
 from ka_exporter.settings import default
@@ -125,6 +126,9 @@ VRRP = 112  # IP protocol / IPv6 next header
 BURST_GAP = 1.0
 ANNOUNCEMENTS = 16  # bursts kept per VIP, the latest
 MAX_ROUTERS = 256  # advert source MACs kept (bounded: the network chooses the sources)
+RUN_GAP = (
+    2.5  # intervals of silence after which a router's adverts start a new run (as verdicts.wire.RUN_GAP)
+)
 SNAPLEN = 128  # an NA with its target link-layer option is 86 bytes; ARP 42
 
 _TAX = 0x07
@@ -142,6 +146,7 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
 
 VipTarget = tuple[str, str]  # (interface, VIP address)
+AdvertFrame = tuple[str, int, str, bytes, int, float]  # family, VRID, source, MAC, priority, interval
 Targets = Callable[[], Iterable[VipTarget]] | Iterable[VipTarget] | None
 
 
@@ -259,16 +264,22 @@ def decode(frame: bytes, own_mac: bytes) -> Answer | None:
     return None
 
 
-def decode_advert(frame: bytes) -> tuple[str, int, str, bytes] | None:
-    """(family, VRID, source address, source MAC) of a VRRP advert frame (Ethernet), else None."""
+def decode_advert(frame: bytes) -> AdvertFrame | None:
+    """(family, VRID, source address, source MAC, priority, interval) of a VRRP advert frame
+    (Ethernet), else None. The interval: VRRPv2 whole seconds, v3 centiseconds (12 bits)."""
     etype = frame[12:14]
-    if etype == b"\x08\x00" and len(frame) >= 36 and frame[23] == VRRP:
-        off = 14 + (frame[14] & 0x0F) * 4
-        if len(frame) >= off + 2 and frame[off] & 0x0F == 1:  # type 1: advertisement
-            return "inet", frame[off + 1], socket.inet_ntop(socket.AF_INET, frame[26:30]), frame[6:12]
-    elif etype == b"\x86\xdd" and len(frame) >= 56 and frame[20] == VRRP and frame[54] & 0x0F == 1:
-        return "inet6", frame[55], socket.inet_ntop(socket.AF_INET6, frame[22:38]), frame[6:12]
-    return None
+    if etype == b"\x08\x00" and len(frame) >= 34 and frame[23] == VRRP:
+        family, off = "inet", 14 + (frame[14] & 0x0F) * 4
+        src = socket.inet_ntop(socket.AF_INET, frame[26:30])
+    elif etype == b"\x86\xdd" and len(frame) >= 54 and frame[20] == VRRP:
+        family, off, src = "inet6", 54, socket.inet_ntop(socket.AF_INET6, frame[22:38])
+    else:
+        return None
+    if len(frame) < off + 6 or frame[off] & 0x0F != 1:  # type 1: advertisement
+        return None
+    version = frame[off] >> 4
+    interval = frame[off + 5] if version == 2 else ((frame[off + 4] & 0x0F) << 8 | frame[off + 5]) / 100
+    return family, frame[off + 1], src, frame[6:12], frame[off + 2], float(interval)
 
 
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
@@ -468,7 +479,8 @@ class L2Source(Source):
         self._vrids: dict[str, set[tuple[str, str, int]]] = {}
         self._masters: dict[str, frozenset[str]] = {}
         self.accounts = L2Accounts()  # per-VIP time accounts (verdicts.l2), fed at every publish
-        self._routers: dict[tuple[str, int], dict[str, bytes]] = {}  # (family, vrid) -> source -> MAC
+        # (family, vrid) -> source -> [MAC, last advert, its priority, first advert of the run]
+        self._routers: dict[tuple[str, int], dict[str, list[Any]]] = {}
         self._router_count = 0
         self.published: tuple[VipAnswers, ...] = ()  # the records last given to the store
 
@@ -559,7 +571,7 @@ class L2Source(Source):
                 continue
             advert = decode_advert(frame)
             if advert is not None:
-                self._advert(*advert)
+                self._advert(advert, _kernel_time(anc) or self._clock())
                 continue
             ans = decode(frame, own)
             if ans is None:
@@ -601,16 +613,21 @@ class L2Source(Source):
             del w.burst_last[min(w.burst_last, key=w.burst_last.__getitem__)]
         w.burst_last[mac] = at
 
-    def _advert(self, family: str, vrid: int, source: str, mac: bytes) -> None:
-        """A VRRP advert from another router: remember the MAC it came from (bounded)."""
+    def _advert(self, advert: AdvertFrame, at: float) -> None:
+        """A VRRP advert from another router at `at` (kernel time): remember the MAC it came from and
+        when its current run began, by the wire table's rule (after RUN_GAP intervals of silence or a
+        priority-0 advert), bounded."""
+        family, vrid, source, mac, priority, interval = advert
         routers = self._routers.setdefault((family, vrid), {})
-        if routers.get(source) == mac:
-            return  # the common case: once per advert interval
-        if source not in routers:
+        r = routers.get(source)
+        if r is None:
             if self._router_count >= MAX_ROUTERS:
                 return
             self._router_count += 1
-        routers[source] = mac
+            r = routers[source] = [mac, at, priority, at]
+        elif r[2] == 0 or at - r[1] > RUN_GAP * max(interval, 0.01):
+            r[3] = at
+        r[0], r[1], r[2] = mac, at, priority
 
     def announce_feed(self) -> tuple[VipAnswers, ...]:
         """The records last published (the wire's failover tracker joins them with master changes)."""
@@ -723,9 +740,9 @@ class L2Source(Source):
                 vrids=(vrids := tuple(sorted({k[2] for k in self._vrids.get(w.vip, ())}))),
                 announcements=tuple((t, mac_text(m)) for t, m in w.bursts),
                 advert_macs=tuple(
-                    (v, src, mac_text(m))
-                    for v in vrids
-                    for src, m in sorted(self._routers.get((w.family, v), {}).items())
+                    (vrid, src, mac_text(r[0]), r[3])
+                    for vrid in vrids
+                    for src, r in sorted(self._routers.get((w.family, vrid), {}).items())
                 ),
             )
             v = judge(rec, (w.vip,) if w.held else (), True, self._addresses_seen)

@@ -67,7 +67,9 @@ MAX_VRIDS = 256  # bounded: VRIDs are keyed by what the network sends (a spoofer
 HISTORY_SPANS = 256  # per VRID: the latest stretches of one state (the status page draws the last hour)
 ANNOUNCE_BOUND = 30.0  # seconds: a new master that sent no gratuitous ARP / NA by then "did not announce"
 # The wire stamps an advert when recv returns (user space), the L2 witness a frame in the kernel: a
-# gratuitous ARP sent right after the first advert can read up to a few ms earlier than it.
+# gratuitous ARP sent right after the first advert can read up to a few ms earlier than the wire's
+# stamp. So the delay is taken from the witness's own kernel stamp of that advert when it has one
+# within ANNOUNCE_SLACK of the wire's, and frames from ANNOUNCE_SLACK before it are considered.
 ANNOUNCE_SLACK = 0.05
 MAX_PENDING = 256  # master changes waiting for their announcements (bounded like the VRIDs)
 
@@ -159,9 +161,9 @@ def measure(covered: list[tuple[float, float]], lo: float, hi: float) -> tuple[f
 
 
 def first_announcement(rec: VipAnswers, event: FailoverEvent) -> float | None:
-    """When the new master of `event` first announced `rec`'s VIP: the time of the first gratuitous
-    ARP / unsolicited NA for the VIP at or after its first advert (less ANNOUNCE_SLACK) sent from the
-    MAC its adverts come from, or None if none was heard (yet).
+    """How long after its first advert the new master of `event` first announced `rec`'s VIP: the
+    first gratuitous ARP / unsolicited NA for the VIP at or after that advert (less ANNOUNCE_SLACK)
+    sent from the MAC its adverts come from; None if none was heard (yet).
 
     keepalived, on becoming master, sends its first advert, adds the VIPs, then `garp_master_repeat`
     gratuitous ARPs (unsolicited NAs for IPv6), and the same again `garp_master_delay` (5 s) later:
@@ -173,14 +175,15 @@ def first_announcement(rec: VipAnswers, event: FailoverEvent) -> float | None:
     re-announcement after the change cannot be told apart (it happens only when a split brain heals).
     Adverts not heard from the new master (yet): any MAC but the old master's counts."""
     vrid = event.key[2]
-    macs = {src: mac for v, src, mac in rec.advert_macs if v == vrid}
-    want = macs.get(event.new)
-    shun = macs.get(event.old) if event.old is not None else None
+    macs = {src: (mac, start) for v, src, mac, start in rec.advert_macs if v == vrid}
+    want, start = macs.get(event.new, (None, None))
+    shun = macs.get(event.old, (None, None))[0] if event.old is not None else None
+    first = start if start is not None and abs(start - event.at) <= ANNOUNCE_SLACK else event.at
     for at, mac in rec.announcements:
-        if at < event.at - ANNOUNCE_SLACK:
+        if at < first - ANNOUNCE_SLACK:
             continue
         if mac == want if want is not None else mac != shun:
-            return at
+            return max(0.0, at - first)
     return None
 
 
@@ -254,10 +257,10 @@ class FailoverTracker:
                 if r.listening_since is None or r.listening_since > p.event.at:
                     p.done.add(r.vip)  # the witness was not listening then: unknown, not late
                     continue
-                at = first_announcement(r, p.event)
+                delay = first_announcement(r, p.event)
                 delays, missed = v.announce.get(r.vip, (Histogram(), 0))
-                if at is not None:
-                    v.announce[r.vip] = (delays.observe(max(0.0, at - p.event.at)), missed)
+                if delay is not None:
+                    v.announce[r.vip] = (delays.observe(delay), missed)
                 elif late:
                     v.announce[r.vip] = (delays, missed + 1)
                 else:
