@@ -406,6 +406,9 @@ class VridTiming:
     gaps: Histogram = field(default_factory=Histogram)
     overlaps: Histogram = field(default_factory=Histogram)
     history: tuple[StateSpan, ...] = ()  # the latest spans of one state, oldest first (bounded)
+    # per VIP of the VRID: (vip, delays from a new master's first advert to its first gratuitous ARP /
+    # unsolicited NA, changes it did not announce within the bound); None: no L2 witness feeds it
+    announce: tuple[tuple[str, Histogram, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +471,11 @@ class VipAnswers:
     multi_answerer_seconds: float = 0.0
     observed_seconds: float = 0.0
     unobserved_seconds: float = 0.0
+    vrids: tuple[int, ...] = ()  # the VRIDs of the instances configuring this VIP (keepalived.conf)
+    # (time, MAC): the first frame of each burst of gratuitous ARPs / unsolicited NAs per MAC, oldest first
+    announcements: tuple[tuple[float, str], ...] = ()
+    # (vrid, router address, source MAC, kernel time of the first advert of its current run), others' adverts
+    advert_macs: tuple[tuple[int, str, str, float], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------

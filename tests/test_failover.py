@@ -20,6 +20,7 @@ class Router:
 
     source: str
     interval: float = 1.0
+    local: bool = False  # sent by this host
     adverts: list[tuple[float, int]] = field(default_factory=list)
 
     def every(self, start: float, stop: float, priority: int) -> Router:
@@ -61,6 +62,7 @@ class Router:
             auth_digest=None,
             adverts=len(seen),
             last_priority_zero=last_zero,
+            local=self.local,
         )
 
 

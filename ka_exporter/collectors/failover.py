@@ -14,6 +14,11 @@ at advert_int 1)::
     keepalived_wire_master_changes_total{family="inet",interface="eth0",vrid="51"} 1.0
     keepalived_wire_masterless_seconds_total{family="inet",interface="eth0",vrid="51"} 3.62
     keepalived_wire_failover_gap_seconds_bucket{family="inet",interface="eth0",le="4.0",vrid="51"} 1.0
+
+Where the L2 witness runs (it feeds the tracker), each master change also gives, per VIP of the VRID,
+the delay to the new master's first gratuitous ARP / unsolicited NA
+(`keepalived_wire_failover_announce_delay_seconds`), or one `..._not_announced_total` if it sent none
+within 30 s. An exporter without the L2 witness exports neither.
 """
 
 from __future__ import annotations
@@ -74,6 +79,16 @@ def collect_failover(snap: Snapshot) -> Iterator[Metric]:
         "Handovers (preemptions): how long the old master still advertised after the new one's first advert.",
         labels=LABELS,
     )
+    announce = HistogramMetricFamily(
+        "keepalived_wire_failover_announce_delay_seconds",
+        "Per master change: the new master's first advert to its first gratuitous ARP / unsolicited NA.",
+        labels=[*LABELS, "vip"],
+    )
+    unannounced = CounterMetricFamily(
+        "keepalived_wire_failover_not_announced",
+        "Master changes whose new master sent no gratuitous ARP / unsolicited NA for the VIP within 30 s.",
+        labels=[*LABELS, "vip"],
+    )
     # Histograms (18 series each) for the VRIDs keepalived.conf configures, and for any VRID that has
     # had a master change; a VRID only ever heard once (a spoofed advert) gets the five counters only.
     configured = {(i.family, i.vrid) for i in (snap.config.instances if snap.config else ())}
@@ -87,4 +102,9 @@ def collect_failover(snap: Snapshot) -> Iterator[Metric]:
         if (t.key[1], t.key[2]) in configured or t.gaps.count or t.overlaps.count:
             gaps.add_metric(labels, _buckets(t.gaps), t.gaps.total)
             overlaps.add_metric(labels, _buckets(t.overlaps), t.overlaps.total)
+        for vip, delays, missed in t.announce or ():
+            announce.add_metric([*labels, vip], _buckets(delays), delays.total)
+            unannounced.add_metric([*labels, vip], missed)
     yield from (changes, masterless, multi, observed, unobserved, gaps, overlaps)
+    if any(t.announce is not None for t in snap.failover):
+        yield from (announce, unannounced)

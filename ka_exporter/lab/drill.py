@@ -5,8 +5,12 @@ master, stopping the tracked service so its check script fails, blocking VRRP wi
 and restoring each. The drill does exactly that on a fresh lab per profile, with an observer's
 ka-exporter (wire only) as the stopwatch: every masterless gap and handover overlap in the report is
 what `keepalived_wire_failover_gap_seconds` / `..._overlap_seconds` measured from the adverts, and a
-split brain's length is `keepalived_wire_multi_master_seconds_total`'s growth. Who holds the VIP is
-read from the nodes' interfaces (the lab's own view), so the drill also checks the exporter.
+split brain's length is `keepalived_wire_multi_master_seconds_total`'s growth, and the delay to the new
+master's first gratuitous ARP is `keepalived_wire_failover_announce_delay_seconds` (the observer's L2
+witness runs). Who holds the VIP is read from the nodes' interfaces (the lab's own view), so the drill
+also checks the exporter. tests/test_drill.py runs the whole drill and asserts every row against the
+physics (a graceful stop costs the backup's skew time, a crash 3 x advert_int + skew, a preemption an
+overlap of milliseconds).
 
 Profiles: `nginx` (VRRPv2, advert_int 1, preempt, check script weight -60), `mysql` (both BACKUP,
 `nopreempt`, check script weight -20), `fast` (VRRPv3, advert_int 0.1, preempt, no check script).
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,6 +52,8 @@ class Outcome:
     overlap: float | None = None  # seconds of handover overlap
     split_brain: float | None = None  # seconds with two masters
     claim_held: bool | None = None  # masterless within 1-3 s (None: no failover in this step)
+    announce: float | None = None  # seconds to the new master's first gratuitous ARP (mean over changes)
+    not_announced: int = 0  # changes whose new master sent no gratuitous ARP within 30 s
 
 
 class Stopwatch:
@@ -136,24 +143,16 @@ class Drill:
         after = self.settle()
         after_master = self.lab.master()
         ok, happened = judge(before_master, after_master)
-
-        def delta(name: str) -> float:
-            return after.get(name, 0.0) - before.get(name, 0.0)
-
-        gaps = delta("keepalived_wire_failover_gap_seconds_count")
-        overlaps = delta("keepalived_wire_failover_overlap_seconds_count")
-        masterless = delta("keepalived_wire_failover_gap_seconds_sum") if gaps else None
-        split = delta("keepalived_wire_multi_master_seconds_total")
+        measured = _measured(before, after)
+        masterless = measured["masterless"]
         return Outcome(
             profile=self.profile,
             scenario=scenario,
             expected=expected,
             happened=happened,
             ok=ok,
-            masterless=round(masterless, 3) if masterless is not None else None,
-            overlap=round(delta("keepalived_wire_failover_overlap_seconds_sum"), 3) if overlaps else None,
-            split_brain=round(split, 3) if split > 0.001 else None,
             claim_held=None if masterless is None else masterless <= CLAIM,
+            **measured,
         )
 
     # -- the scenarios ------------------------------------------------------------------------------
@@ -269,11 +268,6 @@ class Drill:
         lab.heal()
         lab.wait_for(lambda: lab.master() is not None, hold + 5, 0.05)
         after = self.settle()
-
-        def delta(name: str) -> float:
-            return after.get(name, 0.0) - before.get(name, 0.0)
-
-        split = delta("keepalived_wire_multi_master_seconds_total")
         master_after = lab.master()
         if takeover:
             expected = (
@@ -291,18 +285,35 @@ class Drill:
                 f"{'flagged' if flagged else 'NOT flagged'} by the observer; after the heal master is "
             )
             ok = both and flagged and master_after is not None
-        gaps = delta("keepalived_wire_failover_gap_seconds_count")
-        overlaps = delta("keepalived_wire_failover_overlap_seconds_count")
         return Outcome(
             profile=self.profile,
             scenario="block VRRP with a firewall rule on the backup, then remove it",
             expected=expected,
             happened=happened + (master_after or "nobody/several"),
             ok=ok,
-            masterless=round(delta("keepalived_wire_failover_gap_seconds_sum"), 3) if gaps else None,
-            overlap=round(delta("keepalived_wire_failover_overlap_seconds_sum"), 3) if overlaps else None,
-            split_brain=round(split, 3) if split > 0.001 else None,
+            **_measured(before, after),
         )
+
+
+def _measured(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What the observer's accounts grew by in a step: masterless time (the gaps' sum, None without a
+    gap), handover overlap, time with two masters, the mean announce delay and changes not announced."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    gaps = delta("keepalived_wire_failover_gap_seconds_count")
+    overlaps = delta("keepalived_wire_failover_overlap_seconds_count")
+    split = delta("keepalived_wire_multi_master_seconds_total")
+    announced = delta("keepalived_wire_failover_announce_delay_seconds_count")
+    announce = delta("keepalived_wire_failover_announce_delay_seconds_sum") / announced if announced else None
+    return {
+        "masterless": round(delta("keepalived_wire_failover_gap_seconds_sum"), 3) if gaps else None,
+        "overlap": round(delta("keepalived_wire_failover_overlap_seconds_sum"), 3) if overlaps else None,
+        "split_brain": round(split, 3) if split > 0.001 else None,
+        "announce": round(announce, 4) if announce is not None else None,
+        "not_announced": round(delta("keepalived_wire_failover_not_announced_total")),
+    }
 
 
 def run_drill(profiles: tuple[str, ...] = DRILL_PROFILES, workdir: Path | None = None) -> list[Outcome]:
@@ -317,16 +328,18 @@ def run_drill(profiles: tuple[str, ...] = DRILL_PROFILES, workdir: Path | None =
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f} s"
+    return "-" if value is None else f"{value:.3f} s" if value >= 0.01 else f"{value * 1000:.1f} ms"
 
 
 def report(outcomes: list[Outcome]) -> str:
     """The table the drill prints."""
     rows = [
-        ("profile", "scenario", "expected", "what happened", "masterless", "overlap", "2 masters", "1-3 s")
-    ]
+        ("profile", "scenario", "expected", "what happened", "masterless", "overlap", "2 masters", "1-3 s",
+         "GARP after")
+    ]  # fmt: skip
     for o in outcomes:
         claim = "-" if o.claim_held is None else ("yes" if o.claim_held else "NO")
+        garp = _seconds(o.announce) if o.announce is not None or not o.not_announced else "none in 30 s"
         rows.append(
             (
                 o.profile,
@@ -337,6 +350,7 @@ def report(outcomes: list[Outcome]) -> str:
                 _seconds(o.overlap),
                 _seconds(o.split_brain),
                 claim,
+                garp,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -51,6 +51,17 @@ Before this, a node taking a VIP over waited for its next periodic probe and for
 its L2 witness read 1 about 3 s after the split was made; now 50-230 ms after the second holder
 appeared (lab, tests/test_fused_lab.py).
 
+Announcements, for the failover accounts (verdicts/failover.py, the announce delay): per VIP, the
+first frame of each burst of gratuitous ARPs / unsolicited NAs per MAC (a frame within BURST_GAP of
+the same MAC's previous one continues its burst; the latest ANNOUNCEMENTS kept), and, per VRID of the
+VIP, the source MAC of the other routers' VRRP adverts (the same socket accepts unauthenticated VRRP
+too, one frame per advert interval and router: the wire capture has no link header). keepalived sends
+adverts from its interface's MAC, or from the virtual MAC 00:00:5e:00:01:VRID (IPv6 00:00:5e:00:02:VRID)
+with use_vmac, and its gratuitous ARPs from the same MAC, so a router's announcements are told by it.
+An IPv6 answer to this witness's own DAD probe looks unsolicited (RFC 4861: no solicited flag to ::),
+so an NA within a probe's answer window is an answer, never an announcement. The wire source's
+failover tracker reads the published records (`announce_feed`).
+
 Bounds: at most `max_vips` VIPs watched (the first in configuration order), at most `max_macs` MACs
 per VIP (the most recently heard kept). A MAC counts as an answerer while it was heard within
 `window` seconds (default three probe intervals).
@@ -73,8 +84,10 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ka_exporter.model import KeepalivedConfig, Snapshot, VipAnswers, canonical_ip
 from ka_exporter.settings import default
@@ -86,12 +99,14 @@ from ka_exporter.sources.capture import (
     _LD_W_ABS,
     _RET_K,
     ETH_P_ALL,
+    ETH_P_IP,
     PACKET_OUTGOING,
     SKF_AD_PKTTYPE,
     CaptureError,
     _assemble,
     _attach_filter,
 )
+from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
 from ka_exporter.verdicts.l2 import L2Accounts, L2Look, judge
 
@@ -105,6 +120,15 @@ ICMPV6 = 58
 ND_NS = 135
 ND_NA = 136
 ND_OPT_TLLA = 2
+VRRP = 112  # IP protocol / IPv6 next header
+#: A gratuitous ARP / NA within this of the same MAC's previous one continues its burst (keepalived
+#: sends garp_master_repeat frames garp_interval apart, default 0).
+BURST_GAP = 1.0
+ANNOUNCEMENTS = 16  # bursts kept per VIP, the latest
+MAX_ROUTERS = 256  # advert source MACs kept (bounded: the network chooses the sources)
+RUN_GAP = (
+    2.5  # intervals of silence after which a router's adverts start a new run (as verdicts.wire.RUN_GAP)
+)
 SNAPLEN = 128  # an NA with its target link-layer option is 86 bytes; ARP 42
 
 _TAX = 0x07
@@ -122,18 +146,23 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
 
 VipTarget = tuple[str, str]  # (interface, VIP address)
+AdvertFrame = tuple[str, int, str, bytes, int, float]  # family, VRID, source, MAC, priority, interval
 Targets = Callable[[], Iterable[VipTarget]] | Iterable[VipTarget] | None
 
 
 def l2_filter() -> list[tuple[int, int, int, int]]:
-    """Classic BPF over Ethernet frames: ARP replies, gratuitous ARP requests and ICMPv6 NAs from others."""
+    """Classic BPF over Ethernet frames from others: ARP replies, gratuitous ARP requests, ICMPv6 NAs,
+    and VRRP adverts (their source MACs)."""
     return _assemble(
         [
             (None, _LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),  # A = skb->pkt_type
             (None, _JEQ_K, "drop", 0, PACKET_OUTGOING),  # this host's own frames: not an answerer
             (None, _LD_H_ABS, 0, 0, 12),  # A = ethertype
             (None, _JEQ_K, "arp", 0, ETH_P_ARP),
-            (None, _JEQ_K, "v6", "drop", ETH_P_IPV6),
+            (None, _JEQ_K, "v6", 0, ETH_P_IPV6),
+            (None, _JEQ_K, 0, "drop", ETH_P_IP),
+            (None, _LD_B_ABS, 0, 0, 23),  # A = IPv4 protocol
+            (None, _JEQ_K, "accept", "drop", VRRP),
             ("arp", _LD_H_ABS, 0, 0, 20),  # A = ARP opcode
             (None, _JEQ_K, "accept", 0, ARP_REPLY),
             (None, _JEQ_K, 0, "drop", ARP_REQUEST),
@@ -142,6 +171,7 @@ def l2_filter() -> list[tuple[int, int, int, int]]:
             (None, _LD_W_ABS, 0, 0, 28),  # A = sender IP
             (None, _JEQ_X, "accept", "drop", 0),  # gratuitous: sender IP == target IP
             ("v6", _LD_B_ABS, 0, 0, 20),  # A = IPv6 next header
+            (None, _JEQ_K, "accept", 0, VRRP),
             (None, _JEQ_K, 0, "drop", ICMPV6),
             (None, _LD_B_ABS, 0, 0, 54),  # A = ICMPv6 type
             (None, _JEQ_K, "accept", "drop", ND_NA),
@@ -234,6 +264,24 @@ def decode(frame: bytes, own_mac: bytes) -> Answer | None:
     return None
 
 
+def decode_advert(frame: bytes) -> AdvertFrame | None:
+    """(family, VRID, source address, source MAC, priority, interval) of a VRRP advert frame
+    (Ethernet), else None. The interval: VRRPv2 whole seconds, v3 centiseconds (12 bits)."""
+    etype = frame[12:14]
+    if etype == b"\x08\x00" and len(frame) >= 34 and frame[23] == VRRP:
+        family, off = "inet", 14 + (frame[14] & 0x0F) * 4
+        src = socket.inet_ntop(socket.AF_INET, frame[26:30])
+    elif etype == b"\x86\xdd" and len(frame) >= 54 and frame[20] == VRRP:
+        family, off, src = "inet6", 54, socket.inet_ntop(socket.AF_INET6, frame[22:38])
+    else:
+        return None
+    if len(frame) < off + 6 or frame[off] & 0x0F != 1:  # type 1: advertisement
+        return None
+    version = frame[off] >> 4
+    interval = frame[off + 5] if version == 2 else ((frame[off + 4] & 0x0F) << 8 | frame[off + 5]) / 100
+    return family, frame[off + 1], src, frame[6:12], frame[off + 2], float(interval)
+
+
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     """The kernel's receive time of a frame (SO_TIMESTAMPNS), if it came with one."""
     for level, kind, data in ancillary:
@@ -309,6 +357,8 @@ class _Watch:
     held: bool = False  # this node holds the VIP (as the store said when last read)
     held_changed: float | None = None  # when the store's address table last added/removed it here
     confirmed: float | None = None  # the latest probe that agreed with the published result: sent at
+    bursts: deque[tuple[float, bytes]] = field(default_factory=lambda: deque(maxlen=ANNOUNCEMENTS))
+    burst_last: dict[bytes, float] = field(default_factory=dict)  # MAC -> its last announcement
     probes: int = 0
     answers: int = 0
 
@@ -429,6 +479,10 @@ class L2Source(Source):
         self._vrids: dict[str, set[tuple[str, str, int]]] = {}
         self._masters: dict[str, frozenset[str]] = {}
         self.accounts = L2Accounts()  # per-VIP time accounts (verdicts.l2), fed at every publish
+        # (family, vrid) -> source -> [MAC, last advert, its priority, first advert of the run]
+        self._routers: dict[tuple[str, int], dict[str, list[Any]]] = {}
+        self._router_count = 0
+        self.published: tuple[VipAnswers, ...] = ()  # the records last given to the store
 
     # -- watching -------------------------------------------------------------------------------------
 
@@ -515,6 +569,10 @@ class L2Source(Source):
                 break
             except InterruptedError:
                 continue
+            advert = decode_advert(frame)
+            if advert is not None:
+                self._advert(advert, _kernel_time(anc) or self._clock())
+                continue
             ans = decode(frame, own)
             if ans is None:
                 continue
@@ -529,19 +587,51 @@ class L2Source(Source):
         w.last_answer = at
         if ans.to_probe and w.probe_at is not None and at - w.probe_at <= self.answer_window:
             w.probe_macs.append(ans.mac)
-        elif ans.announce and self.probe:
-            # A gratuitous ARP / unsolicited NA: someone announces a takeover. keepalived sends them in
-            # bursts, and a master re-announces (on a lower-priority advert, after garp_master_delay):
-            # at most once per probe interval per VIP, except from a MAC the published result does not
-            # name. Measured: the old master's re-announcement 0.6 s before the new master's first
-            # gratuitous ARP held its trigger back, and the observer took 0.5-0.7 s instead of 0.1 s.
-            new = ans.mac not in (w.last_probe_macs or ())
-            if new or at - w.announced >= self.probe_interval:
-                w.announced = at
-                w.trigger(self._clock())
+        elif ans.announce:
+            self._announced(w, ans.mac, at)
+            if self.probe:
+                # A gratuitous ARP / unsolicited NA: someone announces a takeover. keepalived sends them
+                # in bursts, and a master re-announces (on a lower-priority advert, after
+                # garp_master_delay): at most once per probe interval per VIP, except from a MAC the
+                # published result does not name. Measured: the old master's re-announcement 0.6 s
+                # before the new master's first gratuitous ARP held its trigger back, and the observer
+                # took 0.5-0.7 s instead of 0.1 s.
+                new = ans.mac not in (w.last_probe_macs or ())
+                if new or at - w.announced >= self.probe_interval:
+                    w.announced = at
+                    w.trigger(self._clock())
         if ans.mac not in w.heard and len(w.heard) >= self.max_macs:
             del w.heard[min(w.heard, key=w.heard.__getitem__)]
         w.heard[ans.mac] = at
+
+    def _announced(self, w: _Watch, mac: bytes, at: float) -> None:
+        """A gratuitous ARP / unsolicited NA for `w`'s VIP from `mac`: kept if it starts a burst."""
+        last = w.burst_last.get(mac)
+        if last is None or at - last > BURST_GAP:
+            w.bursts.append((at, mac))
+        if last is None and len(w.burst_last) >= self.max_macs:
+            del w.burst_last[min(w.burst_last, key=w.burst_last.__getitem__)]
+        w.burst_last[mac] = at
+
+    def _advert(self, advert: AdvertFrame, at: float) -> None:
+        """A VRRP advert from another router at `at` (kernel time): remember the MAC it came from and
+        when its current run began, by the wire table's rule (after RUN_GAP intervals of silence or a
+        priority-0 advert), bounded."""
+        family, vrid, source, mac, priority, interval = advert
+        routers = self._routers.setdefault((family, vrid), {})
+        r = routers.get(source)
+        if r is None:
+            if self._router_count >= MAX_ROUTERS:
+                return
+            self._router_count += 1
+            r = routers[source] = [mac, at, priority, at]
+        elif r[2] == 0 or at - r[1] > RUN_GAP * max(interval, 0.01):
+            r[3] = at
+        r[0], r[1], r[2] = mac, at, priority
+
+    def announce_feed(self) -> tuple[VipAnswers, ...]:
+        """The records last published (the wire's failover tracker joins them with master changes)."""
+        return self.published
 
     def _close_probes(self, now: float) -> None:
         """Complete the probes whose answer window is over, or whose outcome is known (`_Watch.enough`)."""
@@ -647,6 +737,13 @@ class L2Source(Source):
                 heard=tuple(sorted(mac_text(m) for m in w.heard)),
                 confirmed=w.confirmed,
                 announced=w.announced if w.announced > float("-inf") else None,
+                vrids=(vrids := tuple(sorted({k[2] for k in self._vrids.get(w.vip, ())}))),
+                announcements=tuple((t, mac_text(m)) for t, m in w.bursts),
+                advert_macs=tuple(
+                    (vrid, src, mac_text(r[0]), r[3])
+                    for vrid in vrids
+                    for src, r in sorted(self._routers.get((w.family, vrid), {}).items())
+                ),
             )
             v = judge(rec, (w.vip,) if w.held else (), True, self._addresses_seen)
             look = L2Look(
@@ -684,12 +781,14 @@ class L2Source(Source):
         changed = self._changed
         decisive = tuple(
             (r.vip, r.interface, r.answerers, r.last_probe_answers, r.probing, r.listening_since, r.heard,
-             changed is not None and r.last_probe is not None and r.last_probe >= changed)
+             changed is not None and r.last_probe is not None and r.last_probe >= changed,
+             r.announcements, r.advert_macs)
             for r in recs
         )  # fmt: skip
         if force or decisive != self._published or now - self._published_at >= self.refresh:
             self._published = decisive
             self._published_at = now
+            self.published = recs
             self.store.set_l2(recs)
 
     # -- loop -----------------------------------------------------------------------------------------
@@ -836,12 +935,16 @@ def open_socket(interface: str) -> socket.socket:
 
 def build(w: Wiring) -> L2Source:
     s = w.settings
-    return L2Source(
+    source = L2Source(
         w.store,
         probe_interval=s.l2_probe_interval,
         max_probe_rate=s.l2_max_probe_rate,
         max_vips=s.l2_max_vips,
     )
+    wire = w.get("wire", WireSource)
+    if wire is not None:  # the failover accounts time the new master's announcements from these
+        wire.failover.announcements = source.announce_feed
+    return source
 
 
 REGISTRATION = Registration(
@@ -851,4 +954,5 @@ REGISTRATION = Registration(
     80,
     build,
     parts=("l2:collect_l2",),
+    uses=("wire",),
 )

@@ -29,6 +29,13 @@ What counts (per interface, family, VRID):
   restarts, capture failures, and the 1.5 intervals not yet accounted when a capture stopped), is
   unknown, never downtime: `unobserved_seconds` reports the latter.
 
+* With the L2 witness (`sources/l2.py` feeds `FailoverTracker.announcements`), each master change
+  also gets, per VIP of the VRID, its **announce delay**: from the new master's first advert to the
+  first gratuitous ARP / unsolicited NA it sent for the VIP (`first_announcement`). That is when
+  clients and the switch really move to the new master: until then their ARP / neighbour caches still
+  point at the old one. Within ANNOUNCE_BOUND or it counts as *not announced* (a counter, never a
+  huge delay). See `first_announcement` for which frames count.
+
 What it cannot see: a master that is silent yet still MASTER (keepalived re-arms a master's timer on
 every advert it hears, even dropped ones) reads as masterless here; the fused split-brain verdict uses
 the other witnesses for that. This accounting is what the adverts prove, nothing more.
@@ -37,18 +44,34 @@ the other witnesses for that. This accounting is what the adverts prove, nothing
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ka_exporter.model import FailoverEvent, Histogram, StateSpan, VridTiming, WirePeer
+from ka_exporter.model import FailoverEvent, Histogram, StateSpan, VipAnswers, VridTiming, WirePeer
 
-__all__ = ["SETTLE", "FailoverTracker", "last_word", "measure", "spans", "successor"]
+__all__ = [
+    "ANNOUNCE_BOUND",
+    "SETTLE",
+    "FailoverTracker",
+    "first_announcement",
+    "last_word",
+    "measure",
+    "spans",
+    "successor",
+]
 
 VridKey = tuple[str, str, int]  # (interface, family, vrid), as verdicts.wire.VridKey
 
 SETTLE = 0.05  # seconds: packets stamped just before a look may not be in the table yet
 MAX_VRIDS = 256  # bounded: VRIDs are keyed by what the network sends (a spoofer's count as well)
 HISTORY_SPANS = 256  # per VRID: the latest stretches of one state (the status page draws the last hour)
+ANNOUNCE_BOUND = 30.0  # seconds: a new master that sent no gratuitous ARP / NA by then "did not announce"
+# The wire stamps an advert when recv returns (user space), the L2 witness a frame in the kernel: a
+# gratuitous ARP sent right after the first advert can read up to a few ms earlier than the wire's
+# stamp. So the delay is taken from the witness's own kernel stamp of that advert when it has one
+# within ANNOUNCE_SLACK of the wire's, and frames from ANNOUNCE_SLACK before it are considered.
+ANNOUNCE_SLACK = 0.05
+MAX_PENDING = 256  # master changes waiting for their announcements (bounded like the VRIDs)
 
 
 @dataclass(slots=True)
@@ -65,6 +88,7 @@ class _Vrid:
     gaps: Histogram = field(default_factory=Histogram)
     overlaps: Histogram = field(default_factory=Histogram)
     history: deque[StateSpan] = field(default_factory=lambda: deque(maxlen=HISTORY_SPANS))
+    announce: dict[str, tuple[Histogram, int]] = field(default_factory=dict)  # VIP -> (delays, not announced)
 
     def record(self, start: float, end: float, masters: int, master: str | None = None) -> None:
         """Add [start, end] in one state; a stretch continuing the last one in the same state extends it."""
@@ -136,6 +160,41 @@ def measure(covered: list[tuple[float, float]], lo: float, hi: float) -> tuple[f
     return none, multi
 
 
+def first_announcement(rec: VipAnswers, event: FailoverEvent) -> float | None:
+    """How long after its first advert the new master of `event` first announced `rec`'s VIP: the
+    first gratuitous ARP / unsolicited NA for the VIP at or after that advert (less ANNOUNCE_SLACK)
+    sent from the MAC its adverts come from; None if none was heard (yet).
+
+    keepalived, on becoming master, sends its first advert, adds the VIPs, then `garp_master_repeat`
+    gratuitous ARPs (unsolicited NAs for IPv6), and the same again `garp_master_delay` (5 s) later:
+    only the first counts (`rec.announcements` keeps the first frame of each burst, oldest first). An
+    old master still alive re-announces when it hears lower-priority adverts (keepalived's "forcing a
+    new election"), from its own MAC: it never counts. The MAC is what the witness heard the new
+    master's adverts come from: its interface's, or the virtual MAC 00:00:5e:00:0{1,2}:VRID with
+    use_vmac; with use_vmac both routers announce from the same MAC, so there an old master's
+    re-announcement after the change cannot be told apart (it happens only when a split brain heals).
+    Adverts not heard from the new master (yet): any MAC but the old master's counts."""
+    vrid = event.key[2]
+    macs = {src: (mac, start) for v, src, mac, start in rec.advert_macs if v == vrid}
+    want, start = macs.get(event.new, (None, None))
+    shun = macs.get(event.old, (None, None))[0] if event.old is not None else None
+    first = start if start is not None and abs(start - event.at) <= ANNOUNCE_SLACK else event.at
+    for at, mac in rec.announcements:
+        if at < first - ANNOUNCE_SLACK:
+            continue
+        if mac == want if want is not None else mac != shun:
+            return max(0.0, at - first)
+    return None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A master change waiting for its new master's announcements, per VIP."""
+
+    event: FailoverEvent
+    done: set[str] = field(default_factory=set)  # VIPs already accounted
+
+
 class FailoverTracker:
     """Fed the wire's routers a few times a second; keeps each VRID's accounts and recent changes."""
 
@@ -144,6 +203,12 @@ class FailoverTracker:
         self.events: deque[FailoverEvent] = deque(maxlen=history)
         self.max_vrids = max_vrids
         self.dropped_vrids = 0
+        # Set by the L2 witness when it runs (its latest VipAnswers records): announce delays are
+        # measured only then. A change to a master on this host is not: the witness does not hear this
+        # host's own frames.
+        self.announcements: Callable[[], Iterable[VipAnswers]] | None = None
+        self._pending: deque[_Pending] = deque(maxlen=MAX_PENDING)
+        self._joined: object = None  # the records last joined
 
     def observe(self, peers: Iterable[WirePeer], now: float, listening_since: float | None) -> None:
         """Account the time up to the horizon from the routers' runs; `listening_since` None: the
@@ -163,6 +228,47 @@ class FailoverTracker:
         for key, v in self._vrids.items():
             if key not in groups:  # its routers left the table (linger): nobody covers it any more
                 self._account(key, v, [], now, listening_since)
+        if self.announcements is not None:
+            self.join(self.announcements(), now)
+
+    def join(self, records: Iterable[VipAnswers], now: float) -> None:
+        """Account the announce delays of the pending master changes that the L2 witness's `records`
+        now decide: announced (a delay), or not within ANNOUNCE_BOUND (not announced). A VIP's series
+        exist from the first look on (0 before any change), for every VRID its instance configures."""
+        fresh = records is not self._joined  # the witness publishes a new tuple when anything moved
+        if not fresh and not self._pending:
+            return  # the common case, on every tick
+        self._joined = records
+        by_vrid: dict[tuple[str, int], list[VipAnswers]] = {}
+        for r in records:
+            for vrid in r.vrids:
+                by_vrid.setdefault((r.family, vrid), []).append(r)
+        if fresh:
+            for key, v in self._vrids.items():
+                for r in by_vrid.get((key[1], key[2]), ()):
+                    v.announce.setdefault(r.vip, (Histogram(), 0))
+        for p in list(self._pending):
+            key = p.event.key
+            v = self._vrids[key]
+            late = now - p.event.at > ANNOUNCE_BOUND
+            for r in by_vrid.get((key[1], key[2]), ()):
+                if r.vip in p.done:
+                    continue
+                if r.listening_since is None or r.listening_since > p.event.at:
+                    p.done.add(r.vip)  # the witness was not listening then: unknown, not late
+                    continue
+                delay = first_announcement(r, p.event)
+                delays, missed = v.announce.get(r.vip, (Histogram(), 0))
+                if delay is not None:
+                    v.announce[r.vip] = (delays.observe(delay), missed)
+                elif late:
+                    v.announce[r.vip] = (delays, missed + 1)
+                else:
+                    continue
+                p.done.add(r.vip)
+            vips = {r.vip for r in by_vrid.get((key[1], key[2]), ())}
+            if late or (vips and vips <= p.done):
+                self._pending.remove(p)
 
     def _account(
         self, key: VridKey, v: _Vrid, group: list[WirePeer], now: float, listening_since: float | None
@@ -221,6 +327,8 @@ class FailoverTracker:
         v.master_changes += 1
         v.master, v.master_end = new.source, last_word(new)
         self.events.append(event)
+        if self.announcements is not None and not new.local:
+            self._pending.append(_Pending(event))
 
     def timings(self) -> tuple[VridTiming, ...]:
         return tuple(
@@ -235,6 +343,9 @@ class FailoverTracker:
                 gaps=v.gaps,
                 overlaps=v.overlaps,
                 history=tuple(v.history),
+                announce=None
+                if self.announcements is None
+                else tuple((vip, *v.announce[vip]) for vip in sorted(v.announce)),
             )
             for k, v in sorted(self._vrids.items())
         )
