@@ -16,13 +16,14 @@ namespaces deleted, files removed). Needs root, keepalived, ip and nft.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -34,14 +35,22 @@ from ka_exporter.linux import netns, rtnl
 VIP = "192.168.77.100"
 ADDRESSES = {"a": "192.168.77.1", "b": "192.168.77.2"}
 PRIORITY = {"a": 150, "b": 100}
+# What a router of the lab may have besides VRRP (RoutersLab's `features`, by router index):
+# "dbus": each side its own private dbus-daemon (enable_dbus); "fifo": each side a vrrp_notify_fifo;
+# "shared-dbus": one dbus-daemon for both sides, A started (and owning org.keepalived.Vrrp1) first.
+FEATURES = ("dbus", "fifo", "shared-dbus")
 
 
-def render_router_config(router_id: str, vrid: int, side: str, advert_int: float) -> str:
+def render_router_config(
+    router_id: str, vrid: int, side: str, advert_int: float, *, dbus: bool = False, fifo: Path | None = None
+) -> str:
     state = "MASTER" if side == "a" else "BACKUP"
+    extra = ("    enable_dbus\n" if dbus else "") + (f"    vrrp_notify_fifo {fifo}\n" if fifo else "")
     return (
         "global_defs {\n"
         f"    router_id {router_id}\n"
         "    vrrp_version 3\n"
+        f"{extra}"
         "}\n"
         "vrrp_instance VI_1 {\n"
         f"    state {state}\n"
@@ -69,6 +78,9 @@ class Router:
         self.tmpdir = self.dir / "tmp"
         self.log = self.dir / "keepalived.log"
         self.proc: Proc | None = None
+        self.fifo: Path | None = None  # its vrrp_notify_fifo, if it has one
+        self.bus: Path | None = None  # the socket of the bus it is told to use ($DBUS_SYSTEM_BUS_ADDRESS)
+        self.bus_proc: Proc | None = None  # the private dbus-daemon it started for it, if any
 
     @property
     def vrid(self) -> int:
@@ -78,16 +90,25 @@ class Router:
 class RoutersLab:
     """`pairs` routers, 2 * `pairs` namespaces and keepalived (see the module docstring)."""
 
-    def __init__(self, pairs: int = 20, *, advert_int: float = 1.0, prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        pairs: int = 20,
+        *,
+        advert_int: float = 1.0,
+        prefix: str | None = None,
+        features: Mapping[int, str] | None = None,
+    ) -> None:
         self.prefix = prefix or f"kr{os.getpid() % 4096:03x}{random.randrange(256):02x}"  # noqa: S311
         self.dir = STATE_DIR / self.prefix
         self.advert_int = advert_int
         self.initial = pairs
+        self.features = dict(features or {})  # router index -> one of FEATURES
         self.routers: dict[int, tuple[Router, Router]] = {}
         self.split_routers: set[int] = set()
         self._next = 0
         self._ip = "ip"
         self._keepalived = "keepalived"
+        self._dbus_daemon = ""
 
     # -- context --------------------------------------------------------------------------------------
 
@@ -104,6 +125,9 @@ class RoutersLab:
         check_root()
         self._ip = find_tool("ip", "iproute2")
         self._keepalived = find_tool("keepalived", "keepalived")
+        if any(f not in FEATURES for f in self.features.values()):
+            raise LabError(f"routers lab: unknown feature in {self.features} (known: {FEATURES})")
+        self._dbus_daemon = find_tool("dbus-daemon", "dbus") if self.features else ""
         if self.dir.exists():
             raise LabError(f"routers lab {self.prefix} exists already ({self.dir})")
         self.dir.mkdir(parents=True, mode=0o755)
@@ -146,15 +170,59 @@ class RoutersLab:
                 ["link set lo up", f"addr add {ADDRESSES[r.side]}/24 dev eth0", "link set eth0 up"],
                 r.netns,
             )
+        feature = self.features.get(index, "")
         for r in pair:
             r.tmpdir.mkdir(parents=True, mode=0o755)
-            r.config.write_text(render_router_config(r.netns, r.vrid, r.side, self.advert_int))
+            if feature == "fifo":
+                r.fifo = r.dir / "notify.fifo"
+            if feature in ("dbus", "shared-dbus"):
+                r.bus = (r if feature == "dbus" else pair[0]).dir / "bus.sock"
+            config = render_router_config(
+                r.netns, r.vrid, r.side, self.advert_int, dbus=r.bus is not None, fifo=r.fifo
+            )
+            r.config.write_text(config)
             r.config.chmod(0o600)
         for r in pair:
+            if feature == "dbus" or (feature == "shared-dbus" and r.side == "a"):
+                self._start_bus(r)
+        for r in pair:
             self._start(r)
+            if r.bus is not None and not self.wait_for(functools.partial(self.bus_owned, r), 10.0):
+                raise LabError(f"keepalived in {r.netns} did not take its bus name:\n{log_tail(r.log)}")
         if wait and not self.wait_for(lambda: self.holders(index) == 1, timeout):
             raise LabError(f"router {index} did not settle: {self.holders(index)} holders of {VIP}")
         return index
+
+    def _start_bus(self, r: Router) -> None:
+        from ka_exporter.lab import dbus as labdbus  # only D-Bus routers need it
+
+        assert r.bus is not None  # noqa: S101 - set by add_router for routers with a bus
+        conf = r.dir / "bus.conf"
+        conf.write_text(labdbus.bus_config(r.bus))
+        r.bus_proc = spawn(
+            [self._dbus_daemon, f"--config-file={conf}", "--nofork", "--nopidfile"], r.dir / "bus.log"
+        )
+        bus = r.bus
+        if not self.wait_for(bus.exists, 5.0):
+            raise LabError(f"dbus-daemon for {r.netns} did not start:\n{log_tail(r.dir / 'bus.log')}")
+
+    @staticmethod
+    def bus_owned(r: Router) -> bool:
+        """keepalived's name is owned on the bus `r` uses (for a shared bus: by either side)."""
+        from ka_exporter.lab import dbus as labdbus
+
+        return r.bus is not None and labdbus.name_has_owner(f"unix:path={r.bus}")
+
+    def restart(self, index: int, side: str) -> None:
+        """SIGKILL one keepalived of router `index` and start it again at once (same namespace, same
+        pid file and config): a new process where the old one was."""
+        r = self.routers[index][0 if side == "a" else 1]
+        if r.proc is not None:
+            r.proc.send(signal.SIGKILL, group=True)
+            r.proc.finish(3.0)
+        for pid_file in ("keepalived.pid", "vrrp.pid"):  # SIGKILL left them: _start waits for a new one
+            (r.dir / pid_file).unlink(missing_ok=True)
+        self._start(r)
 
     def _start(self, r: Router) -> None:
         argv = [
@@ -164,7 +232,10 @@ class RoutersLab:
             f"--vrrp_pid={r.dir / 'vrrp.pid'}", f"--checkers_pid={r.dir / 'checkers.pid'}",
             f"--bfd_pid={r.dir / 'bfd.pid'}",
         ]  # fmt: skip
-        r.proc = spawn(argv, r.log, dict(os.environ, TMPDIR=str(r.tmpdir)))
+        env = dict(os.environ, TMPDIR=str(r.tmpdir))
+        if r.bus is not None:
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = f"unix:path={r.bus}"
+        r.proc = spawn(argv, r.log, env)
         proc = r.proc
         vrrp_pid = r.dir / "vrrp.pid"
         if not self.wait_for(lambda: vrrp_pid.exists() or not proc.alive(), 5.0) or not proc.alive():
@@ -183,6 +254,11 @@ class RoutersLab:
             if r.proc is not None:
                 r.proc.finish(3.0)
                 r.proc = None
+        for r in pair:
+            if r.bus_proc is not None:
+                r.bus_proc.send(signal.SIGKILL)
+                r.bus_proc.finish(3.0)
+                r.bus_proc = None
         for r in pair:
             if os.path.exists(f"/run/netns/{r.netns}"):
                 run([self._ip, "netns", "delete", r.netns], timeout=60.0)

@@ -131,6 +131,10 @@ class BusClient:
             with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"x")
 
+    def fileno(self) -> int:
+        """The connection's socket, for a caller that polls many connections (it must not read it)."""
+        return self._sock.fileno()
+
     def __enter__(self) -> BusClient:
         return self
 

@@ -336,14 +336,7 @@ class DbusSource(Source):
         try:
             if self.stopping:
                 return
-            owner_rule = MatchRule(
-                type="signal", sender=BUS_NAME, path=BUS_PATH, interface=BUS_NAME, member="NameOwnerChanged"
-            )
-            owner_rule.add_arg_condition(0, self.service)
-            client.add_match(owner_rule)
-            # sender=<well-known name>: the bus delivers only what the current owner sends.
-            client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_INSTANCE))
-            client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_VRRP))
+            self._subscribe(client)
             self._refresh_or_report(client)
             self._bus_down.clear()
             lost = client.signals_lost
@@ -365,6 +358,17 @@ class DbusSource(Source):
             with self._client_lock:
                 self._client = None
             client.close()
+
+    def _subscribe(self, client: BusClient) -> None:
+        """Ask the bus for keepalived's signals and for its name changing owner."""
+        owner_rule = MatchRule(
+            type="signal", sender=BUS_NAME, path=BUS_PATH, interface=BUS_NAME, member="NameOwnerChanged"
+        )
+        owner_rule.add_arg_condition(0, self.service)
+        client.add_match(owner_rule)
+        # sender=<well-known name>: the bus delivers only what the current owner sends.
+        client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_INSTANCE))
+        client.add_match(MatchRule(type="signal", sender=self.service, interface=IFACE_VRRP))
 
     def _ping(self, client: BusClient) -> None:
         """The liveness call: the bus answers within call_timeout (TimeoutError if not)."""

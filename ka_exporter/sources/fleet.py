@@ -7,6 +7,13 @@ pool, `sources.fleetloop.Scheduler`), the wire and netlink addresses (sockets op
 namespace, polled by one shared thread, `sources.fleetloop.SharedLoop`), and its process record
 (from discovery itself). A keepalived that vanished is dropped within one interval. Past
 `--discover.max-daemons` watched daemons, the rest are counted and one warning line says so.
+
+Event sources, as with one keepalived: D-Bus where the member's keepalived.conf sets enable_dbus and
+its bus's org.keepalived.Vrrp1 is its own (`sources.fleetbus`: one thread and a pool of two for every
+member's connection), and its notify FIFO where keepalived.conf names one no script reads (read by the
+shared I/O loop, `SharedFifo`). A keepalived restarted under the same pid file in the same namespace
+keeps its member (and its series); everything tied to the old process is opened again for the new one
+(/proc/PID/root paths, the FIFO, the bus connection), and what the old one reported is withdrawn.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ from ka_exporter.settings import Settings
 from ka_exporter.sources.config import ConfigSource
 from ka_exporter.sources.discovery import Discoverer
 from ka_exporter.sources.dumps import DumpSource
-from ka_exporter.sources.fleetloop import Scheduler, SharedLoop, SharedWire, Watch
+from ka_exporter.sources.fifo import fifo_wanted
+from ka_exporter.sources.fleetbus import BusLoop, SharedDbus
+from ka_exporter.sources.fleetloop import Scheduler, SharedFifo, SharedLoop, SharedWire, Watch
 from ka_exporter.store.fleet import Daemon, Fleet, Member
 
 log = logging.getLogger("ka_exporter.multi")
 
-MULTI_COLLECTORS = ("config", "process", "vips", "wire", "dumps")  # what a member can have here
+MULTI_COLLECTORS = ("config", "process", "vips", "wire", "dumps", "dbus", "fifo")  # what a member can have
 
 
 def _same_mount_ns(pid: int) -> bool:
@@ -45,6 +54,7 @@ class Multi:
         self.discoverer = Discoverer(settings.discover_match)
         self.loop = SharedLoop()
         self.scheduler = Scheduler()
+        self.bus = BusLoop()
         self.discovered = 0
         self._cap_logged = False
         self._stop = threading.Event()
@@ -56,6 +66,7 @@ class Multi:
     def start(self) -> None:
         self.loop.start()
         self.scheduler.start()
+        self.bus.start()
         self.discover_once()
         self._thread = threading.Thread(target=self._run, name="fleet-discovery", daemon=True)
         self._thread.start()
@@ -65,6 +76,7 @@ class Multi:
         if self._thread is not None:
             self._thread.join(2.0)
         self.scheduler.stop()
+        self.bus.stop()
         self.loop.stop()
 
     def _run(self) -> None:
@@ -102,6 +114,8 @@ class Multi:
                 if restarted:
                     member.extra["restarts"] = int(str(member.extra.get("restarts", 0))) + 1
                 self.fleet.update(daemon)
+                if restarted:
+                    self._restarted(member)
             self._publish_process(member, daemon)
         for member in self.fleet.members():
             if member.daemon.key not in seen:
@@ -121,14 +135,18 @@ class Multi:
             return None
         return Path(path if _same_mount_ns(daemon.pid) else daemon.root + path)
 
-    def _attach(self, member: Member) -> None:
+    def _current(self, d: Daemon) -> Daemon:
+        """The member's daemon as discovery last saw it (a restart changes its pid)."""
+        m = self.fleet.get(d.key)
+        return m.daemon if m is not None else d
+
+    def _polled(self, member: Member) -> None:
+        """keepalived.conf and the dumps, read through the current process's /proc/PID/root."""
         s, d, store = self.settings, member.daemon, member.store
-        key = d.key
         if s.enabled("config"):
             config = ConfigSource(store, self._path(d, d.config) or Path(d.config), config_id=d.config_id)
             config.run_once()  # the wire source takes its interfaces and VRIDs from it
-            self.scheduler.add(key, config, config.interval, first=config.interval)
-        dumps = None
+            self.scheduler.add(d.key, config, config.interval, first=config.interval)
         if s.enabled("dumps"):
             dumps = DumpSource(
                 store,
@@ -137,24 +155,60 @@ class Multi:
                 signal=s.keepalived_signal,
                 interval=s.keepalived_dump_interval,
             )
-            self.scheduler.add(key, dumps, dumps.interval)
+            self.scheduler.add(d.key, dumps, dumps.interval)
+
+    def _attach(self, member: Member) -> None:
+        s, d, store = self.settings, member.daemon, member.store
+        key = d.key
+        where = f"keepalived {d.pid_file} in network namespace {d.netns_name}"
+        self._polled(member)
 
         def changed() -> None:
-            if dumps is not None:
-                self.scheduler.request(key, "dumps")
+            self.scheduler.request(key, "dumps")  # nothing when the dumps are off
 
+        config = store.config()
+        dbus = None
+        # As with one keepalived: a keepalived.conf that was read and does not set enable_dbus means
+        # no D-Bus to look for (else every such member would show a failed dbus source).
+        if s.enabled("dbus") and (config is None or config.enable_dbus):
+            dbus = SharedDbus(
+                store, lambda: self._current(d), _same_mount_ns, self.discoverer.host_inode, changed
+            )
+            dbus.where = where
+            self.bus.add(key, dbus)
+        fifo = None
+        fifo_path = fifo_wanted(s, config)
+        if fifo_path is not None:
+
+            def locate() -> Path:
+                return self._path(self._current(d), str(fifo_path)) or fifo_path
+
+            # D-Bus counts the transitions when it runs (both would count each one)
+            fifo = SharedFifo(store, locate, on_change=changed, count_transitions=dbus is None)
+            fifo.where = where
         wire = SharedWire(store, s.wire_interfaces, cap=s.wire_max_peers) if s.enabled("wire") else None
-        if wire is not None or s.enabled("vips"):
+        if wire is not None or s.enabled("vips") or fifo is not None:
 
             def pid() -> int:
-                m = self.fleet.get(key)
-                return m.daemon.pid if m is not None else d.pid
+                return self._current(d).pid
 
-            self.loop.add(Watch(key, store, pid, wire, s.enabled("vips"), on_change=changed))
+            self.loop.add(Watch(key, store, pid, wire, s.enabled("vips"), on_change=changed, fifo=fifo))
+
+    def _restarted(self, member: Member) -> None:
+        """The same keepalived (namespace, pid file) as a new process: its /proc/PID/root paths, its FIFO
+        and its bus connection are the old process's; each is opened again for the new one, and the old
+        process's states are withdrawn from the store (not exported as if they were the new one's)."""
+        d = member.daemon
+        member.store.set_instances(None, "dumps")
+        self._polled(member)  # new sources under the same names replace the old ones
+        self.loop.restarted(d.key)
+        self.bus.restarted(d.key)
+        log.info("keepalived in network namespace %s restarted (pid %d): attached again", d.netns_name, d.pid)
 
     def _detach(self, member: Member) -> None:
         key = member.daemon.key
         self.loop.remove(key)
+        self.bus.remove(key)
         self.scheduler.remove(key)
         self.fleet.remove(key)
         log.info(

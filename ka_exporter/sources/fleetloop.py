@@ -8,6 +8,11 @@ sockets inside its namespace (setns(2) on /proc/PID/ns/net, then back) and polls
 peer table, failover accounts and store, exactly as with one namespace (`SharedWire` is the wire
 source driven from here instead of from its own thread).
 
+The same loop reads each daemon's notify FIFO (`SharedFifo`, keepalived.conf's `vrrp_notify_fifo` /
+`notify_fifo`, opened through /proc/PID/root): keepalived writes it non-blocking and a read never
+blocks either, so it costs the loop one fd, and its inode is looked at once a second (keepalived
+unlinks the FIFO it made when it exits and makes a new one when it starts).
+
 `Scheduler` runs the polled sources (keepalived.conf, the dumps) of every daemon from a small pool of
 threads, each at its own interval, or soon after `request()` (a state change seen on the wire or a VIP
 coming or going refreshes that daemon's dumps, never more often than `min_gap`).
@@ -27,10 +32,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from ka_exporter.linux import netns, rtnl
 from ka_exporter.sources.base import Source
 from ka_exporter.sources.capture import CaptureError
+from ka_exporter.sources.fifo import FifoSource
 from ka_exporter.sources.vips import GROUPS, read_addresses
 from ka_exporter.sources.wire import WireSource
 from ka_exporter.store import Store
@@ -41,6 +49,78 @@ log = logging.getLogger("ka_exporter.sources.fleetloop")
 TICK = 0.25  # seconds between two ticks of every peer table (expiry, listening gates)
 VIP_SETTLE = 0.01  # seconds from a netlink event to the re-read of that namespace's addresses
 VIP_RESYNC = 60.0  # seconds between two re-reads of a namespace's addresses without an event
+
+
+class MemberLogged(Source):
+    """A member's source whose lines name the member ("netns X: source fifo: ..."): one line per
+    change of its health, as a source alone does, but 200 members' lines must say whose they are."""
+
+    where = ""
+
+    def ok(self) -> None:
+        if self._last_error is not None:
+            log.info("%s: source %s recovered", self.where, self.name)
+        self._last_error = None
+        self.store.report(self.name, None)
+
+    def fail(self, error: str) -> None:
+        if error != self._last_error:
+            if error.startswith((f"{self.name}:", f"{self.name} ")):
+                log.warning("%s: source %s", self.where, error)
+            else:
+                log.warning("%s: source %s: %s", self.where, self.name, error)
+        self._last_error = error
+        self.store.report(self.name, error)
+
+
+class SharedFifo(MemberLogged, FifoSource):
+    """The notify FIFO of one daemon, its fd polled by `SharedLoop` (never its own thread).
+
+    `locate()` gives the FIFO's path as seen from here (through /proc/PID/root of the daemon's current
+    pid): a restarted keepalived has another pid, and the old /proc path is gone with it.
+    """
+
+    def __init__(self, store: Store, locate: Callable[[], Path], **kwargs: Any) -> None:
+        super().__init__(store, locate(), **kwargs)
+        self.locate = locate
+
+    def check(self) -> bool:
+        """Open the FIFO if it is not open, else see that the path still names it; True when open."""
+        with self.guarded():
+            if self._fd is not None:
+                self._check_inode()  # closes it when keepalived made a new one (or removed it)
+            if self._fd is None:
+                self.path = self.locate()
+                self._open()
+        return self._fd is not None
+
+    def fd(self) -> int | None:
+        return self._fd
+
+    def still_there(self) -> bool:
+        """The path still names the open FIFO (else it is closed: keepalived made a new one)."""
+        with self.guarded():
+            self._check_inode()
+        return self._fd is not None
+
+    def handle(self, events: int) -> bool:
+        """The FIFO is ready: read it; True when every writer went away (keepalived stopped)."""
+        with self.guarded():
+            if events & select.POLLIN:
+                self._read_available()
+            if events & (select.POLLHUP | select.POLLERR) and not events & select.POLLIN:
+                self._close()
+        return self._fd is None
+
+    def forget(self) -> None:
+        """A new keepalived process: what the old one wrote is history (not exported)."""
+        self._close()
+        self._states = {}
+        self.store.set_instances(None, self.name)
+
+    def unexpected(self, exc: Exception) -> str:
+        self._close()
+        return super().unexpected(exc)
 
 
 class SharedWire(WireSource):
@@ -91,6 +171,7 @@ class Watch:
     wire: SharedWire | None
     vips: bool
     on_change: Callable[[], None] | None = None  # a wire verdict or the address set changed
+    fifo: SharedFifo | None = None
     next_check: float = 0.0
     events: socket.socket | None = None
     dump: socket.socket | None = None
@@ -100,22 +181,67 @@ class Watch:
     fds: list[int] = field(default_factory=list)
 
 
-class SharedLoop:
-    """One thread, every daemon's sockets (see the module docstring)."""
+class LoopThread:
+    """A thread that polls, with a pipe other threads write to (`_wake`) when they queued it work."""
 
-    def __init__(self, check_interval: float = 5.0, retry_interval: float = 1.0) -> None:
-        self.check_interval = check_interval
-        self.retry_interval = retry_interval
-        self._lock = threading.Lock()
-        self._adds: list[Watch] = []
-        self._removes: list[DaemonKey] = []
-        self._watches: dict[DaemonKey, Watch] = {}
-        self._by_fd: dict[int, tuple[Watch, str]] = {}
+    thread_name = "fleet-loop"
+    what = "a loop of --discover"
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._guarded, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wfd, b"x")
+
+    def _woken(self, fd: int) -> bool:
+        """True (and the pipe drained) when `fd`, ready in a poll, is the wake-up pipe."""
+        if fd != self._rfd:
+            return False
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 4096)
+        return True
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.exception("%s stopped", self.what)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class SharedLoop(LoopThread):
+    """One thread, every daemon's sockets (see the module docstring)."""
+
+    thread_name = "fleet-io"
+    what = "the shared I/O loop of --discover"
+
+    def __init__(self, check_interval: float = 5.0, retry_interval: float = 1.0) -> None:
+        super().__init__()
+        self.check_interval = check_interval
+        self.retry_interval = retry_interval
+        self._lock = threading.Lock()
+        self._adds: list[Watch] = []
+        self._removes: list[DaemonKey] = []
+        self._restarts: list[DaemonKey] = []
+        self._watches: dict[DaemonKey, Watch] = {}
+        self._by_fd: dict[int, tuple[Watch, str]] = {}
         self.checks = 0  # namespace entries made (for the bench)
         self._checks: list[tuple[float, int, Watch]] = []  # (when, seq, watch): a heap of checks due
         self._seq = 0
@@ -133,27 +259,13 @@ class SharedLoop:
             self._removes.append(key)
         self._wake()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._guarded, name="fleet-io", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
+    def restarted(self, key: DaemonKey) -> None:
+        """The daemon's keepalived is a new process: its FIFO is opened again, its old states dropped."""
+        with self._lock:
+            self._restarts.append(key)
         self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wfd, b"x")
 
     # -- the thread ---------------------------------------------------------------------------------
-
-    def _guarded(self) -> None:
-        try:
-            self._run()
-        except Exception:
-            log.exception("the shared I/O loop of --discover stopped")
 
     def _run(self) -> None:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -177,16 +289,14 @@ class SharedLoop:
                     due = min(due, *self._vips_pending.values())
                 timeout = max(0.0, due - time.monotonic())
                 for fd, ev in poller.poll(timeout * 1000.0):
-                    if fd == self._rfd:
-                        with contextlib.suppress(BlockingIOError):
-                            os.read(fd, 4096)
+                    if self._woken(fd):
                         continue
                     self._ready(fd, ev, poller)
                 mono = time.monotonic()
                 self._read_due_vips(mono)
                 if mono >= next_tick:
                     slow = mono >= next_slow
-                    self._tick(mono, slow)
+                    self._tick(mono, slow, poller)
                     next_tick = mono + TICK
                     if slow:
                         next_slow = mono + 1.0
@@ -204,11 +314,15 @@ class SharedLoop:
                     pending.vips_due = None
                     self._read_vips(pending, mono)
 
-    def _tick(self, mono: float, slow: bool) -> None:
+    def _tick(self, mono: float, slow: bool, poller: select.poll) -> None:
         now = time.time()
         for w in self._watches.values():
             if w.wire is not None:
                 w.wire.tick(now, slow)
+            if slow and w.fifo is not None and w.fifo.fd() is not None and not w.fifo.still_there():
+                self._drop_fifo(w, poller)  # keepalived removed it or made a new one: open that soon
+                w.next_check = mono + 0.2
+                self._plan(w)
             if slow and w.dump is not None and w.vips_due is None and mono >= w.vips_resync:
                 self._vips_soon(w, mono)  # a missed event cannot last longer than this
 
@@ -216,6 +330,14 @@ class SharedLoop:
         with self._lock:
             adds, self._adds = self._adds, []
             removes, self._removes = self._removes, []
+            restarts, self._restarts = self._restarts, []
+        for key in restarts:
+            w = self._watches.get(key)
+            if w is not None and w.fifo is not None:
+                self._drop_fifo(w, poller)
+                w.fifo.forget()
+                w.next_check = time.monotonic()
+                self._plan(w)
         for key in removes:
             w = self._watches.pop(key, None)
             self._vips_pending.pop(key, None)
@@ -255,6 +377,8 @@ class SharedLoop:
                     healthy = w.wire.check(poller)
                 if w.vips and w.events is None:
                     healthy = self._open_vips(w, poller) and healthy
+                if w.fifo is not None:
+                    healthy = self._check_fifo(w.fifo, poller) and healthy
             finally:
                 netns.enter_fd(home, "of the exporter")
         except netns.NetnsError as exc:
@@ -271,7 +395,30 @@ class SharedLoop:
         if w.events is not None:
             w.fds.append(w.events.fileno())
             self._by_fd[w.events.fileno()] = (w, "vips")
+        if w.fifo is not None and (fifo_fd := w.fifo.fd()) is not None:
+            w.fds.append(fifo_fd)
+            self._by_fd[fifo_fd] = (w, "fifo")
         w.next_check = time.monotonic() + (self.check_interval if healthy else self.retry_interval)
+
+    @staticmethod
+    def _check_fifo(fifo: SharedFifo, poller: select.poll) -> bool:
+        before = fifo.fd()
+        healthy = fifo.check()
+        after = fifo.fd()
+        if before is not None and after != before:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                poller.unregister(before)
+        if after is not None and after != before:
+            poller.register(after, select.POLLIN | select.POLLHUP | select.POLLERR)
+        return healthy
+
+    def _drop_fifo(self, w: Watch, poller: select.poll) -> None:
+        """Stop polling the FIFO's fd (the FIFO may be closed already: the fd is the loop's record)."""
+        for fd in [f for f in w.fds if self._by_fd.get(f) == (w, "fifo")]:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                poller.unregister(fd)
+            del self._by_fd[fd]
+            w.fds.remove(fd)
 
     @staticmethod
     def _fail(w: Watch, error: str) -> None:
@@ -317,6 +464,13 @@ class SharedLoop:
         if owner is None:
             return
         w, kind = owner
+        if kind == "fifo":
+            if w.fifo is not None and w.fifo.handle(ev):
+                # closed: keepalived stopped (every writer gone) or the FIFO broke; look again soon
+                self._drop_fifo(w, poller)
+                w.next_check = time.monotonic() + 0.2
+                self._plan(w)
+            return
         if kind == "vips":
             if w.events is not None:
                 try:
@@ -340,6 +494,9 @@ class SharedLoop:
     def _close(self, w: Watch, poller: select.poll) -> None:
         if w.wire is not None:
             w.wire.close_all(poller)
+        if w.fifo is not None:
+            self._drop_fifo(w, poller)
+            w.fifo.close()
         for sock in (w.events, w.dump):
             if sock is not None:
                 with contextlib.suppress(KeyError, ValueError, OSError):
