@@ -22,7 +22,7 @@ from ka_exporter.sources.config import ConfigSource
 from ka_exporter.sources.discovery import Discoverer
 from ka_exporter.sources.dumps import DumpSource
 from ka_exporter.sources.fleetloop import Scheduler, SharedLoop, SharedWire, Watch
-from ka_exporter.store.fleet import Daemon, Fleet, Member
+from ka_exporter.store.fleet import Daemon, DaemonKey, Fleet, Member
 
 log = logging.getLogger("ka_exporter.multi")
 
@@ -98,10 +98,11 @@ class Multi:
                     daemon.pid_file,
                 )
             else:
-                restarted = member.daemon.pid != daemon.pid or member.daemon.start_time != daemon.start_time
-                if restarted:
-                    member.extra["restarts"] = int(str(member.extra.get("restarts", 0))) + 1
+                old = member.daemon
                 self.fleet.update(daemon)
+                if old.pid != daemon.pid or old.start_time != daemon.start_time:
+                    member.extra["restarts"] = int(str(member.extra.get("restarts", 0))) + 1
+                    self._reattach(member, old)
             self._publish_process(member, daemon)
         for member in self.fleet.members():
             if member.daemon.key not in seen:
@@ -124,6 +125,45 @@ class Multi:
     def _attach(self, member: Member) -> None:
         s, d, store = self.settings, member.daemon, member.store
         key = d.key
+        dumps = self._attach_files(member)
+
+        def changed() -> None:
+            if dumps is not None:
+                self.scheduler.request(key, "dumps")
+
+        wire = SharedWire(store, s.wire_interfaces, cap=s.wire_max_peers) if s.enabled("wire") else None
+        if wire is not None or s.enabled("vips"):
+            self.loop.add(
+                Watch(key, store, lambda: self._pid(key, d.pid), wire, s.enabled("vips"), on_change=changed)
+            )
+
+    def _pid(self, key: DaemonKey, fallback: int) -> int:
+        """The watched keepalived's pid now (discovery's, as this pid namespace sees it)."""
+        m = self.fleet.get(key)
+        return m.daemon.pid if m is not None else fallback
+
+    def _reattach(self, member: Member, old: Daemon) -> None:
+        """keepalived restarted (same namespace and pid file, a new process): its keepalived.conf and
+        dumps are read again through the new process's /proc/PID/root (a restarted container has a new
+        mount namespace; the old /proc/PID is gone), and what the old process said (its config, its
+        instances from the dumps) is forgotten at once rather than served until the first new read.
+        The wire and address watch stay: they belong to the network namespace, which is the same, and
+        the peer table and failover accounts are about the network, not about this process."""
+        self.scheduler.remove(member.daemon.key)
+        member.store.set_instances(None, "dumps")
+        member.store.set_config(None)
+        self._attach_files(member)
+        log.info(
+            "keepalived in network namespace %s restarted (pid %d, now %d): re-attached",
+            member.daemon.netns_name,
+            old.pid,
+            member.daemon.pid,
+        )
+
+    def _attach_files(self, member: Member) -> DumpSource | None:
+        """keepalived.conf and the dumps of the member's current process, scheduled."""
+        s, d, store = self.settings, member.daemon, member.store
+        key = d.key
         if s.enabled("config"):
             config = ConfigSource(store, self._path(d, d.config) or Path(d.config), config_id=d.config_id)
             config.run_once()  # the wire source takes its interfaces and VRIDs from it
@@ -136,21 +176,10 @@ class Multi:
                 self._path(d, d.pid_file) or Path(d.pid_file),
                 signal=s.keepalived_signal,
                 interval=s.keepalived_dump_interval,
+                pid_of=lambda: self._pid(key, d.pid),  # the pid file names its pid in its pid namespace
             )
             self.scheduler.add(key, dumps, dumps.interval)
-
-        def changed() -> None:
-            if dumps is not None:
-                self.scheduler.request(key, "dumps")
-
-        wire = SharedWire(store, s.wire_interfaces, cap=s.wire_max_peers) if s.enabled("wire") else None
-        if wire is not None or s.enabled("vips"):
-
-            def pid() -> int:
-                m = self.fleet.get(key)
-                return m.daemon.pid if m is not None else d.pid
-
-            self.loop.add(Watch(key, store, pid, wire, s.enabled("vips"), on_change=changed))
+        return dumps
 
     def _detach(self, member: Member) -> None:
         key = member.daemon.key
