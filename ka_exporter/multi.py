@@ -5,7 +5,9 @@ seconds. Each keepalived found becomes a member of the fleet (`store.fleet`), wi
 its own sources: keepalived.conf and the dumps (read through /proc/PID/root, run by a small shared
 pool, `sources.fleetloop.Scheduler`), the wire and netlink addresses (sockets opened inside its
 namespace, polled by one shared thread, `sources.fleetloop.SharedLoop`), and its process record
-(from discovery itself). A keepalived that vanished is dropped within one interval. Past
+(from discovery itself). A keepalived that vanished is dropped within one interval; one restarted
+(same namespace and pid file, a new process, maybe a new container) is re-attached at the next pass,
+its files read through the new /proc/PID/root and the old process's records forgotten. Past
 `--discover.max-daemons` watched daemons, the rest are counted (`ka_exporter_daemons_unwatched`)
 and one warning line says so. `/metrics` is every member's exposition, relabelled with `netns` and
 `keepalived` (`outputs.merge`).
