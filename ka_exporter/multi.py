@@ -5,12 +5,15 @@ seconds. Each keepalived found becomes a member of the fleet (`store.fleet`), wi
 its own sources: keepalived.conf and the dumps (read through /proc/PID/root, run by a small shared
 pool, `sources.fleetloop.Scheduler`), the wire and netlink addresses (sockets opened inside its
 namespace, polled by one shared thread, `sources.fleetloop.SharedLoop`), and its process record
-(from discovery itself). A keepalived that vanished is dropped within one interval. Past
+(from discovery itself). A keepalived that vanished is dropped within one interval; one restarted
+(same namespace and pid file, a new process, maybe a new container) is re-attached at the next pass,
+its files read through the new /proc/PID/root and the old process's records forgotten. Past
 `--discover.max-daemons` watched daemons, the rest are counted (`ka_exporter_daemons_unwatched`)
 and one warning line says so. `/metrics` is every member's exposition, relabelled with `netns` and
 `keepalived` (`outputs.merge`).
 
-Not in this mode (yet): D-Bus, the notify FIFO, the L2 witness, LVS and the watchdog hooks.
+Not in this mode (yet): D-Bus, the notify FIFO, the L2 witness, LVS and the watchdog hooks. What
+happens when they are asked for anyway is `refusal` and `notices` (below).
 """
 
 from __future__ import annotations
@@ -28,9 +31,54 @@ from ka_exporter.sources.fleet import MULTI_COLLECTORS, Multi
 
 log = logging.getLogger("ka_exporter.multi")
 
+# Sources that are on by default but do not run per keepalived here, and what is lost without them.
+NOT_PER_DAEMON = {
+    "l2": "the L2 witness does not run per keepalived with --discover: no ARP/ND probes are sent and"
+    " keepalived_l2_* is not exported (watch a namespace with --netns for it)",
+    "lvs": "LVS does not run per keepalived with --discover: keepalived_lvs_* (virtual and real servers)"
+    " is not exported (watch a namespace with --netns for it)",
+}
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why --discover must not start with these settings, or None.
+
+    The watchdog hook is an action the operator relies on (fencing, paging, taking a node out). This
+    mode does not run it per keepalived, so starting anyway would be a watchdog that silently never
+    fires: the operator would find out at the split brain, not at deploy time. An exporter that
+    refuses to start is found at once (the unit fails, the pod crash-loops with this line).
+    """
+    if settings.watchdog_exec:
+        return (
+            "--watchdog.exec is not run per keepalived with --discover: refusing to start rather than"
+            " never running the hook (run one exporter per namespace with --netns for the watchdog)"
+        )
+    return None
+
+
+def notices(settings: Settings) -> list[str]:
+    """One line for each source that is enabled but does not run per keepalived in this mode.
+
+    These are observations, on by default, not actions: a missing series is visible on the dashboard,
+    and refusing to start over a default the operator never chose would make --discover unusable
+    without a row of --no-collector flags. So: one info line each at start, naming what is not
+    exported; `--no-collector.NAME` silences it.
+    """
+    return [
+        f"{line}; --no-collector.{name} silences this"
+        for name, line in NOT_PER_DAEMON.items()
+        if settings.enabled(name)
+    ]
+
 
 def serve(settings: Settings) -> int:
     """Serve the merged scrape until SIGTERM/SIGINT."""
+    refused = refusal(settings)
+    if refused is not None:
+        log.error("%s", refused)
+        return 2
+    for line in notices(settings):
+        log.info("%s", line)
     host, _port = parse_listen_address(settings.web_listen_address)
     multi = Multi(settings)
     only = frozenset(c for c in MULTI_COLLECTORS if settings.enabled(c))

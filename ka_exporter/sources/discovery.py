@@ -14,7 +14,9 @@ keepalived (that would be a VRRP or checker child). For each one:
 Reading another process's ns links and environment needs root or CAP_SYS_PTRACE; a process whose
 namespace cannot be read is skipped (and counted in `skipped`). Paths are as the process sees them;
 the wiring reads them through /proc/PID/root, so a keepalived in another mount namespace (a
-container) is read as it sees its own files.
+container) is read as it sees its own files. The pid is the one this exporter's pid namespace sees
+(the host's, under hostPID); the pid file says the one keepalived's own pid namespace gives it (in a
+container often 1 or 2), so the wiring takes keepalived's pid from here, never from the pid file.
 """
 
 from __future__ import annotations

@@ -331,10 +331,16 @@ class DumpSource(Source):
         min_gap: float = 1.0,
         inotify: bool = True,
         max_bytes: int = MAX_BYTES,
+        pid_of: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(store)
         self.dumps_dir = dumps_dir
         self.pid_file = pid_file
+        # Where keepalived's pid comes from instead of the pid file (--discover: discovery's pid, as
+        # this exporter's pid namespace sees it). keepalived writes getpid() to its pid file: in a
+        # container with its own pid namespace that is its pid there (often 1 or 2), which is another
+        # process here, or none.
+        self.pid_of = pid_of
         self.signal = signal
         self.interval = interval
         self.requester = requester
@@ -444,7 +450,11 @@ class DumpSource(Source):
 
     def _target(self) -> _Target | str:
         """Where to look and whom to ask, or the one-line reason why there is nothing to do."""
-        pid, pid_error = _read_pid(self.pid_file)
+        if self.pid_of is not None:
+            pid = self.pid_of()
+            pid_error = None if pid is not None else f"no keepalived for {self.pid_file}"
+        else:
+            pid, pid_error = _read_pid(self.pid_file)
         pidfd: int | None = None
         if pid is not None:
             try:

@@ -154,6 +154,8 @@ class Multi:
                 self._path(d, d.pid_file) or Path(d.pid_file),
                 signal=s.keepalived_signal,
                 interval=s.keepalived_dump_interval,
+                # the pid file names keepalived's pid in its own pid namespace (e.g. 9 in a container)
+                pid_of=lambda: self._current(d).pid,
             )
             self.scheduler.add(d.key, dumps, dumps.interval)
 
@@ -200,6 +202,7 @@ class Multi:
         process's states are withdrawn from the store (not exported as if they were the new one's)."""
         d = member.daemon
         member.store.set_instances(None, "dumps")
+        member.store.set_config(None)  # the old process's keepalived.conf is not the new one's
         self._polled(member)  # new sources under the same names replace the old ones
         self.loop.restarted(d.key)
         self.bus.restarted(d.key)
