@@ -76,6 +76,10 @@ CONTRACT = {
     "keepalived_wire_multi_master_seconds_total",
     "keepalived_wire_observed_seconds_total",
     "keepalived_wire_failover_gap_seconds_bucket",
+    "keepalived_l2_vip_no_answerer_seconds_total",
+    "keepalived_l2_vip_multi_answerer_seconds_total",
+    "keepalived_l2_vip_observed_seconds_total",
+    "keepalived_l2_vip_unobserved_seconds_total",
     "keepalived_lvs_real_server_up",
     "keepalived_lvs_virtual_server_real_servers_alive",
     "keepalived_ipvs_virtual_server_connections_total",
@@ -473,6 +477,27 @@ def test_required_panels_are_there() -> None:
     )
     has(lambda p: "Error budget left" in p["title"] and "/ 0.0001" in exprs(p), "error budget left")
     has(
+        lambda p: (
+            p["type"] == "stat"
+            and "keepalived_l2_vip_observed_seconds_total" in exprs(p)
+            and p["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 0.9999
+        ),
+        "L2 availability against the objective",
+    )
+    has(
+        lambda p: "L2 error budget left" in p["title"] and "/ 0.0001" in exprs(p),
+        "L2 error budget left",
+    )
+    has(
+        lambda p: (
+            "keepalived_l2_vip_no_answerer_seconds_total" in exprs(p)
+            and "keepalived_l2_vip_multi_answerer_seconds_total" in exprs(p)
+            and "[$__range]" in exprs(p)
+            and "observed" not in exprs(p)
+        ),
+        "seconds with no / several answerers",
+    )
+    has(
         lambda p: p["type"] == "heatmap" and "keepalived_wire_failover_gap_seconds_bucket" in exprs(p),
         "failover-duration heatmap",
     )
@@ -588,6 +613,12 @@ def _synthetic_series() -> list[dict[str, str]]:
         add("keepalived_wire_masterless_seconds_total", seg, "0x20 3.6x20")
         add("keepalived_wire_multi_master_seconds_total", seg, "0x40")
         add("keepalived_wire_master_changes_total", seg, "0x20 1x20")
+        # the L2 witness: the same failover, 3.6 s with nobody answering ARP for the VIP
+        vip = {**base, "interface": "eth0", "family": "inet", "vip": "10.0.0.100"}
+        add("keepalived_l2_vip_observed_seconds_total", vip, "0+15x40")
+        add("keepalived_l2_vip_no_answerer_seconds_total", vip, "0x20 3.6x20")
+        add("keepalived_l2_vip_multi_answerer_seconds_total", vip, "0x40")
+        add("keepalived_l2_vip_unobserved_seconds_total", vip, "2x40")
         for le in ("0.01", "1.0", "4.0", "30.0", "+Inf"):
             add(
                 "keepalived_wire_failover_gap_seconds_bucket",
@@ -654,6 +685,20 @@ def test_availability_and_budget_read_the_failover(tmp_path: Path) -> None:
     within = [
         f"({expand_query(avail, '10m')}) > 0.9935 < 0.9942",
         f"({expand_query(budget, '10m')}) < -50",
+    ]
+    assert empty_queries(tmp_path, within, eval_time="9m59s") == []
+
+
+def test_l2_availability_budget_and_seconds_read_the_failover(tmp_path: Path) -> None:
+    """The L2 row over the same failover: 3.6 s with no answerer in 585 s observed."""
+    queries = [q for q in dashboard_queries() if "keepalived_l2_vip_" in q]
+    avail = next(q for q in queries if q.startswith("1 - ") and "[$__range]" in q)
+    budget = next(q for q in queries if "/ 0.0001" in q)
+    none = next(q for q in queries if "no_answerer" in q and "observed" not in q and "[$__range]" in q)
+    within = [
+        f"({expand_query(avail, '10m')}) > 0.9935 < 0.9942",
+        f"({expand_query(budget, '10m')}) < -50",
+        f"({expand_query(none, '10m')}) > 3.5 < 3.7",
     ]
     assert empty_queries(tmp_path, within, eval_time="9m59s") == []
 

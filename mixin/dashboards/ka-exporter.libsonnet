@@ -18,14 +18,32 @@ local panel = d.panel, target = d.target, row = d.row;
         window: cfg.sloWindow,
       };
       local objective = std.parseJson(u.decimal(std.floor(cfg.sloObjectivePercent * 1000000 + 0.5), 8));
-      // The wire SLI's error ratio (no master, or more than one) over a range, worst exporter's view.
-      local errorRatio(range) = |||
-        max by (%%(clusterLabel)s, family, vrid) (
-          (increase(keepalived_wire_masterless_seconds_total{%%(selVrid)s}[%(r)s])
-           + increase(keepalived_wire_multi_master_seconds_total{%%(selVrid)s}[%(r)s]))
-          / (increase(keepalived_wire_observed_seconds_total{%%(selVrid)s}[%(r)s]) > 0)
+      // An SLI's error ratio over a range, worst exporter's view `by` the given labels, from its bad
+      // seconds counters over its observed seconds (selector `s`: selVrid for the wire, sel for L2).
+      local sliError(range, by, bad, observed, s) = |||
+        max by (%%(clusterLabel)s, %(by)s) (
+          (%(bad)s)
+          / (increase(%(observed)s{%%(%(s)s)s}[%(r)s]) > 0)
         )
-      ||| % { r: range };
+      ||| % {
+        r: range,
+        by: by,
+        s: s,
+        observed: observed,
+        bad: std.join('\n   + ', ['increase(%s{%%(%s)s}[%s])' % [b, s, range] for b in bad]),
+      };
+      // The wire SLI: no master, or more than one.
+      local errorRatio(range) = sliError(
+        range, 'family, vrid',
+        ['keepalived_wire_masterless_seconds_total', 'keepalived_wire_multi_master_seconds_total'],
+        'keepalived_wire_observed_seconds_total', 'selVrid'
+      );
+      // The L2 SLI: nobody, or more than one host, answering ARP/ND for the VIP.
+      local l2ErrorRatio(range) = sliError(
+        range, 'family, vip',
+        ['keepalived_l2_vip_no_answerer_seconds_total', 'keepalived_l2_vip_multi_answerer_seconds_total'],
+        'keepalived_l2_vip_observed_seconds_total', 'sel'
+      );
       local slo = row('Availability and failovers (wire)', [
         panel('stat', 'Availability vs the %s%% objective (time range)' % cfg.sloObjectiveText,
               'Per VRID: the fraction of the dashboard\'s time range with exactly one master on the wire, from '
@@ -88,6 +106,44 @@ local panel = d.panel, target = d.target, row = d.row;
                 mappings: [[0, 'not master', 'transparent'], [1, 'MASTER', 'green']],
                 options: { mergeValues: true, showValue: 'never', rowHeight: 0.9 },
               }),
+      ]);
+      local l2 = row('Availability at L2 (ARP/ND answerers)', [
+        panel('stat', 'L2 availability vs the %s%% objective (time range)' % cfg.sloObjectiveText,
+              'Per VIP, where the L2 witness runs (--collector.l2): the fraction of the time range with exactly '
+              + 'one host answering ARP/ND for the VIP, what clients on the segment live through, from the '
+              + 'witness\'s time accounts (keepalived_l2_vip_no_answerer_seconds_total, _multi_answerer_seconds_total '
+              + 'over _observed_seconds_total; the worst exporter\'s view). Time the witness could not tell '
+              + '(_unobserved_seconds_total) is not counted. Red below the objective.',
+              'percentunit', [target('1 - ' + l2ErrorRatio('$__range'), 'VIP {{vip}} ({{family}})')], 8, 5,
+              { thresholds: [[null, 'red'], [objective, 'green']], defaults: { decimals: 4 } }),
+        panel('stat', 'L2 error budget left (%s)' % cfg.sloWindow,
+              'Per VIP: the share of the %s error budget of a %s%% objective still left at L2 (1: none spent, '
+              % [cfg.sloWindow, cfg.sloObjectiveText]
+              + '0: all spent, below 0: overspent): 1 - error ratio / %s. KeepalivedVIPAvailabilityBudgetBurn '
+              % cfg.sloErrorBudget
+              + '(alerts/slo.rules.yml) pages when it goes fast.',
+              'percentunit', [target('1 - ' + l2ErrorRatio('%(window)s') + ' / %(budget)s', 'VIP {{vip}} ({{family}})')], 8, 5,
+              { thresholds: [[null, 'red'], [0.25, 'yellow'], [0.5, 'green']], defaults: { decimals: 1 } }),
+        panel('stat', 'Seconds without one answerer (time range)',
+              'Per VIP: seconds of the time range with nobody answering ARP/ND for it '
+              + '(keepalived_l2_vip_no_answerer_seconds_total) and with two or more hosts answering '
+              + '(keepalived_l2_vip_multi_answerer_seconds_total), worst exporter\'s view. A graceful failover '
+              + 'costs a fraction of a second, a crash the master-down interval.',
+              's', [
+                target('max by (%(clusterLabel)s, family, vip) (increase(keepalived_l2_vip_no_answerer_seconds_total{%(sel)s}[$__range]))', 'no answerer {{vip}}'),
+                target('max by (%(clusterLabel)s, family, vip) (increase(keepalived_l2_vip_multi_answerer_seconds_total{%(sel)s}[$__range]))', 'several answerers {{vip}}'),
+              ], 8, 5,
+              { thresholds: [[null, 'green'], [1, 'yellow']], defaults: { decimals: 1 } }),
+        panel('timeseries', 'Time without one answerer (L2)',
+              'Share of each interval a VIP had nobody answering ARP/ND for it (keepalived_l2_vip_no_answerer_seconds_total) '
+              + 'or more than one host (keepalived_l2_vip_multi_answerer_seconds_total), and the share the witness '
+              + 'could not tell (keepalived_l2_vip_unobserved_seconds_total: its restarts, probes not completing), '
+              + 'worst exporter\'s view.',
+              'percentunit', [
+                target('max by (%(clusterLabel)s, family, vip) (rate(keepalived_l2_vip_no_answerer_seconds_total{%(sel)s}[$__rate_interval]))', 'no answerer {{vip}} ({{family}})'),
+                target('max by (%(clusterLabel)s, family, vip) (rate(keepalived_l2_vip_multi_answerer_seconds_total{%(sel)s}[$__rate_interval]))', 'several answerers {{vip}} ({{family}})'),
+                target('max by (%(clusterLabel)s, family, vip) (rate(keepalived_l2_vip_unobserved_seconds_total{%(sel)s}[$__rate_interval]))', 'unobserved {{vip}} ({{family}})'),
+              ], 24, 8, { min: 0 }),
       ]);
       local rowsAfterStatus = [
     row("Status", [
@@ -165,7 +221,7 @@ local panel = d.panel, target = d.target, row = d.row;
     ]),
 
       ];
-      local rows = [rowsAfterStatus[0], slo] + rowsAfterStatus[1:];
+      local rows = [rowsAfterStatus[0], slo, l2] + rowsAfterStatus[1:];
       {
         id: null,
         uid: cfg.dashboardUid,
