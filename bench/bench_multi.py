@@ -13,8 +13,12 @@ Two runs of `ka-exporter --discover`, one after the other, each watching a set o
 - scrapes: SCRAPES scrapes, one every 0.1 s, on fresh connections: p50 / p99 latency, body size.
 Then, with all routers watched: a router added and one removed, seconds until the scrape shows it.
 Cost per watched keepalived = (all - baseline) / (daemons all - daemons baseline), for RSS and CPU.
+Event sources: one router in EVENTS (--events, 10) has a private dbus-daemon per side (enable_dbus),
+the next one a vrrp_notify_fifo per side, in the baseline and in the whole set alike; each run prints
+how many members have D-Bus and the FIFO attached (ka_exporter_source_up), and the thread count must
+not grow with them (one D-Bus poll thread and a pool of two for every member's bus).
 
-Run: .venv/bin/python bench/bench_multi.py [--pairs 100] [--small 10] [--splits 5] [--idle 20]
+Run: .venv/bin/python bench/bench_multi.py [--pairs 100] [--small 10] [--splits 5] [--idle 20] [--events 10]
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ka_exporter.lab.routers import RoutersLab
 
 
-def view(port: int) -> tuple[dict[str, float], dict[str, float]]:
-    """(state per netns, split brain per netns) as the exporter shows them."""
+def view(port: int, up: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """(state per netns, split brain per netns) as the exporter shows them; `up`: event sources up."""
     states: dict[str, float] = {}
     splits: dict[str, float] = {}
     _status, body, _s = get(port)
@@ -60,7 +64,27 @@ def view(port: int) -> tuple[dict[str, float], dict[str, float]]:
                 states[ns] = s.value
             elif s.name == "keepalived_wire_split_brain":
                 splits[ns] = s.value
+            elif (
+                up is not None
+                and s.name == "ka_exporter_source_up"
+                and s.labels["source"] in ("dbus", "fifo")
+            ):
+                key = f"{s.labels['source']}_attached"
+                up[key] = up.get(key, 0.0) + s.value
     return states, splits
+
+
+def features(pairs: int, every: int) -> dict[int, str]:
+    """Router index -> its event source: one router in `every` with D-Bus, the next with a FIFO."""
+    if every <= 0:
+        return {}
+    out: dict[int, str] = {}
+    for i in range(pairs):
+        if i % every == 1:
+            out[i] = "dbus"
+        elif i % every == 2:
+            out[i] = "fifo"
+    return out
 
 
 def wanted(lab: RoutersLab, indexes: list[int]) -> tuple[dict[str, float], dict[str, float]]:
@@ -107,6 +131,8 @@ def measure(lab: RoutersLab, indexes: list[int], idle: float, scrapes: int, work
         idle_ms = (cpu_seconds(proc.pid) - c0) * 1000.0 / (time.monotonic() - w0)
         rss = rss_kib(proc.pid)[0]
         nthreads = threads(proc.pid)
+        attached: dict[str, float] = {"dbus_attached": 0.0, "fifo_attached": 0.0}
+        view(port, attached)
         lat: list[float] = []
         size = 0
         c0 = cpu_seconds(proc.pid)
@@ -123,6 +149,7 @@ def measure(lab: RoutersLab, indexes: list[int], idle: float, scrapes: int, work
             "idle_cpu_ms_per_s": round(idle_ms, 2),
             "rss_mib": round(rss / 1024, 1),
             "threads": float(nthreads),
+            **attached,
             "scrape_p50_ms": round(median(lat), 2),
             "scrape_p99_ms": round(percentile(lat, 99), 2),
             "cpu_ms_per_scrape": round(cpu_per_scrape, 2),
@@ -163,9 +190,11 @@ def main() -> int:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--idle", type=float, default=20.0)
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--events", type=int, default=10, help="one router in N with D-Bus, one with a FIFO")
     args = parser.parse_args()
     exit_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="bench-multi-") as tmp, RoutersLab(pairs=args.pairs) as lab:
+    lab_setup = RoutersLab(pairs=args.pairs, features=features(args.pairs, args.events))
+    with tempfile.TemporaryDirectory(prefix="bench-multi-") as tmp, lab_setup as lab:
         t0 = time.monotonic()
         step = max(1, args.pairs // max(1, args.splits))
         for i in range(0, args.pairs, step)[: args.splits]:
@@ -180,6 +209,7 @@ def main() -> int:
         indexes = sorted(lab.routers)
         small = measure(lab, indexes[: args.small], args.idle, args.scrapes, Path(tmp))
         print(f"baseline ({small['daemons']:.0f} keepalived): {small}", flush=True)
+        kinds = [lab.features.get(i, "") for i in indexes]
         full = measure(lab, indexes, args.idle, args.scrapes, Path(tmp))
         print(f"all ({full['daemons']:.0f} keepalived): {full}", flush=True)
         n = full["daemons"] - small["daemons"]
@@ -198,6 +228,8 @@ def main() -> int:
         figures = {"baseline": small, "all": full, "per_daemon": per}
         targets = [
             Target("threads with all watched == baseline", full["threads"], "==", small["threads"]),
+            Target("members with D-Bus attached", full["dbus_attached"], "==", 2.0 * kinds.count("dbus")),
+            Target("members reading their FIFO", full["fifo_attached"], "==", 2.0 * kinds.count("fifo")),
             Target("added router seen (s)", full.get("add_seen_s"), "<=", 5.0),
             Target("removed router gone (s)", full.get("remove_seen_s"), "<=", 5.0),
         ]

@@ -92,7 +92,7 @@ def test_dbus_and_fifo_per_keepalived(lab: RoutersLab, tmp_path: Path) -> None:
             return (
                 attached()
                 and by_netns(exp, "keepalived_vrrp_state") == want
-                and all(f"pid {pid}" in exp.logs() for pid in new.values())
+                and all(f"pid {old[k]}, now {new[k]}): re-attached" in exp.logs() for k in new)
                 and {d0b, f1b} <= info.keys()
             )
 

@@ -110,12 +110,13 @@ class Multi:
                     daemon.pid_file,
                 )
             else:
-                restarted = member.daemon.pid != daemon.pid or member.daemon.start_time != daemon.start_time
+                old = member.daemon
+                restarted = old.pid != daemon.pid or old.start_time != daemon.start_time
                 if restarted:
                     member.extra["restarts"] = int(str(member.extra.get("restarts", 0))) + 1
                 self.fleet.update(daemon)
                 if restarted:
-                    self._restarted(member)
+                    self._restarted(member, old)
             self._publish_process(member, daemon)
         for member in self.fleet.members():
             if member.daemon.key not in seen:
@@ -196,7 +197,7 @@ class Multi:
 
             self.loop.add(Watch(key, store, pid, wire, s.enabled("vips"), on_change=changed, fifo=fifo))
 
-    def _restarted(self, member: Member) -> None:
+    def _restarted(self, member: Member, old: Daemon) -> None:
         """The same keepalived (namespace, pid file) as a new process: its /proc/PID/root paths, its FIFO
         and its bus connection are the old process's; each is opened again for the new one, and the old
         process's states are withdrawn from the store (not exported as if they were the new one's)."""
@@ -206,7 +207,12 @@ class Multi:
         self._polled(member)  # new sources under the same names replace the old ones
         self.loop.restarted(d.key)
         self.bus.restarted(d.key)
-        log.info("keepalived in network namespace %s restarted (pid %d): attached again", d.netns_name, d.pid)
+        log.info(
+            "keepalived in network namespace %s restarted (pid %d, now %d): re-attached",
+            d.netns_name,
+            old.pid,
+            d.pid,
+        )
 
     def _detach(self, member: Member) -> None:
         key = member.daemon.key
