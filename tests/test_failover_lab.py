@@ -164,7 +164,11 @@ def check_announcements(
     for what, mine, theirs in zip(("SIGTERM", "preemption", "SIGKILL"), announced, from_capture, strict=True):
         print(f"{what} announce delay: exporter {mine * 1000:.1f} ms, capture {theirs * 1000:.1f} ms")
     for mine, theirs in zip(announced, from_capture, strict=True):
-        assert abs(mine - theirs) < 0.02
+        # both are kernel receive stamps of the same two frames (the witness's socket, tcpdump's): they
+        # agree to tens of microseconds; a delay clamped at 0 (a user-space stamp of the advert, later
+        # than the kernel's of the ARP) would fail here
+        assert mine > 0
+        assert abs(mine - theirs) < 0.001
 
 
 def check_gaps(

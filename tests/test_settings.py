@@ -390,7 +390,9 @@ def test_sources_are_wired_through_their_declared_uses(tmp_path: Path) -> None:
     assert dbus.on_change is not None  # a dump source to hand over to
     assert vips.on_change == dumps.request_refresh
     assert fifo.on_change == dumps.request_refresh
-    assert fifo.count_transitions is False  # D-Bus counts them
+    assert fifo.counting()  # D-Bus has not read keepalived's name yet: the FIFO counts
+    dbus._owner = ":1.7"  # as after D-Bus's first full read
+    assert not fifo.counting()  # D-Bus counts them
 
 
 def test_without_dbus_the_fifo_counts_and_the_dumps_signal(tmp_path: Path) -> None:
@@ -407,7 +409,7 @@ def test_without_dbus_the_fifo_counts_and_the_dumps_signal(tmp_path: Path) -> No
     assert isinstance(dumps, DumpSource)
     assert isinstance(fifo, FifoSource)
     assert dumps.requester is None
-    assert fifo.count_transitions is True
+    assert fifo.count_transitions is True and fifo.counting()
 
 
 # -- the guard around a pass ------------------------------------------------------------------------

@@ -543,6 +543,12 @@ class DbusSource(Source):
             # keepalived went away while we walked its tree: wait for the next NameOwnerChanged.
             self.fail(f"dbus: reading keepalived's objects failed: {exc}")
 
+    def counts_transitions(self) -> bool:
+        """True while keepalived's own name is read here: its VrrpStatusChange signals are counted as
+        transitions. False before the first full read, while refused or without a bus: then the FIFO
+        (where there is one) counts them, so a D-Bus that cannot be used leaves no counter flat."""
+        return self._owner is not None and self._last_error is None
+
     def _refresh(self, client: BusClient) -> None:
         owner = client.name_owner(self.service)
         if owner is None:

@@ -38,6 +38,7 @@ from ka_exporter.model import InstanceView, KeepalivedConfig, VrrpState
 from ka_exporter.parse.fifo import MAX_LINE, FifoEvent, parse_line
 from ka_exporter.settings import Settings
 from ka_exporter.sources.base import Registration, Source, Wiring, wiring_log
+from ka_exporter.sources.dbus import DbusSource
 from ka_exporter.sources.dumps import DumpSource
 from ka_exporter.store import Store
 
@@ -76,13 +77,15 @@ class FifoSource(Source):
         path: Path,
         *,
         on_change: OnChange | None = None,
-        count_transitions: bool = True,
+        count_transitions: bool | Callable[[], bool] = True,
         interval: float = 1.0,
     ) -> None:
         super().__init__(store)
         self.path = path
         self.on_change = on_change
-        self.count_transitions = count_transitions  # off when D-Bus counts them already
+        # off while D-Bus counts them (a callable: asked at each transition, since D-Bus can be refused
+        # the name or lose its bus, and then nobody else counts)
+        self.count_transitions = count_transitions
         self.interval = interval  # how often the path is checked for a new inode while idle
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
@@ -94,6 +97,11 @@ class FifoSource(Source):
         self.discarded = 0  # bytes of backlog not trusted
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    def counting(self) -> bool:
+        """Whether a transition read now is counted here (not when D-Bus counts it)."""
+        c = self.count_transitions
+        return c() if callable(c) else c
 
     def unexpected(self, exc: Exception) -> str:
         return f"{self.path}: {type(exc).__name__}: {exc}"
@@ -238,7 +246,7 @@ class FifoSource(Source):
                 when = old[2]
         self._states[event.name] = (state, event.priority, when)
         if (
-            self.count_transitions
+            self.counting()
             and event.state is not None
             and old is not None
             and old[0] is not None
@@ -306,12 +314,14 @@ def build(w: Wiring) -> FifoSource | None:
     if path is None:
         return None
     dumps = w.get("dumps", DumpSource)
+    dbus = w.get("dbus", DbusSource)
     return FifoSource(
         w.store,
         path,
         # A transition read from the FIFO refreshes the dump's detail soon after (never per scrape).
         on_change=dumps.request_refresh if dumps is not None else None,
-        count_transitions="dbus" not in w.sources,  # D-Bus counts them when it runs
+        # D-Bus counts them while it reads keepalived's name; the FIFO does whenever it does not
+        count_transitions=True if dbus is None else (lambda: not dbus.counts_transitions()),
     )
 
 

@@ -186,8 +186,14 @@ class Multi:
             def locate() -> Path:
                 return self._path(self._current(d), str(fifo_path)) or fifo_path
 
-            # D-Bus counts the transitions when it runs (both would count each one)
-            fifo = SharedFifo(store, locate, on_change=changed, count_transitions=dbus is None)
+            # D-Bus counts the transitions while it reads keepalived's name (both would count each one),
+            # the FIFO whenever it does not: refused on a shared bus, or its bus down
+            fifo = SharedFifo(
+                store,
+                locate,
+                on_change=changed,
+                count_transitions=True if dbus is None else (lambda: not dbus.counts_transitions()),
+            )
             fifo.where = where
         wire = SharedWire(store, s.wire_interfaces, cap=s.wire_max_peers) if s.enabled("wire") else None
         if wire is not None or s.enabled("vips") or fifo is not None:

@@ -69,6 +69,8 @@ log = logging.getLogger("ka_exporter.sources.fleetbus")
 
 LIVENESS = 5.0  # seconds between two liveness calls per member
 RETRY = 2.0  # seconds before connecting again to a bus that could not be used
+RETRY_MAX = 60.0  # the retry doubles per failure in a row up to this: a hung bus, whose every attempt
+# holds one of the pool's two workers for the call timeout, does not take half the pool from the others
 MAX_SUN_PATH = 107
 _BUS_ERRORS = (BusConnectionError, TimeoutError, DBusError, OSError)
 
@@ -202,8 +204,14 @@ class SharedDbus(MemberLogged, DbusSource):
             raise
         return client
 
-    def pump(self, client: BusClient) -> None:
-        """Handle what the bus sent (the loop saw the connection readable)."""
+    def pump(self, client: BusClient) -> bool:
+        """Handle what the bus sent; True when nothing is left, False when the turn's cap was reached.
+
+        Called when the loop saw the connection readable, and after every call made on it (attach,
+        liveness): a signal that arrives while a call waits for its reply is read off the socket into
+        the client's queue by that call, so the socket is empty afterwards and poll would never report
+        it. Without this pass such a VrrpStatusChange stayed unhandled until the bus sent something
+        else, and the member went on exporting the old state as current."""
         for _ in range(1000):  # a flood is handled over several turns, never starving other members
             if client.signals_lost != self._lost:
                 self._lost = client.signals_lost
@@ -211,11 +219,12 @@ class SharedDbus(MemberLogged, DbusSource):
                 self._read(client)
             sig = client.next_signal(timeout=0.0)
             if sig is None:
-                return
+                return True
             try:
                 self._handle(client, sig)
             except UnattachableError as exc:
                 self._refused(str(exc))
+        return False
 
     def ping(self, client: BusClient) -> None:
         self._ping(client)
@@ -275,6 +284,8 @@ class _Member:
     due: float = 0.0  # the next connection attempt (no client) or liveness call (connected)
     polled: int | None = None  # the fd registered in the poller
     again: bool = False  # restarted while busy: attach again when the work ends
+    more: bool = False  # signals left in the client's queue: pumped again before polling
+    failures: int = 0  # failed steps in a row (the retry backs off)
     removed: bool = False
 
 
@@ -311,6 +322,10 @@ class BusLoop(LoopThread):
 
     def watched(self) -> int:
         return len(self._members)
+
+    def _died(self, error: str) -> None:
+        for m in list(self._members.values()):  # one line said it, not one per member
+            m.source.store.report(m.source.name, f"{m.source.name}: {error}")
 
     def _post(self, what: str, key: DaemonKey, source: SharedDbus | None) -> None:
         with self._lock:
@@ -358,9 +373,16 @@ class BusLoop(LoopThread):
                 self._restart(m, poller)
             elif m.client is not None:
                 fd = m.client.fileno()
-                poller.register(fd, select.POLLIN)
-                m.polled = fd
-                self._by_fd[fd] = m
+                if fd < 0:  # the client closed itself (a send that timed out half way): lost
+                    m.client = None
+                    m.source.lost(BusConnectionError("dbus: the connection to the bus was closed"))
+                    m.due = time.monotonic() + self._retry(m)
+                elif m.more:  # queued signals: the socket may never become readable for them
+                    self._submit(m, poller, self._pump)
+                else:
+                    poller.register(fd, select.POLLIN)
+                    m.polled = fd
+                    self._by_fd[fd] = m
         for what, key, source in queue:
             if what == "add" and source is not None:
                 old = self._members.pop(key, None)
@@ -420,31 +442,40 @@ class BusLoop(LoopThread):
                 m.client.close()
                 m.client = None
             m.source.lost(exc)
-            m.due = time.monotonic() + RETRY
+            m.due = time.monotonic() + self._retry(m)
         except Exception as exc:  # a member's bus never stops the loop
             log.exception("dbus: %s", m.source.where)
             if m.client is not None:
                 m.client.close()
                 m.client = None
             m.source.fail(m.source.unexpected(exc))
-            m.due = time.monotonic() + RETRY
+            m.due = time.monotonic() + self._retry(m)
         finally:
             with self._lock:
                 self._done.append(m)
             self._wake()
 
     @staticmethod
+    def _retry(m: _Member) -> float:
+        m.failures += 1
+        return float(min(RETRY * 2 ** min(m.failures - 1, 16), RETRY_MAX))
+
+    @staticmethod
     def _connect(m: _Member) -> None:
         m.client = m.source.attach()
+        m.failures = 0
         m.due = time.monotonic() + LIVENESS
+        m.more = not m.source.pump(m.client)  # signals that came while the tree was read
 
     @staticmethod
     def _ping(m: _Member) -> None:
         if m.client is not None:
             m.source.ping(m.client)
+            m.more = not m.source.pump(m.client)  # signals that came while the call waited
         m.due = time.monotonic() + LIVENESS
 
     @staticmethod
     def _pump(m: _Member) -> None:
+        m.more = False
         if m.client is not None:
-            m.source.pump(m.client)
+            m.more = not m.source.pump(m.client)

@@ -219,8 +219,15 @@ class LoopThread:
     def _guarded(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception as exc:
             log.exception("%s stopped", self.what)
+            # Nothing restarts the thread: every member it served says so in its health, rather than
+            # keep the last "up" while no event of theirs is read any more.
+            with contextlib.suppress(Exception):
+                self._died(f"{self.what} stopped: {type(exc).__name__}: {exc}")
+
+    def _died(self, error: str) -> None:
+        """The thread ended on an error: mark what it served down (each loop knows what that is)."""
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -246,6 +253,12 @@ class SharedLoop(LoopThread):
         self._checks: list[tuple[float, int, Watch]] = []  # (when, seq, watch): a heap of checks due
         self._seq = 0
         self._vips_pending: dict[DaemonKey, float] = {}  # re-reads of addresses due, by daemon
+
+    def _died(self, error: str) -> None:
+        for w in list(self._watches.values()):  # one line said it (above), not one per member
+            self._fail(w, error)
+            if w.fifo is not None:
+                w.store.report(w.fifo.name, f"{w.fifo.name}: {error}")
 
     # -- from other threads -------------------------------------------------------------------------
 
