@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import re
 import subprocess
 import sys
@@ -145,7 +146,7 @@ class LogTail(threading.Thread):
         try:
             while not self.stop.is_set():
                 chunk = self._fh.read()
-                now = time.monotonic()
+                now = time.time()  # wall clock: compared with the exporter's render lines
                 if chunk:
                     buf += chunk
                     *lines, buf = buf.split("\n")
@@ -159,26 +160,92 @@ class LogTail(threading.Thread):
             self._fh.close()
 
 
-def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
+RENDER_LINE = re.compile(
+    r"body rendered: duration=(\S+) snapshot_ms=(\S+) units=(\S+) snap_time=(\S+) views_published=(\S+)"
+)
+Render = tuple[float, dict[str, float], float, float | None]
+Scrape = tuple[float, float, str | None, int]
+
+
+def render_lines(logs: str) -> dict[str, Render]:
+    """The exporter's debug line per rendered body (Renderer._log_render), by the body's duration
+    text: (snapshot ms, ms per unit, snapshot time, when the views it holds were published)."""
+    out: dict[str, Render] = {}
+    for m in RENDER_LINE.finditer(logs):
+        units = {k: float(v) for k, _, v in (u.rpartition(":") for u in m.group(3).split(","))}
+        published = None if m.group(5) == "none" else float(m.group(5))
+        out[m.group(1)] = (float(m.group(2)), units, float(m.group(4)), published)
+    return out
+
+
+def where_time_went(
+    scrapes: list[Scrape], seen: dict[str, float], renders: dict[str, Render], n: int
+) -> dict[str, Any]:
+    """The first scrape showing FAULT for every instance, taken apart (ms after keepalived's last
+    FAULT line, wall clock): keepalived's lines (first to last), the publication it was rendered
+    from, when the scrape started and ended, how long its render waited (HTTP loop, GIL) and took
+    (its slowest units), and where the scrape before it was."""
+    out: dict[str, Any] = {"fault_counts": [c for _s, _e, _d, c in scrapes if c][:8]}
+    starts = [s for s, _e, _d, _c in scrapes]
+    gaps = [(b - a) * 1000.0 for a, b in itertools.pairwise(starts)]
+    out["scrape_interval_ms"] = round(common.median(gaps), 1) if gaps else None
+    if len(seen) < n or not seen:
+        return out
+    first, last = min(seen.values()), max(seen.values())
+    out["log_spread_ms"] = round((last - first) * 1000.0, 1)
+    full = next((k for k, (_s, _e, _d, c) in enumerate(scrapes) if c == n), None)
+    if full is None:
+        return out
+
+    def ms(t: float) -> float:
+        return round((t - last) * 1000.0, 1)
+
+    start, end, duration, _count = scrapes[full]
+    out["scrape_ms"] = (ms(start), ms(end))
+    if full > 0:
+        out["scrape_before_ms"] = (ms(scrapes[full - 1][0]), ms(scrapes[full - 1][1]))
+    got = renders.get(duration or "")
+    if got is None:  # a body made for an earlier request, or no debug line
+        return out
+    snapshot_ms, units, snap_time, published = got
+    render_ms = float(duration or 0) * 1000.0
+    out["published_ms"] = None if published is None else ms(published)
+    out["render_waited_ms"] = round((snap_time - start) * 1000.0 - snapshot_ms, 1)
+    out["render_ms"] = round(render_ms, 1)
+    out["snapshot_ms"] = snapshot_ms
+    out["units_ms"] = dict(sorted(units.items(), key=lambda kv: -kv[1])[:5])
+    out["after_render_ms"] = round((end - snap_time) * 1000.0 + snapshot_ms - render_ms, 1)
+    return out
+
+
+def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any]:
     node = lab.nodes["a"]
     tail = LogTail(node.log_path)
     tail.start()
     shown: dict[str, float] = {}
     took: list[float] = []  # each scrape's time during the trial (ms)
     rendered: list[float] = []  # ... and the time its body took to render in the exporter (ms)
+    # Each scrape: (start, end) on the wall clock, as the log tail and the exporter's render lines;
+    # the body's ka_exporter_scrape_duration_seconds as written (its render line's key); how many
+    # instances it shows in FAULT.
+    scrapes: list[Scrape] = []
     try:
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline and len(shown) < n:
-            started = time.monotonic()
+            started = time.time()
             body = scrape(port)
-            now = time.monotonic()
+            now = time.time()
             took.append((now - started) * 1000.0)
-            if m := RENDER.search(body):
+            m = RENDER.search(body)
+            if m:
                 rendered.append(float(m.group(1)) * 1000.0)
+            faults = 0
             for name, value in states(body).items():
                 if value == 3.0:
+                    faults += 1
                     shown.setdefault(name, now)
+            scrapes.append((started, now, m.group(1).decode() if m else None, faults))
             time.sleep(SCRAPE_GAP)
         time.sleep(0.3)  # the log lines of the last instances
     finally:
@@ -196,6 +263,7 @@ def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
         "scrapes": len(took),
         "slowest_scrape_ms": round(max(took), 1) if took else None,
         "slowest_render_ms": round(max(rendered), 1) if rendered else None,
+        "first_full": where_time_went(scrapes, tail.seen, render_lines(exporter.logs()), n),
         "load": round(common.load(), 2),
     }
 
@@ -210,7 +278,9 @@ def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, An
             lab.start(name)
         port = common.free_port()
         env = common.bytecode_env(workdir / "pycache")
-        with Process(exporter_args(lab.nodes["a"], port, "node-a"), workdir / f"exp-{n}.log", env=env) as exp:
+        # Debug: the renderer's line per body (where a FAULT scrape's time went, fault_trial).
+        argv = [*exporter_args(lab.nodes["a"], port, "node-a"), "--log.level", "debug"]
+        with Process(argv, workdir / f"exp-{n}.log", env=env) as exp:
             common.wait_http(port, exp)
             if not wait_states(port, n, 2.0, 90.0):
                 raise RuntimeError(f"node a did not show {n} MASTER instances:\n{exp.logs()[-2000:]}")
@@ -224,7 +294,7 @@ def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, An
             time.sleep(3.0)  # dumps and first passes settle
             row: dict[str, Any] = {"instances": n, "settle_s": settle, "idle": idle(exp, port, idle_seconds)}
             row["rss_mib"] = round(common.rss_kib(exp.pid)[0] / 1024, 1)
-            row["trials"] = [fault_trial(lab, port, n) for _ in range(trials)]
+            row["trials"] = [fault_trial(lab, port, n, exp) for _ in range(trials)]
     return row
 
 
@@ -257,6 +327,7 @@ def main() -> int:
             f"{t['scrapes']} scrapes, slowest {t['slowest_scrape_ms']} ms (render {t['slowest_render_ms']} ms); "
             f"load {t['load']}"
         )
+        print(f"        first all-FAULT scrape (ms after keepalived's last FAULT line): {t['first_full']}")
     a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
     ratio = max(a, b) / min(a, b) if a and b else None
     n = many["instances"]

@@ -675,32 +675,68 @@ class Renderer:
         """The uncompressed body for `accept` (for --once and tests)."""
         return self.render(accept, "")[0]
 
+    def _log_render(self, snap: Snapshot, seconds: float, snapshot: float, took: list[float]) -> None:
+        """One debug line per body rendered: where its time went, and what it was rendered from.
+
+        `duration` is the body's ka_exporter_scrape_duration_seconds as written (a bench matches
+        a scrape to its line by it); `units` each unit's key and render in ms (`_`: more units of
+        one part); `snap_time` the snapshot's store time, `views_published` and
+        `addresses_changed` when what it holds of keepalived's instances and of the addresses was
+        last published (store clock): what a bench needs to tell render time from waiting.
+        """
+        names = [part_name(self._parts[i]) for i, _unit in self._units]
+        units = ",".join(
+            f"{name}{'_' * names[:u].count(name)}:{t * 1000.0:.2f}"
+            for u, (name, t) in enumerate(zip(names, took, strict=True))
+        )
+        published = max((t for _s, t in snap.views_time), default=None)
+        log.debug(
+            "body rendered: duration=%s snapshot_ms=%.2f units=%s snap_time=%.6f views_published=%s "
+            "addresses_changed=%s",
+            _go_float(seconds),
+            snapshot * 1000.0,
+            units,
+            snap.time,
+            "none" if published is None else f"{published:.6f}",
+            "none" if snap.addresses_changed is None else f"{snap.addresses_changed:.6f}",
+        )
+
+    def _keys(
+        self, snap: Snapshot, versions: Versions, took: list[float]
+    ) -> tuple[list[object], dict[int, list[Metric] | BaseException]]:
+        """Each unit's cache key for this snapshot, and what the units without one rendered.
+
+        A part with no key is rendered on every scrape and keyed on what it rendered: while that
+        is the same, the body (and its gzip) is still the one already made. `took` gets each
+        unit's time."""
+        clock = self._clock
+        rendered: dict[int, list[Metric] | BaseException] = {}
+        keys: list[object] = []
+        for u, (_i, (key, render, _text)) in enumerate(self._units):
+            t0 = clock()
+            try:
+                if key is not None:
+                    keys.append(key(snap, versions))
+                else:
+                    metrics = list(render(snap, versions))
+                    rendered[u] = metrics
+                    keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
+            except Exception as exc:  # this part fails (in _body), not the scrape
+                rendered[u] = exc
+                keys.append(object())
+            took[u] = clock() - t0
+        return keys, rendered
+
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
+        clock = self._clock
         # Taken before the snapshot: a change in between makes the next `cached` miss, never serve
         # a body older than its stamp says.
         stamp = self._stamped()
         snap, versions = self._source()
-        # A part with no key is rendered on every scrape and keyed on what it rendered: while that
-        # is the same, the body (and its gzip) is still the one already made.
-        rendered: dict[int, list[Metric] | BaseException] = {}
-        keys: list[object] = []
-        for u, (_i, (key, render, _text)) in enumerate(self._units):
-            if key is not None:
-                try:
-                    keys.append(key(snap, versions))
-                except Exception as exc:  # this part fails (below), not the scrape
-                    rendered[u] = exc
-                    keys.append(object())
-                continue
-            try:
-                metrics = list(render(snap, versions))
-            except Exception as exc:
-                rendered[u] = exc
-                keys.append(object())
-                continue
-            rendered[u] = metrics
-            keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
+        took = [0.0] * len(self._units)  # per unit: its key, and its render if it had one (s)
+        snapped = clock()
+        keys, rendered = self._keys(snap, versions, took)
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
             cached.stamp = stamp
@@ -712,6 +748,7 @@ class Renderer:
             if kept is not None and kept[0] == keys[u]:
                 chunks.append(kept[1])
                 continue
+            t0 = clock()
             try:
                 got = rendered.get(u)
                 if isinstance(got, BaseException):
@@ -727,6 +764,7 @@ class Renderer:
                 self._chunks.pop((content_type, u), None)
                 keys[u] = object()  # tried again on the next scrape
                 continue
+            took[u] += clock() - t0
             self.part_renders[i] += 1
             self._chunks[(content_type, u)] = (keys[u], text)
             chunks.append(text)
@@ -746,7 +784,10 @@ class Renderer:
             cached.stamp = stamp
             return cached
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
-        duration.add_metric([], self._clock() - started)
+        seconds = clock() - started
+        duration.add_metric([], seconds)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_render(snap, seconds, snapped - started, took)
         chunks.append(self._formatter.format([duration], content_type, encoder))
         if content_type.startswith(_OM):
             chunks.append(_EOF)
