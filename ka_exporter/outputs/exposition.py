@@ -10,7 +10,11 @@ its content type and its content encoding. The work of a scrape is what changed 
 - the text of the parts is formatted by `Formatter`, which writes exactly what prometheus_client's
   `generate_latest` (text 0.0.4 and OpenMetrics 1.0.0) writes for the same families, with the label
   sets' text kept between renders. Anything it does not format itself (other metric types, other
-  content types or escapings) goes through prometheus_client's own encoder.
+  content types or escapings) goes through prometheus_client's own encoder;
+- the parts made of keyed rows (keepalived's instances, the wire's failover accounts, the fused
+  verdicts, the L2 witness's VIPs: `collectors.Row`) keep each row's text, and write again only the
+  rows whose basis moved (`_KeyedText`): 100 instances going FAULT at once cost 100 rows' lines, not
+  the part's families built and formatted again.
 
 One scrape is one consistent snapshot: the parts rendered for it read one snapshot, and a part kept
 from an earlier one was made from sections at the same versions, so it says what a fresh render would.
@@ -34,10 +38,11 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, replace
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import fields
 from math import copysign
 from operator import attrgetter
 from typing import Any
@@ -56,11 +61,22 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, FailureLog, Part, part_name, success_family
+from ka_exporter.collectors import (
+    DURATION_HELP,
+    DURATION_NAME,
+    FailureLog,
+    Family,
+    Part,
+    Rows,
+    Series,
+    empty_family,
+    part_name,
+    success_family,
+)
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
-from ka_exporter.model import InstanceView, Snapshot
+from ka_exporter.model import Snapshot
 from ka_exporter.store import Versions
 
 # The logger= name operators' log filters know, kept when the module moved to outputs/.
@@ -82,6 +98,7 @@ Source = Callable[[], tuple[Snapshot, Versions]]
 Render = tuple[bytes, str, str | None]
 Stamp = Callable[[], "tuple[float, object] | None"]  # Store.stamp
 Encoder = Callable[[Collector], bytes]
+RowsOf = Callable[[Snapshot], Rows | None]
 _OM = "application/openmetrics-text"
 
 
@@ -171,13 +188,13 @@ def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
 
 
 #: The longest a served fused verdict may have been judged before the scrape's snapshot, when nothing
-#: it reads changed but time went on (see `_fused_units`).
+#: it reads changed but time went on (see `_fused_key`).
 FUSED_STALENESS = 0.25
 _FUSED_SECTIONS = ("config", "process", "addresses", "views", "views_time", "health", "wire", "l2")
 
 
-def _fused_units(part: Part) -> list[Unit]:
-    """collect_fused, keyed on what `verdicts.fused.judge` reads, and on time in steps of
+def _fused_key() -> KeyFn:
+    """The cache key of collect_fused: what `verdicts.fused.judge` reads, and time in steps of
     FUSED_STALENESS.
 
     The fused verdict reads keepalived.conf, the instances, their freshness (views_time, the sources'
@@ -196,7 +213,7 @@ def _fused_units(part: Part) -> list[Unit]:
         stats = None if snap.wire_stats is None else stats_fields(snap.wire_stats)
         return (sections, peers, stats, math.floor(snap.time / FUSED_STALENESS))
 
-    return [(key, _plain(part), None)]
+    return key
 
 
 def _named(part: Part, module: str, name: str) -> bool:
@@ -214,29 +231,42 @@ def _failover_key(snap: Snapshot, _versions: Versions) -> object:
 def units_for(
     parts: Sequence[Part], keys: Mapping[Callable[..., Any], KeyFn], formatter: Formatter | None = None
 ) -> list[list[Unit]]:
-    """Each part as the units it is rendered in (see `Unit`). With a `formatter`, collect_keepalived's
-    text is rendered per instance (`_InstanceText`)."""
+    """Each part as the units it is rendered in (see `Unit`). With a `formatter`, the parts made of
+    keyed rows (keepalived's instances, the failover accounts, the fused verdicts, the L2 witness)
+    are written row by row (`_KeyedText`)."""
     out: list[list[Unit]] = []
     for part in parts:
         if part not in keys and _is_collect_wire(part):
             out.append(_wire_units())  # imported only when the wire collector runs
         elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
-            out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
+            # the wire's accounts: keyed on their records
+            out.append([(_failover_key, _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
-            out.append(_fused_units(part))
+            out.append([(_fused_key(), _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
-            out.append([(_sections("l2"), _plain(part), None)])
+            out.append([(_sections("l2"), _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.lvs", "collect_lvs"):
             out.append([(_sections("config", "lvs"), _plain(part), None)])
         elif part not in keys and callable(own := getattr(part, "cache_key", None)):
             # A part reading something of its own besides the snapshot (the watchdog's counters)
             # says what: its key, also in the stamp (see Renderer.cached).
             out.append([(_own_key(own), _plain(part), None)])
-        elif part is collect_keepalived and formatter is not None:
-            out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
+        elif part is collect_keepalived:
+            out.append([(keys.get(part), _plain(part), _keyed_text(part, formatter))])
         else:
             out.append([(keys.get(part), _plain(part), None)])
     return out
+
+
+def _keyed_text(part: Part, formatter: Formatter | None) -> TextRender | None:
+    """The text render of a part made of keyed rows (`_KeyedText`), with a formatter; else None
+    (its families go through the formatter whole)."""
+    if formatter is None:
+        return None
+    module = sys.modules[part.__module__]
+    families: Sequence[Family] = module.FAMILIES
+    rows: RowsOf = getattr(module, part_name(part) + "_rows")
+    return _KeyedText(formatter, part, families, rows).text
 
 
 def _own_key(own: Callable[[], object]) -> KeyFn:
@@ -292,8 +322,6 @@ class Formatter:
         fast = kind is not None
         out: list[str] = []
         slow: list[bytes] = []
-        if len(self._labels) > self.LABEL_MEMO_MAX:
-            self._labels.clear()
         by_id: dict[int, str] = {}
         metrics = list(metrics)  # holds every labels dict (and so its id) until this returns
         for metric in metrics:
@@ -332,53 +360,57 @@ class Formatter:
             self._families[key] = (metric.samples, metric.documentation, metric.type, text)
         return text
 
-    def family_parts(
-        self, metric: Metric, om: bool, by_id: dict[int, str]
-    ) -> tuple[str, list[str], list[str]] | None:
-        """(HELP and TYPE lines, one line per sample, each sample's iname label or "") of a plain
-        family, as `format` writes it; None if it is not one `format` writes itself."""
+    def line(self, raw: str, labels: Mapping[str, str], value: float, om: bool, by_id: dict[int, str]) -> str:
+        """One sample's line of a plain family, as `format` writes it. `by_id`: label texts by the
+        labels dict's id, for dicts that live as long as it does."""
+        sname = self._names.get((raw, om))
+        if sname is None:
+            sname = self._names[(raw, om)] = _sample_name(raw, om)
+        val = self._value(value)
+        if not labels:
+            return f"{sname} {val}\n"
+        return f"{sname}{self._label_text(labels, by_id)} {val}\n"
+
+    def _value(self, value: float) -> str:
+        if value == 0:  # 0.0 and -0.0 are one dict key but two texts
+            return "-0.0" if copysign(1.0, value) < 0 else "0.0"
+        val = self._values.get(value)
+        if val is None:
+            val = _go_float(value)
+            if len(self._values) < self.VALUE_MEMO_MAX:
+                self._values[value] = val
+        return val
+
+    def _label_text(self, labels: Mapping[str, str], by_id: dict[int, str]) -> str:
+        # The collectors share one labels dict between the families of a series: its text is found
+        # by identity within one call (the dicts live until it returns).
+        text = by_id.get(id(labels))
+        if text is None:
+            items = tuple(labels.items())
+            text = self._labels.get(items)
+            if text is None:
+                if len(self._labels) > self.LABEL_MEMO_MAX:
+                    self._labels.clear()
+                text = self._labels[items] = _labels(labels)
+            by_id[id(labels)] = text
+        return text
+
+    def family_parts(self, metric: Metric, om: bool, by_id: dict[int, str]) -> tuple[str, list[str]] | None:
+        """(HELP and TYPE lines, one line per sample) of a plain family, as `format` writes it;
+        None if it is not one `format` writes itself."""
         header = family_header(metric, om)
         if header is None:
             return None
         # The sample names a plain family has; anything else (_created, ...) is the encoder's.
         allowed = _SAMPLE_NAMES[metric.type](metric.name)
-        names = self._names
+        line = self.line
         lines: list[str] = []
-        owners: list[str] = []
         append = lines.append
-        memo = self._labels
-        values = self._values
         for raw, labels, value, ts, exemplar, native in metric.samples:
             if raw not in allowed or ts is not None or exemplar is not None or native is not None:
                 return None
-            sname = names.get((raw, om))
-            if sname is None:
-                sname = names[(raw, om)] = _sample_name(raw, om)
-            val: str | None
-            if value == 0:  # 0.0 and -0.0 are one dict key but two texts
-                val = "-0.0" if copysign(1.0, value) < 0 else "0.0"
-            else:
-                val = values.get(value)
-                if val is None:
-                    val = _go_float(value)
-                    if len(values) < self.VALUE_MEMO_MAX:
-                        values[value] = val
-            if labels:
-                # The collectors share one labels dict between the families of a series: its
-                # text is found by identity within this call (the dicts live until it returns).
-                text = by_id.get(id(labels))
-                if text is None:
-                    items = tuple(labels.items())
-                    text = memo.get(items)
-                    if text is None:
-                        text = memo[items] = _labels(labels)
-                    by_id[id(labels)] = text
-                append(f"{sname}{text} {val}\n")
-                owners.append(labels.get("iname", ""))
-            else:
-                append(f"{sname} {val}\n")
-                owners.append("")
-        return header, lines, owners
+            append(line(raw, labels, value, om, by_id))
+        return header, lines
 
 
 _SAMPLE_NAMES: dict[str, Callable[[str], tuple[str, ...]]] = {
@@ -450,127 +482,81 @@ def _encode(metrics: Sequence[Metric], content_type: str, encoder: Encoder) -> b
     return body.removesuffix(_EOF) if content_type.startswith(_OM) else body
 
 
-_SCRIPTS = "keepalived_script_status"  # the one keepalived family not per instance (by script name)
+class _KeyedText:
+    """The text of a part made of keyed rows (`collectors.Row`: an instance, a VRID, a VIP), in
+    which only the rows that moved are written again.
 
-
-class _InstanceText:
-    """collect_keepalived's text, in which only the instances whose records moved are rendered again.
-
-    A D-Bus signal changes one instance of 100 or 1,000: rendering every instance again made each
-    scrape after it cost the whole part. Here the part is rendered whole once, its lines kept by
-    instance (the iname label), and an instance whose record (or transitions count) moved goes
-    alone through collect_keepalived again. Whatever instances share sends the part back to a whole
-    render: keepalived stopped, the local addresses, whether the state is as fresh as them, whether
-    D-Bus counts transitions, the list of instances, a family the whole render did not have, a
-    family the formatter does not write itself, and a change of tracked scripts (one series per
-    script, whose status the last instance tracking it gives).
+    A D-Bus signal changes one instance of 100 or 1,000, a link going down all of them at once, a
+    wire tick every VRID's time accounts but not their histograms: either way a scrape after it
+    costs what moved. The part gives its rows with a basis each (what the row's series are made of:
+    the instance's record, its VIP mismatch and transitions count; a VRID's counters; its
+    histograms); a row whose basis is what it was keeps its text, the others are written by the
+    formatter from the row's series (the same series the part's collect function puts in its
+    families: prometheus_client's render of them is the test oracle). Then the families are put
+    together in order, each row's lines in the snapshot's order of rows.
     """
 
-    def __init__(self, formatter: Formatter) -> None:
+    def __init__(self, formatter: Formatter, part: Part, families: Sequence[Family], rows: RowsOf) -> None:
         self._formatter = formatter
-        self._kept: dict[str, _Kept] = {}  # by content kind ("text", "om")
+        self._part = part
+        self._families = tuple(families)
+        self._rows = rows
+        self._kept: dict[str, dict[Hashable, tuple[object, tuple[tuple[int, str], ...]]]] = {}  # by kind
+        self._headers: dict[bool, tuple[str, ...]] = {}  # by OpenMetrics or not, per family
 
     def text(self, snap: Snapshot, content_type: str, encoder: Encoder) -> bytes:
         kind = _fast_kind(content_type)
-        views = snap.instances or ()
-        if kind is None or not views:
-            self._kept.pop(kind or "", None)
-            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
-        om = kind == "om"
-        counted = dict(snap.transitions)
-        context = (self._context(snap, counted), tuple(v.name for v in views))
-        kept = self._kept.get(kind)
-        if kept is not None and kept.context == context:
-            families = {name for name, _header in kept.order}
-            for view in views:
-                count = counted.get(view.name, 0)
-                old_view, old_count, _lines = kept.per[view.name]
-                if old_count == count and old_view == view:
-                    continue
-                one = None if old_view.tracked_scripts != view.tracked_scripts else self._one(snap, view, om)
-                if one is None or not set(one) <= families:
-                    break
-                kept.per[view.name] = (view, count, one)
-            else:
-                return self._assemble(kept).encode()
-        made = self._whole(snap, om, counted, context)
-        if made is None:
+        if kind is None:  # an exposition the formatter does not write itself
+            return self._formatter.format(self._part(snap), content_type, encoder)
+        got = self._rows(snap)
+        if got is None:
             self._kept.pop(kind, None)
-            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
-        self._kept[kind] = made
-        return self._assemble(made).encode()
+            return b""
+        om = kind == "om"
+        shown, rows = got
+        old = self._kept.get(kind, {})
+        kept: dict[Hashable, tuple[object, tuple[tuple[int, str], ...]]] = {}
+        texts = []
+        for key, basis, series in rows:
+            mine = old.get(key)
+            if mine is None or mine[0] != basis:
+                mine = (basis, self._lines(series(), om))
+            kept[key] = mine
+            texts.append(mine[1])
+        self._kept[kind] = kept
+        return self._assemble(shown, texts, om).encode()
 
-    @staticmethod
-    def _context(snap: Snapshot, counted: dict[str, int]) -> object:
-        fresh = snap.state_fresh_since()
-        current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
-        stopped = snap.process is not None and not snap.process.running
-        dbus = snap.source("dbus") is not None
-        return (stopped, current, snap.addresses, dbus, bool(counted))
-
-    def _whole(self, snap: Snapshot, om: bool, counted: dict[str, int], context: object) -> _Kept | None:
-        views = snap.instances or ()
-        per: dict[str, dict[str, list[str]]] = {v.name: {} for v in views}
-        order: list[tuple[str, str]] = []
-        scripts: list[str] = []
+    def _lines(self, series: list[Series], om: bool) -> tuple[tuple[int, str], ...]:
+        """(family index, its lines) of one row, in family order; `series` holds the labels dicts
+        (by_id's keys) until this returns."""
+        line = self._formatter.line
         by_id: dict[int, str] = {}
-        for metric in list(collect_keepalived(snap)):
-            parts = self._formatter.family_parts(metric, om, by_id)
-            if parts is None:
-                return None
-            header, lines, owners = parts
-            order.append((metric.name, header))
-            if metric.name == _SCRIPTS:
-                scripts = lines
-                continue
-            for owner, line in zip(owners, lines, strict=True):
-                mine = per.get(owner)
-                if mine is None:
-                    return None
-                mine.setdefault(metric.name, []).append(line)
-        return _Kept(
-            context, order, {v.name: (v, counted.get(v.name, 0), per[v.name]) for v in views}, scripts
-        )
+        out: dict[int, str] = {}
+        for k, name, labels, value in series:
+            out[k] = out.get(k, "") + line(name, labels, value, om, by_id)
+        return tuple(sorted(out.items()))
 
-    def _one(self, snap: Snapshot, view: InstanceView, om: bool) -> dict[str, list[str]] | None:
-        alone = replace(snap, instances=(view,))
-        out: dict[str, list[str]] = {}
-        by_id: dict[int, str] = {}
-        for metric in list(collect_keepalived(alone)):
-            if metric.name == _SCRIPTS:
-                continue  # the same scripts as before (checked): the whole render's lines stand
-            parts = self._formatter.family_parts(metric, om, by_id)
-            if parts is None:
-                return None
-            out[metric.name] = parts[1]
-        return out
-
-    @staticmethod
-    def _assemble(kept: _Kept) -> str:
+    def _assemble(self, shown: frozenset[int], texts: list[tuple[tuple[int, str], ...]], om: bool) -> str:
+        headers = self._headers.get(om)
+        if headers is None:
+            headers = self._headers[om] = tuple(_header(f, om) for f in self._families)
+        bodies: list[list[str]] = [[] for _ in self._families]
+        for row in texts:
+            for k, text in row:
+                bodies[k].append(text)
         out: list[str] = []
-        per = [lines for _view, _count, lines in kept.per.values()]
-        for name, header in kept.order:
-            body = kept.scripts if name == _SCRIPTS else [line for one in per for line in one.get(name, ())]
-            if body:
-                out.append(header)
+        for k, body in enumerate(bodies):
+            if body or k in shown:
+                out.append(headers[k])
                 out.extend(body)
         return "".join(out)
 
 
-class _Kept:
-    __slots__ = ("context", "order", "per", "scripts")
-
-    def __init__(
-        self,
-        context: object,
-        order: list[tuple[str, str]],
-        per: dict[str, tuple[InstanceView, int, dict[str, list[str]]]],
-        scripts: list[str],
-    ) -> None:
-        self.context = context
-        self.order = order
-        self.per = per  # in the snapshot's order of instances
-        self.scripts = scripts
+def _header(family: Family, om: bool) -> str:
+    header = family_header(empty_family(family), om)
+    if header is None:
+        raise ValueError(f"{family[0]}: a keyed family is a gauge, counter or histogram, without a unit")
+    return header
 
 
 class _Body:
