@@ -42,10 +42,13 @@ from typing import Any
 
 import common
 from common import Process, Target
+from jeepney import MatchRule
 
 from ka_exporter.lab import Lab
 from ka_exporter.lab.demo import exporter_args
 from ka_exporter.lab.profiles import render_config
+from ka_exporter.linux.dbusclient import BusClient
+from ka_exporter.sources.dbus import IFACE_INSTANCE, SERVICE
 from ka_exporter.testing import wait_until
 
 IDLE_PERCENT = 0.5
@@ -169,11 +172,13 @@ Scrape = tuple[float, float, str | None, int]
 
 def render_lines(logs: str) -> dict[str, Render]:
     """The exporter's debug line per rendered body (Renderer._log_render), by the body's duration
-    text: (snapshot ms, ms per unit, snapshot time, when the views it holds were published)."""
+    text: (snapshot ms, ms per unit, snapshot time, when the D-Bus views it holds were published)."""
     out: dict[str, Render] = {}
     for m in RENDER_LINE.finditer(logs):
         units = {k: float(v) for k, _, v in (u.rpartition(":") for u in m.group(3).split(","))}
-        published = None if m.group(5) == "none" else float(m.group(5))
+        # the D-Bus source's publication (the one that brings FAULT), else the latest
+        times = {k: float(v) for k, _, v in (p.rpartition(":") for p in m.group(5).split(",") if ":" in p)}
+        published = times.get("dbus", max(times.values(), default=None))
         out[m.group(1)] = (float(m.group(2)), units, float(m.group(4)), published)
     return out
 
@@ -204,6 +209,9 @@ def where_time_went(
     out["scrape_ms"] = (ms(start), ms(end))
     if full > 0:
         out["scrape_before_ms"] = (ms(scrapes[full - 1][0]), ms(scrapes[full - 1][1]))
+        prior = renders.get(scrapes[full - 1][2] or "")
+        if prior is not None:
+            out["render_before_ms"] = (round(float(scrapes[full - 1][2] or 0) * 1000.0, 1), prior[1])
     got = renders.get(duration or "")
     if got is None:  # a body made for an earlier request, or no debug line
         return out
@@ -218,10 +226,35 @@ def where_time_went(
     return out
 
 
+class BusWatch(threading.Thread):
+    """A D-Bus client of node a's bus beside the exporter (own process, own GIL): `seen[path]` = when
+    keepalived's VrrpStatusChange to FAULT for that instance reached a client, i.e. when the news
+    was on the bus for anyone."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+        self._client = BusClient(address, timeout=2.0)
+        self._client.add_match(MatchRule(type="signal", sender=SERVICE, interface=IFACE_INSTANCE))
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                sig = self._client.next_signal(0.05)
+                now = time.time()
+                if sig is not None and sig.member == "VrrpStatusChange" and sig.body[:1] == (3,):
+                    self.seen.setdefault(sig.path, now)
+        finally:
+            self._client.close()
+
+
 def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any]:
     node = lab.nodes["a"]
     tail = LogTail(node.log_path)
     tail.start()
+    bus = BusWatch(str(node.dbus_address))
+    bus.start()
     shown: dict[str, float] = {}
     took: list[float] = []  # each scrape's time during the trial (ms)
     rendered: list[float] = []  # ... and the time its body took to render in the exporter (ms)
@@ -229,8 +262,13 @@ def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any
     # the body's ka_exporter_scrape_duration_seconds as written (its render line's key); how many
     # instances it shows in FAULT.
     scrapes: list[Scrape] = []
+    names = comm_names(exporter.pid)
+    cpu0 = common.thread_runtime(exporter.pid)
+    cpu1: dict[int, float] = {}
+    window = 0.0
     try:
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
+        down = time.time()
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline and len(shown) < n:
             started = time.time()
@@ -246,13 +284,25 @@ def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any
                     faults += 1
                     shown.setdefault(name, now)
             scrapes.append((started, now, m.group(1).decode() if m else None, faults))
+            if faults == n and not cpu1:
+                cpu1, window = common.thread_runtime(exporter.pid), now - down
             time.sleep(SCRAPE_GAP)
         time.sleep(0.3)  # the log lines of the last instances
     finally:
         tail.stop.set()
+        bus.stop.set()
         tail.join(5)
+        bus.join(5)
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "up"], check=True)
     lags = [(shown[k] - tail.seen[k]) * 1000.0 for k in shown if k in tail.seen]
+    signalled = sorted(bus.seen.values())
+    # The exporter's threads' CPU from the link going down to the first all-FAULT scrape: who held
+    # the GIL while the D-Bus source and the render waited for it.
+    busy: dict[str, float] = {}
+    for tid, c in cpu1.items():
+        name = names.get(tid, str(tid))
+        busy[name] = busy.get(name, 0.0) + (c - cpu0.get(tid, 0.0)) * 1000.0
+    last_line = max(tail.seen.values(), default=None)
     back = wait_states(port, n, 2.0, 60.0)
     return {
         "faults_logged": len(tail.seen),
@@ -264,6 +314,15 @@ def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any
         "slowest_scrape_ms": round(max(took), 1) if took else None,
         "slowest_render_ms": round(max(rendered), 1) if rendered else None,
         "first_full": where_time_went(scrapes, tail.seen, render_lines(exporter.logs()), n),
+        "threads_cpu_ms": {
+            "window_ms": round(window * 1000.0, 1) if cpu1 else None,
+            **{k: round(v, 1) for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.5},
+        },
+        # keepalived's FAULT signals on the bus: how many, the first and last (ms after its last line)
+        "bus_signals": (
+            len(signalled),
+            *(round((t - last_line) * 1000.0, 1) for t in (signalled[:1] + signalled[-1:]) if last_line),
+        ),
         "load": round(common.load(), 2),
     }
 
@@ -328,6 +387,10 @@ def main() -> int:
             f"load {t['load']}"
         )
         print(f"        first all-FAULT scrape (ms after keepalived's last FAULT line): {t['first_full']}")
+        print(
+            f"        keepalived's FAULT signals on the bus (n, first, last ms after that line): {t['bus_signals']}"
+        )
+        print(f"        exporter threads' CPU ms, link down to the all-FAULT scrape: {t['threads_cpu_ms']}")
     a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
     ratio = max(a, b) / min(a, b) if a and b else None
     n = many["instances"]

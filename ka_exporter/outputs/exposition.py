@@ -666,7 +666,7 @@ class Renderer:
 
         `duration` is the body's ka_exporter_scrape_duration_seconds as written (a bench matches
         a scrape to its line by it); `units` each unit's key and render in ms (`_`: more units of
-        one part); `snap_time` the snapshot's store time, `views_published` and
+        one part); `snap_time` the snapshot's store time, `views_published` (per view source) and
         `addresses_changed` when what it holds of keepalived's instances and of the addresses was
         last published (store clock): what a bench needs to tell render time from waiting.
         """
@@ -675,7 +675,7 @@ class Renderer:
             f"{name}{'_' * names[:u].count(name)}:{t * 1000.0:.2f}"
             for u, (name, t) in enumerate(zip(names, took, strict=True))
         )
-        published = max((t for _s, t in snap.views_time), default=None)
+        published = ",".join(f"{source}:{t:.6f}" for source, t in snap.views_time) or "none"
         log.debug(
             "body rendered: duration=%s snapshot_ms=%.2f units=%s snap_time=%.6f views_published=%s "
             "addresses_changed=%s",
@@ -683,7 +683,7 @@ class Renderer:
             snapshot * 1000.0,
             units,
             snap.time,
-            "none" if published is None else f"{published:.6f}",
+            published,
             "none" if snap.addresses_changed is None else f"{snap.addresses_changed:.6f}",
         )
 
