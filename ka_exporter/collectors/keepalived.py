@@ -217,10 +217,6 @@ class Context:
     def held(self) -> frozenset[str] | None:
         return None if self.addresses is None else held_addresses(self.addresses)
 
-    def basis(self) -> object:
-        """What `mismatch` reads besides the instance (compared with ==)."""
-        return (self.addresses, self.stopped, self.current)
-
     def mismatch(self, view: InstanceView) -> float | None:
         """The instance's keepalived_vrrp_vip_mismatch (None: no such family in this snapshot)."""
         held = self.held

@@ -305,7 +305,7 @@ class Formatter:
 
     def __init__(self) -> None:
         self._labels: dict[tuple[tuple[str, str], ...], str] = {}
-        self._names: dict[tuple[str, bool], str] = {}
+        self._names: dict[bool, dict[str, str]] = {False: {}, True: {}}  # by OpenMetrics or not
         self._values: dict[float, str] = {}
         self._families: dict[tuple[str, bool], tuple[list[Any], str, str, str]] = {}
 
@@ -363,15 +363,28 @@ class Formatter:
     def line(self, raw: str, labels: Mapping[str, str], value: float, om: bool, by_id: dict[int, str]) -> str:
         """One sample's line of a plain family, as `format` writes it. `by_id`: label texts by the
         labels dict's id, for dicts that live as long as it does."""
-        sname = self._names.get((raw, om))
+        names = self._names[om]
+        sname = names.get(raw)
         if sname is None:
-            sname = self._names[(raw, om)] = _sample_name(raw, om)
-        val = self._value(value)
+            sname = names[raw] = _sample_name(raw, om)
+        val = self.value(value)
         if not labels:
             return f"{sname} {val}\n"
-        return f"{sname}{self._label_text(labels, by_id)} {val}\n"
+        text = by_id.get(id(labels))
+        if text is None:
+            text = by_id[id(labels)] = self.label_text(labels)
+        return f"{sname}{text} {val}\n"
 
-    def _value(self, value: float) -> str:
+    def sample_names(self, om: bool) -> dict[str, str]:
+        """Sample names as written (escaped), by name: the memo `line` keeps."""
+        return self._names[om]
+
+    @property
+    def values(self) -> dict[float, str]:
+        """Values as written, by value (not 0.0 or -0.0): the memo `value` keeps (bounded)."""
+        return self._values
+
+    def value(self, value: float) -> str:
         if value == 0:  # 0.0 and -0.0 are one dict key but two texts
             return "-0.0" if copysign(1.0, value) < 0 else "0.0"
         val = self._values.get(value)
@@ -381,18 +394,15 @@ class Formatter:
                 self._values[value] = val
         return val
 
-    def _label_text(self, labels: Mapping[str, str], by_id: dict[int, str]) -> str:
-        # The collectors share one labels dict between the families of a series: its text is found
-        # by identity within one call (the dicts live until it returns).
-        text = by_id.get(id(labels))
+    def label_text(self, labels: Mapping[str, str]) -> str:
+        """A label set's text, remembered (bounded). The collectors share one labels dict between
+        the families of a series: callers find its text by the dict's identity first (`by_id`)."""
+        items = tuple(labels.items())
+        text = self._labels.get(items)
         if text is None:
-            items = tuple(labels.items())
-            text = self._labels.get(items)
-            if text is None:
-                if len(self._labels) > self.LABEL_MEMO_MAX:
-                    self._labels.clear()
-                text = self._labels[items] = _labels(labels)
-            by_id[id(labels)] = text
+            if len(self._labels) > self.LABEL_MEMO_MAX:
+                self._labels.clear()
+            text = self._labels[items] = _labels(labels)
         return text
 
     def family_parts(self, metric: Metric, om: bool, by_id: dict[int, str]) -> tuple[str, list[str]] | None:
@@ -501,8 +511,8 @@ class _KeyedText:
         self._part = part
         self._families = tuple(families)
         self._rows = rows
-        self._kept: dict[str, dict[Hashable, tuple[object, tuple[tuple[int, str], ...]]]] = {}  # by kind
-        self._headers: dict[bool, tuple[str, ...]] = {}  # by OpenMetrics or not, per family
+        self._kept: dict[str, _Columns] = {}  # by content kind ("text", "om")
+        self._headers: dict[bool, tuple[bytes, ...]] = {}  # by OpenMetrics or not, per family
 
     def text(self, snap: Snapshot, content_type: str, encoder: Encoder) -> bytes:
         kind = _fast_kind(content_type)
@@ -514,42 +524,84 @@ class _KeyedText:
             return b""
         om = kind == "om"
         shown, rows = got
-        old = self._kept.get(kind, {})
-        kept: dict[Hashable, tuple[object, tuple[tuple[int, str], ...]]] = {}
-        texts = []
-        for key, basis, series in rows:
-            mine = old.get(key)
-            if mine is None or mine[0] != basis:
-                mine = (basis, self._lines(series(), om))
-            kept[key] = mine
-            texts.append(mine[1])
-        self._kept[kind] = kept
-        return self._assemble(shown, texts, om).encode()
+        keys = tuple(key for key, _basis, _series in rows)
+        kept = self._kept.get(kind)
+        if kept is not None and kept.keys == keys:
+            # The same rows in the same order: only the moved ones change their column entries.
+            for r, (_key, basis, series) in enumerate(rows):
+                if kept.bases[r] != basis:
+                    kept.bases[r] = basis
+                    for k, text in enumerate(self._lines(series(), om)):
+                        kept.columns[k][r] = text
+        else:
+            by_key = (
+                {}
+                if kept is None
+                else dict(zip(kept.keys, zip(kept.bases, kept.texts(), strict=True), strict=True))
+            )
+            made: list[tuple[bytes, ...]] = []
+            bases: list[object] = []
+            for key, basis, series in rows:
+                mine = by_key.get(key)
+                made.append(mine[1] if mine is not None and mine[0] == basis else self._lines(series(), om))
+                bases.append(basis)
+            kept = self._kept[kind] = _Columns(
+                keys,
+                bases,
+                [list(c) for c in zip(*made, strict=True)] if made else [[] for _ in self._families],
+            )
+        return self._assemble(shown, kept.columns, om)
 
-    def _lines(self, series: list[Series], om: bool) -> tuple[tuple[int, str], ...]:
-        """(family index, its lines) of one row, in family order; `series` holds the labels dicts
-        (by_id's keys) until this returns."""
-        line = self._formatter.line
+    def _lines(self, series: list[Series], om: bool) -> tuple[bytes, ...]:
+        """One row's text per family (b"" where it has no series), encoded once here rather than
+        with the whole part at every scrape; `series` holds the labels dicts (by_id's keys) until
+        this returns."""
+        # Formatter.line, inlined: a row of 25 series is written per moved instance.
+        fm = self._formatter
+        names = fm.sample_names(om)
+        values = fm.values
         by_id: dict[int, str] = {}
-        out: dict[int, str] = {}
-        for k, name, labels, value in series:
-            out[k] = out.get(k, "") + line(name, labels, value, om, by_id)
-        return tuple(sorted(out.items()))
+        out = [""] * len(self._families)
+        for k, raw, labels, value in series:
+            sname = names.get(raw)
+            if sname is None:
+                sname = names[raw] = _sample_name(raw, om)
+            text = by_id.get(id(labels))
+            if text is None:
+                text = by_id[id(labels)] = fm.label_text(labels)
+            val = values.get(value) if value else None  # 0.0 and -0.0: two texts (Formatter.value)
+            if val is None:
+                val = fm.value(value)
+            out[k] = f"{out[k]}{sname}{text} {val}\n"
+        return tuple(t.encode() for t in out)
 
-    def _assemble(self, shown: frozenset[int], texts: list[tuple[tuple[int, str], ...]], om: bool) -> str:
+    def _assemble(self, shown: frozenset[int], columns: list[list[bytes]], om: bool) -> bytes:
         headers = self._headers.get(om)
         if headers is None:
-            headers = self._headers[om] = tuple(_header(f, om) for f in self._families)
-        bodies: list[list[str]] = [[] for _ in self._families]
-        for row in texts:
-            for k, text in row:
-                bodies[k].append(text)
-        out: list[str] = []
-        for k, body in enumerate(bodies):
+            headers = self._headers[om] = tuple(_header(f, om).encode() for f in self._families)
+        out: list[bytes] = []
+        for k, column in enumerate(columns):
+            body = b"".join(column)
             if body or k in shown:
                 out.append(headers[k])
-                out.extend(body)
-        return "".join(out)
+                out.append(body)
+        return b"".join(out)
+
+
+class _Columns:
+    """A keyed part's rows as last written: their keys and bases in order, and per family the
+    rows' texts in that order (a column per family: a family's body is one join)."""
+
+    __slots__ = ("bases", "columns", "keys")
+
+    def __init__(self, keys: tuple[Hashable, ...], bases: list[object], columns: list[list[bytes]]) -> None:
+        self.keys = keys
+        self.bases = bases
+        self.columns = columns
+
+    def texts(self) -> list[tuple[bytes, ...]]:
+        """Each row's texts (per family), in row order."""
+        return list(zip(*self.columns, strict=True)) if self.keys else []
 
 
 def _header(family: Family, om: bool) -> str:
