@@ -24,7 +24,10 @@ a real ka-exporter watches node a as `ka-exporter demo` does (every source on).
 
 The machine is shared: the load average is printed with the figures.
 
-Run: .venv/bin/python bench/bench_scale.py [--instances 100] [--trials 5] [--idle 20]
+Run: .venv/bin/python bench/bench_scale.py [--instances 100] [--trials 5] [--idle 20] [--scrape-at-ms 50]
+
+With --scrape-at-ms T a FAULT trial scrapes nothing until T ms after keepalived's last FAULT line: is it
+visible to a scrape that starts then (no render of the states in between competing for the GIL)?
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from ka_exporter.testing import wait_until
 
 IDLE_PERCENT = 0.5
 FRESH_MS = 50.0
+SCRAPE_AT_MS: float | None = (
+    None  # --scrape-at-ms: the trials' first scrape that long after the last FAULT line
+)
 SCRAPE_GAP = 0.005  # between the FAULT trial's scrapes: a scrape every ~5-10 ms, not a flood
 STATE = re.compile(rb'^keepalived_vrrp_state\{iname="([^"]+)"[^}]*\} (\S+)$', re.M)
 PACKETS = re.compile(rb"^keepalived_wire_packets_total (\S+)$", re.M)
@@ -68,11 +74,14 @@ def config(lab: Lab, node: str, n: int) -> str:
     first = lab.addressing.vrid
     blocks = []
     for k in range(n):
+        # One VIP each: the lab's /24 holds 150 of them (from .100); the rest (255 instances) from
+        # 198.18.0.0/15 (RFC 2544 benchmarking), on the lab's own namespaces' link only.
+        vip = lab.addressing.v4(100 + k) if k < 150 else f"198.18.{lab.addressing.y}.{k - 149}"
         state, prio = ("MASTER", 150) if node == "a" else ("BACKUP", 100)
         blocks.append(
             f"vrrp_instance VI_{k + 1} {{\n    state {state}\n    interface eth0\n"
             f"    virtual_router_id {(first - 1 + k) % 255 + 1}\n    priority {prio}\n    advert_int 1\n"
-            f"    virtual_ipaddress {{\n        {lab.addressing.v4(100 + k)}/24\n    }}\n}}\n"
+            f"    virtual_ipaddress {{\n        {vip}/24\n    }}\n}}\n"
         )
     return head + "\n".join(blocks)
 
@@ -270,6 +279,13 @@ def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
         down = time.time()
         deadline = time.monotonic() + 20.0
+        first_at = None
+        if SCRAPE_AT_MS is not None:
+            # A scraper that starts SCRAPE_AT_MS after keepalived's last FAULT line, with no scrape
+            # before it (no render of the states in between competing with the D-Bus source).
+            wait_until(lambda: len(tail.seen) >= n, 10.0, 0.001)
+            first_at = max(tail.seen.values(), default=time.time()) + SCRAPE_AT_MS / 1000.0
+            time.sleep(max(0.0, first_at - time.time()))
         while time.monotonic() < deadline and len(shown) < n:
             started = time.time()
             body = scrape(port)
@@ -319,6 +335,13 @@ def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any
             **{k: round(v, 1) for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.5},
         },
         # keepalived's FAULT signals on the bus: how many, the first and last (ms after its last line)
+        "first_scrape": None
+        if SCRAPE_AT_MS is None or not scrapes
+        else {
+            "started_ms": round((scrapes[0][0] - (first_at or 0.0)) * 1000.0 + SCRAPE_AT_MS, 1),
+            "faults": scrapes[0][3],
+            "took_ms": round((scrapes[0][1] - scrapes[0][0]) * 1000.0, 1),
+        },
         "bus_signals": (
             len(signalled),
             *(round((t - last_line) * 1000.0, 1) for t in (signalled[:1] + signalled[-1:]) if last_line),
@@ -362,7 +385,12 @@ def main() -> int:
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle measurement")
+    ap.add_argument(
+        "--scrape-at-ms", type=float, default=None, help="FAULT trials: first scrape that long after"
+    )
     args = ap.parse_args()
+    global SCRAPE_AT_MS  # the FAULT trials' mode, set once here
+    SCRAPE_AT_MS = args.scrape_at_ms
     common.exit_on_sigterm()
     import tempfile
 
@@ -391,6 +419,11 @@ def main() -> int:
             f"        keepalived's FAULT signals on the bus (n, first, last ms after that line): {t['bus_signals']}"
         )
         print(f"        exporter threads' CPU ms, link down to the all-FAULT scrape: {t['threads_cpu_ms']}")
+        if t["first_scrape"] is not None:
+            print(
+                f"        first scrape, {SCRAPE_AT_MS:g} ms after keepalived's last FAULT line (none before): "
+                f"{t['first_scrape']}"
+            )
     a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
     ratio = max(a, b) / min(a, b) if a and b else None
     n = many["instances"]
