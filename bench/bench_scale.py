@@ -24,13 +24,17 @@ a real ka-exporter watches node a as `ka-exporter demo` does (every source on).
 
 The machine is shared: the load average is printed with the figures.
 
-Run: .venv/bin/python bench/bench_scale.py [--instances 100] [--trials 5] [--idle 20]
+Run: .venv/bin/python bench/bench_scale.py [--instances 100] [--trials 5] [--idle 20] [--scrape-at-ms 50]
+
+With --scrape-at-ms T a FAULT trial scrapes nothing until T ms after keepalived's last FAULT line: is it
+visible to a scrape that starts then (no render of the states in between competing for the GIL)?
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import re
 import subprocess
 import sys
@@ -41,14 +45,20 @@ from typing import Any
 
 import common
 from common import Process, Target
+from jeepney import MatchRule
 
 from ka_exporter.lab import Lab
 from ka_exporter.lab.demo import exporter_args
 from ka_exporter.lab.profiles import render_config
+from ka_exporter.linux.dbusclient import BusClient
+from ka_exporter.sources.dbus import IFACE_INSTANCE, SERVICE
 from ka_exporter.testing import wait_until
 
 IDLE_PERCENT = 0.5
 FRESH_MS = 50.0
+SCRAPE_AT_MS: float | None = (
+    None  # --scrape-at-ms: the trials' first scrape that long after the last FAULT line
+)
 SCRAPE_GAP = 0.005  # between the FAULT trial's scrapes: a scrape every ~5-10 ms, not a flood
 STATE = re.compile(rb'^keepalived_vrrp_state\{iname="([^"]+)"[^}]*\} (\S+)$', re.M)
 PACKETS = re.compile(rb"^keepalived_wire_packets_total (\S+)$", re.M)
@@ -64,11 +74,14 @@ def config(lab: Lab, node: str, n: int) -> str:
     first = lab.addressing.vrid
     blocks = []
     for k in range(n):
+        # One VIP each: the lab's /24 holds 150 of them (from .100); the rest (255 instances) from
+        # 198.18.0.0/15 (RFC 2544 benchmarking), on the lab's own namespaces' link only.
+        vip = lab.addressing.v4(100 + k) if k < 150 else f"198.18.{lab.addressing.y}.{k - 149}"
         state, prio = ("MASTER", 150) if node == "a" else ("BACKUP", 100)
         blocks.append(
             f"vrrp_instance VI_{k + 1} {{\n    state {state}\n    interface eth0\n"
             f"    virtual_router_id {(first - 1 + k) % 255 + 1}\n    priority {prio}\n    advert_int 1\n"
-            f"    virtual_ipaddress {{\n        {lab.addressing.v4(100 + k)}/24\n    }}\n}}\n"
+            f"    virtual_ipaddress {{\n        {vip}/24\n    }}\n}}\n"
         )
     return head + "\n".join(blocks)
 
@@ -145,7 +158,7 @@ class LogTail(threading.Thread):
         try:
             while not self.stop.is_set():
                 chunk = self._fh.read()
-                now = time.monotonic()
+                now = time.time()  # wall clock: compared with the exporter's render lines
                 if chunk:
                     buf += chunk
                     *lines, buf = buf.split("\n")
@@ -159,33 +172,153 @@ class LogTail(threading.Thread):
             self._fh.close()
 
 
-def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
+RENDER_LINE = re.compile(
+    r"body rendered: duration=(\S+) snapshot_ms=(\S+) units=(\S+) snap_time=(\S+) views_published=(\S+)"
+)
+Render = tuple[float, dict[str, float], float, float | None]
+Scrape = tuple[float, float, str | None, int]
+
+
+def render_lines(logs: str) -> dict[str, Render]:
+    """The exporter's debug line per rendered body (Renderer._log_render), by the body's duration
+    text: (snapshot ms, ms per unit, snapshot time, when the D-Bus views it holds were published)."""
+    out: dict[str, Render] = {}
+    for m in RENDER_LINE.finditer(logs):
+        units = {k: float(v) for k, _, v in (u.rpartition(":") for u in m.group(3).split(","))}
+        # the D-Bus source's publication (the one that brings FAULT), else the latest
+        times = {k: float(v) for k, _, v in (p.rpartition(":") for p in m.group(5).split(",") if ":" in p)}
+        published = times.get("dbus", max(times.values(), default=None))
+        out[m.group(1)] = (float(m.group(2)), units, float(m.group(4)), published)
+    return out
+
+
+def where_time_went(
+    scrapes: list[Scrape], seen: dict[str, float], renders: dict[str, Render], n: int
+) -> dict[str, Any]:
+    """The first scrape showing FAULT for every instance, taken apart (ms after keepalived's last
+    FAULT line, wall clock): keepalived's lines (first to last), the publication it was rendered
+    from, when the scrape started and ended, how long its render waited (HTTP loop, GIL) and took
+    (its slowest units), and where the scrape before it was."""
+    out: dict[str, Any] = {"fault_counts": [c for _s, _e, _d, c in scrapes if c][:8]}
+    starts = [s for s, _e, _d, _c in scrapes]
+    gaps = [(b - a) * 1000.0 for a, b in itertools.pairwise(starts)]
+    out["scrape_interval_ms"] = round(common.median(gaps), 1) if gaps else None
+    if len(seen) < n or not seen:
+        return out
+    first, last = min(seen.values()), max(seen.values())
+    out["log_spread_ms"] = round((last - first) * 1000.0, 1)
+    full = next((k for k, (_s, _e, _d, c) in enumerate(scrapes) if c == n), None)
+    if full is None:
+        return out
+
+    def ms(t: float) -> float:
+        return round((t - last) * 1000.0, 1)
+
+    start, end, duration, _count = scrapes[full]
+    out["scrape_ms"] = (ms(start), ms(end))
+    if full > 0:
+        out["scrape_before_ms"] = (ms(scrapes[full - 1][0]), ms(scrapes[full - 1][1]))
+        prior = renders.get(scrapes[full - 1][2] or "")
+        if prior is not None:
+            out["render_before_ms"] = (round(float(scrapes[full - 1][2] or 0) * 1000.0, 1), prior[1])
+    got = renders.get(duration or "")
+    if got is None:  # a body made for an earlier request, or no debug line
+        return out
+    snapshot_ms, units, snap_time, published = got
+    render_ms = float(duration or 0) * 1000.0
+    out["published_ms"] = None if published is None else ms(published)
+    out["render_waited_ms"] = round((snap_time - start) * 1000.0 - snapshot_ms, 1)
+    out["render_ms"] = round(render_ms, 1)
+    out["snapshot_ms"] = snapshot_ms
+    out["units_ms"] = dict(sorted(units.items(), key=lambda kv: -kv[1])[:5])
+    out["after_render_ms"] = round((end - snap_time) * 1000.0 + snapshot_ms - render_ms, 1)
+    return out
+
+
+class BusWatch(threading.Thread):
+    """A D-Bus client of node a's bus beside the exporter (own process, own GIL): `seen[path]` = when
+    keepalived's VrrpStatusChange to FAULT for that instance reached a client, i.e. when the news
+    was on the bus for anyone."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+        self._client = BusClient(address, timeout=2.0)
+        self._client.add_match(MatchRule(type="signal", sender=SERVICE, interface=IFACE_INSTANCE))
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                sig = self._client.next_signal(0.05)
+                now = time.time()
+                if sig is not None and sig.member == "VrrpStatusChange" and sig.body[:1] == (3,):
+                    self.seen.setdefault(sig.path, now)
+        finally:
+            self._client.close()
+
+
+def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any]:
     node = lab.nodes["a"]
     tail = LogTail(node.log_path)
     tail.start()
+    bus = BusWatch(str(node.dbus_address))
+    bus.start()
     shown: dict[str, float] = {}
     took: list[float] = []  # each scrape's time during the trial (ms)
     rendered: list[float] = []  # ... and the time its body took to render in the exporter (ms)
+    # Each scrape: (start, end) on the wall clock, as the log tail and the exporter's render lines;
+    # the body's ka_exporter_scrape_duration_seconds as written (its render line's key); how many
+    # instances it shows in FAULT.
+    scrapes: list[Scrape] = []
+    names = comm_names(exporter.pid)
+    cpu0 = common.thread_runtime(exporter.pid)
+    cpu1: dict[int, float] = {}
+    window = 0.0
     try:
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
+        down = time.time()
         deadline = time.monotonic() + 20.0
+        first_at = None
+        if SCRAPE_AT_MS is not None:
+            # A scraper that starts SCRAPE_AT_MS after keepalived's last FAULT line, with no scrape
+            # before it (no render of the states in between competing with the D-Bus source).
+            wait_until(lambda: len(tail.seen) >= n, 10.0, 0.001)
+            first_at = max(tail.seen.values(), default=time.time()) + SCRAPE_AT_MS / 1000.0
+            time.sleep(max(0.0, first_at - time.time()))
         while time.monotonic() < deadline and len(shown) < n:
-            started = time.monotonic()
+            started = time.time()
             body = scrape(port)
-            now = time.monotonic()
+            now = time.time()
             took.append((now - started) * 1000.0)
-            if m := RENDER.search(body):
+            m = RENDER.search(body)
+            if m:
                 rendered.append(float(m.group(1)) * 1000.0)
+            faults = 0
             for name, value in states(body).items():
                 if value == 3.0:
+                    faults += 1
                     shown.setdefault(name, now)
+            scrapes.append((started, now, m.group(1).decode() if m else None, faults))
+            if faults == n and not cpu1:
+                cpu1, window = common.thread_runtime(exporter.pid), now - down
             time.sleep(SCRAPE_GAP)
         time.sleep(0.3)  # the log lines of the last instances
     finally:
         tail.stop.set()
+        bus.stop.set()
         tail.join(5)
+        bus.join(5)
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "up"], check=True)
     lags = [(shown[k] - tail.seen[k]) * 1000.0 for k in shown if k in tail.seen]
+    signalled = sorted(bus.seen.values())
+    # The exporter's threads' CPU from the link going down to the first all-FAULT scrape: who held
+    # the GIL while the D-Bus source and the render waited for it.
+    busy: dict[str, float] = {}
+    for tid, c in cpu1.items():
+        name = names.get(tid, str(tid))
+        busy[name] = busy.get(name, 0.0) + (c - cpu0.get(tid, 0.0)) * 1000.0
+    last_line = max(tail.seen.values(), default=None)
     back = wait_states(port, n, 2.0, 60.0)
     return {
         "faults_logged": len(tail.seen),
@@ -196,6 +329,23 @@ def fault_trial(lab: Lab, port: int, n: int) -> dict[str, Any]:
         "scrapes": len(took),
         "slowest_scrape_ms": round(max(took), 1) if took else None,
         "slowest_render_ms": round(max(rendered), 1) if rendered else None,
+        "first_full": where_time_went(scrapes, tail.seen, render_lines(exporter.logs()), n),
+        "threads_cpu_ms": {
+            "window_ms": round(window * 1000.0, 1) if cpu1 else None,
+            **{k: round(v, 1) for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.5},
+        },
+        # keepalived's FAULT signals on the bus: how many, the first and last (ms after its last line)
+        "first_scrape": None
+        if SCRAPE_AT_MS is None or not scrapes
+        else {
+            "started_ms": round((scrapes[0][0] - (first_at or 0.0)) * 1000.0 + SCRAPE_AT_MS, 1),
+            "faults": scrapes[0][3],
+            "took_ms": round((scrapes[0][1] - scrapes[0][0]) * 1000.0, 1),
+        },
+        "bus_signals": (
+            len(signalled),
+            *(round((t - last_line) * 1000.0, 1) for t in (signalled[:1] + signalled[-1:]) if last_line),
+        ),
         "load": round(common.load(), 2),
     }
 
@@ -210,7 +360,9 @@ def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, An
             lab.start(name)
         port = common.free_port()
         env = common.bytecode_env(workdir / "pycache")
-        with Process(exporter_args(lab.nodes["a"], port, "node-a"), workdir / f"exp-{n}.log", env=env) as exp:
+        # Debug: the renderer's line per body (where a FAULT scrape's time went, fault_trial).
+        argv = [*exporter_args(lab.nodes["a"], port, "node-a"), "--log.level", "debug"]
+        with Process(argv, workdir / f"exp-{n}.log", env=env) as exp:
             common.wait_http(port, exp)
             if not wait_states(port, n, 2.0, 90.0):
                 raise RuntimeError(f"node a did not show {n} MASTER instances:\n{exp.logs()[-2000:]}")
@@ -224,7 +376,7 @@ def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, An
             time.sleep(3.0)  # dumps and first passes settle
             row: dict[str, Any] = {"instances": n, "settle_s": settle, "idle": idle(exp, port, idle_seconds)}
             row["rss_mib"] = round(common.rss_kib(exp.pid)[0] / 1024, 1)
-            row["trials"] = [fault_trial(lab, port, n) for _ in range(trials)]
+            row["trials"] = [fault_trial(lab, port, n, exp) for _ in range(trials)]
     return row
 
 
@@ -233,7 +385,12 @@ def main() -> int:
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle measurement")
+    ap.add_argument(
+        "--scrape-at-ms", type=float, default=None, help="FAULT trials: first scrape that long after"
+    )
     args = ap.parse_args()
+    global SCRAPE_AT_MS  # the FAULT trials' mode, set once here
+    SCRAPE_AT_MS = args.scrape_at_ms
     common.exit_on_sigterm()
     import tempfile
 
@@ -257,6 +414,16 @@ def main() -> int:
             f"{t['scrapes']} scrapes, slowest {t['slowest_scrape_ms']} ms (render {t['slowest_render_ms']} ms); "
             f"load {t['load']}"
         )
+        print(f"        first all-FAULT scrape (ms after keepalived's last FAULT line): {t['first_full']}")
+        print(
+            f"        keepalived's FAULT signals on the bus (n, first, last ms after that line): {t['bus_signals']}"
+        )
+        print(f"        exporter threads' CPU ms, link down to the all-FAULT scrape: {t['threads_cpu_ms']}")
+        if t["first_scrape"] is not None:
+            print(
+                f"        first scrape, {SCRAPE_AT_MS:g} ms after keepalived's last FAULT line (none before): "
+                f"{t['first_scrape']}"
+            )
     a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
     ratio = max(a, b) / min(a, b) if a and b else None
     n = many["instances"]

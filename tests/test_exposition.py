@@ -13,7 +13,7 @@ import gzip
 import http.client
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -527,3 +527,107 @@ def test_the_peer_tables_version_moves_with_its_snapshot_and_unchanged_records_a
     assert moved != peers
     changed = [b for a, b in zip(peers, moved, strict=True) if a is not b]
     assert len(changed) == 1 and changed[0].source == advert.source, "only the advertising router's"
+
+
+def test_keyed_parts_write_again_only_the_rows_that_moved() -> None:
+    """The L2 witness, the failover accounts and keepalived's instances are written row by row: after
+    each change the body is the oracle's, and only the rows whose records moved went through their
+    series again (counted on the collectors' own row functions)."""
+    import ka_exporter.collectors.failover as failover_mod
+    import ka_exporter.collectors.keepalived as keepalived_mod
+    import ka_exporter.collectors.l2 as l2_mod
+    from ka_exporter.collectors.l2 import collect_l2
+    from ka_exporter.model import Histogram, VipAnswers, VridTiming
+
+    store, clock, _table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    base = store.snapshot().instances or ()
+    views = [
+        replace(v, name=f"VI_{k:02d}_{v.name}", vrid=(v.vrid + k) % 255 + 1) for k in range(8) for v in base
+    ]
+    store.set_instances(tuple(views), "dumps")
+    vips = [VipAnswers(f"10.97.0.{100 + k}", "eth0", "inet", probes_sent=k) for k in range(6)]
+    vips[1] = replace(vips[1], answerers=("02:97:00:00:00:02",), last_probe_answers=1)
+    store.set_l2(tuple(vips))
+    timings = [VridTiming(("eth0", "inet", 60 + k), observed_seconds=10.0 + k) for k in range(5)]
+    timings[2] = replace(timings[2], announce=(("10.97.0.102", Histogram().observe(0.01), 0),))
+    store.set_failover_provider(lambda: (tuple(timings), ()))
+    calls = {"vip": 0, "instance": 0, "counters": 0, "histograms": 0}
+
+    def counting(module: object, name: str, what: str) -> None:
+        real = getattr(module, name)
+
+        def counted(*args: object) -> object:
+            calls[what] += 1
+            return real(*args)
+
+        setattr(module, name, counted)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for module, name, what in (
+            (l2_mod, "_vip_series", "vip"),
+            (keepalived_mod, "instance_series", "instance"),
+            (failover_mod, "_counters", "counters"),
+            (failover_mod, "_histograms", "histograms"),
+        ):
+            mp.setattr(module, name, getattr(module, name))  # restored after the test
+            counting(module, name, what)
+        parts = [*PARTS[:-2], collect_l2, *PARTS[-2:]]
+        renderer = Renderer(store.snapshot_versions, parts)
+
+        def oracle_of(accept: str) -> bytes:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(SnapshotCollector(store.snapshot, parts))
+            return om.generate_latest(registry) if accept else generate_latest(registry)
+
+        steps: list[tuple[str, Callable[[], None], dict[str, int]]] = [
+            (
+                "one VIP's probe counter moves",
+                lambda: vips.__setitem__(3, replace(vips[3], probes_sent=99)),
+                {"vip": 1},
+            ),
+            (
+                "a VIP gains an answerer",
+                lambda: vips.__setitem__(0, replace(vips[0], answerers=("02:97:00:00:00:03",))),
+                {"vip": 1},
+            ),
+            (
+                "a wire tick moves every VRID's time, no histogram",
+                lambda: timings.__setitem__(
+                    slice(None), [replace(t, observed_seconds=t.observed_seconds + 0.25) for t in timings]
+                ),
+                {"counters": 5},
+            ),
+            (
+                "a master change on one VRID",
+                lambda: timings.__setitem__(
+                    1, replace(timings[1], master_changes=1, gaps=Histogram().observe(3.6))
+                ),
+                {"counters": 1, "histograms": 1},
+            ),
+            (
+                "one instance goes FAULT",
+                lambda: views.__setitem__(4, replace(views[4], state=VrrpState.FAULT)),
+                {"instance": 1},
+            ),
+            (
+                "every instance goes FAULT",
+                lambda: views.__setitem__(slice(None), [replace(v, state=VrrpState.FAULT) for v in views]),
+                {"instance": len(views) - 1},
+            ),
+        ]
+        for accept in ("", OM_ACCEPT):
+            assert masked(renderer.body(accept)) == masked(oracle_of(accept))
+        for what, change, expected in steps:
+            change()
+            store.set_l2(tuple(vips))
+            store.set_instances(tuple(views), "dumps")
+            store.wire_changed()  # the failover provider's records are read at every snapshot
+            clock.now += 0.001
+            before = dict(calls)
+            bodies = [renderer.body(accept) for accept in ("", OM_ACCEPT)]
+            # each moved row once per content kind (text and OpenMetrics keep their own rows)
+            assert {k: (calls[k] - before[k]) / 2 for k in calls} == {k: expected.get(k, 0) for k in calls}, (
+                what
+            )
+            for accept, body in zip(("", OM_ACCEPT), bodies, strict=True):
+                assert masked(body) == masked(oracle_of(accept)), what

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -15,6 +15,42 @@ from ka_exporter.model import Snapshot
 log = logging.getLogger("ka_exporter.collectors")
 
 Part = Callable[[Snapshot], Iterable[Metric]]
+
+# A part made of keyed rows (an instance, a VRID, a VIP), for a renderer that writes again only the
+# rows that moved (outputs/exposition.py): its families, in exposition order, as (name, type,
+# help, label names); each row as (key, basis, series): `series()` gives the row's series, and two
+# rows with the same key and equal bases give the same ones. A series is (index in the families,
+# sample name, labels, value); the series of one family come out in row order.
+Family = tuple[str, str, str, tuple[str, ...]]
+Series = tuple[int, str, dict[str, str], float]
+Row = tuple[Hashable, object, Callable[[], list[Series]]]
+# (the families shown even without a sample, the rows), or None: nothing to show
+Rows = tuple[frozenset[int], list[Row]]
+
+
+def empty_family(family: Family) -> Metric:
+    """A family of `FAMILIES` with no sample."""
+    name, mtype, doc, labels = family
+    if mtype == "counter":
+        return CounterMetricFamily(name, doc, labels=labels)
+    if mtype == "histogram":
+        return HistogramMetricFamily(name, doc, labels=labels)
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def keyed_families(families: Sequence[Family], got: Rows | None) -> Iterator[Metric]:
+    """The metric families of a keyed part's rows: those with a sample, and those shown without."""
+    if got is None:
+        return
+    shown, rows = got
+    out = [empty_family(f) for f in families]
+    for _key, _basis, series in rows:
+        for k, name, labels, value in series():
+            out[k].add_sample(name, labels, value)
+    for k, metric in enumerate(out):
+        if metric.samples or k in shown:
+            yield metric
+
 
 DURATION_NAME = "ka_exporter_scrape_duration_seconds"
 DURATION_HELP = (

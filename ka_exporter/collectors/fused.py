@@ -18,57 +18,78 @@ status page use; `keepalived_wire_split_brain` stays the wire's own verdict (one
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from ka_exporter.collectors import Family, Rows, Series, keyed_families
 from ka_exporter.model import Snapshot
-from ka_exporter.verdicts.fused import WITNESSES, judge
+from ka_exporter.verdicts.fused import WITNESSES, FusedVerdict, judge
 
 LABELS = ["interface", "family", "vrid"]
+_VRID = tuple(LABELS)
+
+#: The part's families, in exposition order.
+FAMILIES: tuple[Family, ...] = (
+    (
+        "keepalived_split_brain",
+        "gauge",
+        "1 while any witness shows two holders of this VRID (see keepalived_split_brain_witness): "
+        "the verdict the SplitBrain alert, the watchdog, check and the status page use.",
+        _VRID,
+    ),
+    (
+        "keepalived_split_brain_witness",
+        "gauge",
+        "1 while this witness shows split brain: wire (adverts), address (this node holds the VIPs "
+        "while another router is master on the wire), liveness (local keepalived claims MASTER but "
+        "is not heard advertising while another router is), l2 (two ARP/ND answerers for a VIP).",
+        (*_VRID, "witness"),
+    ),
+    (
+        "keepalived_master_silent",
+        "gauge",
+        "1 while the local keepalived claims MASTER but the wire has not heard this host advertise "
+        "the VRID for its hold time (hung, or its adverts are silenced or blocked).",
+        _VRID,
+    ),
+    (
+        "keepalived_foreign_masters",
+        "gauge",
+        "Routers advertising this VRID that are neither this host nor a configured unicast_peer "
+        "(0 when the instance has no unicast peers: see the KeepalivedForeignMaster rule).",
+        _VRID,
+    ),
+    (
+        "keepalived_vips_unanswered",
+        "gauge",
+        "VIPs of this VRID nobody answered an ARP/ND probe for while a master advertises it.",
+        _VRID,
+    ),
+)
+_NAMES = tuple(name for name, _t, _d, _l in FAMILIES)
+
+
+def _verdict_series(v: FusedVerdict) -> list[Series]:
+    labels = {"interface": v.interface, "family": v.family, "vrid": str(v.vrid)}
+    n = _NAMES
+    out: list[Series] = [(0, n[0], labels, 1.0 if v.split_brain else 0.0)]
+    out.extend((1, n[1], {**labels, "witness": w}, 1.0 if w in v.witnesses else 0.0) for w in WITNESSES)
+    out.append((2, n[2], labels, 1.0 if v.silent_master else 0.0))
+    out.append((3, n[3], labels, float(len(v.foreign))))
+    out.append((4, n[4], labels, float(len(v.dead_vips))))
+    return out
+
+
+def fused_rows(snap: Snapshot) -> Rows | None:
+    """The part as keyed rows (see `collectors.Row`): one per VRID, keyed on its verdict; None when
+    there is no VRID to judge."""
+    verdicts = judge(snap)
+    if not verdicts:
+        return None
+    return frozenset(), [(v.key, v, partial(_verdict_series, v)) for v in verdicts]
 
 
 def collect_fused(snap: Snapshot) -> Iterator[Metric]:
     """Metric families of the fused verdict; nothing when there is no VRID to judge."""
-    verdicts = judge(snap)
-    if not verdicts:
-        return
-    split = GaugeMetricFamily(
-        "keepalived_split_brain",
-        "1 while any witness shows two holders of this VRID (see keepalived_split_brain_witness): "
-        "the verdict the SplitBrain alert, the watchdog, check and the status page use.",
-        labels=LABELS,
-    )
-    witness = GaugeMetricFamily(
-        "keepalived_split_brain_witness",
-        "1 while this witness shows split brain: wire (adverts), address (this node holds the VIPs "
-        "while another router is master on the wire), liveness (local keepalived claims MASTER but "
-        "is not heard advertising while another router is), l2 (two ARP/ND answerers for a VIP).",
-        labels=[*LABELS, "witness"],
-    )
-    silent = GaugeMetricFamily(
-        "keepalived_master_silent",
-        "1 while the local keepalived claims MASTER but the wire has not heard this host advertise "
-        "the VRID for its hold time (hung, or its adverts are silenced or blocked).",
-        labels=LABELS,
-    )
-    foreign = GaugeMetricFamily(
-        "keepalived_foreign_masters",
-        "Routers advertising this VRID that are neither this host nor a configured unicast_peer "
-        "(0 when the instance has no unicast peers: see the KeepalivedForeignMaster rule).",
-        labels=LABELS,
-    )
-    dead = GaugeMetricFamily(
-        "keepalived_vips_unanswered",
-        "VIPs of this VRID nobody answered an ARP/ND probe for while a master advertises it.",
-        labels=LABELS,
-    )
-    for v in verdicts:
-        labels = [v.interface, v.family, str(v.vrid)]
-        split.add_metric(labels, 1.0 if v.split_brain else 0.0)
-        for w in WITNESSES:
-            witness.add_metric([*labels, w], 1.0 if w in v.witnesses else 0.0)
-        silent.add_metric(labels, 1.0 if v.silent_master else 0.0)
-        foreign.add_metric(labels, len(v.foreign))
-        dead.add_metric(labels, len(v.dead_vips))
-    yield from (split, witness, silent, foreign, dead)
+    return keyed_families(FAMILIES, fused_rows(snap))

@@ -50,16 +50,25 @@ saw as D-Bus events; it is exported (0 for quiet instances) only when the D-Bus 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from functools import cached_property, partial
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ka_exporter.model import InstanceStats, Snapshot, VrrpState
+from ka_exporter.collectors import Family, Row, Rows, Series, keyed_families
+from ka_exporter.model import InstanceStats, InstanceView, Snapshot, VrrpState
 from ka_exporter.verdicts.vips import held_addresses, vip_mismatch_held
 
-__all__ = ["STATS_COUNTERS", "collect_keepalived"]
+__all__ = [
+    "FAMILIES",
+    "SCRIPTS",
+    "STATS_COUNTERS",
+    "Context",
+    "collect_keepalived",
+    "instance_series",
+    "script_status",
+]
 
 LABELS = ("iname", "intf", "vrid")
 INFO_LABELS = ("iname", "intf", "vrid", "family", "version", "sync_group", "auth_type")
@@ -131,130 +140,190 @@ def _num(value: float | int | bool | None) -> float | None:
     return None if value is None else float(value)
 
 
-def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:  # noqa: C901, PLR0912 - one pass over the instances fills every family; a split walks them once per family
-    """Render keepalived's instances of one snapshot into fresh metric families (no I/O)."""
-    instances = snapshot.instances
-    if not instances:
-        return
-    gauges = [GaugeMetricFamily(name, doc, labels=LABELS) for name, doc in _GAUGES]
-    g_names = [name for name, _ in _GAUGES]
-    counters = [CounterMetricFamily(name, doc, labels=LABELS) for name, _, doc in STATS_COUNTERS]
-    c_names = [name + "_total" for name, _, _ in STATS_COUNTERS]
-    c_fields = [f for _, f, _ in STATS_COUNTERS]
-    info = GaugeMetricFamily(
-        "keepalived_vrrp_instance_info",
-        "1 per instance, with its VRRP version, address family, sync group and authentication type.",
-        labels=INFO_LABELS,
-    )
-    mismatch: GaugeMetricFamily | None = None
-    held: frozenset[str] = frozenset()
-    stopped = snapshot.process is not None and not snapshot.process.running
-    # Judge a mismatch only with a state at least as fresh as the addresses (dumps only: the state
-    # can lag a failover by one refresh; the address change triggers that refresh). Until then: 0.
-    fresh = snapshot.state_fresh_since()
-    current = fresh is not None and (
-        snapshot.addresses_changed is None or fresh >= snapshot.addresses_changed
-    )
-    if snapshot.addresses is not None:
-        held = held_addresses(snapshot.addresses)
-        mismatch = GaugeMetricFamily(
-            "keepalived_vrrp_vip_mismatch",
-            "1 if a MASTER lacks one of its VIPs on this host, or a non-MASTER holds one (stale VIP).",
-            labels=LABELS,
-        )
-    transitions: CounterMetricFamily | None = None
-    counted = dict(snapshot.transitions)
-    if counted or snapshot.source("dbus") is not None:
-        transitions = CounterMetricFamily(
-            "keepalived_vrrp_transitions",
-            "State transitions of the instance seen as D-Bus events since this exporter started.",
-            labels=LABELS,
-        )
-    scripts: dict[str, float] = {}
-    tracked_ifaces = GaugeMetricFamily(
-        "keepalived_tracked_interface_up",
-        "1 if an interface tracked by the instance is up and running, 0 if not.",
-        labels=("iname", "interface"),
-    )
-    trackers = [GaugeMetricFamily(name, doc, labels=("iname", "name")) for name, doc in _TRACKERS]
-    proc_up, proc_running, proc_weight, file_status, file_weight, bfd_up, bfd_weight = trackers
+_MISMATCH = (
+    "keepalived_vrrp_vip_mismatch",
+    "1 if a MASTER lacks one of its VIPs on this host, or a non-MASTER holds one (stale VIP).",
+)
+_TRANSITIONS = (
+    "keepalived_vrrp_transitions",
+    "State transitions of the instance seen as D-Bus events since this exporter started.",
+)
+SCRIPTS = "keepalived_script_status"  # the one family not per instance (one series per script name)
 
+#: Every family of this part, in exposition order: (name, type, help, label names). A family with no
+#: sample is left out of the scrape.
+FAMILIES: tuple[Family, ...] = (
+    *((name, "gauge", doc, LABELS) for name, doc in _GAUGES),
+    (
+        "keepalived_vrrp_instance_info",
+        "gauge",
+        "1 per instance, with its VRRP version, address family, sync group and authentication type.",
+        INFO_LABELS,
+    ),
+    (_MISMATCH[0], "gauge", _MISMATCH[1], LABELS),
+    (_TRANSITIONS[0], "counter", _TRANSITIONS[1], LABELS),
+    *((name, "counter", doc, LABELS) for name, _, doc in STATS_COUNTERS),
+    (SCRIPTS, "gauge", "Track script status: 1 GOOD, 0 BAD.", ("name",)),
+    (
+        "keepalived_tracked_interface_up",
+        "gauge",
+        "1 if an interface tracked by the instance is up and running, 0 if not.",
+        ("iname", "interface"),
+    ),
+    *((name, "gauge", doc, ("iname", "name")) for name, doc in _TRACKERS),
+)
+_INDEX = {name: k for k, (name, _t, _d, _l) in enumerate(FAMILIES)}
+_SCRIPT_INDEX = _INDEX[SCRIPTS]
+_G0, _INFO, _MIS, _TRANS = (
+    0,
+    _INDEX["keepalived_vrrp_instance_info"],
+    _INDEX[_MISMATCH[0]],
+    _INDEX[_TRANSITIONS[0]],
+)
+_C0, _IFACE, _T0 = (
+    _INDEX[STATS_COUNTERS[0][0]],
+    _INDEX["keepalived_tracked_interface_up"],
+    _INDEX[_TRACKERS[0][0]],
+)
+_COUNTER_FIELDS = tuple((_C0 + k, name + "_total", f) for k, (name, f, _doc) in enumerate(STATS_COUNTERS))
+_GAUGE_NAMES = tuple(enumerate(name for name, _doc in _GAUGES))
+PROC_UP, PROC_RUNNING, PROC_WEIGHT, FILE_STATUS, FILE_WEIGHT, BFD_UP, BFD_WEIGHT = (
+    (_T0 + k, name) for k, (name, _doc) in enumerate(_TRACKERS)
+)
+
+
+class Context:
+    """What every instance's series read of the snapshot besides the instance itself.
+
+    `held`: the addresses on this host (None while the VIP source does not know them: no mismatch
+    family); `stopped`: the process source says keepalived is not running (its instances are judged
+    as stopped: their last dump is stale); `current`: the state is at least as fresh as the
+    addresses (dumps only: the state can lag a failover by one refresh; the address change triggers
+    that refresh), the mismatch is judged only then; `transitions`: the D-Bus transitions family is
+    exported (D-Bus runs, or transitions were counted).
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.stopped = snapshot.process is not None and not snapshot.process.running
+        fresh = snapshot.state_fresh_since()
+        self.current = fresh is not None and (
+            snapshot.addresses_changed is None or fresh >= snapshot.addresses_changed
+        )
+        self.addresses = snapshot.addresses
+        self.counted = dict(snapshot.transitions)
+        self.transitions = bool(self.counted) or snapshot.source("dbus") is not None
+
+    @cached_property
+    def held(self) -> frozenset[str] | None:
+        return None if self.addresses is None else held_addresses(self.addresses)
+
+    def mismatch(self, view: InstanceView) -> float | None:
+        """The instance's keepalived_vrrp_vip_mismatch (None: no such family in this snapshot)."""
+        held = self.held
+        if held is None:
+            return None
+        judged = replace(view, state=VrrpState.STOP) if self.stopped else view
+        return 1.0 if (self.stopped or self.current) and vip_mismatch_held(judged, held) else 0.0
+
+    def count(self, view: InstanceView) -> float | None:
+        """The instance's keepalived_vrrp_transitions_total (None: no such family)."""
+        return float(self.counted.get(view.name, 0)) if self.transitions else None
+
+
+def instance_series(view: InstanceView, mismatch: float | None, count: float | None) -> list[Series]:
+    """Every series of one instance but the scripts' (see `script_status`), in family order; the
+    labels dict of its (iname, intf, vrid) series is one object. `mismatch` and `count` are the
+    instance's `Context.mismatch` and `Context.count`."""
+    labels = {"iname": view.name, "intf": view.interface, "vrid": str(view.vrid)}
+    out: list[Series] = []
+    values = (
+        _num(view.state),
+        _num(view.wanted_state),
+        _num(view.priority),
+        _num(view.effective_priority),
+        _num(view.master_priority),
+        view.advert_int,
+        _num(view.preempt),
+        view.last_transition,
+    )
+    for (k, name), value in zip(_GAUGE_NAMES, values, strict=True):
+        if value is not None:
+            out.append((_G0 + k, name, labels, float(value)))
+    info = {
+        "iname": view.name,
+        "intf": view.interface,
+        "vrid": str(view.vrid),
+        "family": view.family,
+        "version": "" if view.version is None else str(view.version),
+        "sync_group": view.sync_group or "",
+        "auth_type": view.auth_type or "",
+    }
+    out.append((_INFO, FAMILIES[_INFO][0], info, 1.0))
+    if mismatch is not None:
+        out.append((_MIS, _MISMATCH[0], labels, mismatch))
+    if count is not None:
+        out.append((_TRANS, _TRANSITIONS[0] + "_total", labels, count))
+    stats: InstanceStats | None = view.stats
+    if stats is not None:
+        out.extend((k, name, labels, float(getattr(stats, f))) for k, name, f in _COUNTER_FIELDS)
+    for iface in view.tracked_interfaces:
+        if iface.up is not None:
+            out.append(
+                (_IFACE, FAMILIES[_IFACE][0], {"iname": view.name, "interface": iface.name}, float(iface.up))
+            )
+    for proc in view.tracked_processes:
+        key = {"iname": view.name, "name": proc.name}
+        if proc.up is not None:
+            out.append((*PROC_UP, key, 1.0 if proc.up else 0.0))
+        if proc.running is not None:
+            out.append((*PROC_RUNNING, key, float(proc.running)))
+        out.append((*PROC_WEIGHT, key, float(proc.weight)))
+    for tfile in view.tracked_files:
+        key = {"iname": view.name, "name": tfile.name}
+        if tfile.status is not None:
+            out.append((*FILE_STATUS, key, float(tfile.status)))
+        out.append((*FILE_WEIGHT, key, float(tfile.weight)))
+    for bfd in view.tracked_bfds:
+        key = {"iname": view.name, "name": bfd.name}
+        if bfd.up is not None:
+            out.append((*BFD_UP, key, 1.0 if bfd.up else 0.0))
+        out.append((*BFD_WEIGHT, key, float(bfd.weight)))
+    return out
+
+
+def script_status(instances: Iterable[InstanceView]) -> list[tuple[str, float]]:
+    """keepalived_script_status by script name, sorted: GOOD 1, BAD 0, as the last instance tracking
+    the script (in the snapshot's order) reports it."""
+    scripts: dict[str, float] = {}
     for view in instances:
-        labels = {"iname": view.name, "intf": view.interface, "vrid": str(view.vrid)}
-        values = (
-            _num(view.state),
-            _num(view.wanted_state),
-            _num(view.priority),
-            _num(view.effective_priority),
-            _num(view.master_priority),
-            view.advert_int,
-            _num(view.preempt),
-            view.last_transition,
-        )
-        for family, name, value in zip(gauges, g_names, values, strict=True):
-            if value is not None:
-                family.add_sample(name, labels, value)
-        info.add_metric(
-            [
-                view.name,
-                view.interface,
-                str(view.vrid),
-                view.family,
-                "" if view.version is None else str(view.version),
-                view.sync_group or "",
-                view.auth_type or "",
-            ],
-            1.0,
-        )
-        if mismatch is not None:
-            judged = replace(view, state=VrrpState.STOP) if stopped else view
-            bad = (stopped or current) and vip_mismatch_held(judged, held)
-            mismatch.add_sample(mismatch.name, labels, 1.0 if bad else 0.0)
-        if transitions is not None:
-            transitions.add_sample(transitions.name + "_total", labels, float(counted.get(view.name, 0)))
-        stats: InstanceStats | None = view.stats
-        if stats is not None:
-            for counter, name, fname in zip(counters, c_names, c_fields, strict=True):
-                counter.add_sample(name, labels, float(getattr(stats, fname)))
         for script in view.tracked_scripts:
             if script.status == "GOOD":
                 scripts[script.name] = 1.0
             elif script.status == "BAD":
                 scripts[script.name] = 0.0
-        for iface in view.tracked_interfaces:
-            if iface.up is not None:
-                tracked_ifaces.add_metric([view.name, iface.name], 1.0 if iface.up else 0.0)
-        for proc in view.tracked_processes:
-            key = [view.name, proc.name]
-            if proc.up is not None:
-                proc_up.add_metric(key, 1.0 if proc.up else 0.0)
-            if proc.running is not None:
-                proc_running.add_metric(key, float(proc.running))
-            proc_weight.add_metric(key, float(proc.weight))
-        for tfile in view.tracked_files:
-            key = [view.name, tfile.name]
-            if tfile.status is not None:
-                file_status.add_metric(key, float(tfile.status))
-            file_weight.add_metric(key, float(tfile.weight))
-        for bfd in view.tracked_bfds:
-            key = [view.name, bfd.name]
-            if bfd.up is not None:
-                bfd_up.add_metric(key, 1.0 if bfd.up else 0.0)
-            bfd_weight.add_metric(key, float(bfd.weight))
+    return sorted(scripts.items())
 
-    script_status = GaugeMetricFamily(
-        "keepalived_script_status", "Track script status: 1 GOOD, 0 BAD.", labels=("name",)
-    )
-    for name in sorted(scripts):
-        script_status.add_metric([name], scripts[name])
 
-    families: list[Metric] = [*gauges, info]
-    if mismatch is not None:
-        families.append(mismatch)
-    if transitions is not None:
-        families.append(transitions)
-    families.extend(counters)
-    families.extend((script_status, tracked_ifaces, *trackers))
-    for metric in families:
-        if metric.samples:
-            yield metric
+def keepalived_rows(snapshot: Snapshot) -> Rows | None:
+    """The part as keyed rows (see `collectors.Row`): one per instance (by its iname), keyed on its
+    record, its mismatch and its transitions count, then the scripts' family."""
+    instances = snapshot.instances
+    if not instances:
+        return None
+    ctx = Context(snapshot)
+    rows: list[Row] = []
+    for view in instances:
+        mismatch, count = ctx.mismatch(view), ctx.count(view)
+        rows.append((view.name, (view, mismatch, count), partial(instance_series, view, mismatch, count)))
+    scripts = script_status(instances)
+    rows.append(((SCRIPTS,), scripts, partial(_script_series, scripts)))
+    return frozenset(), rows
+
+
+def _script_series(scripts: list[tuple[str, float]]) -> list[Series]:
+    return [(_SCRIPT_INDEX, SCRIPTS, {"name": name}, value) for name, value in scripts]
+
+
+def collect_keepalived(snapshot: Snapshot) -> Iterator[Metric]:
+    """Render keepalived's instances of one snapshot into fresh metric families (no I/O)."""
+    return keyed_families(FAMILIES, keepalived_rows(snapshot))

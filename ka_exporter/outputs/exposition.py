@@ -10,7 +10,11 @@ its content type and its content encoding. The work of a scrape is what changed 
 - the text of the parts is formatted by `Formatter`, which writes exactly what prometheus_client's
   `generate_latest` (text 0.0.4 and OpenMetrics 1.0.0) writes for the same families, with the label
   sets' text kept between renders. Anything it does not format itself (other metric types, other
-  content types or escapings) goes through prometheus_client's own encoder.
+  content types or escapings) goes through prometheus_client's own encoder;
+- the parts made of keyed rows (keepalived's instances, the wire's failover accounts, the fused
+  verdicts, the L2 witness's VIPs: `collectors.Row`) keep each row's text, and write again only the
+  rows whose basis moved (`_KeyedText`): 100 instances going FAULT at once cost 100 rows' lines, not
+  the part's families built and formatted again.
 
 One scrape is one consistent snapshot: the parts rendered for it read one snapshot, and a part kept
 from an earlier one was made from sections at the same versions, so it says what a fresh render would.
@@ -34,10 +38,11 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, replace
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import fields
 from math import copysign
 from operator import attrgetter
 from typing import Any
@@ -56,11 +61,22 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ka_exporter.collectors import DURATION_HELP, DURATION_NAME, FailureLog, Part, part_name, success_family
+from ka_exporter.collectors import (
+    DURATION_HELP,
+    DURATION_NAME,
+    FailureLog,
+    Family,
+    Part,
+    Rows,
+    Series,
+    empty_family,
+    part_name,
+    success_family,
+)
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
-from ka_exporter.model import InstanceView, Snapshot
+from ka_exporter.model import Snapshot
 from ka_exporter.store import Versions
 
 # The logger= name operators' log filters know, kept when the module moved to outputs/.
@@ -82,6 +98,7 @@ Source = Callable[[], tuple[Snapshot, Versions]]
 Render = tuple[bytes, str, str | None]
 Stamp = Callable[[], "tuple[float, object] | None"]  # Store.stamp
 Encoder = Callable[[Collector], bytes]
+RowsOf = Callable[[Snapshot], Rows | None]
 _OM = "application/openmetrics-text"
 
 
@@ -171,13 +188,13 @@ def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
 
 
 #: The longest a served fused verdict may have been judged before the scrape's snapshot, when nothing
-#: it reads changed but time went on (see `_fused_units`).
+#: it reads changed but time went on (see `_fused_key`).
 FUSED_STALENESS = 0.25
 _FUSED_SECTIONS = ("config", "process", "addresses", "views", "views_time", "health", "wire", "l2")
 
 
-def _fused_units(part: Part) -> list[Unit]:
-    """collect_fused, keyed on what `verdicts.fused.judge` reads, and on time in steps of
+def _fused_key() -> KeyFn:
+    """The cache key of collect_fused: what `verdicts.fused.judge` reads, and time in steps of
     FUSED_STALENESS.
 
     The fused verdict reads keepalived.conf, the instances, their freshness (views_time, the sources'
@@ -196,7 +213,7 @@ def _fused_units(part: Part) -> list[Unit]:
         stats = None if snap.wire_stats is None else stats_fields(snap.wire_stats)
         return (sections, peers, stats, math.floor(snap.time / FUSED_STALENESS))
 
-    return [(key, _plain(part), None)]
+    return key
 
 
 def _named(part: Part, module: str, name: str) -> bool:
@@ -214,29 +231,42 @@ def _failover_key(snap: Snapshot, _versions: Versions) -> object:
 def units_for(
     parts: Sequence[Part], keys: Mapping[Callable[..., Any], KeyFn], formatter: Formatter | None = None
 ) -> list[list[Unit]]:
-    """Each part as the units it is rendered in (see `Unit`). With a `formatter`, collect_keepalived's
-    text is rendered per instance (`_InstanceText`)."""
+    """Each part as the units it is rendered in (see `Unit`). With a `formatter`, the parts made of
+    keyed rows (keepalived's instances, the failover accounts, the fused verdicts, the L2 witness)
+    are written row by row (`_KeyedText`)."""
     out: list[list[Unit]] = []
     for part in parts:
         if part not in keys and _is_collect_wire(part):
             out.append(_wire_units())  # imported only when the wire collector runs
         elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
-            out.append([(_failover_key, _plain(part), None)])  # the wire's accounts: their records
+            # the wire's accounts: keyed on their records
+            out.append([(_failover_key, _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
-            out.append(_fused_units(part))
+            out.append([(_fused_key(), _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
-            out.append([(_sections("l2"), _plain(part), None)])
+            out.append([(_sections("l2"), _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.lvs", "collect_lvs"):
             out.append([(_sections("config", "lvs"), _plain(part), None)])
         elif part not in keys and callable(own := getattr(part, "cache_key", None)):
             # A part reading something of its own besides the snapshot (the watchdog's counters)
             # says what: its key, also in the stamp (see Renderer.cached).
             out.append([(_own_key(own), _plain(part), None)])
-        elif part is collect_keepalived and formatter is not None:
-            out.append([(keys.get(part), _plain(part), _InstanceText(formatter).text)])
+        elif part is collect_keepalived:
+            out.append([(keys.get(part), _plain(part), _keyed_text(part, formatter))])
         else:
             out.append([(keys.get(part), _plain(part), None)])
     return out
+
+
+def _keyed_text(part: Part, formatter: Formatter | None) -> TextRender | None:
+    """The text render of a part made of keyed rows (`_KeyedText`), with a formatter; else None
+    (its families go through the formatter whole)."""
+    if formatter is None:
+        return None
+    module = sys.modules[part.__module__]
+    families: Sequence[Family] = module.FAMILIES
+    rows: RowsOf = getattr(module, part_name(part) + "_rows")
+    return _KeyedText(formatter, part, families, rows).text
 
 
 def _own_key(own: Callable[[], object]) -> KeyFn:
@@ -275,7 +305,7 @@ class Formatter:
 
     def __init__(self) -> None:
         self._labels: dict[tuple[tuple[str, str], ...], str] = {}
-        self._names: dict[tuple[str, bool], str] = {}
+        self._names: dict[bool, dict[str, str]] = {False: {}, True: {}}  # by OpenMetrics or not
         self._values: dict[float, str] = {}
         self._families: dict[tuple[str, bool], tuple[list[Any], str, str, str]] = {}
 
@@ -292,8 +322,6 @@ class Formatter:
         fast = kind is not None
         out: list[str] = []
         slow: list[bytes] = []
-        if len(self._labels) > self.LABEL_MEMO_MAX:
-            self._labels.clear()
         by_id: dict[int, str] = {}
         metrics = list(metrics)  # holds every labels dict (and so its id) until this returns
         for metric in metrics:
@@ -332,53 +360,67 @@ class Formatter:
             self._families[key] = (metric.samples, metric.documentation, metric.type, text)
         return text
 
-    def family_parts(
-        self, metric: Metric, om: bool, by_id: dict[int, str]
-    ) -> tuple[str, list[str], list[str]] | None:
-        """(HELP and TYPE lines, one line per sample, each sample's iname label or "") of a plain
-        family, as `format` writes it; None if it is not one `format` writes itself."""
+    def line(self, raw: str, labels: Mapping[str, str], value: float, om: bool, by_id: dict[int, str]) -> str:
+        """One sample's line of a plain family, as `format` writes it. `by_id`: label texts by the
+        labels dict's id, for dicts that live as long as it does."""
+        names = self._names[om]
+        sname = names.get(raw)
+        if sname is None:
+            sname = names[raw] = _sample_name(raw, om)
+        val = self.value(value)
+        if not labels:
+            return f"{sname} {val}\n"
+        text = by_id.get(id(labels))
+        if text is None:
+            text = by_id[id(labels)] = self.label_text(labels)
+        return f"{sname}{text} {val}\n"
+
+    def sample_names(self, om: bool) -> dict[str, str]:
+        """Sample names as written (escaped), by name: the memo `line` keeps."""
+        return self._names[om]
+
+    @property
+    def values(self) -> dict[float, str]:
+        """Values as written, by value (not 0.0 or -0.0): the memo `value` keeps (bounded)."""
+        return self._values
+
+    def value(self, value: float) -> str:
+        if value == 0:  # 0.0 and -0.0 are one dict key but two texts
+            return "-0.0" if copysign(1.0, value) < 0 else "0.0"
+        val = self._values.get(value)
+        if val is None:
+            val = _go_float(value)
+            if len(self._values) < self.VALUE_MEMO_MAX:
+                self._values[value] = val
+        return val
+
+    def label_text(self, labels: Mapping[str, str]) -> str:
+        """A label set's text, remembered (bounded). The collectors share one labels dict between
+        the families of a series: callers find its text by the dict's identity first (`by_id`)."""
+        items = tuple(labels.items())
+        text = self._labels.get(items)
+        if text is None:
+            if len(self._labels) > self.LABEL_MEMO_MAX:
+                self._labels.clear()
+            text = self._labels[items] = _labels(labels)
+        return text
+
+    def family_parts(self, metric: Metric, om: bool, by_id: dict[int, str]) -> tuple[str, list[str]] | None:
+        """(HELP and TYPE lines, one line per sample) of a plain family, as `format` writes it;
+        None if it is not one `format` writes itself."""
         header = family_header(metric, om)
         if header is None:
             return None
         # The sample names a plain family has; anything else (_created, ...) is the encoder's.
         allowed = _SAMPLE_NAMES[metric.type](metric.name)
-        names = self._names
+        line = self.line
         lines: list[str] = []
-        owners: list[str] = []
         append = lines.append
-        memo = self._labels
-        values = self._values
         for raw, labels, value, ts, exemplar, native in metric.samples:
             if raw not in allowed or ts is not None or exemplar is not None or native is not None:
                 return None
-            sname = names.get((raw, om))
-            if sname is None:
-                sname = names[(raw, om)] = _sample_name(raw, om)
-            val: str | None
-            if value == 0:  # 0.0 and -0.0 are one dict key but two texts
-                val = "-0.0" if copysign(1.0, value) < 0 else "0.0"
-            else:
-                val = values.get(value)
-                if val is None:
-                    val = _go_float(value)
-                    if len(values) < self.VALUE_MEMO_MAX:
-                        values[value] = val
-            if labels:
-                # The collectors share one labels dict between the families of a series: its
-                # text is found by identity within this call (the dicts live until it returns).
-                text = by_id.get(id(labels))
-                if text is None:
-                    items = tuple(labels.items())
-                    text = memo.get(items)
-                    if text is None:
-                        text = memo[items] = _labels(labels)
-                    by_id[id(labels)] = text
-                append(f"{sname}{text} {val}\n")
-                owners.append(labels.get("iname", ""))
-            else:
-                append(f"{sname} {val}\n")
-                owners.append("")
-        return header, lines, owners
+            append(line(raw, labels, value, om, by_id))
+        return header, lines
 
 
 _SAMPLE_NAMES: dict[str, Callable[[str], tuple[str, ...]]] = {
@@ -450,127 +492,123 @@ def _encode(metrics: Sequence[Metric], content_type: str, encoder: Encoder) -> b
     return body.removesuffix(_EOF) if content_type.startswith(_OM) else body
 
 
-_SCRIPTS = "keepalived_script_status"  # the one keepalived family not per instance (by script name)
+class _KeyedText:
+    """The text of a part made of keyed rows (`collectors.Row`: an instance, a VRID, a VIP), in
+    which only the rows that moved are written again.
 
-
-class _InstanceText:
-    """collect_keepalived's text, in which only the instances whose records moved are rendered again.
-
-    A D-Bus signal changes one instance of 100 or 1,000: rendering every instance again made each
-    scrape after it cost the whole part. Here the part is rendered whole once, its lines kept by
-    instance (the iname label), and an instance whose record (or transitions count) moved goes
-    alone through collect_keepalived again. Whatever instances share sends the part back to a whole
-    render: keepalived stopped, the local addresses, whether the state is as fresh as them, whether
-    D-Bus counts transitions, the list of instances, a family the whole render did not have, a
-    family the formatter does not write itself, and a change of tracked scripts (one series per
-    script, whose status the last instance tracking it gives).
+    A D-Bus signal changes one instance of 100 or 1,000, a link going down all of them at once, a
+    wire tick every VRID's time accounts but not their histograms: either way a scrape after it
+    costs what moved. The part gives its rows with a basis each (what the row's series are made of:
+    the instance's record, its VIP mismatch and transitions count; a VRID's counters; its
+    histograms); a row whose basis is what it was keeps its text, the others are written by the
+    formatter from the row's series (the same series the part's collect function puts in its
+    families: prometheus_client's render of them is the test oracle). Then the families are put
+    together in order, each row's lines in the snapshot's order of rows.
     """
 
-    def __init__(self, formatter: Formatter) -> None:
+    def __init__(self, formatter: Formatter, part: Part, families: Sequence[Family], rows: RowsOf) -> None:
         self._formatter = formatter
-        self._kept: dict[str, _Kept] = {}  # by content kind ("text", "om")
+        self._part = part
+        self._families = tuple(families)
+        self._rows = rows
+        self._kept: dict[str, _Columns] = {}  # by content kind ("text", "om")
+        self._headers: dict[bool, tuple[bytes, ...]] = {}  # by OpenMetrics or not, per family
 
     def text(self, snap: Snapshot, content_type: str, encoder: Encoder) -> bytes:
         kind = _fast_kind(content_type)
-        views = snap.instances or ()
-        if kind is None or not views:
-            self._kept.pop(kind or "", None)
-            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
-        om = kind == "om"
-        counted = dict(snap.transitions)
-        context = (self._context(snap, counted), tuple(v.name for v in views))
-        kept = self._kept.get(kind)
-        if kept is not None and kept.context == context:
-            families = {name for name, _header in kept.order}
-            for view in views:
-                count = counted.get(view.name, 0)
-                old_view, old_count, _lines = kept.per[view.name]
-                if old_count == count and old_view == view:
-                    continue
-                one = None if old_view.tracked_scripts != view.tracked_scripts else self._one(snap, view, om)
-                if one is None or not set(one) <= families:
-                    break
-                kept.per[view.name] = (view, count, one)
-            else:
-                return self._assemble(kept).encode()
-        made = self._whole(snap, om, counted, context)
-        if made is None:
+        if kind is None:  # an exposition the formatter does not write itself
+            return self._formatter.format(self._part(snap), content_type, encoder)
+        got = self._rows(snap)
+        if got is None:
             self._kept.pop(kind, None)
-            return self._formatter.format(collect_keepalived(snap), content_type, encoder)
-        self._kept[kind] = made
-        return self._assemble(made).encode()
+            return b""
+        om = kind == "om"
+        shown, rows = got
+        keys = tuple(key for key, _basis, _series in rows)
+        kept = self._kept.get(kind)
+        if kept is not None and kept.keys == keys:
+            # The same rows in the same order: only the moved ones change their column entries.
+            for r, (_key, basis, series) in enumerate(rows):
+                if kept.bases[r] != basis:
+                    kept.bases[r] = basis
+                    for k, text in enumerate(self._lines(series(), om)):
+                        kept.columns[k][r] = text
+        else:
+            by_key = (
+                {}
+                if kept is None
+                else dict(zip(kept.keys, zip(kept.bases, kept.texts(), strict=True), strict=True))
+            )
+            made: list[tuple[bytes, ...]] = []
+            bases: list[object] = []
+            for key, basis, series in rows:
+                mine = by_key.get(key)
+                made.append(mine[1] if mine is not None and mine[0] == basis else self._lines(series(), om))
+                bases.append(basis)
+            kept = self._kept[kind] = _Columns(
+                keys,
+                bases,
+                [list(c) for c in zip(*made, strict=True)] if made else [[] for _ in self._families],
+            )
+        return self._assemble(shown, kept.columns, om)
 
-    @staticmethod
-    def _context(snap: Snapshot, counted: dict[str, int]) -> object:
-        fresh = snap.state_fresh_since()
-        current = fresh is not None and (snap.addresses_changed is None or fresh >= snap.addresses_changed)
-        stopped = snap.process is not None and not snap.process.running
-        dbus = snap.source("dbus") is not None
-        return (stopped, current, snap.addresses, dbus, bool(counted))
-
-    def _whole(self, snap: Snapshot, om: bool, counted: dict[str, int], context: object) -> _Kept | None:
-        views = snap.instances or ()
-        per: dict[str, dict[str, list[str]]] = {v.name: {} for v in views}
-        order: list[tuple[str, str]] = []
-        scripts: list[str] = []
+    def _lines(self, series: list[Series], om: bool) -> tuple[bytes, ...]:
+        """One row's text per family (b"" where it has no series), encoded once here rather than
+        with the whole part at every scrape; `series` holds the labels dicts (by_id's keys) until
+        this returns."""
+        # Formatter.line, inlined: a row of 25 series is written per moved instance.
+        fm = self._formatter
+        names = fm.sample_names(om)
+        values = fm.values
         by_id: dict[int, str] = {}
-        for metric in list(collect_keepalived(snap)):
-            parts = self._formatter.family_parts(metric, om, by_id)
-            if parts is None:
-                return None
-            header, lines, owners = parts
-            order.append((metric.name, header))
-            if metric.name == _SCRIPTS:
-                scripts = lines
-                continue
-            for owner, line in zip(owners, lines, strict=True):
-                mine = per.get(owner)
-                if mine is None:
-                    return None
-                mine.setdefault(metric.name, []).append(line)
-        return _Kept(
-            context, order, {v.name: (v, counted.get(v.name, 0), per[v.name]) for v in views}, scripts
-        )
+        out = [""] * len(self._families)
+        for k, raw, labels, value in series:
+            sname = names.get(raw)
+            if sname is None:
+                sname = names[raw] = _sample_name(raw, om)
+            text = by_id.get(id(labels))
+            if text is None:
+                text = by_id[id(labels)] = fm.label_text(labels)
+            val = values.get(value) if value else None  # 0.0 and -0.0: two texts (Formatter.value)
+            if val is None:
+                val = fm.value(value)
+            out[k] = f"{out[k]}{sname}{text} {val}\n"
+        return tuple(t.encode() for t in out)
 
-    def _one(self, snap: Snapshot, view: InstanceView, om: bool) -> dict[str, list[str]] | None:
-        alone = replace(snap, instances=(view,))
-        out: dict[str, list[str]] = {}
-        by_id: dict[int, str] = {}
-        for metric in list(collect_keepalived(alone)):
-            if metric.name == _SCRIPTS:
-                continue  # the same scripts as before (checked): the whole render's lines stand
-            parts = self._formatter.family_parts(metric, om, by_id)
-            if parts is None:
-                return None
-            out[metric.name] = parts[1]
-        return out
-
-    @staticmethod
-    def _assemble(kept: _Kept) -> str:
-        out: list[str] = []
-        per = [lines for _view, _count, lines in kept.per.values()]
-        for name, header in kept.order:
-            body = kept.scripts if name == _SCRIPTS else [line for one in per for line in one.get(name, ())]
-            if body:
-                out.append(header)
-                out.extend(body)
-        return "".join(out)
+    def _assemble(self, shown: frozenset[int], columns: list[list[bytes]], om: bool) -> bytes:
+        headers = self._headers.get(om)
+        if headers is None:
+            headers = self._headers[om] = tuple(_header(f, om).encode() for f in self._families)
+        out: list[bytes] = []
+        for k, column in enumerate(columns):
+            body = b"".join(column)
+            if body or k in shown:
+                out.append(headers[k])
+                out.append(body)
+        return b"".join(out)
 
 
-class _Kept:
-    __slots__ = ("context", "order", "per", "scripts")
+class _Columns:
+    """A keyed part's rows as last written: their keys and bases in order, and per family the
+    rows' texts in that order (a column per family: a family's body is one join)."""
 
-    def __init__(
-        self,
-        context: object,
-        order: list[tuple[str, str]],
-        per: dict[str, tuple[InstanceView, int, dict[str, list[str]]]],
-        scripts: list[str],
-    ) -> None:
-        self.context = context
-        self.order = order
-        self.per = per  # in the snapshot's order of instances
-        self.scripts = scripts
+    __slots__ = ("bases", "columns", "keys")
+
+    def __init__(self, keys: tuple[Hashable, ...], bases: list[object], columns: list[list[bytes]]) -> None:
+        self.keys = keys
+        self.bases = bases
+        self.columns = columns
+
+    def texts(self) -> list[tuple[bytes, ...]]:
+        """Each row's texts (per family), in row order."""
+        return list(zip(*self.columns, strict=True)) if self.keys else []
+
+
+def _header(family: Family, om: bool) -> str:
+    header = family_header(empty_family(family), om)
+    if header is None:
+        raise ValueError(f"{family[0]}: a keyed family is a gauge, counter or histogram, without a unit")
+    return header
 
 
 class _Body:
@@ -675,32 +713,68 @@ class Renderer:
         """The uncompressed body for `accept` (for --once and tests)."""
         return self.render(accept, "")[0]
 
+    def _log_render(self, snap: Snapshot, seconds: float, snapshot: float, took: list[float]) -> None:
+        """One debug line per body rendered: where its time went, and what it was rendered from.
+
+        `duration` is the body's ka_exporter_scrape_duration_seconds as written (a bench matches
+        a scrape to its line by it); `units` each unit's key and render in ms (`_`: more units of
+        one part); `snap_time` the snapshot's store time, `views_published` (per view source) and
+        `addresses_changed` when what it holds of keepalived's instances and of the addresses was
+        last published (store clock): what a bench needs to tell render time from waiting.
+        """
+        names = [part_name(self._parts[i]) for i, _unit in self._units]
+        units = ",".join(
+            f"{name}{'_' * names[:u].count(name)}:{t * 1000.0:.2f}"
+            for u, (name, t) in enumerate(zip(names, took, strict=True))
+        )
+        published = ",".join(f"{source}:{t:.6f}" for source, t in snap.views_time) or "none"
+        log.debug(
+            "body rendered: duration=%s snapshot_ms=%.2f units=%s snap_time=%.6f views_published=%s "
+            "addresses_changed=%s",
+            _go_float(seconds),
+            snapshot * 1000.0,
+            units,
+            snap.time,
+            published,
+            "none" if snap.addresses_changed is None else f"{snap.addresses_changed:.6f}",
+        )
+
+    def _keys(
+        self, snap: Snapshot, versions: Versions, took: list[float]
+    ) -> tuple[list[object], dict[int, list[Metric] | BaseException]]:
+        """Each unit's cache key for this snapshot, and what the units without one rendered.
+
+        A part with no key is rendered on every scrape and keyed on what it rendered: while that
+        is the same, the body (and its gzip) is still the one already made. `took` gets each
+        unit's time."""
+        clock = self._clock
+        rendered: dict[int, list[Metric] | BaseException] = {}
+        keys: list[object] = []
+        for u, (_i, (key, render, _text)) in enumerate(self._units):
+            t0 = clock()
+            try:
+                if key is not None:
+                    keys.append(key(snap, versions))
+                else:
+                    metrics = list(render(snap, versions))
+                    rendered[u] = metrics
+                    keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
+            except Exception as exc:  # this part fails (in _body), not the scrape
+                rendered[u] = exc
+                keys.append(object())
+            took[u] = clock() - t0
+        return keys, rendered
+
     def _body(self, content_type: str, encoder: Encoder) -> _Body:
         started = self._clock()
+        clock = self._clock
         # Taken before the snapshot: a change in between makes the next `cached` miss, never serve
         # a body older than its stamp says.
         stamp = self._stamped()
         snap, versions = self._source()
-        # A part with no key is rendered on every scrape and keyed on what it rendered: while that
-        # is the same, the body (and its gzip) is still the one already made.
-        rendered: dict[int, list[Metric] | BaseException] = {}
-        keys: list[object] = []
-        for u, (_i, (key, render, _text)) in enumerate(self._units):
-            if key is not None:
-                try:
-                    keys.append(key(snap, versions))
-                except Exception as exc:  # this part fails (below), not the scrape
-                    rendered[u] = exc
-                    keys.append(object())
-                continue
-            try:
-                metrics = list(render(snap, versions))
-            except Exception as exc:
-                rendered[u] = exc
-                keys.append(object())
-                continue
-            rendered[u] = metrics
-            keys.append([(m.name, m.type, m.documentation, m.unit, m.samples) for m in metrics])
+        took = [0.0] * len(self._units)  # per unit: its key, and its render if it had one (s)
+        snapped = clock()
+        keys, rendered = self._keys(snap, versions, took)
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
             cached.stamp = stamp
@@ -712,6 +786,7 @@ class Renderer:
             if kept is not None and kept[0] == keys[u]:
                 chunks.append(kept[1])
                 continue
+            t0 = clock()
             try:
                 got = rendered.get(u)
                 if isinstance(got, BaseException):
@@ -727,6 +802,7 @@ class Renderer:
                 self._chunks.pop((content_type, u), None)
                 keys[u] = object()  # tried again on the next scrape
                 continue
+            took[u] += clock() - t0
             self.part_renders[i] += 1
             self._chunks[(content_type, u)] = (keys[u], text)
             chunks.append(text)
@@ -746,7 +822,10 @@ class Renderer:
             cached.stamp = stamp
             return cached
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
-        duration.add_metric([], self._clock() - started)
+        seconds = clock() - started
+        duration.add_metric([], seconds)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_render(snap, seconds, snapped - started, took)
         chunks.append(self._formatter.format([duration], content_type, encoder))
         if content_type.startswith(_OM):
             chunks.append(_EOF)
