@@ -33,7 +33,17 @@ class Witness:
         self.frames.sort()
         return self
 
+    published: tuple[VipAnswers, ...] | None = None
+
     def records(self) -> tuple[VipAnswers, ...]:
+        """As the witness publishes: the same tuple while nothing moved, a new one when anything did
+        (the tracker's join skips an unchanged tuple unless changes are pending)."""
+        now = self._build()
+        if now != self.published:
+            self.published = now
+        return self.published
+
+    def _build(self) -> tuple[VipAnswers, ...]:
         return (
             VipAnswers(
                 vip=VIP,
