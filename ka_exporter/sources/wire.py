@@ -4,7 +4,9 @@ One capture thread polls one AF_PACKET socket per interface (kernel-filtered to 
 `capture.py`), decodes each packet (`parse.vrrp.decode`) and updates the bounded `PeerTable`. It
 calls `store.wire_changed()` only when a VRID's verdict changed (a new router, masters, split brain,
 no master, conflicts), at most once per batch of packets, so a watcher sees a split brain as soon as
-the decisive advert is read; time-driven changes (expiry) are found by a tick every `tick_interval`.
+the decisive advert is read; time-driven changes (expiry) are found by a tick when the table says one
+can happen (`PeerTable.due`: a hold time or linger running out), every `tick_interval` while a VRID is
+not steady, and at least once a second (the failover accounts, kernel drop counters).
 The store reads the table through `set_wire_provider(table.snapshot)`.
 
 Failures are one line each and never stop the other sources: no CAP_NET_RAW, an interface that does
@@ -333,7 +335,11 @@ class WireSource(Source):
                     if mono >= next_failover:  # once a second: the accounts are exact from packet
                         self.observe_failover(now)  # timestamps whenever they are brought up to date
                         next_failover = mono + 1.0
-                    next_tick = mono + self.tick_interval
+                    # Until the table can change (a hold time or linger running out; the next
+                    # tick while a VRID is not steady) or a gate falls due, at most a second (the
+                    # accounts and kernel stats): steady VRIDs do not wake the thread 4 times a second.
+                    due = min(self.table.due(), self._gates[0] if self._gates else float("inf")) - now
+                    next_tick = mono + min(max(due, self.tick_interval), 1.0)
                     if mono >= next_stats:  # kernel drops visible within a second, not a check interval
                         self._update_kernel_stats()
                         next_stats = mono + 1.0

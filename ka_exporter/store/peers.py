@@ -446,8 +446,16 @@ class PeerTable:
             steady = self._steady
             for gkey, group in self._groups.items():
                 until = steady.get(gkey)
-                if until is not None and now <= until and len(group) == 1:
-                    continue
+                if until is not None and len(group) == 1:
+                    if now <= until:
+                        continue
+                    (e,) = group.values()
+                    # Past the hold time of the advert it was judged at, but heard since (repeat()
+                    # moves last_seen only): still steady, until its latest advert's hold time.
+                    hold = hold_time(e.interval, e.version)
+                    if not e.expired and now - e.last_seen <= hold:
+                        steady[gkey] = e.last_seen + hold
+                        continue
                 summary = judge_vrid(gkey, tuple(group.values()), now, listening=listening).summary
                 if self._verdicts.get(gkey) != summary:
                     self._verdicts[gkey] = summary
@@ -466,6 +474,24 @@ class PeerTable:
                         continue
                 steady.pop(gkey, None)
         return changed
+
+    def due(self) -> float:
+        """The earliest time `tick()` can change anything: a router's hold time or linger running
+        out; -inf while a VRID is not steady (see tick(): judged at every tick). The capture thread
+        ticks then (but at least once a second), not 4 times a second for nothing."""
+        with self._lock:
+            steady = self._steady
+            for gkey, group in self._groups.items():
+                if len(group) != 1 or gkey not in steady:
+                    return float("-inf")
+            soon = float("inf")
+            linger = self.linger
+            for tier in (self._probation, self._established):
+                for e in tier.values():
+                    if not e.expired:
+                        soon = min(soon, e.last_seen + hold_time(e.interval, e.version))
+                    soon = min(soon, e.last_seen + linger)
+            return soon
 
     # -- readers ----------------------------------------------------------------------------------
 
