@@ -430,7 +430,7 @@ def test_this_node_and_another_answerer_need_a_probe_after_the_local_address_cha
 
 def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdict_news() -> None:
     """Per wakeup the witness costs what moved, not the number of VIPs (issue #12: every step rebuilt
-    all records, 2.8 ms at 100 VIPs): a probe sent rebuilds its VIP's record and publishes nothing
+    all records, 2.8 ms at 100 VIPs): a completed probe rebuilds its VIP's record and publishes nothing
     (counters wait for the refresh); a probe result a verdict reads is published at once."""
     clock = [100.0]
     store = Store(clock=lambda: clock[0])
@@ -443,13 +443,14 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     assert first is not None and len(first) == 3
     one, two, three = src._watches.values()
     kept = [w.rec for w in (one, two, three)]
-    one.opened(100.1, 1.0)  # a probe out: its record moves (probes_sent), no verdict does
+    one.opened(100.1, 1.0)  # a probe out: a counter moves, no record is rebuilt
     src._publish(100.1)
-    assert store.snapshot().l2 is first
-    assert one.rec is not kept[0]
-    assert two.rec is kept[1] and three.rec is kept[2]
+    assert store.snapshot().l2 is first and one.rec is kept[0]
     one.probe_macs.append(A_MAC)
-    one.close(100.3, 8)
+    one.close(100.3, 8)  # completed: its record is rebuilt, not the others; no verdict moved yet
+    src._publish(100.3)
+    assert store.snapshot().l2 is first
+    assert one.rec is not kept[0] and two.rec is kept[1] and three.rec is kept[2]
     _probe(one, 100.4, A_MAC)  # two agreeing probes: a result a verdict reads
     src._publish(100.6)
     published = store.snapshot().l2

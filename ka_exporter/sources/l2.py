@@ -145,6 +145,7 @@ ZERO_MAC = b"\x00" * 6
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
 
+_UNSYNCED = object()
 VipTarget = tuple[str, str]  # (interface, VIP address)
 AdvertFrame = tuple[str, int, str, bytes, int, float]  # family, VRID, source, MAC, priority, interval
 Targets = Callable[[], Iterable[VipTarget]] | Iterable[VipTarget] | None
@@ -375,8 +376,7 @@ class _Watch:
 
     def opened(self, now: float, interval: float) -> None:
         """A probe of this VIP went out at `now`."""
-        self.probes += 1
-        self.dirty = True
+        self.probes += 1  # a counter only: the record is rebuilt when the probe completes
         if self.next_probe >= self.due:
             self.quick = QUICK  # a periodic probe: its result may be settled by quick ones again
         self.probe_at, self.probe_macs = now, []
@@ -464,6 +464,7 @@ class L2Source(Source):
         self.refresh = refresh
         self._clock = clock
         self._watches: dict[tuple[str, bytes], _Watch] = {}  # (interface, packed VIP)
+        self._synced: object = _UNSYNCED  # what the watches were made from (see _sync_watches)
         self._socks: dict[str, socket.socket] = {}
         self._macs: dict[str, bytes] = {}  # interface -> its own MAC
         self._ifindex: dict[str, int] = {}  # interface -> ifindex when opened (re-created: re-open)
@@ -511,6 +512,11 @@ class L2Source(Source):
         return found[: self.max_vips]
 
     def _sync_watches(self) -> None:
+        """The watches for what `wanted()` names now (the loop calls it every `retry_interval`)."""
+        basis = self.store.config() if self.targets is None else self.targets
+        if basis is self._synced and not callable(basis):
+            return  # the same keepalived.conf (or list) as last time: parsing 100 VIPs was ~2 ms/s
+        self._synced = basis
         keep: dict[tuple[str, bytes], _Watch] = {}
         for iface, vip in self.wanted():
             try:

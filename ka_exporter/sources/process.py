@@ -29,7 +29,15 @@ from pathlib import Path
 import psutil
 
 from ka_exporter.linux import netns
-from ka_exporter.linux.procfs import PidFile, comm, environ, is_keepalived, read_pid_file, status
+from ka_exporter.linux.procfs import (
+    PidFile,
+    comm,
+    environ,
+    is_keepalived,
+    parent_and_start,
+    read_pid_file,
+    status,
+)
 from ka_exporter.model import ProcessInfo
 from ka_exporter.sources.base import Registration, Source, Wiring
 from ka_exporter.store import Store
@@ -234,11 +242,8 @@ class ProcessSource(Source):
 
     @staticmethod
     def _proc(pid: int) -> _Proc | None:
-        try:
-            p = psutil.Process(pid)
-            return _Proc(pid, p.ppid(), p.create_time())
-        except psutil.Error:
-            return None
+        got = parent_and_start(pid)  # as psutil's ppid() and create_time(), one read of /proc/PID/stat
+        return None if got is None else _Proc(pid, got[0], got[1])
 
     def _reject(self, pid: int, why: str) -> None:
         if pid not in self._rejected:

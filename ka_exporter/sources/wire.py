@@ -48,6 +48,8 @@ Configured = Callable[[], Iterable[VridKey]] | Iterable[VridKey] | None
 _POLLIN = select.POLLIN
 _CACHE_MAX = 1024  # remembered packet shapes per interface
 _POLLBAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
+FAILOVER_FRESH = 1.0  # seconds: the failover accounts a reader sees are at most this old
+FAILOVER_IDLE = 5.0  # seconds between two observations of a table that only repeated itself
 
 
 class WireSource(Source):
@@ -93,6 +95,9 @@ class WireSource(Source):
         self.failover = FailoverTracker()
         self._failover_lock = threading.Lock()
         self._failover_version = 0  # moves with each observe_failover
+        self._observed_at = float("-inf")  # time.time() of the last observe_failover
+        self._observed_moved = -1  # the table's moved() then
+        self._lazy = False  # while run() serves: a reader brings stale accounts up to date itself
         self._accounts: tuple[int, tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]] | None = None
         store.set_wire_provider(self.table.snapshot, self.table.version)
         store.set_failover_provider(self.failover_accounts, self.failover_version)
@@ -102,15 +107,30 @@ class WireSource(Source):
     def observe_failover(self, now: float) -> None:
         """Bring the failover accounts up to date from the table (on every tick: packet timestamps
         make them exact whatever the moment; see verdicts/failover.py)."""
-        peers, stats = self.table.snapshot()
         with self._failover_lock:
-            self.failover.observe(peers, now, stats.listening_since)
-            self._failover_version += 1
+            self._observe_locked(now)
+
+    def _observe_locked(self, now: float) -> None:
+        self._observed_moved = self.table.moved()
+        peers, stats = self.table.snapshot()
+        self.failover.observe(peers, now, stats.listening_since)
+        self._failover_version += 1
+        self._observed_at = now
+
+    def _fresh_locked(self) -> None:
+        """While serving: accounts more than FAILOVER_FRESH old are brought up to date by the reader
+        (a scrape, the watchdog), so the capture thread observes a steady table only every
+        FAILOVER_IDLE seconds and readers still see them at most a second old."""
+        if self._lazy:
+            now = time.time()
+            if now - self._observed_at >= FAILOVER_FRESH:
+                self._observe_locked(now)
 
     def failover_accounts(self) -> tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]:
         """The accounts as of the last observe_failover, as records (made once per observe: every
         snapshot reads them)."""
         with self._failover_lock:
+            self._fresh_locked()
             kept = self._accounts
             if kept is None or kept[0] != self._failover_version:
                 kept = self._accounts = (
@@ -121,6 +141,7 @@ class WireSource(Source):
 
     def failover_version(self) -> int:
         with self._failover_lock:
+            self._fresh_locked()
             return self._failover_version
 
     # -- what to watch --------------------------------------------------------------------------------
@@ -311,8 +332,9 @@ class WireSource(Source):
         poller.register(rfd, _POLLIN)
         next_check = 0.0
         next_tick = time.monotonic() + self.tick_interval
-        next_failover = 0.0
+        next_failover = last_failover = 0.0
         next_stats = 0.0
+        self._lazy = True
         try:
             while not self.stopping:
                 mono = time.monotonic()
@@ -332,9 +354,13 @@ class WireSource(Source):
                         del self._gates[0]  # listened for a configured VRID's hold time: re-judge
                     if self.table.tick(now) or gate:
                         self.store.wire_changed()
-                    if mono >= next_failover:  # once a second: the accounts are exact from packet
-                        self.observe_failover(now)  # timestamps whenever they are brought up to date
-                        next_failover = mono + 1.0
+                    # The accounts are exact from packet timestamps whenever they are brought up to
+                    # date: within a second when the table moved (a new router, run, priority,
+                    # expiry), else every FAILOVER_IDLE seconds (readers refresh them themselves).
+                    moved = self.table.moved() != self._observed_moved
+                    if mono >= next_failover or (moved and mono >= last_failover + FAILOVER_FRESH):
+                        self.observe_failover(now)
+                        last_failover, next_failover = mono, mono + FAILOVER_IDLE
                     # Until the table can change (a hold time or linger running out; the next
                     # tick while a VRID is not steady) or a gate falls due, at most a second (the
                     # accounts and kernel stats): steady VRIDs do not wake the thread 4 times a second.
@@ -344,6 +370,7 @@ class WireSource(Source):
                         self._update_kernel_stats()
                         next_stats = mono + 1.0
         finally:
+            self._lazy = False
             self._close_all(poller)
             self._wake = None
             os.close(rfd)
