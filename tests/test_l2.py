@@ -457,6 +457,8 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     assert published is not None and published[0].last_probe_answers == 1
     assert published[1] is kept[1] and published[2] is kept[2]
     clock[0] = 106.0
+    generation = store.generation
     src._publish(106.0)  # the refresh: every record again (counters, time accounts)
     refreshed = store.snapshot().l2
     assert refreshed is not None and refreshed[1] is not kept[1] and refreshed[1].observed_seconds >= 0
+    assert store.generation == generation  # ... which no verdict reads: the watchdog is not woken

@@ -854,7 +854,7 @@ class L2Source(Source):
             self._published_at = now
             self._published_gen = self._watches_gen
             self.published = tuple(w.rec for w in watches if w.rec is not None)
-            self.store.set_l2(self.published)
+            self.store.set_l2(self.published, quiet=not (force or news))
 
     # -- loop -----------------------------------------------------------------------------------------
 
