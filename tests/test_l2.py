@@ -462,3 +462,22 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     refreshed = store.snapshot().l2
     assert refreshed is not None and refreshed[1] is not kept[1] and refreshed[1].observed_seconds >= 0
     assert store.generation == generation  # ... which no verdict reads: the watchdog is not woken
+
+
+def test_a_new_keepalived_conf_is_watched_at_once_not_at_the_next_socket_check() -> None:
+    """Healthy sockets are checked every CHECK seconds, but the VIPs of a new keepalived.conf are
+    watched as soon as the store's news reaches the loop; the same config is not parsed again."""
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    src = _source(store, clock)
+    src._check_store(store.snapshot())
+    src._resync = False
+    before = dict(src._watches)
+    src._sync_watches()  # the same config: the same watches, not made again
+    assert src._watches == before
+    vips = (ConfVip("10.9.8.100"), ConfVip("10.9.8.101"))
+    store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
+    src._check_store(store.snapshot())
+    assert src._resync
+    src._sync_watches()
+    assert sorted(w.vip for w in src._watches.values()) == ["10.9.8.100", "10.9.8.101"]

@@ -139,6 +139,7 @@ DEFAULT_MAX_MACS = 8
 QUICK = 4
 #: At most this often the loop re-reads the store after it changed (a snapshot per burst of changes).
 STORE_CHECK = 0.05
+CHECK = 5.0  # seconds between two checks of healthy sockets (an interface deleted and re-created)
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
@@ -465,6 +466,7 @@ class L2Source(Source):
         self._clock = clock
         self._watches: dict[tuple[str, bytes], _Watch] = {}  # (interface, packed VIP)
         self._synced: object = _UNSYNCED  # what the watches were made from (see _sync_watches)
+        self._resync = False
         self._socks: dict[str, socket.socket] = {}
         self._macs: dict[str, bytes] = {}  # interface -> its own MAC
         self._ifindex: dict[str, int] = {}  # interface -> ifindex when opened (re-created: re-open)
@@ -680,6 +682,7 @@ class L2Source(Source):
         if config is not self._vrids_of:
             self._vrids_of, self._vrids = config, vip_vrids(config)
             self._context_gen += 1
+            self._resync = True  # the loop re-reads the VIPs to watch now, not at its next check
         for w in self._watches.values():
             here = w.vip in held
             news = here != w.held or (moved and here)
@@ -952,10 +955,15 @@ class L2Source(Source):
         try:
             while not self.stopping:
                 now = self._clock()
-                if now >= next_open:
+                if now >= next_open or self._resync:
+                    self._resync = False
                     self._sync_watches()
                     errors = self._open(poller)
-                    next_open = now + self.retry_interval
+                    # Healthy: the sockets are checked (an interface re-created) every CHECK seconds,
+                    # a new keepalived.conf is watched at once (_check_store sees it); else retried
+                    # every retry_interval. Before, every second: a wakeup of its own.
+                    healthy = bool(self._watches) and not errors
+                    next_open = now + (max(CHECK, self.retry_interval) if healthy else self.retry_interval)
                     if not self._watches:
                         self._idle()
                     elif errors:
