@@ -481,3 +481,20 @@ def test_a_new_keepalived_conf_is_watched_at_once_not_at_the_next_socket_check()
     assert src._resync
     src._sync_watches()
     assert sorted(w.vip for w in src._watches.values()) == ["10.9.8.100", "10.9.8.101"]
+
+
+def test_a_window_ending_just_before_the_next_probe_is_closed_in_that_probes_wakeup() -> None:
+    """At the rate cap, probe k's answer window ends a few ms before probe k+2 is due: one wakeup."""
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    vips = (ConfVip("10.9.8.100"), ConfVip("10.9.8.101"))
+    store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
+    src = L2Source(store, clock=lambda: clock[0], refresh=60.0)
+    src._sync_watches()
+    one, two = src._watches.values()
+    one.probe_at, one.probe_macs = 100.0, []  # its window (0.2 s) ends at 100.2
+    two.next_probe = 99.0  # due, but the rate cap holds it until 100.205
+    src._last_probe_sent = 100.205 - src.min_gap
+    assert abs(src._next_wake(100.1) - 0.105) < 1e-9
+    src._last_probe_sent = 100.5 - src.min_gap  # the next probe much later: the window's end wakes
+    assert abs(src._next_wake(100.1) - 0.1) < 1e-9

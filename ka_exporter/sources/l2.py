@@ -139,6 +139,7 @@ DEFAULT_MAX_MACS = 8
 QUICK = 4
 #: At most this often the loop re-reads the store after it changed (a snapshot per burst of changes).
 STORE_CHECK = 0.05
+CLOSE_LATE = 0.02  # seconds a probe may be closed late, in the wakeup of the next probe (_next_wake)
 CHECK = 5.0  # seconds between two checks of healthy sockets (an interface deleted and re-created)
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
@@ -744,9 +745,14 @@ class L2Source(Source):
                 probe = w.next_probe
             if w.heard:
                 heard = min(heard, *w.heard.values())
-        if self.probe and probe < inf:  # never two probes closer than min_gap
-            soon = min(soon, max(probe, self._last_probe_sent + self.min_gap))
-        soon = min(soon, closing + self.answer_window, heard + self.window)
+        send = max(probe, self._last_probe_sent + self.min_gap) if self.probe and probe < inf else inf
+        close = closing + self.answer_window
+        if 0.0 < send - close <= CLOSE_LATE:
+            # At the rate cap a probe's answer window ends just before the probe two gaps later is due
+            # (the gaps drift by the loop's own delay): close it then, one wakeup for both, not two a
+            # few milliseconds apart. Answers are matched by kernel time, so closing late loses none.
+            close = send
+        soon = min(soon, send, close, heard + self.window)
         return max(0.0, soon - now)
 
     # -- publishing -----------------------------------------------------------------------------------
