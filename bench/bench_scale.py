@@ -131,6 +131,18 @@ def idle(exporter: Process, port: int, seconds: float) -> dict[str, Any]:
     ms_per_s = (cpu1 - cpu0) * 1000.0 / (t1 - t0)
     per_event = sum(by_thread.get(k, 0.0) for k in ("src-wire", "watchdog")) if names else float("nan")
     rate = adverts / (t1 - t0)
+    if rate:
+        # How the bench defines the cost per advert, with the figures it is computed from: the CPU of
+        # the threads an advert runs on (src-wire: receive, decode, peer table, verdict news to the
+        # store; watchdog: re-judging on that news), per second, over the adverts per second node a's
+        # exporter counted (keepalived_wire_packets_total). It includes what those threads do per
+        # second whatever the adverts (ticks, failover accounts, kernel counters): with ~1 advert/s at
+        # 1 instance that fixed part is most of it. "process" divides every thread's CPU instead.
+        print(
+            f"  idle: cost per advert = (src-wire + watchdog CPU) / adverts = "
+            f"{per_event:.3f} ms/s / {rate:.1f} adverts/s = {per_event / rate:.4f} ms; process: "
+            f"{ms_per_s:.2f} / {rate:.1f} = {ms_per_s / rate:.4f} ms; over {t1 - t0:.1f} s, load {common.load():.2f}"
+        )
     return {
         "cpu_ms_per_s": round(ms_per_s, 2),
         "cpu_percent": round(ms_per_s / 10.0, 3),

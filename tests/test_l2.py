@@ -426,3 +426,75 @@ def test_this_node_and_another_answerer_need_a_probe_after_the_local_address_cha
     assert (v.two_answerers, v.answerers) == (False, 1)
     fresh = rec(answerers=("02:00:00:00:00:01",), last_probe_answers=1, last_probe=10.2)
     assert judge(fresh, held={"10.9.8.100"}, held_since=10.0).two_answerers  # a still answers: split
+
+
+def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdict_news() -> None:
+    """Per wakeup the witness costs what moved, not the number of VIPs (issue #12: every step rebuilt
+    all records, 2.8 ms at 100 VIPs): a completed probe rebuilds its VIP's record and publishes nothing
+    (counters wait for the refresh); a probe result a verdict reads is published at once."""
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    vips = tuple(ConfVip(f"10.9.8.{100 + k}") for k in range(3))
+    store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
+    src = L2Source(store, clock=lambda: clock[0])
+    src._sync_watches()
+    src._publish(100.0)
+    first = store.snapshot().l2
+    assert first is not None and len(first) == 3
+    one, two, three = src._watches.values()
+    kept = [w.rec for w in (one, two, three)]
+    one.opened(100.1, 1.0)  # a probe out: a counter moves, no record is rebuilt
+    src._publish(100.1)
+    assert store.snapshot().l2 is first and one.rec is kept[0]
+    one.probe_macs.append(A_MAC)
+    one.close(100.3, 8)  # completed: its record is rebuilt, not the others; no verdict moved yet
+    src._publish(100.3)
+    assert store.snapshot().l2 is first
+    assert one.rec is not kept[0] and two.rec is kept[1] and three.rec is kept[2]
+    _probe(one, 100.4, A_MAC)  # two agreeing probes: a result a verdict reads
+    src._publish(100.6)
+    published = store.snapshot().l2
+    assert published is not None and published[0].last_probe_answers == 1
+    assert published[1] is kept[1] and published[2] is kept[2]
+    clock[0] = 106.0
+    generation = store.generation
+    src._publish(106.0)  # the refresh: every record again (counters, time accounts)
+    refreshed = store.snapshot().l2
+    assert refreshed is not None and refreshed[1] is not kept[1] and refreshed[1].observed_seconds >= 0
+    assert store.generation == generation  # ... which no verdict reads: the watchdog is not woken
+
+
+def test_a_new_keepalived_conf_is_watched_at_once_not_at_the_next_socket_check() -> None:
+    """Healthy sockets are checked every CHECK seconds, but the VIPs of a new keepalived.conf are
+    watched as soon as the store's news reaches the loop; the same config is not parsed again."""
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    src = _source(store, clock)
+    src._check_store(store.snapshot())
+    src._resync = False
+    before = dict(src._watches)
+    src._sync_watches()  # the same config: the same watches, not made again
+    assert src._watches == before
+    vips = (ConfVip("10.9.8.100"), ConfVip("10.9.8.101"))
+    store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
+    src._check_store(store.snapshot())
+    assert src._resync
+    src._sync_watches()
+    assert sorted(w.vip for w in src._watches.values()) == ["10.9.8.100", "10.9.8.101"]
+
+
+def test_a_window_ending_just_before_the_next_probe_is_closed_in_that_probes_wakeup() -> None:
+    """At the rate cap, probe k's answer window ends a few ms before probe k+2 is due: one wakeup."""
+    clock = [100.0]
+    store = Store(clock=lambda: clock[0])
+    vips = (ConfVip("10.9.8.100"), ConfVip("10.9.8.101"))
+    store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
+    src = L2Source(store, clock=lambda: clock[0], refresh=60.0)
+    src._sync_watches()
+    one, two = src._watches.values()
+    one.probe_at, one.probe_macs = 100.0, []  # its window (0.2 s) ends at 100.2
+    two.next_probe = 99.0  # due, but the rate cap holds it until 100.205
+    src._last_probe_sent = 100.205 - src.min_gap
+    assert abs(src._next_wake(100.1) - 0.105) < 1e-9
+    src._last_probe_sent = 100.5 - src.min_gap  # the next probe much later: the window's end wakes
+    assert abs(src._next_wake(100.1) - 0.1) < 1e-9

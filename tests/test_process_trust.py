@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ka_exporter.lab import Lab
-from ka_exporter.linux.procfs import read_pid_file
+from ka_exporter.linux.procfs import parent_and_start, read_pid_file
 from ka_exporter.sources.process import ProcessSource
 from ka_exporter.store import Store
 from tests.conftest import REPO, free_port, in_netns, parse_metrics, sample, scrape, wait_until
@@ -220,3 +221,20 @@ def test_unprivileged_the_pid_file_vouches_only_if_root_wrote_it_after_the_proce
         assert "not owned by root" in err
     finally:
         _end(fake)
+
+
+def test_parent_and_start_reads_what_psutil_reads(tmp_path: Path) -> None:
+    """The process source's one read of /proc/PID/stat gives psutil's ppid() and create_time(), also
+    for a command name with spaces and parentheses (the name is split off after its last ')')."""
+    odd = tmp_path / "a (b) c"
+    odd.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    child = subprocess.Popen([str(odd), "30"])
+    try:
+        wait_until(lambda: psutil.Process(child.pid).name() == "a (b) c", 5.0, 0.01)
+        for pid in (1, os.getpid(), child.pid):
+            p = psutil.Process(pid)
+            assert parent_and_start(pid) == (p.ppid(), p.create_time())
+    finally:
+        child.kill()
+        child.wait()
+    assert parent_and_start(child.pid) is None  # reaped: gone

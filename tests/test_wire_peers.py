@@ -341,3 +341,25 @@ def test_tick_skips_steady_vrids_yet_says_what_a_full_judgement_says() -> None:
         assert table._verdicts == expected, now
     assert skipped > 40 * 10  # most VRIDs were steady most of the time: the tick did skip them
     assert any(not v[0] for v in table._verdicts.values())  # and expiry was still seen
+
+
+def test_the_tick_is_due_only_when_a_steady_routers_hold_time_can_run_out() -> None:
+    """One router per VRID advertising steadily: nothing changes before its latest advert's hold time,
+    so the capture thread need not tick 4 times a second (PeerTable.due)."""
+    table = PeerTable()
+    hold = hold_time(1.0, 2)
+    a = adv("192.0.2.1", 0.0)
+    for t in (0.0, 1.0, 2.0):
+        a = adv("192.0.2.1", t)
+        table.update(a)
+    assert table.due() == float("-inf")  # updated since the last tick: judged at the next one
+    table.tick(2.0)
+    assert table.due() == 2.0 + hold
+    moved = table.moved()
+    assert table.repeat(a, 3.0, False) is False  # the same bytes again: only last_seen moves
+    assert table.due() == 3.0 + hold
+    assert table.moved() == moved  # the failover accounts need not look before FAILOVER_IDLE
+    assert not table.tick(2.0 + hold + 0.1)  # past the hold time it was judged at, but heard since
+    assert table.due() == 3.0 + hold
+    table.update(adv("192.0.2.2", 3.5, prio=90))  # a second router: judged at every tick
+    assert table.due() == float("-inf") and table.moved() > moved

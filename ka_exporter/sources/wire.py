@@ -4,7 +4,9 @@ One capture thread polls one AF_PACKET socket per interface (kernel-filtered to 
 `capture.py`), decodes each packet (`parse.vrrp.decode`) and updates the bounded `PeerTable`. It
 calls `store.wire_changed()` only when a VRID's verdict changed (a new router, masters, split brain,
 no master, conflicts), at most once per batch of packets, so a watcher sees a split brain as soon as
-the decisive advert is read; time-driven changes (expiry) are found by a tick every `tick_interval`.
+the decisive advert is read; time-driven changes (expiry) are found by a tick when the table says one
+can happen (`PeerTable.due`: a hold time or linger running out), every `tick_interval` while a VRID is
+not steady, and at least once a second (the failover accounts, kernel drop counters).
 The store reads the table through `set_wire_provider(table.snapshot)`.
 
 Failures are one line each and never stop the other sources: no CAP_NET_RAW, an interface that does
@@ -46,6 +48,9 @@ Configured = Callable[[], Iterable[VridKey]] | Iterable[VridKey] | None
 _POLLIN = select.POLLIN
 _CACHE_MAX = 1024  # remembered packet shapes per interface
 _POLLBAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
+FAILOVER_FRESH = 1.0  # seconds: the failover accounts a reader sees are at most this old
+FAILOVER_IDLE = 5.0  # seconds between two observations of a table that only repeated itself
+TICK_EARLY = 0.25  # seconds: a tick due within this of a wakeup for packets runs in that wakeup
 
 
 class WireSource(Source):
@@ -91,6 +96,9 @@ class WireSource(Source):
         self.failover = FailoverTracker()
         self._failover_lock = threading.Lock()
         self._failover_version = 0  # moves with each observe_failover
+        self._observed_at = float("-inf")  # time.time() of the last observe_failover
+        self._observed_moved = -1  # the table's moved() then
+        self._lazy = False  # while run() serves: a reader brings stale accounts up to date itself
         self._accounts: tuple[int, tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]] | None = None
         store.set_wire_provider(self.table.snapshot, self.table.version)
         store.set_failover_provider(self.failover_accounts, self.failover_version)
@@ -100,15 +108,30 @@ class WireSource(Source):
     def observe_failover(self, now: float) -> None:
         """Bring the failover accounts up to date from the table (on every tick: packet timestamps
         make them exact whatever the moment; see verdicts/failover.py)."""
-        peers, stats = self.table.snapshot()
         with self._failover_lock:
-            self.failover.observe(peers, now, stats.listening_since)
-            self._failover_version += 1
+            self._observe_locked(now)
+
+    def _observe_locked(self, now: float) -> None:
+        self._observed_moved = self.table.moved()
+        peers, stats = self.table.snapshot()
+        self.failover.observe(peers, now, stats.listening_since)
+        self._failover_version += 1
+        self._observed_at = now
+
+    def _fresh_locked(self) -> None:
+        """While serving: accounts more than FAILOVER_FRESH old are brought up to date by the reader
+        (a scrape, the watchdog), so the capture thread observes a steady table only every
+        FAILOVER_IDLE seconds and readers still see them at most a second old."""
+        if self._lazy:
+            now = time.time()
+            if now - self._observed_at >= FAILOVER_FRESH:
+                self._observe_locked(now)
 
     def failover_accounts(self) -> tuple[tuple[VridTiming, ...], tuple[FailoverEvent, ...]]:
         """The accounts as of the last observe_failover, as records (made once per observe: every
         snapshot reads them)."""
         with self._failover_lock:
+            self._fresh_locked()
             kept = self._accounts
             if kept is None or kept[0] != self._failover_version:
                 kept = self._accounts = (
@@ -119,6 +142,7 @@ class WireSource(Source):
 
     def failover_version(self) -> int:
         with self._failover_lock:
+            self._fresh_locked()
             return self._failover_version
 
     # -- what to watch --------------------------------------------------------------------------------
@@ -309,35 +333,49 @@ class WireSource(Source):
         poller.register(rfd, _POLLIN)
         next_check = 0.0
         next_tick = time.monotonic() + self.tick_interval
-        next_failover = 0.0
+        next_failover = last_failover = 0.0
         next_stats = 0.0
+        self._lazy = True
         try:
             while not self.stopping:
                 mono = time.monotonic()
                 if mono >= next_check:
                     healthy = self._report(self._open(poller))
                     next_check = mono + (self.check_interval if healthy else self.retry_interval)
+                received = self.received
                 changed, broken = self._poll_once(poller, min(next_check, next_tick) - time.monotonic())
                 if broken:
                     next_check = min(next_check, time.monotonic() + 0.2)
                 if changed:
                     self.store.wire_changed()
                 mono = time.monotonic()
-                if mono >= next_tick:
+                # A tick due soon rides on a wakeup for packets (ticking early changes nothing: the
+                # next is planned from the table again): with 1 instance, one wakeup a second, not two.
+                early = self.received != received and mono >= next_tick - TICK_EARLY
+                if mono >= next_tick or early:
                     now = time.time()
                     gate = bool(self._gates) and now >= self._gates[0]
                     while self._gates and now >= self._gates[0]:
                         del self._gates[0]  # listened for a configured VRID's hold time: re-judge
                     if self.table.tick(now) or gate:
                         self.store.wire_changed()
-                    if mono >= next_failover:  # once a second: the accounts are exact from packet
-                        self.observe_failover(now)  # timestamps whenever they are brought up to date
-                        next_failover = mono + 1.0
-                    next_tick = mono + self.tick_interval
+                    # The accounts are exact from packet timestamps whenever they are brought up to
+                    # date: within a second when the table moved (a new router, run, priority,
+                    # expiry), else every FAILOVER_IDLE seconds (readers refresh them themselves).
+                    moved = self.table.moved() != self._observed_moved
+                    if mono >= next_failover or (moved and mono >= last_failover + FAILOVER_FRESH):
+                        self.observe_failover(now)
+                        last_failover, next_failover = mono, mono + FAILOVER_IDLE
+                    # Until the table can change (a hold time or linger running out; the next
+                    # tick while a VRID is not steady) or a gate falls due, at most a second (the
+                    # accounts and kernel stats): steady VRIDs do not wake the thread 4 times a second.
+                    due = min(self.table.due(), self._gates[0] if self._gates else float("inf")) - now
+                    next_tick = mono + min(max(due, self.tick_interval), 1.0)
                     if mono >= next_stats:  # kernel drops visible within a second, not a check interval
                         self._update_kernel_stats()
                         next_stats = mono + 1.0
         finally:
+            self._lazy = False
             self._close_all(poller)
             self._wake = None
             os.close(rfd)

@@ -227,12 +227,19 @@ class Store:
             self._bump("transitions")
         self._notify()
 
-    def set_l2(self, answers: tuple[VipAnswers, ...] | None) -> None:
-        """The L2 witness's current view of who answers for each VIP; None forgets it."""
+    def set_l2(self, answers: tuple[VipAnswers, ...] | None, *, quiet: bool = False) -> None:
+        """The L2 witness's current view of who answers for each VIP; None forgets it.
+
+        `quiet`: only what no verdict reads moved (counters, timestamps, time accounts: the witness's
+        periodic refresh). Snapshots and renders have it (the section's version moves), but watchers
+        are not woken: the watchdog re-judged 100 unchanged instances every refresh for nothing."""
         with self._lock:
             if answers == self._l2:
                 return
             self._l2 = answers
+            if quiet:
+                self._versions["l2"] += 1
+                return
             self._bump("l2")
         self._notify()
 

@@ -196,6 +196,7 @@ class PeerTable:
         self._listening: dict[str, float] = {}  # interface -> capturing since
         self._listen_until: float | None = None  # the capture stopped then
         self._version = 0  # moves with every change of what snapshot() returns (see version())
+        self._moved = 0  # ... but not with repeat(): see moved()
 
     # -- writers ----------------------------------------------------------------------------------
 
@@ -207,6 +208,7 @@ class PeerTable:
         with self._lock:
             self._packets += 1
             self._version += 1
+            self._moved += 1
             self._steady.pop(gkey, None)
             e = self._established.get(key)
             if e is not None:
@@ -416,6 +418,7 @@ class PeerTable:
             self._listening = dict(since)
             self._listen_until = None
             self._version += 1
+            self._moved += 1
 
     def stop_listening(self, at: float) -> None:
         """The capture ended at `at` (--once window over): keep what was listened, for the verdicts."""
@@ -423,6 +426,7 @@ class PeerTable:
             if self._listening and self._listen_until is None:
                 self._listen_until = at
             self._version += 1
+            self._moved += 1
 
     def tick(self, now: float) -> bool:
         """Expire and drop old entries, re-judge every VRID; True if any verdict changed."""
@@ -436,22 +440,33 @@ class PeerTable:
                         e.expired = True
                         self._expirations += 1
                         self._version += 1
+                        self._moved += 1
                     if age > self.linger:
                         stale.append(key)
                 for key in stale:
                     del tier[key]
                     self._forget(key)
                     self._version += 1
+                    self._moved += 1
             listening = self._listening_locked()
             steady = self._steady
             for gkey, group in self._groups.items():
                 until = steady.get(gkey)
-                if until is not None and now <= until and len(group) == 1:
-                    continue
+                if until is not None and len(group) == 1:
+                    if now <= until:
+                        continue
+                    (e,) = group.values()
+                    # Past the hold time of the advert it was judged at, but heard since (repeat()
+                    # moves last_seen only): still steady, until its latest advert's hold time.
+                    hold = hold_time(e.interval, e.version)
+                    if not e.expired and now - e.last_seen <= hold:
+                        steady[gkey] = e.last_seen + hold
+                        continue
                 summary = judge_vrid(gkey, tuple(group.values()), now, listening=listening).summary
                 if self._verdicts.get(gkey) != summary:
                     self._verdicts[gkey] = summary
                     changed = True
+                    self._moved += 1
                 # One router heard within its hold time: its VRID's verdict reads only whether it is
                 # present (it is, until last_seen + hold time), its priority and `contested` (no split
                 # brain with one router, no "no master" while it is present). Time alone changes none
@@ -467,6 +482,24 @@ class PeerTable:
                 steady.pop(gkey, None)
         return changed
 
+    def due(self) -> float:
+        """The earliest time `tick()` can change anything: a router's hold time or linger running
+        out; -inf while a VRID is not steady (see tick(): judged at every tick). The capture thread
+        ticks then (but at least once a second), not 4 times a second for nothing."""
+        with self._lock:
+            steady = self._steady
+            for gkey, group in self._groups.items():
+                if len(group) != 1 or gkey not in steady:
+                    return float("-inf")
+            soon = float("inf")
+            linger = self.linger
+            for tier in (self._probation, self._established):
+                for e in tier.values():
+                    if not e.expired:
+                        soon = min(soon, e.last_seen + hold_time(e.interval, e.version))
+                    soon = min(soon, e.last_seen + linger)
+            return soon
+
     # -- readers ----------------------------------------------------------------------------------
 
     def version(self) -> int:
@@ -476,6 +509,14 @@ class PeerTable:
             if self._listen_until is not None:
                 self._version += 1  # a stopped capture's listening time moves with the clock
             return self._version
+
+    def moved(self) -> int:
+        """A number that moves with everything but a repeat (`repeat()`: a router sending the same
+        bytes again moves only its last advert time and counts): equal numbers, the same routers,
+        runs, priorities and expiries, so what the failover accounts read of them only moved in time,
+        which they account exactly from the packet times whenever they are brought up to date."""
+        with self._lock:
+            return self._moved
 
     def __len__(self) -> int:
         with self._lock:
