@@ -16,10 +16,12 @@ older releases; `decode_name` / `decode_state` accept every shape.
 Decisions:
 - VrrpStopped, or the name losing its owner (a SIGKILLed keepalived sends no VrrpStopped): publish an
   empty tuple (D-Bus vouches that keepalived has no instances now) and mark the source down.
-- A VrrpStatusChange is a cue, not the news: the source reads the instance's `State` property (with the
-  client's call deadline) and publishes that. keepalived 1.3.9 sent the OLD state in the signal on
-  BACKUP->FAULT, and any local process may send a unicast signal to this connection (the system bus
-  policy allows signals): State is what keepalived says now. When the read fails (object gone at
+- A VrrpStatusChange is shown at once and confirmed after: the signal's state is published, then the
+  instance's `State` property is read (with the client's call deadline) and published where it differs;
+  transitions are counted from the reads. keepalived 1.3.9 sent the OLD state in the signal on
+  BACKUP->FAULT (shown: nothing new; read: FAULT). Any local process may send a unicast signal to this
+  connection (the system bus policy allows signals), but only the connection owning keepalived's name
+  is listened to (below), and the bus daemon stamps the sender. When the read fails (object gone at
   shutdown) the signal's state is taken; when it times out, too, and signals are taken as they come
   until the next full read (one deadline lost, not one per signal of a burst).
 - keepalived's signals count only from the connection that owns its name (as the bus last said): a
@@ -256,6 +258,7 @@ class DbusSource(Source):
         self.signals_handled = 0
         self.status_batches = 0  # runs of VrrpStatusChange handled together (see _status_changes)
         self.state_reads = 0  # State properties read to confirm a VrrpStatusChange
+        self.early_publications = 0  # batches whose signalled states were shown before their State reads
         self.state_corrections = 0  # ... that said something else than the signal
         self._confirm = True  # read State on VrrpStatusChange (off after a timeout until the next full read)
         self._owner: str | None = None  # the unique name owning keepalived's name, at the last full read
@@ -453,7 +456,17 @@ class DbusSource(Source):
                 self._changed()
                 return
         signalled = [decode_state(sig.body[0] if sig.body else None) for sig, _ in known]
-        confirmed = self._confirmed_states(client, [sig.path for sig, _ in known], signalled)
+        saved = {sig.path: self._views[sig.path] for sig, _ in known}
+        # Shown at once, confirmed after. The State reads wait for keepalived, which is busy with the
+        # very transitions it signals: at 100 instances going FAULT its replies came 35-110 ms after
+        # its signals, and the scrape waited for them. A signal's state is keepalived's own word (only
+        # its connection can send as its unique name), and the one known wrong case, 1.3.9's BACKUP ->
+        # FAULT sending the old state, shows nothing new here: the read then sets FAULT. Counting and
+        # the final views are the confirmed ones, as before.
+        early = self._confirm and self._show_signalled(known, signalled)
+        shown = {path: self._views[path].state for path in saved}
+        confirmed = self._confirmed_states(client, [s.path for s, _ in known], signalled)
+        self._views.update(saved)
         counted: list[str] = []
         moved = False
         for (sig, _), state in zip(known, confirmed, strict=True):
@@ -464,14 +477,30 @@ class DbusSource(Source):
             self._views[sig.path] = replace(view, state=state)
             if view.state is not None and state is not VrrpState.STOP:
                 counted.append(view.name)
-        if not moved:
+        if not moved and not early:
             return
-        self._publish()
+        if not early or any(self._views[path].state != shown[path] for path in saved):
+            self._publish()  # the confirmed states, where they differ from what was shown
         if counted:
             self.store.count_transitions(counted)
         if self._last_error is not None:
             self.ok()
         self._changed()
+
+    def _show_signalled(
+        self, known: list[tuple[Signal, InstanceView]], signalled: list[VrrpState | None]
+    ) -> bool:
+        """Publish the signals' states before their confirmation; True when that moved anything."""
+        moved = False
+        for (sig, _), state in zip(known, signalled, strict=True):
+            view = self._views[sig.path]
+            if state is not None and state != view.state:
+                self._views[sig.path] = replace(view, state=state)
+                moved = True
+        if moved:
+            self.early_publications += 1
+            self._publish()
+        return moved
 
     def _confirmed_state(self, client: BusClient, path: str, signalled: VrrpState | None) -> VrrpState | None:
         """The instance's State property now; the signal's state when it cannot be read."""
