@@ -70,10 +70,11 @@ def test_transitions_are_read_from_state_and_still_arrive_at_once(lab: Lab) -> N
         assert lab.failover() == "a"
         assert wait_until(lambda: state_of(stores["b"], name) == VrrpState.MASTER)
         arrived = next(t for t, s in arrivals if s == VrrpState.MASTER)
+        # shown from the signal, then confirmed: the State read and the count follow it
+        assert wait_until(lambda: dict(stores["b"].snapshot().transitions).get(name) == 1)
         assert b.state_reads > reads  # the State property was read for the signal ...
         assert b.enumerations == enumerations  # ... and nothing was enumerated again
         assert b.state_corrections == 0  # 2.2.7 signals the new state: the read agrees
-        assert dict(stores["b"].snapshot().transitions).get(name) == 1
         print(
             f"\nSIGTERM to the master -> MASTER (State read) in the backup's store: {1000 * (arrived - sent):.1f} ms"
         )
@@ -84,8 +85,8 @@ def test_transitions_are_read_from_state_and_still_arrive_at_once(lab: Lab) -> N
         subprocess.run(["ip", "-n", node.netns, "link", "set", node.interface, "down"], check=True)
         assert wait_until(lambda: state_of(stores["b"], name) == VrrpState.FAULT)
         print(f"interface down -> FAULT in the store: {1000 * (time.monotonic() - sent):.1f} ms (polled)")
+        assert wait_until(lambda: dict(stores["b"].snapshot().transitions).get(name) == 2)
         assert b.state_reads > reads and b.state_corrections == 0
-        assert dict(stores["b"].snapshot().transitions).get(name) == 2
     finally:
         for src in sources.values():
             src.stop()

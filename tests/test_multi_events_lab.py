@@ -72,8 +72,12 @@ def test_dbus_and_fifo_per_keepalived(lab: RoutersLab, tmp_path: Path) -> None:
         lab.split(FIFO)
         want.update({d0b: 2.0, f1b: 2.0})
         assert wait_until(lambda: by_netns(exp, "keepalived_vrrp_state") == want, 10.0), exp.text()[-3000:]
-        transitions = by_netns(exp, "keepalived_vrrp_transitions_total")
-        assert transitions.get(d0b, 0.0) >= 1.0 and transitions.get(f1b, 0.0) >= 1.0, transitions
+
+        def counted() -> bool:  # D-Bus counts when its State read confirms, just after the state shows
+            transitions = by_netns(exp, "keepalived_vrrp_transitions_total")
+            return transitions.get(d0b, 0.0) >= 1.0 and transitions.get(f1b, 0.0) >= 1.0
+
+        assert wait_until(counted, 5.0), by_netns(exp, "keepalived_vrrp_transitions_total")
 
         # keepalived restarted in place (SIGKILL: no VrrpStopped, no FIFO STOP line): the members attach
         # to the new processes, and their states come back from the new keepalived.
