@@ -24,9 +24,11 @@ and keyed on what it rendered (its families' samples), unless it has a `cache_ke
 callable returning what it reads besides the snapshot (the watchdog's counters), its key.
 Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
 change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that. The
-fused verdict (`collect_fused`) is judged again when anything it reads moves, and otherwise once per
-`FUSED_STALENESS` (0.25 s) of snapshot time: what only the passing of time changes in it (a master
-silent for its hold time) is served at most 0.25 s late. A part whose cache key cannot be computed
+fused verdict (`collect_fused`) has a memo of its own (`collectors.fused.RowMemo` over
+`verdicts.fused.Memo`): a render judges again only the VRIDs whose inputs moved or whose next
+time-driven edge (a master silent for its hold time) the snapshot's time reached, and the part is
+keyed on the verdicts themselves, so it is written again only when one moved, and never late: a
+body is served from the cache (`cached`) only before that edge. A part whose cache key cannot be computed
 fails alone (`ka_exporter_collector_success`), as a part whose render raises.
 
 `ka_exporter_scrape_duration_seconds` is the time the served body took to render: a body served from
@@ -74,6 +76,8 @@ from ka_exporter.collectors import (
     success_family,
 )
 from ka_exporter.collectors.exporter import collect_exporter
+from ka_exporter.collectors.fused import FAMILIES as FUSED
+from ka_exporter.collectors.fused import RowMemo
 from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.model import Snapshot
@@ -187,35 +191,6 @@ def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
     return peer_fields, stats_fields
 
 
-#: The longest a served fused verdict may have been judged before the scrape's snapshot, when nothing
-#: it reads changed but time went on (see `_fused_key`).
-FUSED_STALENESS = 0.25
-_FUSED_SECTIONS = ("config", "process", "addresses", "views", "views_time", "health", "wire", "l2")
-
-
-def _fused_key() -> KeyFn:
-    """The cache key of collect_fused: what `verdicts.fused.judge` reads, and time in steps of
-    FUSED_STALENESS.
-
-    The fused verdict reads keepalived.conf, the instances, their freshness (views_time, the sources'
-    health), the local addresses, the L2 witness, the process, and the routers' records; it is judged
-    again as soon as any of these moves (a router's record in more than its counters and times: a new
-    router, a priority, a run that starts or ends, a priority-0 advert). What only time changes (a
-    master silent for its hold time, another router's second advert of a run) is judged again once
-    the snapshot's time enters the next FUSED_STALENESS step: a served verdict is never older than
-    that. Judging it on every scrape cost milliseconds per 100 instances (it is O(VRIDs)).
-    """
-    peer_fields, stats_fields = _record_fields()
-
-    def key(snap: Snapshot, versions: Versions) -> object:
-        sections = tuple(versions[n] for n in _FUSED_SECTIONS)
-        peers = [peer_fields(p) for p in snap.wire_peers or ()]
-        stats = None if snap.wire_stats is None else stats_fields(snap.wire_stats)
-        return (sections, peers, stats, math.floor(snap.time / FUSED_STALENESS))
-
-    return key
-
-
 def _named(part: Part, module: str, name: str) -> bool:
     return getattr(part, "__module__", "") == module and getattr(part, "__name__", "") == name
 
@@ -242,7 +217,10 @@ def units_for(
             # the wire's accounts: keyed on their records
             out.append([(_failover_key, _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
-            out.append([(_fused_key(), _plain(part), _keyed_text(part, formatter))])
+            # keyed on its verdicts, judged by a memo of its own (only the VRIDs that can have moved)
+            memo = RowMemo()
+            text = None if formatter is None else _KeyedText(formatter, memo.collect, FUSED, memo.rows).text
+            out.append([(memo.key, _plain(memo.collect), text)])
         elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
             out.append([(_sections("l2"), _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.lvs", "collect_lvs"):
@@ -529,7 +507,8 @@ class _KeyedText:
         if kept is not None and kept.keys == keys:
             # The same rows in the same order: only the moved ones change their column entries.
             for r, (_key, basis, series) in enumerate(rows):
-                if kept.bases[r] != basis:
+                was = kept.bases[r]
+                if was is not basis and was != basis:  # the same object: the same row (a memo's verdict)
                     kept.bases[r] = basis
                     for k, text in enumerate(self._lines(series(), om)):
                         kept.columns[k][r] = text
@@ -543,7 +522,8 @@ class _KeyedText:
             bases: list[object] = []
             for key, basis, series in rows:
                 mine = by_key.get(key)
-                made.append(mine[1] if mine is not None and mine[0] == basis else self._lines(series(), om))
+                same = mine is not None and (mine[0] is basis or mine[0] == basis)
+                made.append(mine[1] if mine is not None and same else self._lines(series(), om))
                 bases.append(basis)
             kept = self._kept[kind] = _Columns(
                 keys,
@@ -612,7 +592,7 @@ def _header(family: Family, om: bool) -> str:
 
 
 class _Body:
-    __slots__ = ("body", "chunks", "gzipped", "keys", "stamp")
+    __slots__ = ("body", "chunks", "gzipped", "keys", "stamp", "until")
 
     def __init__(
         self, keys: tuple[object, ...], body: bytes, stamp: object = None, chunks: tuple[bytes, ...] = ()
@@ -622,6 +602,7 @@ class _Body:
         self.chunks = chunks  # the parts' texts and the success family: all of the body but its duration
         self.gzipped: bytes | None = None
         self.stamp = stamp  # the source's stamp it was rendered at (see Renderer.cached); None: unknown
+        self.until = math.inf  # the store time from which time alone can change it (a verdict's edge)
 
 
 class Renderer:
@@ -656,6 +637,10 @@ class Renderer:
         self._stamp = stamp if all(unit[0] is not None for _i, unit in self._units) else None
         # What parts read besides the snapshot (their `cache_key`): in the stamp too.
         self._own = tuple(o for p in self._parts if callable(o := getattr(p, "cache_key", None)))
+        # Units whose text time alone can change (the fused verdict's memo): their next edge.
+        self._edges = tuple(
+            m for _i, unit in self._units if isinstance(m := getattr(unit[0], "__self__", None), RowMemo)
+        )
         self._gzip_level = gzip_level
         self._clock = clock
         self._failures = FailureLog()
@@ -694,20 +679,34 @@ class Renderer:
             return None
         try:
             body = self._bodies.get(content_type)
-            if body is None or body.stamp is None or body.stamp != self._stamped():
+            stamped = self._stamped()
+            if body is None or body.stamp is None or stamped is None or body.stamp != stamped[1]:
                 return None
+            if stamped[0] >= body.until:
+                return None  # a verdict that time alone changes is due: a render judges it again
             if not gz:
                 return body.body, content_type, None
             return None if body.gzipped is None else (body.gzipped, content_type, "gzip")
         finally:
             self._lock.release()
 
-    def _stamped(self) -> object:
-        """The source's stamp with the fused verdict's staleness step of its time (None: unknown)."""
+    def _stamped(self) -> tuple[float, object] | None:
+        """The store's time and a token of everything the body reads (None: unknown)."""
         got = None if self._stamp is None else self._stamp()
         if got is None:
             return None
-        return (got[1], math.floor(got[0] / FUSED_STALENESS), tuple(own() for own in self._own))
+        return got[0], (got[1], tuple(own() for own in self._own))
+
+    def next_edge(self) -> float:
+        """The store time from which time alone can change what the last render made (a fused
+        verdict's next edge: a hold time running out); infinity if never."""
+        return min((e.next_edge for e in self._edges), default=math.inf)
+
+    def fused_memos(self) -> tuple[RowMemo, ...]:
+        """The fused part's memo (for tests and benches: what it judged)."""
+        return self._edges
+
+    _until = next_edge
 
     def body(self, accept: str = "") -> bytes:
         """The uncompressed body for `accept` (for --once and tests)."""
@@ -770,14 +769,16 @@ class Renderer:
         clock = self._clock
         # Taken before the snapshot: a change in between makes the next `cached` miss, never serve
         # a body older than its stamp says.
-        stamp = self._stamped()
+        stamped = self._stamped()
+        stamp = None if stamped is None else stamped[1]
         snap, versions = self._source()
         took = [0.0] * len(self._units)  # per unit: its key, and its render if it had one (s)
         snapped = clock()
         keys, rendered = self._keys(snap, versions, took)
+        until = self._until()  # the keys were computed: the memos judged this snapshot
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
-            cached.stamp = stamp
+            cached.stamp, cached.until = stamp, until
             return cached
         chunks: list[bytes] = []
         failed: set[int] = set()  # parts (by index) with a unit that failed in this render
@@ -814,12 +815,12 @@ class Renderer:
         chunks.append(self._formatter.format([success_family(results)], content_type, encoder))
         texts = tuple(chunks)
         if cached is not None and not failed and texts == cached.chunks:
-            # A key moved (the fused part's 0.25 s time step, a counter that did not change the text)
-            # but every text is what the cached body holds: serve those bytes, not a copy that differs
-            # only in its render time (the merge of --discover would parse it again; a client's ETag
-            # or gzip would change for nothing).
+            # A key moved (a counter that did not change the text) but every text is what the cached
+            # body holds: serve those bytes, not a copy that differs only in its render time (the
+            # merge of --discover would parse it again; a client's ETag or gzip would change for
+            # nothing).
             cached.keys = tuple(keys)
-            cached.stamp = stamp
+            cached.stamp, cached.until = stamp, until
             return cached
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
         seconds = clock() - started
@@ -830,6 +831,7 @@ class Renderer:
         if content_type.startswith(_OM):
             chunks.append(_EOF)
         made = _Body(tuple(keys), b"".join(chunks), None if failed else stamp, () if failed else texts)
+        made.until = until
         self._bodies[content_type] = made
         self.renders += 1
         return made
