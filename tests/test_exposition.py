@@ -166,7 +166,7 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
         (
             "instances go FAULT",
             lambda: store.set_instances(fault, "dumps"),
-            {collect_keepalived, collect_vips},
+            {collect_keepalived},  # (keepalived.conf lists the VIPs: a state change moves no VIP series)
         ),
         (
             "keepalived stops",
@@ -631,3 +631,39 @@ def test_keyed_parts_write_again_only_the_rows_that_moved() -> None:
             )
             for accept, body in zip(("", OM_ACCEPT), bodies, strict=True):
                 assert masked(body) == masked(oracle_of(accept)), what
+
+
+def test_the_vip_part_written_row_by_row_is_the_oracles_through_address_and_config_moves() -> None:
+    store, _clock, _table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    config = store.config()
+    vips = [v for v in (store.snapshot().instances or ()) for v in (*v.vips, *v.vips_excluded)]
+    assert len(vips) >= 2
+    base = (LocalAddress("10.97.0.1", 24, "eth0", "inet"),)
+    vip_lines = re.compile(rb"^keepalived_vip_(?:status|on_interface)\b.*$", re.M)
+    steps = [
+        (
+            "every VIP here",
+            lambda: store.set_addresses((*base, *(LocalAddress(v, 32, "eth0", "inet") for v in vips))),
+        ),
+        (
+            "one on a second interface",
+            lambda: store.set_addresses((*base, LocalAddress(vips[0], 32, "eth1", "inet"))),
+        ),
+        ("none", lambda: store.set_addresses(base)),
+        ("addresses unknown", lambda: store.set_addresses(None)),
+        (
+            "keepalived.conf gone: the instances list them",
+            lambda: (store.set_config(None), store.set_addresses(base)),
+        ),
+        ("and one comes", lambda: store.set_addresses((*base, LocalAddress(vips[-1], 32, "eth0", "inet")))),
+        ("keepalived.conf back", lambda: store.set_config(config)),
+    ]
+    shown = set()
+    for what, step in steps:
+        step()
+        for accept in ("", OM_ACCEPT):
+            body = renderer.body(accept)
+            assert masked(body) == masked(oracle(store, accept)), what
+        shown.add(tuple(vip_lines.findall(body)))
+    assert len(shown) == len(steps), "each step moved the VIP series"

@@ -17,17 +17,21 @@ the labels it had (the seed guide's `keepalived_vip_status{hostname,vip}`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from ka_exporter.collectors import Family, Row, Rows, Series, keyed_families
 from ka_exporter.model import Snapshot, canonical_ip
 
+VipEntry = tuple[str, str, str, str | None, bool]  # (vip, iname, vrid, dev, excluded)
 
-def configured_vips(snap: Snapshot) -> list[tuple[str, str, str, str | None, bool]]:
+
+def configured_vips(snap: Snapshot) -> list[VipEntry]:
     """(vip, iname, vrid, configured dev, excluded) for every VIP keepalived.conf (or keepalived) names,
     `virtual_ipaddress_excluded` ones included (excluded True)."""
-    out: list[tuple[str, str, str, str | None, bool]] = []
+    out: list[VipEntry] = []
     if snap.config is not None and snap.config.instances:
         for inst in snap.config.instances:
             for vip in inst.vips:
@@ -99,43 +103,72 @@ def _single(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return g
 
 
-def collect_vips(snap: Snapshot) -> Iterator[Metric]:
+#: The VIP part's families, in exposition order (its rows: `vips_rows`).
+VIP_FAMILIES: tuple[Family, ...] = (
+    (
+        "keepalived_vip_status",
+        "gauge",
+        "1 if this node holds the virtual IP on any interface (seed guide series).",
+        ("hostname", "vip"),
+    ),
+    (
+        "keepalived_vip_on_interface",
+        "gauge",
+        "1 for each interface that holds a configured virtual IP; 0 on its configured interface if absent.",
+        ("iname", "vrid", "vip", "interface"),
+    ),
+)
+_VIP_SHOWN = frozenset({0, 1})  # both families, even without a sample (this node's addresses unknown)
+
+
+def vips_rows(snap: Snapshot) -> Rows | None:
+    """The VIP part as keyed rows (see `collectors.Row`): one per VIP of an instance, keyed on it, its
+    basis what its series read (the interfaces holding it); None when no VIP is known."""
     vips = configured_vips(snap)
     if not vips:
-        return
+        return None
     held: dict[str, set[str]] = {}
     known = snap.addresses is not None
     for addr in snap.addresses or ():
         held.setdefault(canonical_ip(addr.address), set()).add(addr.interface)
-    status = GaugeMetricFamily(
-        "keepalived_vip_status",
-        "1 if this node holds the virtual IP on any interface (seed guide series).",
-        labels=["hostname", "vip"],
-    )
-    detail = GaugeMetricFamily(
-        "keepalived_vip_on_interface",
-        "1 for each interface that holds a configured virtual IP; 0 on its configured interface if absent.",
-        labels=["iname", "vrid", "vip", "interface"],
-    )
+    hostname = snap.hostname
     seen: set[str] = set()
-    for vip, iname, vrid, dev, excluded in vips:
-        where = held.get(vip, set())
-        if vip not in seen and known:
-            _add(status, {"hostname": snap.hostname, "vip": vip}, excluded, 1.0 if where else 0.0)
-            seen.add(vip)
-        if not known:
-            continue
-        for intf in sorted(where):
-            _add(detail, {"iname": iname, "vrid": vrid, "vip": vip, "interface": intf}, excluded, 1.0)
-        if dev and dev not in where:
-            _add(detail, {"iname": iname, "vrid": vrid, "vip": vip, "interface": dev}, excluded, 0.0)
-    yield status
-    yield detail
+    rows: list[Row] = []
+    for entry in vips:
+        vip = entry[0]
+        first = vip not in seen
+        seen.add(vip)
+        where = tuple(sorted(held.get(vip, ()))) if known else None
+        basis = (first, where, hostname)
+        rows.append((entry, basis, partial(_vip_series, entry, first, where, hostname)))
+    return _VIP_SHOWN, rows
 
 
-def _add(family: GaugeMetricFamily, labels: dict[str, str], excluded: bool, value: float) -> None:
+def _vip_series(entry: VipEntry, first: bool, where: tuple[str, ...] | None, hostname: str) -> list[Series]:
+    vip, iname, vrid, dev, excluded = entry
+    if where is None:  # this node's addresses not known: the families alone
+        return []
+    out: list[Series] = []
+    if first:
+        out.append(_vip_sample(0, {"hostname": hostname, "vip": vip}, excluded, 1.0 if where else 0.0))
+    for intf in where:
+        out.append(
+            _vip_sample(1, {"iname": iname, "vrid": vrid, "vip": vip, "interface": intf}, excluded, 1.0)
+        )
+    if dev and dev not in where:
+        out.append(
+            _vip_sample(1, {"iname": iname, "vrid": vrid, "vip": vip, "interface": dev}, excluded, 0.0)
+        )
+    return out
+
+
+def _vip_sample(k: int, labels: dict[str, str], excluded: bool, value: float) -> Series:
     """A sample with the family's labels, plus excluded="true" for a `virtual_ipaddress_excluded` VIP."""
-    family.add_sample(family.name, {**labels, "excluded": "true"} if excluded else labels, value)
+    return (k, VIP_FAMILIES[k][0], {**labels, "excluded": "true"} if excluded else labels, value)
+
+
+def collect_vips(snap: Snapshot) -> Iterator[Metric]:
+    return keyed_families(VIP_FAMILIES, vips_rows(snap))
 
 
 def collect_config(snap: Snapshot) -> Iterator[Metric]:

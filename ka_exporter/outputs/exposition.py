@@ -78,7 +78,7 @@ from ka_exporter.collectors import (
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.fused import FAMILIES as FUSED
 from ka_exporter.collectors.fused import RowMemo
-from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.collectors.host import VIP_FAMILIES, collect_config, collect_process, collect_vips, vips_rows
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.model import Snapshot
 from ka_exporter.store import Versions
@@ -122,9 +122,17 @@ def _keepalived_key(snap: Snapshot, versions: Versions) -> object:
     return (*(versions[n] for n in sections), current)
 
 
+def _vips_key(snap: Snapshot, versions: Versions) -> object:
+    # keepalived.conf lists the VIPs when it lists the instances: keepalived's view is not read then
+    # (a state change does not move the part).
+    if snap.config is not None and snap.config.instances:
+        return (versions["config"], versions["addresses"])
+    return (versions["config"], versions["views"], versions["addresses"])
+
+
 KEYS: dict[Callable[..., Any], KeyFn] = {
     collect_process: _sections("process"),
-    collect_vips: _sections("config", "views", "addresses"),
+    collect_vips: _vips_key,
     collect_config: _sections("config"),
     collect_keepalived: _keepalived_key,
     collect_exporter: _sections("health", "health_times"),
@@ -199,8 +207,9 @@ def _is_collect_wire(part: Part) -> bool:
     return _named(part, "ka_exporter.collectors.wire", "collect_wire")
 
 
-def _failover_key(snap: Snapshot, _versions: Versions) -> object:
-    return (snap.failover, snap.failover_events)
+def _failover_key(snap: Snapshot, versions: Versions) -> object:
+    # keepalived.conf too: a configured VRID shows its (empty) histograms
+    return (snap.failover, snap.failover_events, versions["config"])
 
 
 def units_for(
@@ -231,6 +240,9 @@ def units_for(
             out.append([(_own_key(own), _plain(part), None)])
         elif part is collect_keepalived:
             out.append([(keys.get(part), _plain(part), _keyed_text(part, formatter))])
+        elif part is collect_vips:
+            text = None if formatter is None else _KeyedText(formatter, part, VIP_FAMILIES, vips_rows).text
+            out.append([(keys.get(part), _plain(part), text)])
         else:
             out.append([(keys.get(part), _plain(part), None)])
     return out
