@@ -78,7 +78,7 @@ from ka_exporter.collectors import (
 from ka_exporter.collectors.exporter import collect_exporter
 from ka_exporter.collectors.fused import FAMILIES as FUSED
 from ka_exporter.collectors.fused import RowMemo
-from ka_exporter.collectors.host import VIP_FAMILIES, collect_config, collect_process, collect_vips, vips_rows
+from ka_exporter.collectors.host import VIP_FAMILIES, VipRows, collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.model import Snapshot
 from ka_exporter.store import Versions
@@ -241,7 +241,7 @@ def units_for(
         elif part is collect_keepalived:
             out.append([(keys.get(part), _plain(part), _keyed_text(part, formatter))])
         elif part is collect_vips:
-            text = None if formatter is None else _KeyedText(formatter, part, VIP_FAMILIES, vips_rows).text
+            text = None if formatter is None else _KeyedText(formatter, part, VIP_FAMILIES, VipRows()).text
             out.append([(keys.get(part), _plain(part), text)])
         else:
             out.append([(keys.get(part), _plain(part), None)])

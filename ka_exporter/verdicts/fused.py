@@ -50,6 +50,7 @@ import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ka_exporter.model import InstanceView, Snapshot, VipAnswers, VrrpState, WirePeer, canonical_ip
 from ka_exporter.verdicts.vips import held_addresses
@@ -490,6 +491,10 @@ def _claims(snap: Snapshot) -> dict[VridKey, tuple[float | None, ...]]:
     return {key: tuple(v.last_transition for v in views) for key, views in master_claims(snap).items()}
 
 
+def _view_key(v: InstanceView) -> VridKey:
+    return (v.interface, v.family, v.vrid)
+
+
 def _groups(peers: Sequence[WirePeer]) -> dict[VridKey, tuple[WirePeer, ...]]:
     out: dict[VridKey, list[WirePeer]] = {}
     for p in peers:
@@ -585,6 +590,7 @@ class Memo:
         self._statics: dict[VridKey, _Vrid] = {}
         self._index: dict[str, set[VridKey]] = {}  # VIP -> the VRIDs whose VIPs include it
         self._claims: dict[VridKey, tuple[float | None, ...]] = {}
+        self._views_at: dict[VridKey, list[int]] = {}  # the places of each VRID's instances
         self._groups: dict[VridKey, tuple[WirePeer, ...]] = {}
         self._held: frozenset[str] = frozenset()
         self._by_vip: dict[str, tuple[VipAnswers, ...]] = {}
@@ -594,6 +600,9 @@ class Memo:
         self._heap: list[tuple[float, int, VridKey]] = []
         self._serial = 0
         self._keys: list[VridKey] = []
+        self._at: dict[VridKey, int] = {}  # a VRID's place in _keys
+        self._verdicts: list[FusedVerdict] = []  # in _keys' order
+        self._wires: list[VridVerdict | None] = []
         self._out: tuple[FusedVerdict, ...] = ()
         self.wire: tuple[VridVerdict, ...] = ()  # the wire verdicts of the last snapshot judged
         self.judged = 0  # VRIDs judged, in all (tests and benches)
@@ -624,18 +633,30 @@ class Memo:
             self._rekey(w)
         if everything:
             todo = self._keys
+        elif keys_moved:
+            entries = self._entries
+            todo = [k for k in self._keys if k in dirty or k not in entries]
         else:
-            entries = self._entries
-            todo = [k for k in self._keys if k in dirty or k not in entries] if dirty or keys_moved else []
-        for key in todo:
-            self._judge(w, key)
-        if todo or keys_moved or everything:
-            entries = self._entries
-            self._out = tuple(entries[k].verdict for k in self._keys)
-            self.wire = tuple(v for k in self._keys if (v := entries[k].wire) is not None)
-            if len(heap) > 4 * len(entries) + 64:  # edges of entries judged again since: drop them
-                self._heap = [(e.edge, e.serial, k) for k, e in entries.items() if e.edge < math.inf]
-                heapq.heapify(self._heap)
+            at = self._at
+            todo = [k for k in dirty if k in at]
+        moved = [key for key in todo if self._judge(w, key)]
+        entries = self._entries
+        if keys_moved or everything:
+            self._verdicts = [entries[k].verdict for k in self._keys]
+            self._wires = [entries[k].wire for k in self._keys]
+        elif moved:  # the same VRIDs: only the moved ones' places change
+            at = self._at
+            for key in moved:
+                got = entries[key]
+                self._verdicts[at[key]] = got.verdict
+                self._wires[at[key]] = got.wire
+        if keys_moved or everything or moved:
+            self._out = tuple(self._verdicts)
+            # (every VRID has its wire verdict while the wire is known, none otherwise)
+            self.wire = cast("tuple[VridVerdict, ...]", tuple(self._wires)) if w.wire_known else ()
+        if len(heap) > 4 * len(entries) + 64:  # edges of entries judged again since: drop them
+            self._heap = [(e.edge, e.serial, k) for k, e in entries.items() if e.edge < math.inf]
+            heapq.heapify(self._heap)
         return self._out
 
     def _records(self, snap: Snapshot, dirty: set[VridKey]) -> bool:
@@ -658,11 +679,7 @@ class Memo:
                 keys_moved = True
             self._config, self._static_views = config, views
         if snap.instances is not self._instances:
-            claims, old_claims = _claims(snap), self._claims
-            if claims != old_claims:
-                dirty.update(k for k in {*old_claims, *claims} if old_claims.get(k) != claims.get(k))
-                self._claims = claims
-            self._instances = snap.instances
+            self._take_claims(snap, dirty)
         if snap.wire_peers is not self._peers:
             groups, old_groups = _groups(snap.wire_peers or ()), self._groups
             keys_moved = keys_moved or groups.keys() != old_groups.keys()
@@ -682,6 +699,37 @@ class Memo:
                     dirty.update(self._index.get(vip, ()))
             self._by_vip, self._l2_bases, self._l2 = by_vip, bases, snap.l2
         return keys_moved
+
+    def _take_claims(self, snap: Snapshot, dirty: set[VridKey]) -> None:
+        """The MASTER claims of the snapshot's instances. The store hands out the same view objects
+        while they did not change: when only some are new objects (one instance's transition), only
+        their VRIDs' claims are looked at again."""
+        old, new = self._instances, snap.instances
+        self._instances = new
+        if isinstance(old, tuple) and new is not None and len(old) == len(new) and self._views_at:
+            changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a is not b]
+            if all(_view_key(old[i]) == _view_key(new[i]) for i in changed):
+                claims = self._claims
+                for key in {_view_key(new[i]) for i in changed}:
+                    mine = tuple(
+                        v.last_transition
+                        for j in self._views_at[key]
+                        if (v := new[j]).state == VrrpState.MASTER
+                    )
+                    if mine != claims.get(key, ()):
+                        dirty.add(key)
+                        if mine:
+                            claims[key] = mine
+                        else:
+                            claims.pop(key, None)
+                return
+        claims, old_claims = _claims(snap), self._claims
+        if claims != old_claims:
+            dirty.update(k for k in {*old_claims, *claims} if old_claims.get(k) != claims.get(k))
+            self._claims = claims
+        self._views_at = {}
+        for j, v in enumerate(new or ()):
+            self._views_at.setdefault(_view_key(v), []).append(j)
 
     def _shared(self, w: _World, dirty: set[VridKey]) -> bool:
         """Take what every VRID reads (`_World`); True when every VRID is to be judged again."""
@@ -719,8 +767,11 @@ class Memo:
                 self._entries.pop(key, None)
             self._readers -= gone
             self._keys = keys
+            self._at = {k: i for i, k in enumerate(keys)}
 
-    def _judge(self, w: _World, key: VridKey) -> None:
+    def _judge(self, w: _World, key: VridKey) -> bool:
+        """Judge one VRID again; True if its verdicts moved (equal ones keep their objects, so a row
+        whose verdict did not move is the same object as before)."""
         st = self._statics.get(key, _NOT_LOCAL)
         group = self._groups.get(key, ())
         wire = (
@@ -732,6 +783,14 @@ class Memo:
         got = _judge_one(
             w, key, st=st, group=group, claims=self._claims.get(key, ()), answers=answers, v=wire
         )
+        old = self._entries.get(key)
+        moved = True
+        if old is not None:
+            if got.verdict == old.verdict:
+                got.verdict = old.verdict
+            if got.wire == old.wire:
+                got.wire = old.wire
+            moved = got.verdict is not old.verdict or got.wire is not old.wire
         self._serial += 1
         got.serial = self._serial
         self._entries[key] = got
@@ -742,3 +801,4 @@ class Memo:
             self._readers.discard(key)
         if got.edge < math.inf:
             heapq.heappush(self._heap, (got.edge, got.serial, key))
+        return moved
