@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from ka_exporter.collectors import Family, Row, Rows, Series, keyed_families
-from ka_exporter.model import Snapshot, canonical_ip
+from ka_exporter.model import InstanceView, Snapshot, canonical_ip
 
 VipEntry = tuple[str, str, str, str | None, bool]  # (vip, iname, vrid, dev, excluded)
 
@@ -150,6 +150,23 @@ def _held(snap: Snapshot) -> dict[str, set[str]]:
     return held
 
 
+def _same_vips(old: object, new: object) -> bool:
+    """Do two instance lists give the same `configured_vips`? (by position, as the store hands them
+    out: only the new objects are compared)"""
+    if not isinstance(old, tuple) or not isinstance(new, tuple) or len(old) != len(new):
+        return False
+    return all(
+        a is b
+        or (
+            isinstance(a, InstanceView)
+            and isinstance(b, InstanceView)
+            and (a.name, a.vrid, a.interface, a.vips, a.vips_excluded)
+            == (b.name, b.vrid, b.interface, b.vips, b.vips_excluded)
+        )
+        for a, b in zip(old, new, strict=True)
+    )
+
+
 class VipRows:
     """`vips_rows` over a renderer's successive snapshots: when only this node's addresses moved (a
     failover of one instance of 1,000), only the rows of the VIPs whose holding moved are made again,
@@ -167,6 +184,8 @@ class VipRows:
     def __call__(self, snap: Snapshot) -> Rows | None:
         config = snap.config
         source = config if config is not None and config.instances else snap.instances
+        if source is not self._source and _same_vips(self._source, source):
+            self._source = source  # new view objects, but none moved in what the entries read
         if source is not self._source or snap.hostname != self._hostname or self._addresses is None:
             self._rebuild(snap, source)
         elif snap.addresses is not self._addresses:

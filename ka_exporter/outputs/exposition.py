@@ -523,7 +523,11 @@ class _KeyedText:
                 if was is not basis and was != basis:  # the same object: the same row (a memo's verdict)
                     kept.bases[r] = basis
                     for k, text in enumerate(self._lines(series(), om)):
-                        kept.columns[k][r] = text
+                        column = kept.columns[k]
+                        if column[r] != text:  # only the families whose text moved are joined again
+                            column[r] = text
+                            kept.bodies[k] = None
+                            kept.text = None
         else:
             by_key = (
                 {}
@@ -542,7 +546,9 @@ class _KeyedText:
                 bases,
                 [list(c) for c in zip(*made, strict=True)] if made else [[] for _ in self._families],
             )
-        return self._assemble(shown, kept.columns, om)
+        if kept.text is None or kept.shown != shown:
+            kept.text, kept.shown = self._assemble(shown, kept, om), shown
+        return kept.text
 
     def _lines(self, series: list[Series], om: bool) -> tuple[bytes, ...]:
         """One row's text per family (b"" where it has no series), encoded once here rather than
@@ -567,13 +573,16 @@ class _KeyedText:
             out[k] = f"{out[k]}{sname}{text} {val}\n"
         return tuple(t.encode() for t in out)
 
-    def _assemble(self, shown: frozenset[int], columns: list[list[bytes]], om: bool) -> bytes:
+    def _assemble(self, shown: frozenset[int], kept: _Columns, om: bool) -> bytes:
         headers = self._headers.get(om)
         if headers is None:
             headers = self._headers[om] = tuple(_header(f, om).encode() for f in self._families)
         out: list[bytes] = []
-        for k, column in enumerate(columns):
-            body = b"".join(column)
+        bodies = kept.bodies
+        for k, column in enumerate(kept.columns):
+            body = bodies[k]
+            if body is None:
+                body = bodies[k] = b"".join(column)
             if body or k in shown:
                 out.append(headers[k])
                 out.append(body)
@@ -582,14 +591,18 @@ class _KeyedText:
 
 class _Columns:
     """A keyed part's rows as last written: their keys and bases in order, and per family the
-    rows' texts in that order (a column per family: a family's body is one join)."""
+    rows' texts in that order (a column per family: a family's body is one join, kept until one
+    of its rows' text moves), and the part's text they made (None: to be assembled again)."""
 
-    __slots__ = ("bases", "columns", "keys")
+    __slots__ = ("bases", "bodies", "columns", "keys", "shown", "text")
 
     def __init__(self, keys: tuple[Hashable, ...], bases: list[object], columns: list[list[bytes]]) -> None:
         self.keys = keys
         self.bases = bases
         self.columns = columns
+        self.bodies: list[bytes | None] = [None] * len(columns)
+        self.text: bytes | None = None
+        self.shown: frozenset[int] = frozenset()
 
     def texts(self) -> list[tuple[bytes, ...]]:
         """Each row's texts (per family), in row order."""

@@ -491,6 +491,19 @@ def _claims(snap: Snapshot) -> dict[VridKey, tuple[float | None, ...]]:
     return {key: tuple(v.last_transition for v in views) for key, views in master_claims(snap).items()}
 
 
+def _static_of(v: InstanceView) -> tuple[object, ...]:
+    # What `_statics` reads of an instance (when keepalived.conf does not list them).
+    return (v.interface, v.family, v.vrid, v.vips, v.vips_excluded, v.advert_int, v.version)
+
+
+def _same_statics(old: object, new: tuple[InstanceView, ...] | None) -> bool:
+    """Do two instance lists give the same `_statics`? (by position: the store's unchanged views are
+    the same objects, so only the new ones are compared)"""
+    if not isinstance(old, tuple) or new is None or len(old) != len(new):
+        return False
+    return all(a is b or _static_of(a) == _static_of(b) for a, b in zip(old, new, strict=True))
+
+
 def _view_key(v: InstanceView) -> VridKey:
     return (v.interface, v.family, v.vrid)
 
@@ -666,6 +679,12 @@ class Memo:
         keys_moved = False
         config = snap.config
         views = None if config is not None and config.instances else snap.instances
+        if (
+            config is self._config
+            and views is not self._static_views
+            and _same_statics(self._static_views, views)
+        ):
+            self._static_views = views  # new view objects, but none moved in what the statics read
         if config is not self._config or views is not self._static_views:
             statics = _statics(snap)
             if statics != self._statics:
