@@ -619,6 +619,9 @@ class Memo:
         self._out: tuple[FusedVerdict, ...] = ()
         self.wire: tuple[VridVerdict, ...] = ()  # the wire verdicts of the last snapshot judged
         self.judged = 0  # VRIDs judged, in all (tests and benches)
+        # What callers make of a VRID's verdicts, kept with them (`conditions`: its conditions, reused
+        # while its verdict objects are the same ones); bounded by the VRIDs judged (dropped with them).
+        self.kept: dict[object, tuple[object, ...]] = {}
 
     @property
     def next_edge(self) -> float:
@@ -784,6 +787,10 @@ class Memo:
             gone = set(self._keys).difference(keys)
             for key in gone:
                 self._entries.pop(key, None)
+            if self.kept:
+                self.kept = {
+                    k: v for k, v in self.kept.items() if not (isinstance(k, tuple) and k[-1] in gone)
+                }
             self._readers -= gone
             self._keys = keys
             self._at = {k: i for i, k in enumerate(keys)}
