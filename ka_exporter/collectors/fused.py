@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import Metric
 from ka_exporter.collectors import Family, Rows, Series, keyed_families
 from ka_exporter.model import Snapshot
 from ka_exporter.verdicts.fused import WITNESSES, FusedVerdict, Memo, judge
+from ka_exporter.verdicts.wire import VridVerdict
 
 LABELS = ["interface", "family", "vrid"]
 _VRID = tuple(LABELS)
@@ -123,6 +124,14 @@ class RowMemo:
 
     def rows(self, snap: Snapshot) -> Rows | None:
         return _rows(self.verdicts(snap))
+
+    def wire(self, snap: Snapshot, _versions: object = None) -> tuple[VridVerdict, ...] | None:
+        """The wire verdicts of the same VRIDs (`judge_snapshot(snap)`), judged with them; None while
+        the wire source is not running (the wire part's verdicts key)."""
+        if snap.wire_peers is None or snap.wire_stats is None:
+            return None
+        self.verdicts(snap)
+        return self.memo.wire
 
     def collect(self, snap: Snapshot) -> Iterator[Metric]:
         return keyed_families(FAMILIES, self.rows(snap))

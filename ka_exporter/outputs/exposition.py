@@ -44,9 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import fields
 from math import copysign
-from operator import attrgetter
 from typing import Any
 
 from prometheus_client import openmetrics
@@ -139,42 +137,20 @@ KEYS: dict[Callable[..., Any], KeyFn] = {
 }
 
 
-def _wire_units() -> list[Unit]:
+def _wire_units(memo: RowMemo) -> list[Unit]:
     """collect_wire as two units: the per-VRID verdicts, and the routers and counters.
 
     Counters and last-advert times move with every advert without a store change, so the routers
     unit is keyed on the records themselves (64 routers compare in microseconds). The verdicts unit
-    is keyed on the verdicts, judged again only when what they read moved: keepalived.conf, the
-    instances' VRIDs and intervals, the store's "wire" section (the wire source moves it right after
-    the batch of adverts that changed a verdict, and on its tick when time changed one), or a
-    router's record in more than its counters and times (a new router, a priority, ...): an advert,
-    or a state change, that changes no verdict does not judge 1,000 VRIDs again (milliseconds).
+    is keyed on the verdicts themselves, judged by the fused verdict's memo (`RowMemo.wire`, with
+    the fused verdicts of the same VRIDs): only the VRIDs whose routers or configuration moved, or
+    whose next time-driven edge came, are judged again, so an advert, a state change or the wire
+    source's tick that changes no verdict costs one VRID's verdict, not 1,000 (milliseconds).
     """
     from ka_exporter.collectors.wire import router_families, verdict_families
-    from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
 
-    peer_fields, stats_fields = _record_fields()
-    memo: list[object] = [None]
-    judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
-    local: list[object] = [None, ()]  # [views version, what the verdicts read of the instances]
-
-    def judged(snap: Snapshot, versions: Versions) -> tuple[VridVerdict, ...] | None:
-        if snap.wire_peers is None or snap.wire_stats is None:
-            return None
-        # The verdicts read keepalived.conf, else the instances' VRIDs and advert intervals (not
-        # their states), the store's wire section, and the routers' records.
-        if local[0] != versions["views"]:
-            views = snap.instances or ()
-            local[0] = versions["views"]
-            local[1] = tuple((v.interface, v.family, v.vrid, v.advert_int, v.version) for v in views)
-        moved = (versions["config"], versions["wire"], local[1])
-        basis = (moved, [peer_fields(p) for p in snap.wire_peers], stats_fields(snap.wire_stats))
-        if basis != memo[0]:
-            memo[0], judged_memo[0] = basis, judge_snapshot(snap)
-        return judged_memo[0]
-
-    def verdicts(snap: Snapshot, versions: Versions) -> Iterable[Metric]:
-        got = judged(snap, versions)
+    def verdicts(snap: Snapshot, _versions: Versions) -> Iterable[Metric]:
+        got = memo.wire(snap)
         return () if got is None else verdict_families(got)
 
     def routers_key(snap: Snapshot, _versions: Versions) -> object:
@@ -185,18 +161,7 @@ def _wire_units() -> list[Unit]:
             return ()
         return router_families(snap.wire_peers, snap.wire_stats)
 
-    return [(judged, verdicts, None), (routers_key, routers, None)]
-
-
-def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
-    """Getters of a router's record and of the wire counters without what moves with every advert
-    (counters, last-advert times): what changes there is a new router, a priority, a run, ..."""
-    from ka_exporter.model import WirePeer, WireStats
-
-    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
-    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
-    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
-    return peer_fields, stats_fields
+    return [(memo.wire, verdicts, None), (routers_key, routers, None)]
 
 
 def _named(part: Part, module: str, name: str) -> bool:
@@ -219,15 +184,15 @@ def units_for(
     keyed rows (keepalived's instances, the failover accounts, the fused verdicts, the L2 witness)
     are written row by row (`_KeyedText`)."""
     out: list[list[Unit]] = []
+    memo = RowMemo()  # the fused verdict's memo, which judges the wire verdicts too
     for part in parts:
         if part not in keys and _is_collect_wire(part):
-            out.append(_wire_units())  # imported only when the wire collector runs
+            out.append(_wire_units(memo))  # imported only when the wire collector runs
         elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
             # the wire's accounts: keyed on their records
             out.append([(_failover_key, _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
-            # keyed on its verdicts, judged by a memo of its own (only the VRIDs that can have moved)
-            memo = RowMemo()
+            # keyed on its verdicts, judged by the memo (only the VRIDs that can have moved)
             text = None if formatter is None else _KeyedText(formatter, memo.collect, FUSED, memo.rows).text
             out.append([(memo.key, _plain(memo.collect), text)])
         elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
@@ -662,10 +627,9 @@ class Renderer:
         self._stamp = stamp if all(unit[0] is not None for _i, unit in self._units) else None
         # What parts read besides the snapshot (their `cache_key`): in the stamp too.
         self._own = tuple(o for p in self._parts if callable(o := getattr(p, "cache_key", None)))
-        # Units whose text time alone can change (the fused verdict's memo): their next edge.
-        self._edges = tuple(
-            m for _i, unit in self._units if isinstance(m := getattr(unit[0], "__self__", None), RowMemo)
-        )
+        # Units whose text time alone can change (the verdicts' memo): their next edge.
+        memos = (getattr(unit[0], "__self__", None) for _i, unit in self._units)
+        self._edges = tuple(dict.fromkeys(m for m in memos if isinstance(m, RowMemo)))
         self._gzip_level = gzip_level
         self._clock = clock
         self._failures = FailureLog()
