@@ -37,7 +37,7 @@ from ka_exporter.collectors.host import collect_config, collect_process, collect
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.collectors.wire import collect_wire
 from ka_exporter.model import Advert, LocalAddress, ProcessInfo, Snapshot, VrrpState
-from ka_exporter.outputs.exposition import FUSED_STALENESS, OPENMETRICS, TEXT, Formatter, Renderer
+from ka_exporter.outputs.exposition import OPENMETRICS, TEXT, Formatter, Renderer
 from ka_exporter.outputs.http import App, HttpServer
 from ka_exporter.parse.dumps import parse_dumps
 from ka_exporter.parse.kaconf import read_config
@@ -166,19 +166,19 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
         (
             "instances go FAULT",
             lambda: store.set_instances(fault, "dumps"),
-            {collect_keepalived, collect_vips, FUSED},
+            {collect_keepalived},  # (keepalived.conf lists the VIPs: a state change moves no VIP series)
         ),
         (
             "keepalived stops",
             lambda: store.set_process(ProcessInfo(running=False)),
-            {collect_process, KA, FUSED},
+            {collect_process, KA},
         ),
-        ("a VIP goes", lambda: store.set_addresses(()), {collect_vips, KA, FUSED}),
+        ("a VIP goes", lambda: store.set_addresses(()), {collect_vips, KA}),
         ("a D-Bus transition", lambda: store.count_transition(views[0].name), {KA}),
         (
             "a source fails",
             lambda: store.report("vips", error="netlink: gone"),
-            {collect_exporter, KA, FUSED},
+            {collect_exporter, KA},
         ),
         ("an advert arrives", lambda: advert_in(replace(advert, timestamp=clock.now)), {collect_wire}),
         (
@@ -186,7 +186,8 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
             lambda: (setattr(clock, "now", clock.now + 10), store.wire_changed()),
             {collect_wire, FUSED},
         ),
-        # 1 s on: the fused verdict is judged again (its staleness step), nothing else
+        # (the fused part is rendered again only when one of its verdicts moved: above, when a hold
+        # time ran out; a poll's timestamps move none)
         ("a poll works, again", lambda: (setattr(clock, "now", clock.now + 1), store.report("config")), None),
     ]
     for what, change, rendered in changes:
@@ -201,7 +202,7 @@ def test_each_store_change_shows_in_the_next_scrape_and_nothing_else_renders() -
             # The wire part is keyed on every section but timestamps: it moves with any of them.
             assert moved - {collect_wire} == rendered - {collect_wire}, f"{what}: re-rendered {moved}"
         else:
-            assert moved == {collect_exporter, FUSED}, f"{what}: re-rendered {moved}"
+            assert moved == {collect_exporter}, f"{what}: re-rendered {moved}"
         last = body
     assert peers != table.snapshot()[0]
 
@@ -377,28 +378,29 @@ def test_a_failing_cache_key_fails_only_its_own_part() -> None:
     assert b'ka_exporter_source_up{source="process"} 1.0' in body
 
 
-def test_the_fused_verdict_is_judged_once_per_change_or_staleness_step() -> None:
-    """Scrapes of an unchanged state inside one FUSED_STALENESS step judge the fused verdict once; the
-    next step judges it again (what only time changes), and each time it is the oracle's verdict."""
+def test_the_fused_verdict_is_judged_again_only_when_its_inputs_or_time_can_move_it() -> None:
+    """Scrapes of an unchanged state judge no VRID again until the first instant time alone can change a
+    verdict (its memo's next edge); from then on the served verdict is the oracle's, never late."""
     store, clock, table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
-    clock.now = (math.floor(clock.now / FUSED_STALENESS) + 1) * FUSED_STALENESS
     renderer = Renderer(store.snapshot_versions, PARTS)
     i = PARTS.index(FUSED)
     first = renderer.body()
-    judged = renderer.part_renders[i]
+    memo = renderer.fused_memos()[0].memo
+    judged, rendered = memo.judged, renderer.part_renders[i]
+    edge = renderer.next_edge()
+    assert clock.now < edge < math.inf
     for _ in range(3):
-        clock.now += FUSED_STALENESS / 4
+        clock.now += (edge - clock.now) / 4
         assert renderer.body() is first
-    assert renderer.part_renders[i] == judged, "judged again within one staleness step"
-    clock.now += FUSED_STALENESS / 4  # the next step
-    body = renderer.body()
-    assert renderer.part_renders[i] == judged + 1
-    assert masked(body) == masked(oracle(store))
+    assert (memo.judged, renderer.part_renders[i]) == (judged, rendered), "judged again before its edge"
+    clock.now = edge
+    assert masked(renderer.body()) == masked(oracle(store))
+    assert memo.judged > judged, "not judged again at its edge"
     silent = b'keepalived_master_silent{family="inet",interface="eth0",vrid="51"} '
-    assert silent + b"0.0" in body
+    assert silent + b"0.0" in first
     clock.now += 6.0  # nothing moves in the store, but this host's MASTER claim outlives its hold time
     body = renderer.body()
-    assert renderer.part_renders[i] == judged + 2
+    assert renderer.part_renders[i] == rendered + 1
     assert silent + b"1.0" in body
     fused = re.compile(rb"^keepalived_(?:split_brain|master_silent|foreign_masters|vips_unanswered).*$", re.M)
     assert fused.findall(body) == fused.findall(oracle(store))
@@ -408,10 +410,8 @@ def test_the_fused_verdict_is_judged_once_per_change_or_staleness_step() -> None
 
 
 def _stamped_world() -> tuple[Store, Clock, PeerTable]:
-    """world() with versioned wire and failover providers (as the wire source sets them), its clock
-    at the start of a fused staleness step."""
+    """world() with versioned wire and failover providers (as the wire source sets them)."""
     store, clock, table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
-    clock.now = (math.floor(clock.now / FUSED_STALENESS) + 1) * FUSED_STALENESS
     tracker = FailoverTracker()
     peers, stats = table.snapshot()
     tracker.observe(peers, clock.now, stats.listening_since)
@@ -438,7 +438,7 @@ def test_cached_serves_the_body_of_an_unchanged_state_and_misses_on_any_change()
     changes = [
         ("an advert (counters only)", lambda: table.update(replace(advert, timestamp=clock.now))),
         ("a poll's timestamps", lambda: store.report("config")),
-        ("the next fused staleness step", lambda: setattr(clock, "now", clock.now + FUSED_STALENESS)),
+        ("a fused verdict's next time edge", lambda: setattr(clock, "now", renderer.next_edge())),
         ("a D-Bus transition", lambda: store.count_transition("VI_1")),
     ]
     for what, change in changes:
@@ -631,3 +631,39 @@ def test_keyed_parts_write_again_only_the_rows_that_moved() -> None:
             )
             for accept, body in zip(("", OM_ACCEPT), bodies, strict=True):
                 assert masked(body) == masked(oracle_of(accept)), what
+
+
+def test_the_vip_part_written_row_by_row_is_the_oracles_through_address_and_config_moves() -> None:
+    store, _clock, _table = world(FIXTURES / "keepalived-2.2.8" / "node-a")
+    renderer = Renderer(store.snapshot_versions, PARTS)
+    config = store.config()
+    vips = [v for v in (store.snapshot().instances or ()) for v in (*v.vips, *v.vips_excluded)]
+    assert len(vips) >= 2
+    base = (LocalAddress("10.97.0.1", 24, "eth0", "inet"),)
+    vip_lines = re.compile(rb"^keepalived_vip_(?:status|on_interface)\b.*$", re.M)
+    steps = [
+        (
+            "every VIP here",
+            lambda: store.set_addresses((*base, *(LocalAddress(v, 32, "eth0", "inet") for v in vips))),
+        ),
+        (
+            "one on a second interface",
+            lambda: store.set_addresses((*base, LocalAddress(vips[0], 32, "eth1", "inet"))),
+        ),
+        ("none", lambda: store.set_addresses(base)),
+        ("addresses unknown", lambda: store.set_addresses(None)),
+        (
+            "keepalived.conf gone: the instances list them",
+            lambda: (store.set_config(None), store.set_addresses(base)),
+        ),
+        ("and one comes", lambda: store.set_addresses((*base, LocalAddress(vips[-1], 32, "eth0", "inet")))),
+        ("keepalived.conf back", lambda: store.set_config(config)),
+    ]
+    shown = set()
+    for what, step in steps:
+        step()
+        for accept in ("", OM_ACCEPT):
+            body = renderer.body(accept)
+            assert masked(body) == masked(oracle(store, accept)), what
+        shown.add(tuple(vip_lines.findall(body)))
+    assert len(shown) == len(steps), "each step moved the VIP series"

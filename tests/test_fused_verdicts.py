@@ -5,7 +5,11 @@ Timelines are judged every 20 ms of simulated time, as a watchdog polling fast w
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import replace
+
+import pytest
 
 from ka_exporter.model import (
     ConfInstance,
@@ -22,8 +26,8 @@ from ka_exporter.model import (
     WireStats,
 )
 from ka_exporter.verdicts import conditions
-from ka_exporter.verdicts.fused import FusedVerdict, judge
-from ka_exporter.verdicts.wire import PRESUMED_FOR, split_brain
+from ka_exporter.verdicts.fused import FusedVerdict, Memo, judge
+from ka_exporter.verdicts.wire import PRESUMED_FOR, judge_snapshot, split_brain
 from tests.test_wire_verdicts import KEY, adv, every, replay, split_times
 
 VIP = "10.0.0.100"
@@ -418,3 +422,305 @@ def test_excluded_vips_come_from_the_dumps_too() -> None:
     )
     (j,) = parse_json(js)
     assert (j.vips, j.vips_excluded, j.family) == ((), ("fd00::61",), "inet6")
+
+
+# -- the memo: the same verdicts as a fresh judge, judging only what can have moved -----------------
+
+
+class _World:
+    """A small random world of VRIDs, routers, MASTER claims, addresses and L2 answers that hands out
+    snapshots as the store does: the same objects while a part did not change (and now and then an
+    equal copy), new ones when it did."""
+
+    VRIDS = (1, 2, 3, 4, 5)
+    SOURCES = (ME, PEER, "10.0.0.3")
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.now = 5000.0
+        self.peers: dict[tuple[int, str], WirePeer] = {}
+        self.states = dict.fromkeys(self.VRIDS, VrrpState.BACKUP)
+        self.transitions: dict[int, float | None] = dict.fromkeys(self.VRIDS, self.now - 100)
+        self.held: set[int] = set()
+        self.changed: float | None = self.now - 200
+        self.answers: dict[int, VipAnswers] = {}
+        self.running = True
+        self.fresh_source = "dbus"
+        self.dumps_time = self.now - 300
+        self.with_config = True
+        self.with_instances = True
+        self.with_wire = True
+        self.listening = self.now - 1000
+        self._config: KeepalivedConfig | None = None
+        self._instances: tuple[InstanceView, ...] | None = None
+        self._peers: tuple[WirePeer, ...] | None = None
+        self._addresses: tuple[LocalAddress, ...] | None = None
+        self._l2: tuple[VipAnswers, ...] | None = None
+        self._process: ProcessInfo | None = None
+        self._stats: WireStats | None = None
+        self._views: dict[int, InstanceView] = {}
+        self._moved = {"config", "instances", "peers", "addresses", "l2", "process", "stats"}
+
+    @staticmethod
+    def vip(vrid: int) -> str:
+        return f"10.0.{vrid}.100"
+
+    def interval(self, vrid: int) -> float:
+        return 0.5 if vrid % 2 else 1.0
+
+    def advert(self, vrid: int, source: str) -> None:
+        old = self.peers.get((vrid, source))
+        interval = self.interval(vrid)
+        prio = self.rng.choice((100, 150, 200, 0) if source == ME else (100, 150, 0, 100))
+        vips = (self.vip(vrid),) if self.rng.random() > 0.15 else ("10.9.9.9",)
+        auth = (1, "a") if self.rng.random() > 0.1 else (1, "b")
+        first = self.now - self.rng.choice((0, 0, 1, 3)) * interval  # a run heard from its start, or later
+        if old is not None and old.priority > 0 and self.now - old.last_seen <= 2.5 * old.interval:
+            first = old.first_seen
+        self.peers[(vrid, source)] = WirePeer(
+            "eth0",
+            "inet",
+            vrid,
+            source,
+            first,
+            self.now,
+            prio,
+            interval,
+            3,
+            vips,
+            auth[0],
+            auth[1],
+            (old.adverts + 1) if old else 1,
+            local=source == ME,
+            last_priority_zero=self.now if prio == 0 else (old.last_priority_zero if old else None),
+        )
+        self._moved.add("peers")
+
+    def mutate(self) -> None:
+        rng = self.rng
+        r = rng.random()
+        vrid = rng.choice(self.VRIDS)
+        if r < 0.45:
+            self.advert(vrid, rng.choice(self.SOURCES))
+        elif r < 0.5 and self.peers:
+            del self.peers[rng.choice(sorted(self.peers))]
+            self._moved.add("peers")
+        elif r < 0.6:
+            self.states[vrid] = rng.choice(
+                (VrrpState.MASTER, VrrpState.BACKUP, VrrpState.FAULT, VrrpState.MASTER)
+            )
+            self.transitions[vrid] = rng.choice((self.now, self.now - 10, None))
+            self._moved.add("instances")
+        elif r < 0.7:
+            self.held ^= {vrid}
+            self.changed = self.now
+            self._moved.add("addresses")
+        elif r < 0.78:
+            self.answers[vrid] = VipAnswers(
+                self.vip(vrid),
+                "eth0",
+                "inet",
+                answerers=tuple(
+                    sorted(rng.sample(("02:00:00:00:00:01", "02:00:00:00:00:02"), rng.randint(0, 2)))
+                ),
+                last_probe_answers=rng.choice((None, 0, 1, 2)),
+                last_probe=rng.choice((self.now, self.now - 5, None)),
+                probing=rng.random() > 0.3,
+            )
+            self._moved.add("l2")
+        elif r < 0.8:
+            self.running = not self.running
+            self._moved.add("process")
+        elif r < 0.84:
+            self.fresh_source = rng.choice(("dbus", "dumps"))
+            self.dumps_time = rng.choice((self.now, self.now - 30))
+            self._moved.add("instances")
+        elif r < 0.86:
+            self.with_config = not self.with_config
+            self._moved.add("config")
+        elif r < 0.87:
+            self.with_instances = not self.with_instances
+            self._moved.add("instances")
+        elif r < 0.88:
+            self.with_wire = not self.with_wire
+            self._moved.update(("peers", "stats"))
+        elif r < 0.9:
+            self._moved.update(
+                ("config", "instances", "peers", "addresses", "l2", "process", "stats")
+            )  # copies
+
+    def thresholds(self) -> list[float]:
+        out = [self.listening + h for h in (2.15, 4.15)]
+        for p in self.peers.values():
+            i = p.interval
+            out += (p.last_seen + 3 * i + i + 0.1 * i + 0.05, p.last_seen + 2.5 * i, p.last_seen + 1.5 * i)
+            out += (p.last_seen + 300.0, p.last_seen + 2.15, p.last_seen + 4.15, p.last_seen + i / 2)
+        out += (t + h for t in self.transitions.values() if t is not None for h in (2.15, 4.15))
+        if self.changed is not None:
+            out += (self.changed + 2.15, self.changed + 4.15, self.changed + 0.25)
+        return [t for t in out if t > self.now]
+
+    def tick(self) -> None:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.4:
+            self.now += rng.uniform(0.0, 1.5)
+        elif r < 0.85 and (edges := self.thresholds()):
+            edge = rng.choice(sorted(edges)[:6])
+            self.now = rng.choice((edge, math.nextafter(edge, math.inf), math.nextafter(edge, -math.inf)))
+        elif r < 0.97:
+            pass  # the same instant again
+        else:
+            self.now -= rng.uniform(0.0, 2.0)  # the wall clock stepped back
+
+    def snapshot(self) -> Snapshot:
+        moved, self._moved = self._moved, set()
+        if "config" in moved:
+            insts = tuple(
+                ConfInstance(
+                    f"VI_{v}",
+                    "eth0",
+                    v,
+                    advert_int=self.interval(v),
+                    version=3,
+                    vips=(ConfVip(self.vip(v), 24, excluded=v == 5),),
+                    unicast_peers=(PEER,) if v == 3 else (),
+                    unicast_src_ip=ME if v == 3 else None,
+                )
+                for v in self.VRIDS
+            )
+            self._config = KeepalivedConfig(instances=insts) if self.with_config else None
+        if "instances" in moved:
+            views = []
+            for v in self.VRIDS:
+                view = InstanceView(
+                    f"VI_{v}",
+                    "eth0",
+                    v,
+                    state=self.states[v],
+                    vips=(self.vip(v),),
+                    version=3,
+                    advert_int=self.interval(v),
+                    last_transition=self.transitions[v],
+                )
+                kept = self._views.get(v)
+                if kept == view and self.rng.random() < 0.8:  # the store's merge keeps unchanged views
+                    view = kept
+                views.append(self._views.setdefault(v, view) if kept is None else view)
+                self._views[v] = view
+            self._instances = tuple(views) if self.with_instances else None
+        if "peers" in moved:
+            self._peers = tuple(self.peers[k] for k in sorted(self.peers)) if self.with_wire else None
+        if "stats" in moved:
+            self._stats = (
+                WireStats(interfaces=("eth0",), listening_since=self.listening) if self.with_wire else None
+            )
+        if "addresses" in moved:
+            self._addresses = (
+                LocalAddress(ME, 24, "eth0", "inet"),
+                *tuple(LocalAddress(self.vip(v), 32, "eth0", "inet") for v in sorted(self.held)),
+            )
+        if "l2" in moved:
+            self._l2 = tuple(self.answers[v] for v in sorted(self.answers))
+        if "process" in moved:
+            self._process = ProcessInfo(running=self.running, pid=1)
+        dbus = self.fresh_source == "dbus"
+        return Snapshot(
+            time=self.now,
+            hostname="node-a",
+            config=self._config,
+            process=self._process,
+            addresses=self._addresses,
+            instances=self._instances,
+            wire_peers=self._peers,
+            wire_stats=self._stats,
+            sources=(SourceHealth("dbus", True),) if dbus else (SourceHealth("dumps", True),),
+            views_time=(("dbus", self.now - 1),) if dbus else (("dumps", self.dumps_time),),
+            addresses_changed=self.changed,
+            l2=self._l2,
+        )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_memo_gives_a_fresh_judges_verdicts_at_every_step_of_random_sequences(seed: int) -> None:
+    rng = random.Random(seed)
+    world = _World(rng)
+    memo = Memo()
+    for step in range(600):
+        if rng.random() < 0.5:
+            world.mutate()
+        else:
+            world.tick()
+        s = world.snapshot()
+        assert memo.judge(s) == judge(s), f"seed {seed} step {step} at {s.time!r}"
+        assert memo.wire == judge_snapshot(s), f"seed {seed} step {step} at {s.time!r}"
+
+
+def test_the_random_sequences_reach_every_kind_of_verdict() -> None:
+    # What the memo is compared on: sequences that show every witness and rule, not only zeros.
+    seen: set[str] = set()
+    for seed in range(12):
+        rng = random.Random(seed)
+        world = _World(rng)
+        for _step in range(600):
+            world.mutate() if rng.random() < 0.5 else world.tick()
+            for v in judge(world.snapshot()):
+                seen |= (
+                    v.witnesses
+                    | ({"silent"} if v.silent_master else set())
+                    | ({"dead"} if v.dead_vips else set())
+                )
+                seen |= {"foreign"} if v.foreign else set()
+    assert seen == {"wire", "address", "liveness", "l2", "silent", "dead", "foreign"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_memoized_conditions_are_those_of_a_fresh_evaluation(seed: int) -> None:
+    rng = random.Random(100 + seed)
+    world = _World(rng)
+    memo = Memo()
+    seen: set[str] = set()
+    for step in range(400):
+        world.mutate() if rng.random() < 0.5 else world.tick()
+        s = world.snapshot()
+        fresh = conditions.evaluate(s)
+        assert conditions.evaluate(s, memo) == fresh, f"seed {seed} step {step}"
+        seen |= {c.kind for c in fresh}
+    assert {"split_brain", "no_master", "wire_conflict"} <= seen, seen
+
+
+def test_the_watchdog_loop_judges_with_its_memo_what_a_fresh_evaluation_does() -> None:
+    from ka_exporter.outputs.watchdog import WatchdogStats
+    from ka_exporter.outputs.watchdog_loop import WatchdogLoop
+    from ka_exporter.settings import Settings
+    from ka_exporter.store import Store
+
+    clock = [NOW - 100]
+    store = Store(hostname="node-a", clock=lambda: clock[0])
+    s = snap((peer(PEER), peer(ME, local=True)), held=True, state=VrrpState.MASTER)
+    others = tuple(
+        ConfInstance(f"VI_{k}", "eth0", k, vips=(ConfVip(f"10.1.{k}.1", 24),)) for k in range(100, 158)
+    )
+    store.set_config(KeepalivedConfig(instances=(*(s.config.instances if s.config else ()), *others)))
+    store.set_process(s.process)
+    store.set_addresses(s.addresses)
+    store.set_wire_provider(lambda: (s.wire_peers or (), s.wire_stats or WireStats()))
+    store.report("dbus")
+    clock[0] = NOW
+    many = [
+        InstanceView(f"VI_{k}", "eth0", k, state=VrrpState.BACKUP, vips=(f"10.1.{k}.1",))
+        for k in range(100, 158)
+    ]
+    store.set_instances((*(s.instances or ()), *many), "dbus")
+    loop = WatchdogLoop(Settings(), store, WatchdogStats())
+    _now, _host, first = loop._evaluate()
+    assert first == conditions.evaluate(store.snapshot())
+    assert {c.kind for c in first} >= {"split_brain"}, first  # the address witness: both hold the VIP
+    judged = loop.memo.judged
+    assert judged == 59
+    many[5] = replace(many[5], state=VrrpState.MASTER)  # one instance of 59 changes
+    store.set_instances((*(s.instances or ()), *many), "dbus")
+    _now, _host, after = loop._evaluate()
+    assert after == conditions.evaluate(store.snapshot())
+    assert {c.kind for c in after} >= {"split_brain", "vip_mismatch"}, after
+    assert loop.memo.judged - judged == 1, "one instance changed: one VRID judged again"

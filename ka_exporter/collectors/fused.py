@@ -24,7 +24,8 @@ from prometheus_client.metrics_core import Metric
 
 from ka_exporter.collectors import Family, Rows, Series, keyed_families
 from ka_exporter.model import Snapshot
-from ka_exporter.verdicts.fused import WITNESSES, FusedVerdict, judge
+from ka_exporter.verdicts.fused import WITNESSES, FusedVerdict, Memo, judge
+from ka_exporter.verdicts.wire import VridVerdict
 
 LABELS = ["interface", "family", "vrid"]
 _VRID = tuple(LABELS)
@@ -81,10 +82,13 @@ def _verdict_series(v: FusedVerdict) -> list[Series]:
     return out
 
 
-def fused_rows(snap: Snapshot) -> Rows | None:
+def fused_rows(snap: Snapshot, memo: Memo | None = None) -> Rows | None:
     """The part as keyed rows (see `collectors.Row`): one per VRID, keyed on its verdict; None when
-    there is no VRID to judge."""
-    verdicts = judge(snap)
+    there is no VRID to judge. `memo`: judge with it (`verdicts.fused.Memo`)."""
+    return _rows(judge(snap, memo=memo))
+
+
+def _rows(verdicts: tuple[FusedVerdict, ...]) -> Rows | None:
     if not verdicts:
         return None
     return frozenset(), [(v.key, v, partial(_verdict_series, v)) for v in verdicts]
@@ -93,3 +97,45 @@ def fused_rows(snap: Snapshot) -> Rows | None:
 def collect_fused(snap: Snapshot) -> Iterator[Metric]:
     """Metric families of the fused verdict; nothing when there is no VRID to judge."""
     return keyed_families(FAMILIES, fused_rows(snap))
+
+
+class RowMemo:
+    """The part over a renderer's successive snapshots: one `Memo`, so a render judges again only the
+    VRIDs whose verdict can have moved, and the rows of the others are the same objects as before
+    (a row whose basis is the same object is not compared field by field, nor written again).
+
+    `key(snap, versions)` is the part's cache key (its verdicts: equal keys, equal text), `rows(snap)`
+    and `collect(snap)` its rows and families, `next_edge` the first snapshot time at which time alone
+    can change a verdict judged last (until then the same records give the same text)."""
+
+    def __init__(self) -> None:
+        self.memo = Memo()
+        self._snap: Snapshot | None = None
+        self._verdicts: tuple[FusedVerdict, ...] = ()
+
+    def verdicts(self, snap: Snapshot) -> tuple[FusedVerdict, ...]:
+        if snap is not self._snap:
+            self._verdicts = self.memo.judge(snap)
+            self._snap = snap
+        return self._verdicts
+
+    def key(self, snap: Snapshot, _versions: object = None) -> object:
+        return self.verdicts(snap)
+
+    def rows(self, snap: Snapshot) -> Rows | None:
+        return _rows(self.verdicts(snap))
+
+    def wire(self, snap: Snapshot, _versions: object = None) -> tuple[VridVerdict, ...] | None:
+        """The wire verdicts of the same VRIDs (`judge_snapshot(snap)`), judged with them; None while
+        the wire source is not running (the wire part's verdicts key)."""
+        if snap.wire_peers is None or snap.wire_stats is None:
+            return None
+        self.verdicts(snap)
+        return self.memo.wire
+
+    def collect(self, snap: Snapshot) -> Iterator[Metric]:
+        return keyed_families(FAMILIES, self.rows(snap))
+
+    @property
+    def next_edge(self) -> float:
+        return self.memo.next_edge

@@ -24,9 +24,11 @@ and keyed on what it rendered (its families' samples), unless it has a `cache_ke
 callable returning what it reads besides the snapshot (the watchdog's counters), its key.
 Time-driven verdicts (a router's hold time running out) move the store's "wire" section when they
 change (the wire source's tick, every 0.25 s), so a kept wire part is never older than that. The
-fused verdict (`collect_fused`) is judged again when anything it reads moves, and otherwise once per
-`FUSED_STALENESS` (0.25 s) of snapshot time: what only the passing of time changes in it (a master
-silent for its hold time) is served at most 0.25 s late. A part whose cache key cannot be computed
+fused verdict (`collect_fused`) has a memo of its own (`collectors.fused.RowMemo` over
+`verdicts.fused.Memo`): a render judges again only the VRIDs whose inputs moved or whose next
+time-driven edge (a master silent for its hold time) the snapshot's time reached, and the part is
+keyed on the verdicts themselves, so it is written again only when one moved, and never late: a
+body is served from the cache (`cached`) only before that edge. A part whose cache key cannot be computed
 fails alone (`ka_exporter_collector_success`), as a part whose render raises.
 
 `ka_exporter_scrape_duration_seconds` is the time the served body took to render: a body served from
@@ -42,9 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import fields
 from math import copysign
-from operator import attrgetter
 from typing import Any
 
 from prometheus_client import openmetrics
@@ -74,7 +74,9 @@ from ka_exporter.collectors import (
     success_family,
 )
 from ka_exporter.collectors.exporter import collect_exporter
-from ka_exporter.collectors.host import collect_config, collect_process, collect_vips
+from ka_exporter.collectors.fused import FAMILIES as FUSED
+from ka_exporter.collectors.fused import RowMemo
+from ka_exporter.collectors.host import VIP_FAMILIES, VipRows, collect_config, collect_process, collect_vips
 from ka_exporter.collectors.keepalived import collect_keepalived
 from ka_exporter.model import Snapshot
 from ka_exporter.store import Versions
@@ -118,51 +120,37 @@ def _keepalived_key(snap: Snapshot, versions: Versions) -> object:
     return (*(versions[n] for n in sections), current)
 
 
+def _vips_key(snap: Snapshot, versions: Versions) -> object:
+    # keepalived.conf lists the VIPs when it lists the instances: keepalived's view is not read then
+    # (a state change does not move the part).
+    if snap.config is not None and snap.config.instances:
+        return (versions["config"], versions["addresses"])
+    return (versions["config"], versions["views"], versions["addresses"])
+
+
 KEYS: dict[Callable[..., Any], KeyFn] = {
     collect_process: _sections("process"),
-    collect_vips: _sections("config", "views", "addresses"),
+    collect_vips: _vips_key,
     collect_config: _sections("config"),
     collect_keepalived: _keepalived_key,
     collect_exporter: _sections("health", "health_times"),
 }
 
 
-def _wire_units() -> list[Unit]:
+def _wire_units(memo: RowMemo) -> list[Unit]:
     """collect_wire as two units: the per-VRID verdicts, and the routers and counters.
 
     Counters and last-advert times move with every advert without a store change, so the routers
     unit is keyed on the records themselves (64 routers compare in microseconds). The verdicts unit
-    is keyed on the verdicts, judged again only when what they read moved: keepalived.conf, the
-    instances' VRIDs and intervals, the store's "wire" section (the wire source moves it right after
-    the batch of adverts that changed a verdict, and on its tick when time changed one), or a
-    router's record in more than its counters and times (a new router, a priority, ...): an advert,
-    or a state change, that changes no verdict does not judge 1,000 VRIDs again (milliseconds).
+    is keyed on the verdicts themselves, judged by the fused verdict's memo (`RowMemo.wire`, with
+    the fused verdicts of the same VRIDs): only the VRIDs whose routers or configuration moved, or
+    whose next time-driven edge came, are judged again, so an advert, a state change or the wire
+    source's tick that changes no verdict costs one VRID's verdict, not 1,000 (milliseconds).
     """
     from ka_exporter.collectors.wire import router_families, verdict_families
-    from ka_exporter.verdicts.wire import VridVerdict, judge_snapshot
 
-    peer_fields, stats_fields = _record_fields()
-    memo: list[object] = [None]
-    judged_memo: list[tuple[VridVerdict, ...] | None] = [None]
-    local: list[object] = [None, ()]  # [views version, what the verdicts read of the instances]
-
-    def judged(snap: Snapshot, versions: Versions) -> tuple[VridVerdict, ...] | None:
-        if snap.wire_peers is None or snap.wire_stats is None:
-            return None
-        # The verdicts read keepalived.conf, else the instances' VRIDs and advert intervals (not
-        # their states), the store's wire section, and the routers' records.
-        if local[0] != versions["views"]:
-            views = snap.instances or ()
-            local[0] = versions["views"]
-            local[1] = tuple((v.interface, v.family, v.vrid, v.advert_int, v.version) for v in views)
-        moved = (versions["config"], versions["wire"], local[1])
-        basis = (moved, [peer_fields(p) for p in snap.wire_peers], stats_fields(snap.wire_stats))
-        if basis != memo[0]:
-            memo[0], judged_memo[0] = basis, judge_snapshot(snap)
-        return judged_memo[0]
-
-    def verdicts(snap: Snapshot, versions: Versions) -> Iterable[Metric]:
-        got = judged(snap, versions)
+    def verdicts(snap: Snapshot, _versions: Versions) -> Iterable[Metric]:
+        got = memo.wire(snap)
         return () if got is None else verdict_families(got)
 
     def routers_key(snap: Snapshot, _versions: Versions) -> object:
@@ -173,47 +161,7 @@ def _wire_units() -> list[Unit]:
             return ()
         return router_families(snap.wire_peers, snap.wire_stats)
 
-    return [(judged, verdicts, None), (routers_key, routers, None)]
-
-
-def _record_fields() -> tuple[Callable[[Any], object], Callable[[Any], object]]:
-    """Getters of a router's record and of the wire counters without what moves with every advert
-    (counters, last-advert times): what changes there is a new router, a priority, a run, ..."""
-    from ka_exporter.model import WirePeer, WireStats
-
-    moving = {"last_seen", "adverts", "packets", "kernel_drops", "kernel_packets", "invalid"}
-    peer_fields = attrgetter(*(f.name for f in fields(WirePeer) if f.name not in moving))
-    stats_fields = attrgetter(*(f.name for f in fields(WireStats) if f.name not in moving))
-    return peer_fields, stats_fields
-
-
-#: The longest a served fused verdict may have been judged before the scrape's snapshot, when nothing
-#: it reads changed but time went on (see `_fused_key`).
-FUSED_STALENESS = 0.25
-_FUSED_SECTIONS = ("config", "process", "addresses", "views", "views_time", "health", "wire", "l2")
-
-
-def _fused_key() -> KeyFn:
-    """The cache key of collect_fused: what `verdicts.fused.judge` reads, and time in steps of
-    FUSED_STALENESS.
-
-    The fused verdict reads keepalived.conf, the instances, their freshness (views_time, the sources'
-    health), the local addresses, the L2 witness, the process, and the routers' records; it is judged
-    again as soon as any of these moves (a router's record in more than its counters and times: a new
-    router, a priority, a run that starts or ends, a priority-0 advert). What only time changes (a
-    master silent for its hold time, another router's second advert of a run) is judged again once
-    the snapshot's time enters the next FUSED_STALENESS step: a served verdict is never older than
-    that. Judging it on every scrape cost milliseconds per 100 instances (it is O(VRIDs)).
-    """
-    peer_fields, stats_fields = _record_fields()
-
-    def key(snap: Snapshot, versions: Versions) -> object:
-        sections = tuple(versions[n] for n in _FUSED_SECTIONS)
-        peers = [peer_fields(p) for p in snap.wire_peers or ()]
-        stats = None if snap.wire_stats is None else stats_fields(snap.wire_stats)
-        return (sections, peers, stats, math.floor(snap.time / FUSED_STALENESS))
-
-    return key
+    return [(memo.wire, verdicts, None), (routers_key, routers, None)]
 
 
 def _named(part: Part, module: str, name: str) -> bool:
@@ -224,8 +172,9 @@ def _is_collect_wire(part: Part) -> bool:
     return _named(part, "ka_exporter.collectors.wire", "collect_wire")
 
 
-def _failover_key(snap: Snapshot, _versions: Versions) -> object:
-    return (snap.failover, snap.failover_events)
+def _failover_key(snap: Snapshot, versions: Versions) -> object:
+    # keepalived.conf too: a configured VRID shows its (empty) histograms
+    return (snap.failover, snap.failover_events, versions["config"])
 
 
 def units_for(
@@ -235,14 +184,17 @@ def units_for(
     keyed rows (keepalived's instances, the failover accounts, the fused verdicts, the L2 witness)
     are written row by row (`_KeyedText`)."""
     out: list[list[Unit]] = []
+    memo = RowMemo()  # the fused verdict's memo, which judges the wire verdicts too
     for part in parts:
         if part not in keys and _is_collect_wire(part):
-            out.append(_wire_units())  # imported only when the wire collector runs
+            out.append(_wire_units(memo))  # imported only when the wire collector runs
         elif part not in keys and _named(part, "ka_exporter.collectors.failover", "collect_failover"):
             # the wire's accounts: keyed on their records
             out.append([(_failover_key, _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.fused", "collect_fused"):
-            out.append([(_fused_key(), _plain(part), _keyed_text(part, formatter))])
+            # keyed on its verdicts, judged by the memo (only the VRIDs that can have moved)
+            text = None if formatter is None else _KeyedText(formatter, memo.collect, FUSED, memo.rows).text
+            out.append([(memo.key, _plain(memo.collect), text)])
         elif part not in keys and _named(part, "ka_exporter.collectors.l2", "collect_l2"):
             out.append([(_sections("l2"), _plain(part), _keyed_text(part, formatter))])
         elif part not in keys and _named(part, "ka_exporter.collectors.lvs", "collect_lvs"):
@@ -253,6 +205,9 @@ def units_for(
             out.append([(_own_key(own), _plain(part), None)])
         elif part is collect_keepalived:
             out.append([(keys.get(part), _plain(part), _keyed_text(part, formatter))])
+        elif part is collect_vips:
+            text = None if formatter is None else _KeyedText(formatter, part, VIP_FAMILIES, VipRows()).text
+            out.append([(keys.get(part), _plain(part), text)])
         else:
             out.append([(keys.get(part), _plain(part), None)])
     return out
@@ -529,10 +484,15 @@ class _KeyedText:
         if kept is not None and kept.keys == keys:
             # The same rows in the same order: only the moved ones change their column entries.
             for r, (_key, basis, series) in enumerate(rows):
-                if kept.bases[r] != basis:
+                was = kept.bases[r]
+                if was is not basis and was != basis:  # the same object: the same row (a memo's verdict)
                     kept.bases[r] = basis
                     for k, text in enumerate(self._lines(series(), om)):
-                        kept.columns[k][r] = text
+                        column = kept.columns[k]
+                        if column[r] != text:  # only the families whose text moved are joined again
+                            column[r] = text
+                            kept.bodies[k] = None
+                            kept.text = None
         else:
             by_key = (
                 {}
@@ -543,14 +503,17 @@ class _KeyedText:
             bases: list[object] = []
             for key, basis, series in rows:
                 mine = by_key.get(key)
-                made.append(mine[1] if mine is not None and mine[0] == basis else self._lines(series(), om))
+                same = mine is not None and (mine[0] is basis or mine[0] == basis)
+                made.append(mine[1] if mine is not None and same else self._lines(series(), om))
                 bases.append(basis)
             kept = self._kept[kind] = _Columns(
                 keys,
                 bases,
                 [list(c) for c in zip(*made, strict=True)] if made else [[] for _ in self._families],
             )
-        return self._assemble(shown, kept.columns, om)
+        if kept.text is None or kept.shown != shown:
+            kept.text, kept.shown = self._assemble(shown, kept, om), shown
+        return kept.text
 
     def _lines(self, series: list[Series], om: bool) -> tuple[bytes, ...]:
         """One row's text per family (b"" where it has no series), encoded once here rather than
@@ -575,13 +538,16 @@ class _KeyedText:
             out[k] = f"{out[k]}{sname}{text} {val}\n"
         return tuple(t.encode() for t in out)
 
-    def _assemble(self, shown: frozenset[int], columns: list[list[bytes]], om: bool) -> bytes:
+    def _assemble(self, shown: frozenset[int], kept: _Columns, om: bool) -> bytes:
         headers = self._headers.get(om)
         if headers is None:
             headers = self._headers[om] = tuple(_header(f, om).encode() for f in self._families)
         out: list[bytes] = []
-        for k, column in enumerate(columns):
-            body = b"".join(column)
+        bodies = kept.bodies
+        for k, column in enumerate(kept.columns):
+            body = bodies[k]
+            if body is None:
+                body = bodies[k] = b"".join(column)
             if body or k in shown:
                 out.append(headers[k])
                 out.append(body)
@@ -590,14 +556,18 @@ class _KeyedText:
 
 class _Columns:
     """A keyed part's rows as last written: their keys and bases in order, and per family the
-    rows' texts in that order (a column per family: a family's body is one join)."""
+    rows' texts in that order (a column per family: a family's body is one join, kept until one
+    of its rows' text moves), and the part's text they made (None: to be assembled again)."""
 
-    __slots__ = ("bases", "columns", "keys")
+    __slots__ = ("bases", "bodies", "columns", "keys", "shown", "text")
 
     def __init__(self, keys: tuple[Hashable, ...], bases: list[object], columns: list[list[bytes]]) -> None:
         self.keys = keys
         self.bases = bases
         self.columns = columns
+        self.bodies: list[bytes | None] = [None] * len(columns)
+        self.text: bytes | None = None
+        self.shown: frozenset[int] = frozenset()
 
     def texts(self) -> list[tuple[bytes, ...]]:
         """Each row's texts (per family), in row order."""
@@ -612,7 +582,7 @@ def _header(family: Family, om: bool) -> str:
 
 
 class _Body:
-    __slots__ = ("body", "chunks", "gzipped", "keys", "stamp")
+    __slots__ = ("body", "chunks", "gzipped", "keys", "stamp", "until")
 
     def __init__(
         self, keys: tuple[object, ...], body: bytes, stamp: object = None, chunks: tuple[bytes, ...] = ()
@@ -622,6 +592,7 @@ class _Body:
         self.chunks = chunks  # the parts' texts and the success family: all of the body but its duration
         self.gzipped: bytes | None = None
         self.stamp = stamp  # the source's stamp it was rendered at (see Renderer.cached); None: unknown
+        self.until = math.inf  # the store time from which time alone can change it (a verdict's edge)
 
 
 class Renderer:
@@ -656,6 +627,9 @@ class Renderer:
         self._stamp = stamp if all(unit[0] is not None for _i, unit in self._units) else None
         # What parts read besides the snapshot (their `cache_key`): in the stamp too.
         self._own = tuple(o for p in self._parts if callable(o := getattr(p, "cache_key", None)))
+        # Units whose text time alone can change (the verdicts' memo): their next edge.
+        memos = (getattr(unit[0], "__self__", None) for _i, unit in self._units)
+        self._edges = tuple(dict.fromkeys(m for m in memos if isinstance(m, RowMemo)))
         self._gzip_level = gzip_level
         self._clock = clock
         self._failures = FailureLog()
@@ -694,20 +668,34 @@ class Renderer:
             return None
         try:
             body = self._bodies.get(content_type)
-            if body is None or body.stamp is None or body.stamp != self._stamped():
+            stamped = self._stamped()
+            if body is None or body.stamp is None or stamped is None or body.stamp != stamped[1]:
                 return None
+            if stamped[0] >= body.until:
+                return None  # a verdict that time alone changes is due: a render judges it again
             if not gz:
                 return body.body, content_type, None
             return None if body.gzipped is None else (body.gzipped, content_type, "gzip")
         finally:
             self._lock.release()
 
-    def _stamped(self) -> object:
-        """The source's stamp with the fused verdict's staleness step of its time (None: unknown)."""
+    def _stamped(self) -> tuple[float, object] | None:
+        """The store's time and a token of everything the body reads (None: unknown)."""
         got = None if self._stamp is None else self._stamp()
         if got is None:
             return None
-        return (got[1], math.floor(got[0] / FUSED_STALENESS), tuple(own() for own in self._own))
+        return got[0], (got[1], tuple(own() for own in self._own))
+
+    def next_edge(self) -> float:
+        """The store time from which time alone can change what the last render made (a fused
+        verdict's next edge: a hold time running out); infinity if never."""
+        return min((e.next_edge for e in self._edges), default=math.inf)
+
+    def fused_memos(self) -> tuple[RowMemo, ...]:
+        """The fused part's memo (for tests and benches: what it judged)."""
+        return self._edges
+
+    _until = next_edge
 
     def body(self, accept: str = "") -> bytes:
         """The uncompressed body for `accept` (for --once and tests)."""
@@ -770,14 +758,16 @@ class Renderer:
         clock = self._clock
         # Taken before the snapshot: a change in between makes the next `cached` miss, never serve
         # a body older than its stamp says.
-        stamp = self._stamped()
+        stamped = self._stamped()
+        stamp = None if stamped is None else stamped[1]
         snap, versions = self._source()
         took = [0.0] * len(self._units)  # per unit: its key, and its render if it had one (s)
         snapped = clock()
         keys, rendered = self._keys(snap, versions, took)
+        until = self._until()  # the keys were computed: the memos judged this snapshot
         cached = self._bodies.get(content_type)
         if cached is not None and cached.keys == tuple(keys):
-            cached.stamp = stamp
+            cached.stamp, cached.until = stamp, until
             return cached
         chunks: list[bytes] = []
         failed: set[int] = set()  # parts (by index) with a unit that failed in this render
@@ -814,12 +804,12 @@ class Renderer:
         chunks.append(self._formatter.format([success_family(results)], content_type, encoder))
         texts = tuple(chunks)
         if cached is not None and not failed and texts == cached.chunks:
-            # A key moved (the fused part's 0.25 s time step, a counter that did not change the text)
-            # but every text is what the cached body holds: serve those bytes, not a copy that differs
-            # only in its render time (the merge of --discover would parse it again; a client's ETag
-            # or gzip would change for nothing).
+            # A key moved (a counter that did not change the text) but every text is what the cached
+            # body holds: serve those bytes, not a copy that differs only in its render time (the
+            # merge of --discover would parse it again; a client's ETag or gzip would change for
+            # nothing).
             cached.keys = tuple(keys)
-            cached.stamp = stamp
+            cached.stamp, cached.until = stamp, until
             return cached
         duration = GaugeMetricFamily(DURATION_NAME, DURATION_HELP)
         seconds = clock() - started
@@ -830,6 +820,7 @@ class Renderer:
         if content_type.startswith(_OM):
             chunks.append(_EOF)
         made = _Body(tuple(keys), b"".join(chunks), None if failed else stamp, () if failed else texts)
+        made.until = until
         self._bodies[content_type] = made
         self.renders += 1
         return made

@@ -15,7 +15,7 @@ from ka_exporter.model import Snapshot
 from ka_exporter.outputs.watchdog import HookRunner, Watchdog, WatchdogStats
 from ka_exporter.settings import Settings
 from ka_exporter.store import Store
-from ka_exporter.verdicts import conditions
+from ka_exporter.verdicts import conditions, fused
 from ka_exporter.verdicts.wire import configured_vrids
 
 log = logging.getLogger("ka_exporter")  # the daemon's logger (operators filter on logger=ka_exporter)
@@ -53,6 +53,9 @@ class WatchdogLoop:
         self.store = store
         self._states: dict[str, str] = {}
         self._last: Snapshot | None = None
+        # The wire and fused verdicts over the loop's snapshots: an evaluation judges again only the
+        # VRIDs that can have moved since the last (one instance's change: its VRID, not every VRID).
+        self.memo = fused.Memo()
         self.watchdog = Watchdog(
             self._evaluate,
             runner,
@@ -64,9 +67,10 @@ class WatchdogLoop:
 
     def _evaluate(self) -> tuple[float, str, list[conditions.Condition]]:
         snap = self.store.snapshot()
-        self._last = snap
-        log_transitions(snap, self._states)
-        return snap.time, snap.hostname, conditions.evaluate(snap)
+        last, self._last = self._last, snap
+        if last is None or snap.instances is not last.instances:  # the store's same records: no change
+            log_transitions(snap, self._states)
+        return snap.time, snap.hostname, conditions.evaluate(snap, self.memo)
 
     def _configured(self) -> tuple[tuple[str, str, int], ...]:
         return configured_vrids(self._last) if self._last is not None else ()

@@ -207,12 +207,21 @@ class Store:
                 self._views.pop(source, None)
                 self._views_time.pop(source, None)
             else:
-                if self._views.get(source) != instances:
+                same = self._views.get(source) == instances
+                before = self._views_time.get(source)
+                ac = self._addresses_changed
+                if same and before is not None and (ac is None or before >= ac):
+                    # The same records again, from a state already as fresh as the addresses: nothing
+                    # a reader compares moves (the verdicts only ask whether the state is at least as
+                    # fresh as the last address change, and every later change is later than both
+                    # publications), so no version moves and no watcher is woken for nothing.
+                    return
+                if not same:
                     self._versions["views"] += 1
                 self._views[source] = instances
                 self._views_time[source] = self._clock()
-            # A publication of the same records still moves views_time (a fresher state) and wakes
-            # watchers: a VIP verdict waits for a state at least as fresh as the addresses.
+            # The same records from a state older than the last address change still move views_time
+            # (the state is current again) and wake watchers: a VIP verdict waits for that.
             self._bump("views_time")
         self._notify()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ka_exporter.model import Snapshot, canonical_ip
 from ka_exporter.verdicts import fused
@@ -66,51 +67,83 @@ class Condition:
         return SEVERITY.get(self.kind, 1)
 
 
-def evaluate(snap: Snapshot) -> list[Condition]:
-    """Every condition that holds in this snapshot."""
+def evaluate(snap: Snapshot, memo: fused.Memo | None = None) -> list[Condition]:
+    """Every condition that holds in this snapshot.
+
+    `memo`: the caller's `fused.Memo` over its successive snapshots (the watchdog's): the wire and
+    fused verdicts are then judged again only for the VRIDs that can have moved (the same conditions)."""
     out: list[Condition] = []
     out.extend(_keepalived_down(snap))
     out.extend(_keepalived_frozen(snap))
-    wire = judge_snapshot(snap)  # once: the fused verdict reads the same wire verdicts
-    out.extend(_fused(snap, wire))
-    out.extend(_wire(snap, wire))
+    if memo is not None:
+        verdicts = memo.judge(snap)
+        wire: Sequence[VridVerdict] = memo.wire
+    else:
+        wire = judge_snapshot(snap)  # once: the fused verdict reads the same wire verdicts
+        verdicts = fused.judge(snap, wire_verdicts=wire)
+    out.extend(_fused(snap, verdicts))
+    out.extend(_wire(snap, wire, verdicts, None if memo is None else memo.kept))
     out.extend(_vip_mismatch(snap))
     return sorted(out, key=lambda c: c.key)
 
 
-def _wire(snap: Snapshot, verdicts: Sequence[VridVerdict]) -> list[Condition]:
+def _wire(
+    snap: Snapshot,
+    verdicts: Sequence[VridVerdict],
+    fused_verdicts: Sequence[fused.FusedVerdict],
+    kept: dict[object, tuple[object, ...]] | None = None,
+) -> list[Condition]:
+    """no_master and wire_conflict. `kept`: a memo's store of what was made of each VRID's verdicts
+    (`fused.Memo.kept`): the conditions of a VRID whose verdict objects did not change are reused."""
     if snap.wire_peers is None:
         return []
     out: list[Condition] = []
-    by_key: dict[tuple[str, str, int], list[str]] = {}
-    for p in snap.wire_peers:
-        by_key.setdefault((p.interface, p.family, p.vrid), []).append(
-            f"{p.source}{' (this host)' if p.local else ''} priority {p.priority}"
-        )
-    for v in verdicts:
-        labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
-        routers = "; ".join(sorted(by_key.get(v.key, [])))
-        where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
-        if v.no_master:
-            out.append(Condition("no_master", labels, f"no router advertises {where}"))
-        for kind in sorted(v.conflicts):
-            text = (
-                f"adverts from one source address on {where} disagree with each other "
-                f"(a second sender using its address?): {routers}"
-                if kind == "source"
-                else f"routers on {where} disagree on {kind}: {routers}"
-            )
-            out.append(
-                Condition("wire_conflict", (*labels, ("conflict", kind)), text, (("routers", routers),))
-            )
+    # The fused verdicts are of the same VRIDs in the same order (both sorted by key), as a rule.
+    aligned = len(fused_verdicts) == len(verdicts)
+    by_key: dict[tuple[str, str, int], fused.FusedVerdict] | None = None
+    for n, v in enumerate(verdicts):
+        if not (v.no_master or v.conflicts):
+            continue
+        f: fused.FusedVerdict | None = fused_verdicts[n] if aligned else None
+        if f is None or f.key != v.key:
+            if by_key is None:
+                by_key = {f.key: f for f in fused_verdicts}
+            f = by_key.get(v.key)
+        got = None if kept is None else kept.get(("wire", v.key))
+        if got is not None and got[0] is v and got[1] is f:
+            out.extend(cast("list[Condition]", got[2]))
+            continue
+        made = _wire_conditions(v, "; ".join(f.routers) if f is not None else "")
+        if kept is not None:
+            kept[("wire", v.key)] = (v, f, made)
+        out.extend(made)
     return out
 
 
-def _fused(snap: Snapshot, wire: Sequence[VridVerdict]) -> list[Condition]:
+def _wire_conditions(v: VridVerdict, routers: str) -> list[Condition]:
+    out: list[Condition] = []
+    labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
+    where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
+    if v.no_master:
+        out.append(Condition("no_master", labels, f"no router advertises {where}"))
+    for kind in sorted(v.conflicts):
+        text = (
+            f"adverts from one source address on {where} disagree with each other "
+            f"(a second sender using its address?): {routers}"
+            if kind == "source"
+            else f"routers on {where} disagree on {kind}: {routers}"
+        )
+        out.append(Condition("wire_conflict", (*labels, ("conflict", kind)), text, (("routers", routers),)))
+    return out
+
+
+def _fused(snap: Snapshot, verdicts: Sequence[fused.FusedVerdict]) -> list[Condition]:
     """split_brain from the fused verdict (any witness), master_silent and foreign_master."""
     out: list[Condition] = []
-    holds = vrid_holds(snap)
-    for v in fused.judge(snap, wire_verdicts=wire):
+    holds: dict[tuple[str, str, int], float] | None = None
+    for v in verdicts:
+        if not (v.split_brain or v.silent_master or v.foreign or v.dead_vips):
+            continue
         labels = (("family", v.family), ("interface", v.interface), ("vrid", str(v.vrid)))
         routers = "; ".join(v.routers)
         where = f"VRID {v.vrid} ({v.family}) on {v.interface}"
@@ -153,7 +186,10 @@ def _fused(snap: Snapshot, wire: Sequence[VridVerdict]) -> list[Condition]:
                     # Every failover leaves the VIP unanswered for a moment (a graceful one for the
                     # backup's skew time, a crash for the master down interval), and a probe may land
                     # in it: page only when it outlasts a crash failover and the next probe.
-                    hold=holds.get(v.key, VIP_UNANSWERED_HOLD) + VIP_UNANSWERED_PROBE,
+                    hold=(holds := vrid_holds(snap) if holds is None else holds).get(
+                        v.key, VIP_UNANSWERED_HOLD
+                    )
+                    + VIP_UNANSWERED_PROBE,
                 )
             )
     return out

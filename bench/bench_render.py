@@ -1,0 +1,216 @@
+"""In-process render cost: `Renderer.render` (the /metrics callable) and the watchdog's evaluation
+after each kind of change, at 100 and 1,000 instances with 64 routers on the wire.
+
+As bench_scrape_cost's in-process part: a store with n dumped keepalived instances (real 2.2.8 fixture
+blocks, common.build_dumps), with or without a keepalived.conf listing them ("conf"), this node holding
+the VIPs of its MASTER instances, and a wire source fed 64 routers' adverts through its own ingest
+(plus the tick's failover accounts), rendered by the daemon's parts. Median ms of:
+
+  unchanged  a render of an unchanged state (after `cached`, as the HTTP loop does)
+  advert     a render after one advert (+ a tick every 16)
+  one        a render after one instance changed state (its VIP moved with it)
+  all        a render after every instance changed state at once (MASTER <-> FAULT)
+  watchdog   conditions.evaluate after one instance changed (with the watchdog's memo where the
+             build has one)
+
+`--compare DIR` runs the same bench against the tree in DIR (e.g. /work/main) in the same run,
+alternating the two builds `--rounds` times, and prints both side by side (medians of the rounds).
+
+Run: .venv/bin/python bench/bench_render.py [--sizes 100,1000] [--compare /work/main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROUTERS = 64
+CASES = ("unchanged", "advert", "one", "all", "watchdog")
+
+
+def measure(n: int, conf: bool, rounds: int) -> dict[str, float]:
+    import inspect
+    from dataclasses import replace
+
+    import common
+
+    from ka_exporter.daemon import build_parts
+    from ka_exporter.model import ConfInstance, ConfVip, KeepalivedConfig, LocalAddress, VrrpState
+    from ka_exporter.outputs.exposition import Renderer
+    from ka_exporter.parse.dumps import parse_dumps
+    from ka_exporter.settings import Settings
+    from ka_exporter.sources.wire import WireSource
+    from ka_exporter.store import Store
+    from ka_exporter.verdicts import conditions
+
+    data, stats = common.build_dumps(n)
+    views = list(parse_dumps(data.encode(), stats.encode()))
+    store = Store(hostname="bench")
+    if conf:
+        store.set_config(
+            KeepalivedConfig(
+                instances=tuple(
+                    ConfInstance(v.name, v.interface, v.vrid, vips=tuple(ConfVip(a, 24) for a in v.vips))
+                    for v in views
+                )
+            )
+        )
+
+    def addresses() -> tuple[LocalAddress, ...]:
+        return (
+            LocalAddress("10.251.0.250", 24, "eth0", "inet"),
+            *tuple(
+                LocalAddress(a, 24, v.interface, "inet")
+                for v in views
+                if v.state == VrrpState.MASTER
+                for a in v.vips
+            ),
+        )
+
+    store.set_addresses(addresses())
+    store.set_instances(tuple(views), "dumps")
+    sender = _Sender(WireSource(store, ["eth0"]), common.adverts(ROUTERS), time.time() - 10.0)
+    for k in range(4 * ROUTERS):  # every router heard four times, 64 adverts a second
+        sender.send(k, tick=False)
+    sender.wire.observe_failover(sender.now)
+    parts = build_parts(Settings(collectors=frozenset({"process", "vips", "dumps", "wire", "config"})))
+    renderer = Renderer(store.snapshot_versions, parts, stamp=store.stamp)
+    renderer.render("", "")
+    memo: Any = None
+    if "memo" in inspect.signature(conditions.evaluate).parameters:
+        from ka_exporter.verdicts.fused import Memo
+
+        memo = Memo()
+
+    def evaluate() -> None:
+        snap = store.snapshot()
+        if memo is not None:
+            conditions.evaluate(snap, memo)
+        else:
+            conditions.evaluate(snap)
+
+    evaluate()
+    out: dict[str, list[float]] = {c: [] for c in CASES}
+
+    def flip(i: int) -> None:
+        state = views[i].state
+        views[i] = replace(views[i], state=VrrpState.FAULT if state == VrrpState.MASTER else VrrpState.MASTER)
+
+    for k in range(rounds):
+        t0 = time.perf_counter()
+        if renderer.cached("", "") is None:
+            renderer.render("", "")
+        out["unchanged"].append(time.perf_counter() - t0)
+        sender.send(k, tick=k % 16 == 0)
+        t0 = time.perf_counter()
+        renderer.render("", "")
+        out["advert"].append(time.perf_counter() - t0)
+        flip(k % n)
+        store.set_instances(tuple(views), "dumps")
+        store.set_addresses(addresses())
+        t0 = time.perf_counter()
+        renderer.render("", "")
+        out["one"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        evaluate()
+        out["watchdog"].append(time.perf_counter() - t0)
+        if k % 4 == 0:
+            for i in range(n):
+                flip(i)
+            store.set_instances(tuple(views), "dumps")
+            store.set_addresses(addresses())
+            t0 = time.perf_counter()
+            renderer.render("", "")
+            out["all"].append(time.perf_counter() - t0)
+            evaluate()
+    return {c: round(statistics.median(v) * 1000.0, 3) for c, v in out.items()}
+
+
+class _Sender:
+    """The routers' adverts, one at a time, into the wire source's own ingest (its table, its ticks)."""
+
+    def __init__(self, wire: Any, packets: list[bytes], start: float) -> None:
+        self.wire, self.packets, self.now = wire, packets, start
+        wire.table.set_listening({"eth0": start})
+
+    def send(self, k: int, *, tick: bool) -> None:
+        self.wire.ingest("eth0", [(self.packets[k % len(self.packets)], self.now, False)])
+        self.now += 1.0 / len(self.packets)
+        if tick:  # the wire source's tick (4 a second at 64 adverts/s): the failover accounts
+            self.wire.observe_failover(self.now)
+
+
+def child(tree: str, sizes: list[int], rounds: int) -> None:
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, tree)
+    import ka_exporter
+
+    assert Path(ka_exporter.__file__).resolve().is_relative_to(Path(tree).resolve()), ka_exporter.__file__
+    rows = {
+        f"{n}{' conf' if conf else ''}": measure(n, conf, rounds) for n in sizes for conf in (False, True)
+    }
+    print("ROWS " + json.dumps(rows))
+
+
+def run(tree: Path, sizes: list[int], rounds: int) -> dict[str, dict[str, float]]:
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(tree),
+        "--sizes",
+        ",".join(map(str, sizes)),
+    ]
+    argv += ["--per-child", str(rounds)]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tree, check=True)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("ROWS "))
+    rows: dict[str, dict[str, float]] = json.loads(line.removeprefix("ROWS "))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100,1000")
+    ap.add_argument("--compare", default=None, help="another tree (e.g. /work/main), measured alternately")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each build (alternating)")
+    ap.add_argument("--per-child", type=int, default=80, help="renders of each kind per run")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.child:
+        child(args.child, sizes, args.per_child)
+        return 0
+    trees = {"this": HERE.parent}
+    if args.compare:
+        trees["other"] = Path(args.compare).resolve()
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            runs[name].append(run(tree, sizes, args.per_child))
+    merged = {
+        name: {row: {c: statistics.median(r[row][c] for r in got) for c in CASES} for row in got[0]}
+        for name, got in runs.items()
+    }
+    import common
+
+    head = f"{'instances':>10} {'build':<28}" + "".join(f"{c:>11}" for c in CASES)
+    print("Renderer.render / conditions.evaluate in-process, median ms (medians of the runs); 64 routers")
+    print(head)
+    for row in merged["this"]:
+        for name, tree in trees.items():
+            cells = "".join(f"{merged[name][row][c]:>11.3f}" for c in CASES)
+            print(f"{row:>10} {str(tree)[-28:]:<28}{cells}")
+    print(f"load {common.load():.2f} (a shared 2-core machine)")
+    common.result("render", {"trees": {k: str(v) for k, v in trees.items()}, "ms": merged}, [])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
