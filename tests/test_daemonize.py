@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from ka_exporter.sources.fleet import _handoff
 from ka_exporter.sources.process import ProcessSource
 from ka_exporter.store import Store
 from ka_exporter.store.fleet import Daemon
+from tests.conftest import in_netns, unique
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="keepalived is adopted only as root")
 
@@ -57,6 +58,18 @@ time.sleep(600)
 
 
 @pytest.fixture
+def ns() -> Iterator[str]:
+    """A network namespace of this test's own: other tests' processes named keepalived (the suite
+    runs on two workers) are in other namespaces, never candidates here."""
+    name = unique("ktd")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
 def keepalived_exe(tmp_path: Path) -> Path:
     exe = tmp_path / "bin" / "keepalived"
     exe.parent.mkdir()
@@ -67,12 +80,11 @@ def keepalived_exe(tmp_path: Path) -> Path:
 class Daemonizing:
     """One daemonizing start: `first` is the process started, `daemon()` the pid its fork wrote."""
 
-    def __init__(self, exe: Path, pid_file: Path, delay: float = 0.3, kids: int = 0) -> None:
+    def __init__(self, exe: Path, ns: str, pid_file: Path, delay: float = 0.3, kids: int = 0) -> None:
         pid_file.unlink(missing_ok=True)
         self.pid_file = pid_file
-        self.proc = subprocess.Popen(
-            [str(exe), "-c", DAEMONIZE, str(pid_file), str(delay), str(kids)], stdin=subprocess.DEVNULL
-        )
+        argv = ["ip", "netns", "exec", ns, str(exe), "-c", DAEMONIZE, str(pid_file), str(delay), str(kids)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         self.first = self.proc.pid
 
     def daemon(self) -> int | None:
@@ -126,12 +138,16 @@ def test_the_handoff_rule() -> None:
 
 @needs_root
 def test_a_daemonizing_start_is_one_start_and_a_restart_after_it_counts_once(
-    tmp_path: Path, keepalived_exe: Path
+    tmp_path: Path, keepalived_exe: Path, ns: str
 ) -> None:
+    in_netns(ns, lambda: _daemonizing_starts(tmp_path, keepalived_exe, ns))
+
+
+def _daemonizing_starts(tmp_path: Path, keepalived_exe: Path, ns: str) -> None:
     pid_file = tmp_path / "keepalived.pid"
     store = Store()
     src = ProcessSource(store, pid_file, interval=0.01)
-    first = Daemonizing(keepalived_exe, pid_file)
+    first = Daemonizing(keepalived_exe, ns, pid_file)
     second: Daemonizing | None = None
     try:
         seen, info = _watch(
@@ -149,7 +165,7 @@ def test_a_daemonizing_start_is_one_start_and_a_restart_after_it_counts_once(
         # keepalived killed, then started again (daemonizing again): one restart, not two.
         first.kill()
         _watch(src, store, time.monotonic() + 5, lambda i: not i.running)
-        second = Daemonizing(keepalived_exe, pid_file)
+        second = Daemonizing(keepalived_exe, ns, pid_file)
         seen, info = _watch(
             src, store, time.monotonic() + 10, lambda i: i.running and i.pid == second.daemon()
         )
@@ -162,10 +178,10 @@ def test_a_daemonizing_start_is_one_start_and_a_restart_after_it_counts_once(
 
 
 @needs_root
-def test_discover_counts_a_daemonizing_start_once(tmp_path: Path, keepalived_exe: Path) -> None:
+def test_discover_counts_a_daemonizing_start_once(tmp_path: Path, keepalived_exe: Path, ns: str) -> None:
     pid_file = tmp_path / "keepalived.pid"
-    disc = Discoverer()
-    one = Daemonizing(keepalived_exe, pid_file, delay=0.5)
+    disc = Discoverer(match=ns)
+    one = Daemonizing(keepalived_exe, ns, pid_file, delay=0.5)
     two: Daemonizing | None = None
     three: Daemonizing | None = None
 
@@ -189,10 +205,10 @@ def test_discover_counts_a_daemonizing_start_once(tmp_path: Path, keepalived_exe
 
         # A daemon that ran with children, killed, and keepalived started again at once: a restart,
         # though the new daemon started within the window of the old one.
-        two = Daemonizing(keepalived_exe, tmp_path / "two.pid", delay=0.0, kids=2)
+        two = Daemonizing(keepalived_exe, ns, tmp_path / "two.pid", delay=0.0, kids=2)
         ran = _daemon_of(two, mine, lambda d: len(d.children) == 2)
         two.kill()
-        three = Daemonizing(keepalived_exe, tmp_path / "two.pid", delay=0.0)
+        three = Daemonizing(keepalived_exe, ns, tmp_path / "two.pid", delay=0.0)
         new = _daemon_of(three, mine, lambda _d: True)
         tick = os.sysconf("SC_CLK_TCK")
         assert (new.start_time - ran.start_time) / tick < DAEMONIZE_WINDOW
@@ -217,17 +233,21 @@ def _daemon_of(d: Daemonizing, mine: Callable[[int], Daemon | None], ok: Callabl
 
 @needs_root
 def test_the_orphaned_child_of_a_killed_keepalived_is_never_adopted(
-    tmp_path: Path, keepalived_exe: Path
+    tmp_path: Path, keepalived_exe: Path, ns: str
 ) -> None:
     """SIGKILL the daemon and its VRRP child lives on for a moment, orphaned (here for good: it is a
     sleeping copy, where keepalived's own child would notice and stop). It is not keepalived's parent:
     keepalived_up drops to 0 and stays there, nothing is counted as a start, and `--discover` lists
     no daemon for it."""
+    in_netns(ns, lambda: _orphaned_child(tmp_path, keepalived_exe, ns))
+
+
+def _orphaned_child(tmp_path: Path, keepalived_exe: Path, ns: str) -> None:
     pid_file = tmp_path / "keepalived.pid"
     store = Store()
     src = ProcessSource(store, pid_file, interval=0.01)
-    disc = Discoverer()
-    ka = Daemonizing(keepalived_exe, pid_file, delay=0.0, kids=1)
+    disc = Discoverer(match=ns)
+    ka = Daemonizing(keepalived_exe, ns, pid_file, delay=0.0, kids=1)
     try:
         _, info = _watch(
             src, store, time.monotonic() + 10, lambda i: i.pid == ka.daemon() and len(i.vrrp_pids) == 1
