@@ -48,13 +48,23 @@ def bus(tmp_path: Path) -> Iterator[Bus]:
         [DBUS_DAEMON, f"--config-file={conf}", "--nofork", "--nopidfile"], stderr=subprocess.DEVNULL
     )
     try:
-        assert wait_until(sock.exists, 10)
+        # The socket file exists from bind(); connections are refused until listen(): wait for one.
+        assert wait_until(lambda: _accepts(sock), 10)
         yield Bus(proc, sock)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)  # a test may have frozen it
             proc.terminate()
         proc.wait(10)
+
+
+def _accepts(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
 
 def list_names() -> Call:
