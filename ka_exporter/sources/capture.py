@@ -247,6 +247,7 @@ class PacketSocket:
         self.interface = interface
         self.outgoing = outgoing
         self._vectors: _Vectors | None = None
+        self._buf: bytearray | None = None  # without recvmmsg only
         self.packets = 0  # PACKET_STATISTICS totals since open
         self.drops = 0
         try:
@@ -314,7 +315,9 @@ class PacketSocket:
     def _recv_each(self, limit: int) -> list[tuple[bytes, float, bool]]:
         """recv_batch without recvmmsg: one recv_into per packet, timed on its return."""
         out: list[tuple[bytes, float, bool]] = []
-        buf = bytearray(SLOT)
+        if self._buf is None:
+            self._buf = bytearray(SLOT)
+        buf = self._buf
         view = memoryview(buf)
         recv_into = self.sock.recv_into
         outgoing = self.outgoing

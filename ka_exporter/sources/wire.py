@@ -10,7 +10,8 @@ calls `store.wire_changed()` only when a VRID's verdict changed (a new router, m
 no master, conflicts), at most once per batch of packets, so a watcher sees a split brain as soon as
 the decisive advert is read; time-driven changes (expiry) are found by a tick when the table says one
 can happen (`PeerTable.due`: a hold time or linger running out), every `tick_interval` while a VRID is
-not steady, and at least once a second (the failover accounts, kernel drop counters).
+not steady; the thread also wakes at least once a second (the failover accounts, kernel drop
+counters), on a wakeup for packets when they flow.
 The store reads the table through `set_wire_provider(table.snapshot)`.
 
 Failures are one line each and never stop the other sources: no CAP_NET_RAW, an interface that does
@@ -30,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from ka_exporter.model import Advert, FailoverEvent, VridTiming
+from ka_exporter.model import Advert, FailoverEvent, KeepalivedConfig, VridTiming
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.settings import default
 from ka_exporter.sources.base import Registration, Source, Wiring
@@ -42,6 +43,7 @@ from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
     VridKey,
     VridVerdict,
+    config_vrids,
     configured_vrids,
     judge_snapshot,
     vrid_holds,
@@ -55,13 +57,15 @@ _POLLBAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
 FAILOVER_FRESH = 1.0  # seconds: the failover accounts a reader sees are at most this old
 FAILOVER_IDLE = 5.0  # seconds between two observations of a table that only repeated itself
 TICK_EARLY = 0.25  # seconds: a tick due within this of a wakeup for packets runs in that wakeup
-# seconds: while packets come closer than this (a burst: 100 instances advertising at once), the
-# sockets are read at most once per BATCH_WINDOW, so a burst is one wakeup and one pass of the
-# table, not one per packet. Adverts keep their kernel receive times (capture.py), so what is late
-# is only when the store hears of them: an advert is read at most BATCH_WINDOW after it arrived, so
-# a verdict it decides (split brain, a new master) reaches the store at most that much later. Kept
-# at a fifth of the 50 ms freshness target (issue #12): the rest is for the store, watchdog and
-# scrape. An advert that comes after a quiet spell (1 instance: one a second) is read at once.
+CHECK_EARLY = 1.0  # seconds: the same for the socket check (every check_interval, 5 s, while healthy)
+# seconds: while packets come closer than this (a burst: 100 instances advertising at once; taken
+# as three reads within two windows), the sockets are read at most once per BATCH_WINDOW, so a burst
+# is a few wakeups and passes of the table, not one per packet. Adverts keep their kernel receive
+# times (capture.py), so what is late is only when the store hears of them: an advert is read at
+# most BATCH_WINDOW after it arrived, so a verdict it decides (split brain, a new master) reaches the
+# store at most that much later. Kept at a fifth of the 50 ms freshness target (issue #12): the rest
+# is for the store, watchdog and scrape. An advert after a quiet spell (1 instance: one a second) is
+# read at once.
 BATCH_WINDOW = 0.010
 
 
@@ -108,6 +112,7 @@ class WireSource(Source):
         self._gates: list[float] = []  # times a configured VRID's "listened for its hold time" comes
         self._wake: tuple[int, int] | None = None
         self._cache: dict[str, dict[int, Advert]] = {}
+        self._config_seen: tuple[KeepalivedConfig | None, tuple[VridKey, ...]] = (None, ())
         self.failover = FailoverTracker()
         self._failover_lock = threading.Lock()
         self._failover_version = 0  # moves with each observe_failover
@@ -166,7 +171,12 @@ class WireSource(Source):
         """(interface, family, vrid) that should have a master (for no_master)."""
         conf = self.configured
         if conf is None:
-            return configured_vrids(self.store.snapshot())
+            # keepalived.conf's, from the store's config alone (a snapshot every check_interval was
+            # most of a check at 100 instances); keepalived's view only when the config has none.
+            config = self.store.config()
+            if config is not self._config_seen[0]:
+                self._config_seen = (config, config_vrids(config))
+            return self._config_seen[1] or configured_vrids(self.store.snapshot())
         if callable(conf):
             return tuple(conf())
         return tuple(conf)
@@ -352,8 +362,9 @@ class WireSource(Source):
         next_tick = time.monotonic() + self.tick_interval
         next_failover = last_failover = 0.0
         next_stats = 0.0
-        last_read = float("-inf")  # monotonic time of the last wakeup that read packets
+        last_read = (float("-inf"),) * 2  # monotonic times of the last two wakeups that read packets
         window_end = 0.0  # the sockets are not polled before then (a batch window)
+        healthy = False
         self._lazy = True
         try:
             while not self.stopping:
@@ -376,9 +387,14 @@ class WireSource(Source):
                 read = self.received != received
                 if read:
                     self.wakeups += 1
-                    if mono - last_read < self.batch_window:
-                        window_end = mono + self.batch_window  # packets are flowing: batch them
-                    last_read = mono
+                    # The third read within two windows: packets are flowing, batch them. Not the
+                    # second: a lone advert can come as two reads (own and received socket, or two
+                    # routers a moment apart), and a window then would be a wakeup of its own for none.
+                    if mono - last_read[0] < 2.0 * self.batch_window:
+                        window_end = mono + self.batch_window
+                    last_read = (last_read[1], mono)
+                    if healthy and next_check - mono < CHECK_EARLY:
+                        next_check = mono  # the socket check rides on this wakeup, not one of its own
                 # A tick due soon rides on a wakeup for packets (ticking early changes nothing: the
                 # next is planned from the table again): with 1 instance, one wakeup a second, not two.
                 early = read and mono >= next_tick - TICK_EARLY
@@ -387,7 +403,8 @@ class WireSource(Source):
                     gate = bool(self._gates) and now >= self._gates[0]
                     while self._gates and now >= self._gates[0]:
                         del self._gates[0]  # listened for a configured VRID's hold time: re-judge
-                    if self.table.tick(now) or gate:
+                    # The table only when it can change (PeerTable.due): its tick walks every router.
+                    if (now >= self.table.due() and self.table.tick(now)) or gate:
                         self.store.wire_changed()
                     # The accounts are exact from packet timestamps whenever they are brought up to
                     # date: within a second when the table moved (a new router, run, priority,
@@ -401,7 +418,7 @@ class WireSource(Source):
                     # accounts and kernel stats): steady VRIDs do not wake the thread 4 times a second.
                     due = min(self.table.due(), self._gates[0] if self._gates else float("inf")) - now
                     next_tick = mono + min(max(due, self.tick_interval), 1.0)
-                    if mono >= next_stats:  # kernel drops visible within a second, not a check interval
+                    if mono >= next_stats - TICK_EARLY:  # kernel drops within a second, not a check interval
                         self._update_kernel_stats()
                         next_stats = mono + 1.0
         finally:
