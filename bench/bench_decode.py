@@ -12,7 +12,7 @@ reported against the same floor so that the cost of a cache miss stays visible.
    spoofed flood (random sources, VRIDs, priorities, passwords: every packet new) through `ingest`.
 2. Sockets (root): a veth pair between two fresh namespaces; a sender *process* in one floods
    adverts; in the other, on ONE PacketSocket (kernel BPF filter attached), first a bare loop
-   (`recv_into`, then the source's own `recv_batch`: recv_into + copy + receive time, no decode), then the
+   (`recv_into`, then the source's own `recv_batch`: recvmmsg + copy + kernel receive time, no decode), then the
    source's `_drain` (recv + decode + table, live path), then the plain path (`recv_batch`, then
    `decode` + `PeerTable.update` for every packet). Rates are per CPU-second of the receiving thread
    (a receiver faster than the sender waits, which costs no CPU), and per wall second.

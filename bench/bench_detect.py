@@ -8,7 +8,10 @@ at advert_int 1: under 0.5% of one core.
 Setup (root): a veth pair between two fresh namespaces. A WireSource runs (start(), its own capture
 thread) in one; a store listener records the moment the store's wire view says split brain. From the
 other namespace, router A advertises (VRRPv3) every interval; after a few adverts router B starts
-advertising too, on a random phase. Each trial uses a new VRID. Latencies:
+advertising too, on a random phase. Each trial uses a new VRID. A third round repeats the first
+(advert_int 0.1) while BURST other routers advertise all at once every interval, as 100 keepalived
+instances do: the wire source then reads in batch windows (10 ms), and the figures show what that
+costs a decisive advert that lands in one (at most the window). Latencies:
   processing: listener time - send time of the last packet sent before it (same host clock; the
               veth hands the packet over in microseconds), and - the packet's receive stamp;
   rule delay: listener time - B's first advert (what the verdict rule costs by design).
@@ -42,6 +45,7 @@ from ka_exporter.store import Store
 from ka_exporter.verdicts.wire import judge
 
 MCAST4 = b"\x01\x00\x5e\x00\x00\x12"
+BURST = 100  # other routers advertising at once in the third round (100 instances' worth)
 
 
 def advert(src: str, vrid: int, prio: int, centis: int) -> bytes:
@@ -51,7 +55,29 @@ def advert(src: str, vrid: int, prio: int, centis: int) -> bytes:
     return bytes(pkt)
 
 
-def trials(rx: str, tx: str, interval: float, count: int) -> list[dict[str, float]]:
+def burst_sender(tx: str, count: int, interval: float, stop: threading.Event) -> threading.Thread:
+    """`count` other routers (VRIDs 101...) advertising every `interval`, all at once as keepalived's
+    instances do: the wire source then reads in batch windows (sources/wire.py BATCH_WINDOW)."""
+    sock = in_ns(tx, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))
+    packets = [advert("10.250.0.50", 101 + k, 150, round(interval * 100)) for k in range(count)]
+
+    def run() -> None:
+        try:
+            t_next = time.time()
+            while not stop.is_set():
+                for pkt in packets:
+                    sock.sendto(pkt, ("vx", 0x0800, 0, 0, MCAST4))
+                t_next += interval
+                stop.wait(max(0.0, t_next - time.time()))
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def trials(rx: str, tx: str, interval: float, count: int, background: int = 0) -> list[dict[str, float]]:
     store = Store(hostname="bench")
     src = WireSource(store, ["vr"], configured=())
     flagged: dict[int, float] = {}
@@ -75,6 +101,10 @@ def trials(rx: str, tx: str, interval: float, count: int) -> list[dict[str, floa
     sender = in_ns(tx, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))
     out: list[dict[str, float]] = []
     rng = random.Random(7)
+    stop = threading.Event()
+    bursts = burst_sender(tx, background, interval, stop) if background else None
+    if bursts is not None:
+        time.sleep(3 * interval + 0.5)  # the other routers known and steady before the trials
     try:
         for k in range(count):
             vrid = 1 + k
@@ -118,6 +148,9 @@ def trials(rx: str, tx: str, interval: float, count: int) -> list[dict[str, floa
             )
             time.sleep(3 * interval)  # let both expire before the next trial
     finally:
+        stop.set()
+        if bursts is not None:
+            bursts.join(5)
         sender.close()
         src.stop()
     return out
@@ -171,8 +204,9 @@ def main() -> int:
     targets: list[Target] = []
     with veth_pair("kd", "vx", "vr") as (tx, rx):
         print(f"{'figure':56} {'p50':>9} {'p95':>9} {'max':>9}  target")
-        for interval, count in ((0.1, 20), (1.0, 3)):
-            rows = trials(rx, tx, interval, count)
+        for interval, count, background in ((0.1, 20, 0), (1.0, 3, 0), (0.1, 20, BURST)):
+            rows = trials(rx, tx, interval, count, background)
+            what = f"I={interval:g}s" + (f" + {background} in bursts" if background else "")
             missed = sum(1 for r in rows if "missed" in r)
             summary: dict[str, dict[str, float]] = {}
             for key, label, target in (
@@ -182,13 +216,12 @@ def main() -> int:
             ):
                 p50, p95, mx = summarize(rows, key)
                 summary[key] = {"p50": p50, "p95": p95, "max": mx}
-                print(
-                    f"{f'I={interval:g}s ({count} trials): {label}':56} {p50:9.2f} {p95:9.2f} {mx:9.2f}  {target}"
-                )
+                print(f"{f'{what} ({count} trials): {label}':56} {p50:9.2f} {p95:9.2f} {mx:9.2f}  {target}")
             if missed:
-                print(f"  I={interval:g}s: {missed} trial(s) never flagged")
-            figures[f"interval_{interval:g}"] = {"rows": rows, "missed": missed, "summary": summary}
-            name = f"I={interval:g}s"
+                print(f"  {what}: {missed} trial(s) never flagged")
+            suffix = f"_burst_{background}" if background else ""
+            figures[f"interval_{interval:g}{suffix}"] = {"rows": rows, "missed": missed, "summary": summary}
+            name = what
             targets += [
                 Target(
                     f"{name} p95 ms decisive packet sent -> flagged",

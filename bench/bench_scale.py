@@ -25,6 +25,15 @@ a real ka-exporter watches node a as `ka-exporter demo` does (every source on).
 The machine is shared: the load average is printed with the figures.
 
 Run: .venv/bin/python bench/bench_scale.py [--instances 100] [--trials 5] [--idle 20] [--scrape-at-ms 50]
+    [--baseline DIR]
+
+With --baseline DIR (a checkout of another branch: `git archive main | tar -x -C DIR`), each lab is
+watched first by DIR's exporter, then by this checkout's, one after the other, and both are printed:
+the same keepalived pair and the same run, so the figures compare.
+
+Besides the cost per advert (CPU / adverts) at 1 and N instances and their ratio, it prints the line
+through those two points, CPU (ms/s) against adverts/s: the marginal cost of an advert and the fixed
+part (what the threads spend per second whatever the adverts), for src-wire + watchdog and the process.
 
 With --scrape-at-ms T a FAULT trial scrapes nothing until T ms after keepalived's last FAULT line: is it
 visible to a scrape that starts then (no render of the states in between competing for the GIL)?
@@ -149,6 +158,7 @@ def idle(exporter: Process, port: int, seconds: float) -> dict[str, Any]:
         "adverts_per_s": round(rate, 1),
         "ms_per_advert": round(ms_per_s / rate, 4) if rate else None,
         "event_threads_ms_per_advert": round(per_event / rate, 4) if rate and names else None,
+        "event_threads_ms_per_s": round(per_event, 3) if names else None,
         "threads_ms_per_s": {k: round(v, 2) for k, v in sorted(by_thread.items())},
         "load": round(common.load(), 2),
     }
@@ -362,7 +372,13 @@ def fault_trial(lab: Lab, port: int, n: int, exporter: Process) -> dict[str, Any
     }
 
 
-def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, Any]:
+def run(
+    n: int, trials: int, idle_seconds: float, workdir: Path, trees: list[Path | None]
+) -> list[dict[str, Any]]:
+    """One lab pair with `n` instances; on it, one exporter after the other, from each of `trees`
+    (None: this checkout; a directory: a checkout of another branch, run from there, e.g. main's, so
+    both are measured on the same keepalived pair, same phases of its adverts, same run)."""
+    rows: list[dict[str, Any]] = []
     with Lab(profile="fast", dbus=True) as lab:
         for name in ("a", "b"):
             lab.stop(name)
@@ -370,26 +386,47 @@ def run(n: int, trials: int, idle_seconds: float, workdir: Path) -> dict[str, An
             lab.nodes[name].config_path.write_text(config(lab, name, n))
         for name in ("a", "b"):
             lab.start(name)
-        port = common.free_port()
-        env = common.bytecode_env(workdir / "pycache")
-        # Debug: the renderer's line per body (where a FAULT scrape's time went, fault_trial).
-        argv = [*exporter_args(lab.nodes["a"], port, "node-a"), "--log.level", "debug"]
-        with Process(argv, workdir / f"exp-{n}.log", env=env) as exp:
-            common.wait_http(port, exp)
-            if not wait_states(port, n, 2.0, 90.0):
-                raise RuntimeError(f"node a did not show {n} MASTER instances:\n{exp.logs()[-2000:]}")
-            # The L2 witness's first round: every VIP needs two agreeing probes, at most
-            # l2.max-probe-rate (10/s) in all, so ~20 s for 100 VIPs, each first result news for the
-            # watchdog. That start-up is not the idle state: measure once every VIP has a result.
-            started = time.monotonic()
-            if not wait_until(lambda: len(PROBED.findall(scrape(port))) >= n, 120.0, 0.5):
-                raise RuntimeError(f"the L2 witness did not probe {n} VIPs:\n{exp.logs()[-2000:]}")
-            settle = round(time.monotonic() - started, 1)
-            time.sleep(3.0)  # dumps and first passes settle
-            row: dict[str, Any] = {"instances": n, "settle_s": settle, "idle": idle(exp, port, idle_seconds)}
-            row["rss_mib"] = round(common.rss_kib(exp.pid)[0] / 1024, 1)
-            row["trials"] = [fault_trial(lab, port, n, exp) for _ in range(trials)]
-    return row
+        for k, tree in enumerate(trees):
+            port = common.free_port()
+            env = common.bytecode_env(workdir / f"pycache-{k}")
+            # Debug: the renderer's line per body (where a FAULT scrape's time went, fault_trial).
+            argv = [*exporter_args(lab.nodes["a"], port, "node-a"), "--log.level", "debug"]
+            where = {} if tree is None else {"cwd": str(tree)}  # python -m: the cwd's ka_exporter first
+            with Process(argv, workdir / f"exp-{n}-{k}.log", env=env, **where) as exp:
+                common.wait_http(port, exp)
+                if not wait_states(port, n, 2.0, 90.0):
+                    raise RuntimeError(f"node a did not show {n} MASTER instances:\n{exp.logs()[-2000:]}")
+                # The L2 witness's first round: every VIP needs two agreeing probes, at most
+                # l2.max-probe-rate (10/s) in all, so ~20 s for 100 VIPs, each first result news for the
+                # watchdog. That start-up is not the idle state: measure once every VIP has a result.
+                started = time.monotonic()
+                if not wait_until(lambda p=port: len(PROBED.findall(scrape(p))) >= n, 120.0, 0.5):
+                    raise RuntimeError(f"the L2 witness did not probe {n} VIPs:\n{exp.logs()[-2000:]}")
+                settle = round(time.monotonic() - started, 1)
+                time.sleep(3.0)  # dumps and first passes settle
+                row: dict[str, Any] = {
+                    "tree": "this checkout" if tree is None else str(tree),
+                    "instances": n,
+                    "settle_s": settle,
+                    "idle": idle(exp, port, idle_seconds),
+                }
+                row["rss_mib"] = round(common.rss_kib(exp.pid)[0] / 1024, 1)
+                row["trials"] = [fault_trial(lab, port, n, exp) for _ in range(trials)]
+            rows.append(row)
+    return rows
+
+
+def fit(one: dict[str, Any], many: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """(marginal ms per advert, fixed ms/s): the line through the two idle points, CPU (ms/s) against
+    adverts/s (1 and N instances). The marginal cost is what one more advert a second costs; the
+    fixed part what the same threads spend per second whatever the adverts (ticks, accounts, checks),
+    which at ~1 advert/s is most of the cost per advert the ratio compares."""
+    r1, rn = one["idle"]["adverts_per_s"], many["idle"]["adverts_per_s"]
+    c1, cn = one["idle"][key], many["idle"][key]
+    if c1 is None or cn is None or rn == r1:
+        return None
+    marginal = (cn - c1) / (rn - r1)
+    return marginal, c1 - marginal * r1
 
 
 def main() -> int:
@@ -400,6 +437,13 @@ def main() -> int:
     ap.add_argument(
         "--scrape-at-ms", type=float, default=None, help="FAULT trials: first scrape that long after"
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="also run the exporter from this checkout (e.g. `git archive main`), first, on the same labs",
+    )
     args = ap.parse_args()
     global SCRAPE_AT_MS  # the FAULT trials' mode, set once here
     SCRAPE_AT_MS = args.scrape_at_ms
@@ -407,50 +451,76 @@ def main() -> int:
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="ka-bench-scale-"))
-    one = run(1, 0, args.idle, workdir)
-    many = run(args.instances, args.trials, args.idle, workdir)
+    trees: list[Path | None] = [*args.baseline, None]
+    ones = run(1, 0, args.idle, workdir, trees)
+    manys = run(args.instances, args.trials, args.idle, workdir, trees)
     print("real keepalived pair, VRRPv3 advert_int 1, exporter on the master (node a), D-Bus on")
-    for r in (one, many):
-        i = r["idle"]
-        print(
-            f"  {r['instances']:>4} instances: idle {i['cpu_ms_per_s']} ms/s ({i['cpu_percent']}% of a core), "
-            f"{i['adverts_per_s']} adverts/s, {i['ms_per_advert']} ms per advert (process), "
-            f"{i['event_threads_ms_per_advert']} ms per advert (src-wire + watchdog); RSS {r['rss_mib']} MiB; "
-            f"load {i['load']}; after the L2 witness's first round ({r['settle_s']} s)"
-        )
-        print(f"        threads ms/s: {i['threads_ms_per_s']}")
-    for k, t in enumerate(many["trials"], 1):
-        print(
-            f"  FAULT trial {k}: logged {t['faults_logged']}, shown {t['faults_shown']}, worst lag "
-            f"{t['worst_lag_ms']} ms, median {t['median_lag_ms']} ms, MASTER again {t['master_again']}; "
-            f"{t['scrapes']} scrapes, slowest {t['slowest_scrape_ms']} ms (render {t['slowest_render_ms']} ms); "
-            f"load {t['load']}"
-        )
-        print(f"        first all-FAULT scrape (ms after keepalived's last FAULT line): {t['first_full']}")
-        print(
-            f"        keepalived's FAULT signals on the bus (n, first, last ms after that line): {t['bus_signals']}"
-        )
-        print(f"        exporter threads' CPU ms, link down to the all-FAULT scrape: {t['threads_cpu_ms']}")
-        if t["first_scrape"] is not None:
+    figures: dict[str, Any] = {}
+    targets: list[Target] = []
+    for one, many in zip(ones, manys, strict=True):
+        label = one["tree"]
+        print(f"{label}:")
+        for r in (one, many):
+            i = r["idle"]
             print(
-                f"        first scrape, {SCRAPE_AT_MS:g} ms after keepalived's last FAULT line (none before): "
-                f"{t['first_scrape']}"
+                f"  {r['instances']:>4} instances: idle {i['cpu_ms_per_s']} ms/s ({i['cpu_percent']}% of a core), "
+                f"{i['adverts_per_s']} adverts/s, {i['ms_per_advert']} ms per advert (process), "
+                f"{i['event_threads_ms_per_advert']} ms per advert (src-wire + watchdog); RSS {r['rss_mib']} MiB; "
+                f"load {i['load']}; after the L2 witness's first round ({r['settle_s']} s)"
             )
-    a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
-    ratio = max(a, b) / min(a, b) if a and b else None
-    n = many["instances"]
-    fresh = [t for t in many["trials"] if t["worst_lag_ms"] is not None and t["worst_lag_ms"] <= FRESH_MS]
-    targets = [
-        Target(f"{n} instances: idle CPU % of a core", many["idle"]["cpu_percent"], "<", IDLE_PERCENT),
-        Target("per-advert cost, 1 vs N instances (ratio)", ratio, "<=", 2.0),
-        Target(
-            f"{n} instances: FAULT shown within {FRESH_MS:g} ms (trials)",
-            len(fresh),
-            "==",
-            len(many["trials"]),
-        ),
-    ]
-    common.result("scale", {"one": one, "many": many}, targets)
+            print(f"        threads ms/s: {i['threads_ms_per_s']}")
+        for k, t in enumerate(many["trials"], 1):
+            print(
+                f"  FAULT trial {k}: logged {t['faults_logged']}, shown {t['faults_shown']}, worst lag "
+                f"{t['worst_lag_ms']} ms, median {t['median_lag_ms']} ms, MASTER again {t['master_again']}; "
+                f"{t['scrapes']} scrapes, slowest {t['slowest_scrape_ms']} ms (render {t['slowest_render_ms']} ms); "
+                f"load {t['load']}"
+            )
+            print(
+                f"        first all-FAULT scrape (ms after keepalived's last FAULT line): {t['first_full']}"
+            )
+            print(
+                f"        keepalived's FAULT signals on the bus (n, first, last ms after that line): {t['bus_signals']}"
+            )
+            print(
+                f"        exporter threads' CPU ms, link down to the all-FAULT scrape: {t['threads_cpu_ms']}"
+            )
+            if t["first_scrape"] is not None:
+                print(
+                    f"        first scrape, {SCRAPE_AT_MS:g} ms after keepalived's last FAULT line (none before): "
+                    f"{t['first_scrape']}"
+                )
+        a, b = one["idle"]["event_threads_ms_per_advert"], many["idle"]["event_threads_ms_per_advert"]
+        ratio = max(a, b) / min(a, b) if a and b else None
+        shown = "n/a" if ratio is None else f"{ratio:.2f}"
+        print(
+            f"  cost per advert (src-wire + watchdog), 1 vs {many['instances']} instances: {a} vs {b} ms, ratio {shown}"
+        )
+        lines = {}
+        for key, what in (("event_threads_ms_per_s", "src-wire + watchdog"), ("cpu_ms_per_s", "process")):
+            got = fit(one, many, key)
+            lines[key] = got
+            if got is not None:
+                print(
+                    f"  fit of {what} CPU vs adverts/s (1 and {many['instances']} instances): marginal "
+                    f"{got[0]:.4f} ms per advert, fixed {got[1]:.3f} ms/s"
+                )
+        n = many["instances"]
+        fresh = [t for t in many["trials"] if t["worst_lag_ms"] is not None and t["worst_lag_ms"] <= FRESH_MS]
+        figures[label] = {"one": one, "many": many, "ratio": ratio, "fit": lines}
+        if one["tree"] != "this checkout":
+            continue  # the baseline's figures are printed beside, the targets are this checkout's
+        targets += [
+            Target(f"{n} instances: idle CPU % of a core", many["idle"]["cpu_percent"], "<", IDLE_PERCENT),
+            Target("per-advert cost, 1 vs N instances (ratio)", ratio, "<=", 2.0),
+            Target(
+                f"{n} instances: FAULT shown within {FRESH_MS:g} ms (trials)",
+                len(fresh),
+                "==",
+                len(many["trials"]),
+            ),
+        ]
+    common.result("scale", figures, targets)
     return 0
 
 

@@ -275,8 +275,10 @@ def serve(settings: Settings) -> int:
     host, _port = parse_listen_address(settings.web_listen_address)
     log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
     WatchdogLoop(settings, exporter.store, exporter.watchdog_stats).start(stop)
-    while not stop.wait(1.0):
-        pass
+    # Asleep until SIGTERM/SIGINT, with no timeout: the wait is a lock acquire, which a signal
+    # interrupts (Python runs the handler, whose stop.set() ends the wait), so the main thread does
+    # not wake every second for nothing.
+    stop.wait()
     server.stop()
     exporter.stop()
     return 0

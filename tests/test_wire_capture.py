@@ -269,6 +269,94 @@ def _v3_4(src: str, prio: int, cs: int) -> bytes:
     )
 
 
+def read_packets(sock: PacketSocket, n: int, limit: int = 256) -> list[tuple[bytes, float, bool]]:
+    """`n` packets from `sock` (asserted to come within 2 s), `limit` per recv_batch."""
+    got: list[tuple[bytes, float, bool]] = []
+
+    def more() -> bool:
+        got.extend(sock.recv_batch(limit))
+        return len(got) >= n
+
+    assert wait_until(more, timeout=2), got
+    assert len(got) == n, got
+    return got
+
+
+def test_packets_are_timed_when_they_reached_the_socket_not_when_read(pair: Pair) -> None:
+    """Kernel receive times (SO_TIMESTAMPNS via recvmmsg): packets read late keep their arrival
+    time, received and own (outgoing) ones alike; read the old way they would be timed at the read."""
+    inbound = in_netns(pair.rx, lambda: PacketSocket("vr"))
+    outbound = in_netns(pair.rx, lambda: PacketSocket("vr", outgoing=True))
+    peer, own = Sender(pair), Sender(pair, iface="vr", ns=pair.rx)
+    try:
+        before = time.time()
+        for k in range(3):
+            peer.send(v2(pair.ip(1), vrid=51 + k))
+        own.send(v2(pair.ip(2), prio=150))
+        time.sleep(0.3)  # read late
+        read_from = time.time()
+        got = read_packets(inbound, 3) + read_packets(outbound, 1)
+        assert [(data[12:16], out) for data, _ts, out in got] == [
+            *[(socket.inet_aton(pair.ip(1)), False)] * 3,
+            (socket.inet_aton(pair.ip(2)), True),
+        ]
+        stamps = [ts for _data, ts, _out in got]
+        assert all(before <= ts < read_from for ts in stamps), (before, stamps, read_from)
+        assert stamps[0] <= stamps[1] <= stamps[2]  # the order they came in
+    finally:
+        for s in (peer, own, inbound, outbound):
+            s.close()
+
+
+def test_without_recvmmsg_packets_are_read_one_by_one_and_timed_when_read(pair: Pair) -> None:
+    """The fallback where libc has no recvmmsg: the same packets, timed by time.time() on return."""
+    sock = in_netns(pair.rx, lambda: PacketSocket("vr"))
+    sock._vectors = None  # as built where recvmmsg is missing
+    tx = Sender(pair)
+    try:
+        for k in range(3):
+            tx.send(v2(pair.ip(1), vrid=51 + k))
+        time.sleep(0.1)
+        read_from = time.time()
+        got = read_packets(sock, 3, limit=2)
+        assert [data[12:16] for data, _ts, _out in got] == [socket.inet_aton(pair.ip(1))] * 3
+        assert all(read_from <= ts for _data, ts, _out in got)
+    finally:
+        tx.close()
+        sock.close()
+
+
+def test_adverts_flowing_are_read_in_one_wakeup_per_batch_window_with_their_own_times(pair: Pair) -> None:
+    """Packets flowing (a third read within two windows) wait for the window's end and are read
+    together (one wakeup, one store notification), each keeping the time it arrived; a packet after a
+    quiet spell is read at once. (A long window here, so that a loaded machine cannot blur it.)"""
+    window = 0.5
+    src, store = start_source(pair, batch_window=window)
+    tx = Sender(pair)
+    try:
+        woken = src.wakeups
+        for k in range(3):  # after a quiet spell each is read at once; the third starts a window
+            tx.send(v2(pair.ip(1 + k), vrid=51 + k))
+            assert wait_until(lambda: src.received == k + 1, timeout=2)  # noqa: B023 - called at once
+            assert src.wakeups == woken + k + 1
+        sent = []
+        for k in range(2):  # these wait for the window's end
+            tx.send(v2(pair.ip(4 + k), vrid=54 + k))
+            sent.append(time.time())
+            time.sleep(0.02)
+        held = {p.source for p in store.snapshot().wire_peers or ()}
+        assert wait_until(lambda: src.received == 5, timeout=5)
+        assert src.wakeups == woken + 4  # both in one wakeup
+        assert not held & {pair.ip(4), pair.ip(5)}, held  # not published before the window ended
+        rows = {p.source: p for p in store.snapshot().wire_peers or ()}
+        # each timed when it arrived (the first before the second was sent), not when both were read
+        assert rows[pair.ip(4)].last_seen < sent[1]
+        assert rows[pair.ip(4)].last_seen < rows[pair.ip(5)].last_seen
+    finally:
+        tx.close()
+        src.stop()
+
+
 def test_interface_that_disappears_and_comes_back_is_reopened(pair: Pair) -> None:
     src, store = start_source(pair)
     tx = Sender(pair)

@@ -1,12 +1,17 @@
 """The wire source: sniff VRRP adverts on keepalived's interfaces into the peer table.
 
 One capture thread polls one AF_PACKET socket per interface (kernel-filtered to VRRP, see
-`capture.py`), decodes each packet (`parse.vrrp.decode`) and updates the bounded `PeerTable`. It
+`capture.py`), decodes each packet (`parse.vrrp.decode`) and updates the bounded `PeerTable`. Each
+advert is timed by the kernel (when it reached the socket), so while packets are flowing (closer
+than BATCH_WINDOW, 10 ms: 100 instances advertising in one burst) the thread reads them at most
+once per window, a burst in one wakeup instead of one per packet; a verdict an advert decides
+reaches the store at most BATCH_WINDOW later than it would read at once. It
 calls `store.wire_changed()` only when a VRID's verdict changed (a new router, masters, split brain,
 no master, conflicts), at most once per batch of packets, so a watcher sees a split brain as soon as
 the decisive advert is read; time-driven changes (expiry) are found by a tick when the table says one
 can happen (`PeerTable.due`: a hold time or linger running out), every `tick_interval` while a VRID is
-not steady, and at least once a second (the failover accounts, kernel drop counters).
+not steady; the thread also wakes at least once a second (the failover accounts, kernel drop
+counters), on a wakeup for packets when they flow.
 The store reads the table through `set_wire_provider(table.snapshot)`.
 
 Failures are one line each and never stop the other sources: no CAP_NET_RAW, an interface that does
@@ -26,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from ka_exporter.model import Advert, FailoverEvent, VridTiming
+from ka_exporter.model import Advert, FailoverEvent, KeepalivedConfig, VridTiming
 from ka_exporter.parse.vrrp import PROCESS_KEY, decode
 from ka_exporter.settings import default
 from ka_exporter.sources.base import Registration, Source, Wiring
@@ -38,6 +43,7 @@ from ka_exporter.verdicts.wire import (
     DEFAULT_HOLD,
     VridKey,
     VridVerdict,
+    config_vrids,
     configured_vrids,
     judge_snapshot,
     vrid_holds,
@@ -51,6 +57,16 @@ _POLLBAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
 FAILOVER_FRESH = 1.0  # seconds: the failover accounts a reader sees are at most this old
 FAILOVER_IDLE = 5.0  # seconds between two observations of a table that only repeated itself
 TICK_EARLY = 0.25  # seconds: a tick due within this of a wakeup for packets runs in that wakeup
+CHECK_EARLY = 1.0  # seconds: the same for the socket check (every check_interval, 5 s, while healthy)
+# seconds: while packets come closer than this (a burst: 100 instances advertising at once; taken
+# as three reads within two windows), the sockets are read at most once per BATCH_WINDOW, so a burst
+# is a few wakeups and passes of the table, not one per packet. Adverts keep their kernel receive
+# times (capture.py), so what is late is only when the store hears of them: an advert is read at
+# most BATCH_WINDOW after it arrived, so a verdict it decides (split brain, a new master) reaches the
+# store at most that much later. Kept at a fifth of the 50 ms freshness target (issue #12): the rest
+# is for the store, watchdog and scrape. An advert after a quiet spell (1 instance: one a second) is
+# read at once.
+BATCH_WINDOW = 0.010
 
 
 class WireSource(Source):
@@ -73,6 +89,7 @@ class WireSource(Source):
         check_interval: float = 5.0,
         tick_interval: float = 0.25,
         batch: int = 256,
+        batch_window: float = BATCH_WINDOW,
     ) -> None:
         super().__init__(store)
         self.interfaces = tuple(interfaces)
@@ -83,8 +100,10 @@ class WireSource(Source):
         self.check_interval = check_interval
         self.tick_interval = tick_interval
         self.batch = batch
+        self.batch_window = batch_window
         self.table = PeerTable(cap=cap, linger=linger)
         self.received = 0  # packets that got past the kernel filter into Python
+        self.wakeups = 0  # poll rounds that read packets (run(): a burst in a batch window is one)
         self.attempts = 0  # socket (re)open rounds, for tests and status
         self._sockets: dict[tuple[str, bool], PacketSocket] = {}  # by (interface, outgoing)
         self._by_fd: dict[int, PacketSocket] = {}
@@ -93,6 +112,7 @@ class WireSource(Source):
         self._gates: list[float] = []  # times a configured VRID's "listened for its hold time" comes
         self._wake: tuple[int, int] | None = None
         self._cache: dict[str, dict[int, Advert]] = {}
+        self._config_seen: tuple[KeepalivedConfig | None, tuple[VridKey, ...]] = (None, ())
         self.failover = FailoverTracker()
         self._failover_lock = threading.Lock()
         self._failover_version = 0  # moves with each observe_failover
@@ -151,7 +171,12 @@ class WireSource(Source):
         """(interface, family, vrid) that should have a master (for no_master)."""
         conf = self.configured
         if conf is None:
-            return configured_vrids(self.store.snapshot())
+            # keepalived.conf's, from the store's config alone (a snapshot every check_interval was
+            # most of a check at 100 instances); keepalived's view only when the config has none.
+            config = self.store.config()
+            if config is not self._config_seen[0]:
+                self._config_seen = (config, config_vrids(config))
+            return self._config_seen[1] or configured_vrids(self.store.snapshot())
         if callable(conf):
             return tuple(conf())
         return tuple(conf)
@@ -331,14 +356,24 @@ class WireSource(Source):
         os.set_blocking(wfd, False)
         self._wake = (rfd, wfd)
         poller.register(rfd, _POLLIN)
+        waker = select.poll()  # the batch window: only close() ends it early
+        waker.register(rfd, _POLLIN)
         next_check = 0.0
         next_tick = time.monotonic() + self.tick_interval
         next_failover = last_failover = 0.0
         next_stats = 0.0
+        last_read = (float("-inf"),) * 2  # monotonic times of the last two wakeups that read packets
+        window_end = 0.0  # the sockets are not polled before then (a batch window)
+        healthy = False
         self._lazy = True
         try:
             while not self.stopping:
                 mono = time.monotonic()
+                if mono < window_end:
+                    # The rest of a burst queues meanwhile, timed by the kernel; ticks wait too
+                    # (at most the window: they follow a read, so they see every advert queued).
+                    self._wait_wake(waker, window_end - mono)
+                    continue
                 if mono >= next_check:
                     healthy = self._report(self._open(poller))
                     next_check = mono + (self.check_interval if healthy else self.retry_interval)
@@ -349,15 +384,27 @@ class WireSource(Source):
                 if changed:
                     self.store.wire_changed()
                 mono = time.monotonic()
+                read = self.received != received
+                if read:
+                    self.wakeups += 1
+                    # The third read within two windows: packets are flowing, batch them. Not the
+                    # second: a lone advert can come as two reads (own and received socket, or two
+                    # routers a moment apart), and a window then would be a wakeup of its own for none.
+                    if mono - last_read[0] < 2.0 * self.batch_window:
+                        window_end = mono + self.batch_window
+                    last_read = (last_read[1], mono)
+                    if healthy and next_check - mono < CHECK_EARLY:
+                        next_check = mono  # the socket check rides on this wakeup, not one of its own
                 # A tick due soon rides on a wakeup for packets (ticking early changes nothing: the
                 # next is planned from the table again): with 1 instance, one wakeup a second, not two.
-                early = self.received != received and mono >= next_tick - TICK_EARLY
+                early = read and mono >= next_tick - TICK_EARLY
                 if mono >= next_tick or early:
                     now = time.time()
                     gate = bool(self._gates) and now >= self._gates[0]
                     while self._gates and now >= self._gates[0]:
                         del self._gates[0]  # listened for a configured VRID's hold time: re-judge
-                    if self.table.tick(now) or gate:
+                    # The table only when it can change (PeerTable.due): its tick walks every router.
+                    if (now >= self.table.due() and self.table.tick(now)) or gate:
                         self.store.wire_changed()
                     # The accounts are exact from packet timestamps whenever they are brought up to
                     # date: within a second when the table moved (a new router, run, priority,
@@ -371,7 +418,7 @@ class WireSource(Source):
                     # accounts and kernel stats): steady VRIDs do not wake the thread 4 times a second.
                     due = min(self.table.due(), self._gates[0] if self._gates else float("inf")) - now
                     next_tick = mono + min(max(due, self.tick_interval), 1.0)
-                    if mono >= next_stats:  # kernel drops visible within a second, not a check interval
+                    if mono >= next_stats - TICK_EARLY:  # kernel drops within a second, not a check interval
                         self._update_kernel_stats()
                         next_stats = mono + 1.0
         finally:
@@ -380,6 +427,12 @@ class WireSource(Source):
             self._wake = None
             os.close(rfd)
             os.close(wfd)
+
+    def _wait_wake(self, waker: select.poll, timeout: float) -> None:
+        """Sleep `timeout` seconds, or until close() writes to the wake pipe."""
+        if waker.poll(max(0.0, timeout) * 1000.0) and self._wake is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake[0], 64)
 
     def poll(self) -> None:
         """--once: listen `listen_seconds`, then close."""

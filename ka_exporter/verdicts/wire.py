@@ -459,15 +459,22 @@ def judge_snapshot(
 
 def configured_vrids(snap: Snapshot) -> tuple[VridKey, ...]:
     """(interface, family, vrid) of every local VRRP instance: keepalived.conf, else keepalived's view."""
-    out: set[VridKey] = set()
     config: KeepalivedConfig | None = snap.config
     if config is not None and config.instances:
-        for inst in config.instances:
-            if inst.interface and inst.vrid is not None:
-                out.add((inst.interface, inst.family, inst.vrid))
-    elif snap.instances:
-        for view in snap.instances:
-            out.add((view.interface, view.family, view.vrid))
+        return config_vrids(config)
+    out: set[VridKey] = set()
+    for view in snap.instances or ():
+        out.add((view.interface, view.family, view.vrid))
+    return tuple(sorted(out))
+
+
+def config_vrids(config: KeepalivedConfig | None) -> tuple[VridKey, ...]:
+    """(interface, family, vrid) of every VRRP instance keepalived.conf configures (configured_vrids
+    without a snapshot: what the wire source asks of the store's config alone when it has one)."""
+    out: set[VridKey] = set()
+    for inst in config.instances if config is not None else ():
+        if inst.interface and inst.vrid is not None:
+            out.add((inst.interface, inst.family, inst.vrid))
     return tuple(sorted(out))
 
 
