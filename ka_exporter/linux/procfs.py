@@ -141,18 +141,52 @@ def boot_time() -> float:
     return _boot_time
 
 
-def parent_and_start(pid: int) -> tuple[int, float] | None:
-    """(ppid, start time in seconds since the epoch) of a process, None if it is gone: psutil's
-    ppid() and create_time() (starttime / CLK_TCK + btime), from one read of /proc/PID/stat instead
-    of psutil's two, and without reading /proc/stat for btime every time."""
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first), None if PID is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
     except OSError:
         return None
     # the command name is in parentheses and may hold spaces or ')': split after the last ')'
-    fields = raw[raw.rfind(b")") + 2 :].split()
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+def parent_and_start(pid: int) -> tuple[int, float] | None:
+    """(ppid, start time in seconds since the epoch) of a process, None if it is gone: psutil's
+    ppid() and create_time() (starttime / CLK_TCK + btime), from one read of /proc/PID/stat instead
+    of psutil's two, and without reading /proc/stat for btime every time."""
+    fields = _stat(pid)
     try:
-        return int(fields[1]), int(fields[19]) / _CLOCK_TICKS + boot_time()
+        return None if fields is None else (int(fields[1]), int(fields[19]) / _CLOCK_TICKS + boot_time())
     except (IndexError, ValueError):
         return None
+
+
+def is_session_leader(pid: int) -> bool:
+    """True if PID leads its session (/proc/PID/stat's session field is PID): what keepalived's
+    daemon is once it has daemonized (core/daemon.c xdaemon calls setsid() in the fork)."""
+    fields = _stat(pid)
+    try:
+        return fields is not None and int(fields[3]) == pid
+    except (IndexError, ValueError):
+        return False
+
+
+#: keepalived daemonizes (core/daemon.c, xdaemon): the process started forks; the fork calls setsid()
+#: and carries on as the daemon (it writes the pid file and forks the VRRP and checker children); the
+#: first process exits. A look between the fork and that exit sees the first process as keepalived's
+#: parent, and the daemon as its replacement a moment later: one start, not a restart. Seconds from the
+#: first process's start to the daemon's.
+DAEMONIZE_WINDOW = 2.0
+
+
+def daemonized(
+    old_start: float, old_children: tuple[int, ...], new_pid: int, new_start: float, new_leads: bool
+) -> bool:
+    """True when a new keepalived parent is the daemon its predecessor forked as it daemonized, not a
+    new start: the new one leads its own session, started within DAEMONIZE_WINDOW of the old one, and
+    the old one was never seen with a keepalived child other than it (a daemon that ran had VRRP or
+    checker children; one of those left orphaned by its parent's death is no new parent: it does not
+    lead a session either)."""
+    return new_leads and set(old_children) <= {new_pid} and 0.0 <= new_start - old_start < DAEMONIZE_WINDOW

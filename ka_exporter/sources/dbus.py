@@ -88,7 +88,9 @@ _FAMILY = {"IPv4": "inet", "IPv6": "inet6"}
 _DUMP_METHODS = {"data": "PrintData", "stats": "PrintStats"}
 _MAX_NODES = 8192  # introspection walk bound: 255 instances x 2 families need ~770 nodes
 _MAX_DEPTH = 10
-_MAX_BATCH = 256  # VrrpStatusChange signals confirmed together (255 instances x 1 signal fit in one)
+_MAX_BATCH = 256  # VrrpStatusChange signals shown together (255 instances x 1 signal fit in one)
+_QUIET = 0.015  # a burst of VrrpStatusChange is over (its State reads go out) after this long without one
+_MAX_DEFER = 0.25  # and its reads go out at the latest this long after its first signal
 
 OnChange = Callable[[], None]
 
@@ -256,7 +258,7 @@ class DbusSource(Source):
         self._published = False  # this source's view is in the store
         self.enumerations = 0  # full re-reads of the instance tree (signals do not cause one)
         self.signals_handled = 0
-        self.status_batches = 0  # runs of VrrpStatusChange handled together (see _status_changes)
+        self.status_batches = 0  # runs of VrrpStatusChange shown together (see _handle_queued)
         self.state_reads = 0  # State properties read to confirm a VrrpStatusChange
         self.early_publications = 0  # batches whose signalled states were shown before their State reads
         self.state_corrections = 0  # ... that said something else than the signal
@@ -408,24 +410,61 @@ class DbusSource(Source):
                 self._gone()
 
     def _handle_queued(self, client: BusClient, sig: Signal) -> None:
-        """Handle `sig` and, when it is a VrrpStatusChange of keepalived's, the run of them already
-        received behind it as one batch (`_status_changes`); any other signal on its own, in order."""
+        """Handle `sig` and, when it is a VrrpStatusChange of keepalived's, the burst it starts.
+
+        A failover of 100 instances is 100 signals within milliseconds. Each run of them already
+        queued is shown at once (one publication), and the burst goes on while the next one arrives
+        within _QUIET s; the State reads that confirm it go out once, pipelined, when the bus has been
+        quiet that long (or the burst has lasted _MAX_DEFER s). Reading after each run made the
+        signals behind it wait for keepalived's replies, slow while it is busy with the transitions it
+        signals: at 100 instances going FAULT the last instance showed 80-144 ms after keepalived's
+        last log line. Any other signal confirms the burst first, then is handled, in order.
+        """
         nxt: Signal | None = sig
         while nxt is not None:
             if not self._is_status_change(nxt):
                 self._handle(client, nxt)
                 return
-            batch = [nxt]
+            if not self._confirm:  # the reads timed out before: signals as they come, each run at once
+                nxt = self._run(client, nxt)[1]
+                continue
+            shown: list[tuple[Signal, VrrpState | None]] = []
+            saved: dict[str, InstanceView] = {}
+            early = False
+            until = time.monotonic() + _MAX_DEFER
+            while nxt is not None and self._is_status_change(nxt):
+                batch, nxt = self._run(client, nxt, defer=True)
+                got = self._show(batch, saved)
+                if got is None:  # an instance we have not seen: read the whole tree again
+                    self._confirm_shown(client, shown, saved, early)
+                    self._refresh_or_report(client)
+                    self._changed()
+                    return
+                shown.extend(got[0])
+                early = got[1] or early
+                left = until - time.monotonic()
+                if nxt is None and left > 0:
+                    nxt = client.next_signal(timeout=min(_QUIET, left))
+            self._confirm_shown(client, shown, saved, early)
+
+    def _run(
+        self, client: BusClient, first: Signal, defer: bool = False
+    ) -> tuple[list[Signal], Signal | None]:
+        """`first` and the VrrpStatusChange signals already received behind it (no wait), and the
+        next signal when it is another kind. Unless deferred, the run is applied here."""
+        batch = [first]
+        nxt: Signal | None = None
+        while len(batch) < _MAX_BATCH:
+            nxt = client.next_signal(timeout=0.0)  # queued, or on the socket already: no wait
+            if nxt is None or not self._is_status_change(nxt):
+                break
+            batch.append(nxt)
             nxt = None
-            while len(batch) < _MAX_BATCH:
-                nxt = client.next_signal(timeout=0.0)  # queued, or on the socket already: no wait
-                if nxt is None or not self._is_status_change(nxt):
-                    break
-                batch.append(nxt)
-                nxt = None
-            self.signals_handled += len(batch)
-            self.status_batches += 1
+        self.signals_handled += len(batch)
+        self.status_batches += 1
+        if not defer:
             self._status_changes(client, batch)
+        return batch, nxt
 
     def _is_status_change(self, sig: Signal) -> bool:
         return (
@@ -438,38 +477,68 @@ class DbusSource(Source):
     def _status_changes(self, client: BusClient, sigs: list[Signal]) -> None:
         """Apply keepalived's VrrpStatusChange signals, each confirmed by its instance's State.
 
-        A failover of 100 instances is 100 signals within milliseconds. One at a time, each cost a
-        round trip to keepalived (busy with the very transitions it signals) and a publication of
-        every instance, and the last instance showed FAULT 264-473 ms after keepalived logged it.
-        The signals queued together are one batch: the State reads go out pipelined (one round trip
-        for all) and the store gets one publication. Each signal still counts on its own: its read is
-        the state it confirms, applied in the order the signals came.
+        The State reads go out pipelined (one round trip for all) and the store gets one publication.
+        Each signal still counts on its own: its read is the state it confirms, applied in the order
+        the signals came.
         """
-        known: list[tuple[Signal, InstanceView]] = []
+        saved: dict[str, InstanceView] = {}
+        got = self._show(sigs, saved)
+        if got is None:  # an instance we have not seen (created without a reload signal)
+            self._refresh_or_report(client)
+            self._changed()
+            return
+        self._confirm_shown(client, got[0], saved, got[1])
+
+    def _show(
+        self, sigs: list[Signal], saved: dict[str, InstanceView]
+    ) -> tuple[list[tuple[Signal, VrrpState | None]], bool] | None:
+        """Shown at once, confirmed after (`_confirm_shown`): publish the states the signals carry,
+        keeping in `saved` each instance's view from before the first of them. None (nothing shown)
+        when a signal names an instance we have not seen.
+
+        A signal's state is keepalived's own word (only its connection can send as its unique name),
+        and the one known wrong case, 1.3.9's BACKUP -> FAULT sending the old state, shows nothing new
+        here: the read then sets FAULT. Counting and the final views are the confirmed ones.
+        """
+        known: list[Signal] = []
         for sig in sigs:
-            view = self._views.get(sig.path)
-            if view is not None:
-                known.append((sig, view))
+            if sig.path in self._views:
+                known.append(sig)
             elif instance_path_parts(sig.path) is not None:
-                # An instance we have not seen (created without a reload signal): read the tree again.
-                self._refresh_or_report(client)
-                self._changed()
-                return
-        signalled = [decode_state(sig.body[0] if sig.body else None) for sig, _ in known]
-        saved = {sig.path: self._views[sig.path] for sig, _ in known}
-        # Shown at once, confirmed after. The State reads wait for keepalived, which is busy with the
-        # very transitions it signals: at 100 instances going FAULT its replies came 35-110 ms after
-        # its signals, and the scrape waited for them. A signal's state is keepalived's own word (only
-        # its connection can send as its unique name), and the one known wrong case, 1.3.9's BACKUP ->
-        # FAULT sending the old state, shows nothing new here: the read then sets FAULT. Counting and
-        # the final views are the confirmed ones, as before.
-        early = self._confirm and self._show_signalled(known, signalled)
-        shown = {path: self._views[path].state for path in saved}
-        confirmed = self._confirmed_states(client, [s.path for s, _ in known], signalled)
+                return None
+        signalled = [decode_state(sig.body[0] if sig.body else None) for sig in known]
+        for sig in known:
+            saved.setdefault(sig.path, self._views[sig.path])
+        moved = False
+        if self._confirm:
+            for sig, state in zip(known, signalled, strict=True):
+                view = self._views[sig.path]
+                if state is not None and state != view.state:
+                    self._views[sig.path] = replace(view, state=state)
+                    moved = True
+            if moved:
+                self.early_publications += 1
+                self._publish()
+        return list(zip(known, signalled, strict=True)), moved
+
+    def _confirm_shown(
+        self,
+        client: BusClient,
+        shown: list[tuple[Signal, VrrpState | None]],
+        saved: dict[str, InstanceView],
+        early: bool,
+    ) -> None:
+        """Read the State of every instance `shown` signalled (pipelined), then apply the reads in the
+        signals' order over the views from before them (`saved`): that counts each transition once,
+        and publishes again only where a read differs from what was shown."""
+        if not shown:
+            return
+        now = {path: self._views[path].state for path in saved}
+        confirmed = self._confirmed_states(client, [s.path for s, _ in shown], [st for _, st in shown])
         self._views.update(saved)
         counted: list[str] = []
         moved = False
-        for (sig, _), state in zip(known, confirmed, strict=True):
+        for (sig, _), state in zip(shown, confirmed, strict=True):
             view = self._views[sig.path]
             if state is None or state == view.state:
                 continue
@@ -479,28 +548,13 @@ class DbusSource(Source):
                 counted.append(view.name)
         if not moved and not early:
             return
-        if not early or any(self._views[path].state != shown[path] for path in saved):
+        if not early or any(self._views[path].state != now[path] for path in saved):
             self._publish()  # the confirmed states, where they differ from what was shown
         if counted:
             self.store.count_transitions(counted)
         if self._last_error is not None:
             self.ok()
         self._changed()
-
-    def _show_signalled(
-        self, known: list[tuple[Signal, InstanceView]], signalled: list[VrrpState | None]
-    ) -> bool:
-        """Publish the signals' states before their confirmation; True when that moved anything."""
-        moved = False
-        for (sig, _), state in zip(known, signalled, strict=True):
-            view = self._views[sig.path]
-            if state is not None and state != view.state:
-                self._views[sig.path] = replace(view, state=state)
-                moved = True
-        if moved:
-            self.early_publications += 1
-            self._publish()
-        return moved
 
     def _confirmed_state(self, client: BusClient, path: str, signalled: VrrpState | None) -> VrrpState | None:
         """The instance's State property now; the signal's state when it cannot be read."""

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ka_exporter.linux.procfs import environ, is_keepalived, status
+from ka_exporter.linux.procfs import environ, is_keepalived, is_session_leader, status
 from ka_exporter.store.fleet import Daemon
 
 log = logging.getLogger("ka_exporter.sources.discovery")
@@ -119,6 +119,8 @@ class Discoverer:
         self._names_cache: dict[int, str] = {}
         self._last_names: dict[int, str] | None = None
         self._cache: dict[int, tuple[str, int, int, int]] = {}  # pid -> (comm, ppid, start, reads)
+        self._children: set[tuple[int, int]] = set()  # (pid, start) of the daemons' children, last scan
+        self._orphans: set[tuple[int, int]] = set()  # children of a daemon that died, until they exit
 
     def scan(self) -> list[Daemon]:
         procs: dict[int, tuple[int, int]] = {}  # keepalived pid -> (ppid, start time)
@@ -152,9 +154,19 @@ class Discoverer:
         kids: dict[int, list[int]] = {}
         for pid, (ppid, _start) in procs.items():
             kids.setdefault(ppid, []).append(pid)
+        # A child of a daemon that died is an orphan until it exits (keepalived's VRRP and checker
+        # children notice their parent's death and stop): never a daemon of its own. They stay in their
+        # parent's session; only the fork of a daemonizing keepalived leads its own (setsid).
+        # A child is known by (pid, start time): a pid recycled into a new keepalived is not an orphan.
+        children_now = {(c, procs[c][1]) for p, cs in kids.items() if p in procs for c in cs}
+        were_children = self._children | self._orphans
+        orphans: set[tuple[int, int]] = set()
         for pid, (ppid, start) in sorted(procs.items()):
             if ppid in procs:
                 continue  # a child
+            if (pid, start) in were_children and not is_session_leader(pid):
+                orphans.add((pid, start))
+                continue
             children = tuple(sorted(kids.get(pid, ())))
             # A daemon already read (same pid, same start) is not read again: its command line,
             # environment and namespace do not change while it runs; only its children do.
@@ -169,6 +181,8 @@ class Discoverer:
             elif self.match is None or self.match.fullmatch(daemon.netns_name):
                 found.append(daemon)
         self._known = {k: v for k, v in known.items() if v is not None}
+        self._orphans = orphans
+        self._children = children_now
         self._last_names = names
         self.skipped = skipped
         return found

@@ -23,6 +23,7 @@ import os
 import threading
 from pathlib import Path
 
+from ka_exporter.linux.procfs import daemonized, is_session_leader
 from ka_exporter.model import ProcessInfo
 from ka_exporter.settings import Settings
 from ka_exporter.sources.config import ConfigSource
@@ -112,11 +113,12 @@ class Multi:
             else:
                 old = member.daemon
                 restarted = old.pid != daemon.pid or old.start_time != daemon.start_time
-                if restarted:
+                handoff = restarted and _handoff(old, daemon)
+                if restarted and not handoff:
                     member.extra["restarts"] = int(str(member.extra.get("restarts", 0))) + 1
                 self.fleet.update(daemon)
                 if restarted:
-                    self._restarted(member, old)
+                    self._restarted(member, old, handoff)
             self._publish_process(member, daemon)
         for member in self.fleet.members():
             if member.daemon.key not in seen:
@@ -203,7 +205,7 @@ class Multi:
 
             self.loop.add(Watch(key, store, pid, wire, s.enabled("vips"), on_change=changed, fifo=fifo))
 
-    def _restarted(self, member: Member, old: Daemon) -> None:
+    def _restarted(self, member: Member, old: Daemon, handoff: bool = False) -> None:
         """The same keepalived (namespace, pid file) as a new process: its /proc/PID/root paths, its FIFO
         and its bus connection are the old process's; each is opened again for the new one, and the old
         process's states are withdrawn from the store (not exported as if they were the new one's)."""
@@ -214,8 +216,9 @@ class Multi:
         self.loop.restarted(d.key)
         self.bus.restarted(d.key)
         log.info(
-            "keepalived in network namespace %s restarted (pid %d, now %d): re-attached",
+            "keepalived in network namespace %s %s (pid %d, now %d): re-attached",
             d.netns_name,
+            "daemonized" if handoff else "restarted",
             old.pid,
             d.pid,
         )
@@ -245,3 +248,12 @@ class Multi:
             )
         )
         member.store.report("process", None)
+
+
+def _handoff(old: Daemon, new: Daemon) -> bool:
+    """True when NEW is the daemon OLD forked as keepalived daemonized: the same start, re-attached to
+    (its pid and /proc/PID/root paths are new) but not counted as a restart (`linux.procfs.daemonized`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return daemonized(
+        old.start_time / tick, old.children, new.pid, new.start_time / tick, is_session_leader(new.pid)
+    )

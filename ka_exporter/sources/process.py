@@ -10,7 +10,9 @@ It adopts a process as "keepalived" only when it can verify it, and never on its
   no earlier than the process started (a pid recycled after keepalived died started later than its file
   was written). Without a pid file, an unverifiable process is ignored and counted, never adopted.
 - a child of a keepalived parent that just died (orphaned for a moment before it exits) is never taken
-  for a new parent.
+  for a new parent;
+- keepalived daemonizes: the process started forks the daemon and exits. A pass that saw the first
+  process sees the daemon replace it; that is one start, not a restart (``linux.procfs.daemonized``).
 
 An exit is seen as it happens: the source waits on a pidfd of the parent (poll), so ``keepalived_up``
 drops at once rather than at the next poll. Processes stopped by SIGSTOP (State T) are reported as
@@ -32,8 +34,10 @@ from ka_exporter.linux import netns
 from ka_exporter.linux.procfs import (
     PidFile,
     comm,
+    daemonized,
     environ,
     is_keepalived,
+    is_session_leader,
     parent_and_start,
     read_pid_file,
     status,
@@ -164,8 +168,11 @@ class ProcessSource(Source):
             )
         old = self._parent
         if old is not None and (old.pid, old.create_time) != (parent.pid, parent.create_time):
-            self._restarts += 1
-            log.info("keepalived restarted: pid %d -> %d", old.pid, parent.pid)
+            if self._handoff(old, parent):
+                log.debug("keepalived daemonized: pid %d -> %d", old.pid, parent.pid)
+            else:
+                self._restarts += 1
+                log.info("keepalived restarted: pid %d -> %d", old.pid, parent.pid)
         elif old is None and self._seen_before:
             self._restarts += 1
             log.info("keepalived started: pid %d", parent.pid)
@@ -195,6 +202,12 @@ class ProcessSource(Source):
             pidfile_problem=problem,
             stopped_pids=stopped,
             rejected=len(self._rejected),
+        )
+
+    def _handoff(self, old: _Proc, new: _Proc) -> bool:
+        """True when NEW is the daemon OLD forked as it daemonized (see `linux.procfs.daemonized`)."""
+        return daemonized(
+            old.create_time, self._child_pids, new.pid, new.create_time, is_session_leader(new.pid)
         )
 
     def _from_pidfile(self, pf: PidFile) -> tuple[_Proc | None, str | None]:
@@ -268,9 +281,15 @@ class ProcessSource(Source):
         ka_pids = {p.pid for p in found}
         live = {p.pid for p in found}
         self._rejected = {pid: why for pid, why in self._rejected.items() if pid in live}
+        # The children of a parent that died (the one we knew, or the last one seen) are orphans
+        # until they exit: never a new parent. keepalived's VRRP and checker children stay in their
+        # parent's session; only the daemon forked as keepalived daemonized leads its own.
+        orphans = self._orphans if known is None else self._orphans | set(self._child_pids)
         parents: list[_Proc] = []
         for p in found:
-            if p.ppid in ka_pids or p.pid in self._orphans or not is_keepalived(p.pid):
+            if p.ppid in ka_pids or not is_keepalived(p.pid):
+                continue
+            if p.pid in orphans and not is_session_leader(p.pid):
                 continue
             why = self._untrusted(p.pid)
             if why is None:
