@@ -12,6 +12,12 @@ the VIPs of its MASTER instances, and a wire source fed 64 routers' adverts thro
   all        a render after every instance changed state at once (MASTER <-> FAULT)
   watchdog   conditions.evaluate after one instance changed (with the watchdog's memo where the
              build has one)
+  all+wd     conditions.evaluate after every instance changed state at once
+  burst      every instance changing state in runs of BURST_RUN, each run published as the D-Bus
+             source shows one (a FAULT of 100 instances arrives as runs of signals), with a render
+             and a watchdog evaluation after each run: their sum over the burst, the CPU a daemon
+             spends on it when a scrape and an evaluation follow every run (compare with all +
+             all+wd: the same burst published once)
 
 `--compare DIR` runs the same bench against the tree in DIR (e.g. /work/main) in the same run,
 alternating the two builds `--rounds` times, and prints both side by side (medians of the rounds).
@@ -32,7 +38,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROUTERS = 64
-CASES = ("unchanged", "advert", "one", "all", "watchdog")
+CASES = ("unchanged", "advert", "one", "all", "watchdog", "all+wd", "burst")
+BURST_RUN = 10  # instances per run of the burst case
 
 
 def measure(n: int, conf: bool, rounds: int) -> dict[str, float]:
@@ -129,7 +136,20 @@ def measure(n: int, conf: bool, rounds: int) -> dict[str, float]:
             t0 = time.perf_counter()
             renderer.render("", "")
             out["all"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
             evaluate()
+            out["all+wd"].append(time.perf_counter() - t0)
+            spent = 0.0
+            for start in range(0, n, BURST_RUN):
+                for i in range(start, min(n, start + BURST_RUN)):
+                    flip(i)
+                store.set_instances(tuple(views), "dumps")
+                store.set_addresses(addresses())
+                t0 = time.perf_counter()
+                renderer.render("", "")
+                evaluate()
+                spent += time.perf_counter() - t0
+            out["burst"].append(spent)
     return {c: round(statistics.median(v) * 1000.0, 3) for c, v in out.items()}
 
 

@@ -112,8 +112,8 @@ def test_merged_scrape_labels_every_series_once_per_daemon() -> None:
     assert promtool, "promtool not found (scripts/bootstrap.sh installs it)"
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    # one daemon changes: only its body is parsed again, even after the fused part's 0.25 s time step
-    # has passed (the others re-render then, to the same bytes: a loaded CI run once parsed all three)
+    # one daemon changes: only its body is parsed again, even when time has passed (the others' bodies
+    # are kept, or made again to the same bytes: a loaded CI run once parsed all three)
     member = fleet.members()[0]
     time.sleep(0.3)
     member.store.set_process(ProcessInfo(running=False, pid=1))

@@ -157,7 +157,8 @@ class MergedRenderer:
             seen.add(pkey)
             kept = self._parsed.get(pkey)
             # Same bytes, same labels: keep the parse. A member's renderer may hand out a new body
-            # object of equal bytes (its fused part is judged again every 0.25 s of snapshot time).
+            # object of equal bytes (a section it reads moved with no series changing, or its fused
+            # part was judged again at a time-driven edge to the same verdicts).
             if kept is not None and (kept[0] is body or kept[0] == body) and kept[1] == prefix:
                 parsed.append(kept[2])
                 continue
