@@ -207,6 +207,12 @@ class L2Accounts:
             acc.cursor = evidence
         return self._account(acc)
 
+    def steady(self, key: tuple[str, str]) -> bool:
+        """Whether `key`'s account is known (not growing unobserved time with the clock): looked at
+        again with the same evidence, it would not move."""
+        acc = self._accs.get(key)
+        return acc is not None and acc.state is not None
+
     @staticmethod
     def _account(acc: _Acc) -> L2Account:
         return L2Account(acc.times[0], acc.times[1], acc.times[2], acc.unobserved)
