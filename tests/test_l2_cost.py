@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from itertools import pairwise
@@ -103,6 +104,44 @@ def test_a_vip_on_a_missing_interface_or_a_downed_link_does_not_make_the_thread_
         assert wait_until(lambda: src.sent >= sent + 3, 20.0), "probes did not resume when the link came up"
     finally:
         src.stop()
+
+
+def _advert(vrid: int, source: str, mac: bytes) -> bytes:
+    """A VRRPv3 IPv4 advert frame (priority 200, 1 s) for `vrid` from `source` / `mac`."""
+    vrrp = bytes([0x31, vrid, 200, 1, 0, 100, 0, 0]) + socket.inet_aton(f"10.9.{vrid}.100")
+    ip = bytes([0x45, 0, 0, 20 + len(vrrp), 0, 0, 0, 0, 255, 112, 0, 0])
+    ip += socket.inet_aton(source) + socket.inet_aton("224.0.0.18")
+    return bytes.fromhex("01005e000012") + mac + b"\x08\x00" + ip + vrrp
+
+
+def test_adverts_are_read_in_batches_not_one_wakeup_each(netns: str) -> None:
+    """A backup with 20 instances hears 20 adverts a second from the master: the witness learns
+    every router's MAC (the announce join reads them) without waking for each advert."""
+    store = Store()
+    store.set_config(config(*[("eth0", 1 + k, f"10.9.{1 + k}.100") for k in range(20)]))
+    src = L2Source(store, probe=False)
+    mac = bytes.fromhex("02000000aa01")
+    frames = [_advert(1 + k, f"10.9.{1 + k}.1", mac) for k in range(20)]
+    tx = in_netns(netns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+    in_netns(netns, lambda: tx.bind(("peer0", 0)))
+    in_netns(netns, src.start)
+    sent = 0
+    try:
+        assert wait_until(lambda: src._socks, 10.0), "the witness did not open eth0"
+        wakeups = src.wakeups
+        deadline = time.monotonic() + 30.0
+        while sent < 200 and time.monotonic() < deadline:  # 20 a second, evenly
+            tx.send(frames[sent % 20])
+            sent += 1
+            time.sleep(0.05)
+        assert sent == 200
+        assert wait_until(lambda: sum(len(r) for r in src._routers.values()) == 20, 5.0), src._routers
+        steps = src.wakeups - wakeups
+        assert steps <= sent // 3, f"{steps} wakeups for {sent} adverts"
+        assert wait_until(lambda: all(r.advert_macs for r in src.published), 10.0)
+    finally:
+        src.stop()
+        tx.close()
 
 
 # --------------------------------------------------------------------------------------------------

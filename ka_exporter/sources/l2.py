@@ -160,6 +160,12 @@ QUICK = 4
 STORE_CHECK = 0.05
 CLOSE_LATE = 0.02  # seconds a probe may be closed late, in the wakeup of the next probe (_next_wake)
 CHECK = 5.0  # seconds between two checks of healthy sockets (an interface deleted and re-created)
+#: Adverts (their MACs, for the announce join) are read in batches: after a wakeup for them, their
+#: socket is left out of the poll set for at least this long (they are read at every wakeup the
+#: loop has anyway, with their kernel stamps). Before, with 100 instances a backup's witness woke
+#: for each advert, ~108 times a second.
+ADVERT_QUIET = 0.25
+ADVERT_RCVBUF = 1 << 20  # the kernel caps it at net.core.rmem_max (at least ~200 frames)
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
@@ -172,19 +178,23 @@ AdvertFrame = tuple[str, int, str, bytes, int, float]  # family, VRID, source, M
 Targets = Callable[[], Iterable[VipTarget]] | Iterable[VipTarget] | None
 
 
-def l2_filter() -> list[tuple[int, int, int, int]]:
-    """Classic BPF over Ethernet frames from others: ARP replies, gratuitous ARP requests, ICMPv6 NAs,
-    and VRRP adverts (their source MACs)."""
-    return _assemble(
-        [
-            (None, _LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),  # A = skb->pkt_type
-            (None, _JEQ_K, "drop", 0, PACKET_OUTGOING),  # this host's own frames: not an answerer
-            (None, _LD_H_ABS, 0, 0, 12),  # A = ethertype
-            (None, _JEQ_K, "arp", 0, ETH_P_ARP),
-            (None, _JEQ_K, "v6", 0, ETH_P_IPV6),
-            (None, _JEQ_K, 0, "drop", ETH_P_IP),
-            (None, _LD_B_ABS, 0, 0, 23),  # A = IPv4 protocol
-            (None, _JEQ_K, "accept", "drop", VRRP),
+def l2_filter(part: str = "all") -> list[tuple[int, int, int, int]]:
+    """Classic BPF over Ethernet frames from others: ARP replies, gratuitous ARP requests, ICMPv6 NAs
+    (`part` "answers"), VRRP adverts, for their source MACs ("adverts"), or both ("all")."""
+    answers, adverts = part != "adverts", part != "answers"
+    vrrp = "accept" if adverts else "drop"
+    program: list[tuple[str | None, int, str | int, str | int, int]] = [
+        (None, _LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),  # A = skb->pkt_type
+        (None, _JEQ_K, "drop", 0, PACKET_OUTGOING),  # this host's own frames: not an answerer
+        (None, _LD_H_ABS, 0, 0, 12),  # A = ethertype
+        (None, _JEQ_K, "arp" if answers else "drop", 0, ETH_P_ARP),
+        (None, _JEQ_K, "v6", 0, ETH_P_IPV6),
+        (None, _JEQ_K, 0, "drop", ETH_P_IP),
+        (None, _LD_B_ABS, 0, 0, 23),  # A = IPv4 protocol
+        (None, _JEQ_K, vrrp, "drop", VRRP),
+    ]
+    if answers:
+        program += [
             ("arp", _LD_H_ABS, 0, 0, 20),  # A = ARP opcode
             (None, _JEQ_K, "accept", 0, ARP_REPLY),
             (None, _JEQ_K, 0, "drop", ARP_REQUEST),
@@ -193,14 +203,14 @@ def l2_filter() -> list[tuple[int, int, int, int]]:
             (None, _LD_W_ABS, 0, 0, 28),  # A = sender IP
             (None, _JEQ_X, "accept", "drop", 0),  # gratuitous: sender IP == target IP
             ("v6", _LD_B_ABS, 0, 0, 20),  # A = IPv6 next header
-            (None, _JEQ_K, "accept", 0, VRRP),
+            (None, _JEQ_K, vrrp, 0, VRRP),
             (None, _JEQ_K, 0, "drop", ICMPV6),
             (None, _LD_B_ABS, 0, 0, 54),  # A = ICMPv6 type
             (None, _JEQ_K, "accept", "drop", ND_NA),
-            ("accept", _RET_K, 0, 0, SNAPLEN),
-            ("drop", _RET_K, 0, 0, 0),
         ]
-    )
+    else:
+        program += [("v6", _LD_B_ABS, 0, 0, 20), (None, _JEQ_K, "accept", "drop", VRRP)]
+    return _assemble([*program, ("accept", _RET_K, 0, 0, SNAPLEN), ("drop", _RET_K, 0, 0, 0)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,7 +531,11 @@ class L2Source(Source):
         self._watches: dict[tuple[str, bytes], _Watch] = {}  # (interface, packed VIP)
         self._synced: object = _UNSYNCED  # what the watches were made from (see _sync_watches)
         self._resync = False
-        self._socks: dict[str, socket.socket] = {}
+        self._socks: dict[str, socket.socket] = {}  # interface -> its answers' socket (ARP, NA)
+        self._advert_socks: dict[str, socket.socket] = {}  # interface -> its adverts' socket (VRRP)
+        self._fds: dict[int, tuple[str, bool]] = {}  # fd -> (interface, an adverts' socket)
+        self._advert_quiet = float("-inf")  # adverts' sockets out of the poll set until then
+        self._advert_polled = True
         self._macs: dict[str, bytes] = {}  # interface -> its own MAC
         self._ifindex: dict[str, int] = {}  # interface -> ifindex when opened (re-created: re-open)
         self._since: dict[str, float] = {}  # interface -> listening since
@@ -702,19 +716,33 @@ class L2Source(Source):
         errors: list[str] = []
         for iface in sorted(wanted - set(self._socks)):
             try:
-                sock = open_socket(iface)
+                sock = open_socket(iface, "answers")
+                try:
+                    adverts = open_socket(iface, "adverts", ADVERT_RCVBUF)
+                except CaptureError:
+                    sock.close()
+                    raise
             except CaptureError as exc:
                 errors.append(str(exc))
                 continue
             with contextlib.suppress(OSError):
                 self._ifindex[iface] = socket.if_nametoindex(iface)
-            self._attach(iface, sock, sock.getsockname()[4][:6])
+            self._attach(iface, sock, sock.getsockname()[4][:6], adverts)
             poller.register(sock.fileno(), select.POLLIN)
+            if self._advert_polled:
+                poller.register(adverts.fileno(), select.POLLIN)
         return errors
 
-    def _attach(self, iface: str, sock: socket.socket, mac: bytes) -> None:
-        """`sock` (this node's MAC `mac`) listens and probes on `iface` from now: its VIPs are scheduled."""
+    def _attach(
+        self, iface: str, sock: socket.socket, mac: bytes, adverts: socket.socket | None = None
+    ) -> None:
+        """`sock` (this node's MAC `mac`) listens and probes on `iface` from now, `adverts` reads its
+        VRRP adverts: its VIPs are scheduled."""
         self._socks[iface] = sock
+        self._fds[sock.fileno()] = (iface, False)
+        if adverts is not None:
+            self._advert_socks[iface] = adverts
+            self._fds[adverts.fileno()] = (iface, True)
         self._macs[iface] = mac
         self._since[iface] = self._clock()
         self._context_gen += 1
@@ -723,13 +751,12 @@ class L2Source(Source):
                 w.sched = None
                 self._reschedule(w)
 
-    def _link_down(self, iface: str) -> bool:
+    def _link_down(self, iface: str, sock: socket.socket) -> bool:
         """A socket error on `iface`'s capture that only says its link went down (ENETDOWN on the same
         interface, which a socket bound to a down link also gets at once): the error is read (which
         clears it) and the socket kept, as the kernel resumes it when the link comes up; probes fail
         meanwhile (`_send_probes`). Before, the socket was closed and opened again at once, got the
         same error, and so on: ~70 sockets a second while a link was down (the FAULT case)."""
-        sock = self._socks[iface]
         try:
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             same = socket.if_nametoindex(iface) == self._ifindex.get(iface)
@@ -743,10 +770,14 @@ class L2Source(Source):
         if sock is None:
             return
         self._context_gen += 1
-        if poller is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                poller.unregister(sock.fileno())
-        sock.close()
+        for s in (sock, self._advert_socks.pop(iface, None)):
+            if s is None:
+                continue
+            self._fds.pop(s.fileno(), None)
+            if poller is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    poller.unregister(s.fileno())
+            s.close()
 
     def close(self) -> None:
         """Close the sockets; while the background loop runs, it does so itself on its way out
@@ -756,6 +787,7 @@ class L2Source(Source):
             return
         for iface in list(self._socks):
             self._close(iface, None)
+        self._advert_polled = True  # a new run's poll set starts with them
 
     # -- packets --------------------------------------------------------------------------------------
 
@@ -1175,21 +1207,21 @@ class L2Source(Source):
                 with contextlib.suppress(OSError):
                     os.read(fd, 4096)
                 continue
-            iface = next((i for i, s in self._socks.items() if s.fileno() == fd), None)
-            if iface is None:
+            iface, adverts = self._fds.get(fd, ("", False))
+            sock = (self._advert_socks if adverts else self._socks).get(iface)
+            if sock is None:
                 continue
             if ev & (select.POLLHUP | select.POLLNVAL) or (
-                ev & select.POLLERR and not self._link_down(iface)
+                ev & select.POLLERR and not self._link_down(iface, sock)
             ):
                 self._close(iface, poller)
                 intact = False
                 continue
-            try:
-                self._drain(iface, self._socks[iface])
-            except OSError as exc:
-                self.fail(f"l2: capture on {iface} failed: {exc.strerror or exc}")
-                self._close(iface, poller)
-                intact = False
+            if adverts:
+                self._quiet_adverts(poller)  # read below, with the others
+                continue
+            intact = self._read(iface, sock, poller) and intact
+        intact = self._read_adverts(poller) and intact
         now = self._clock()
         if self._poked and now >= self._store_read + self._store_gap:
             self._poked = False  # before reading: a change during the read pokes again
@@ -1203,6 +1235,37 @@ class L2Source(Source):
         except OSError as exc:
             self.fail(f"l2: probing failed: {exc.strerror or exc}")
         self._expire(now)
+        return intact
+
+    def _read(self, iface: str, sock: socket.socket, poller: select.poll) -> bool:
+        """`_drain` one socket; False (and `iface` closed) if it broke."""
+        try:
+            self._drain(iface, sock)
+        except OSError as exc:
+            self.fail(f"l2: capture on {iface} failed: {exc.strerror or exc}")
+            self._close(iface, poller)
+            return False
+        return True
+
+    def _quiet_adverts(self, poller: select.poll) -> None:
+        """Adverts woke the loop: leave their sockets out of the poll set for ADVERT_QUIET."""
+        if self._advert_polled:
+            self._advert_polled = False
+            for sock in self._advert_socks.values():
+                with contextlib.suppress(KeyError, ValueError):
+                    poller.unregister(sock.fileno())
+            self._advert_quiet = self._clock() + ADVERT_QUIET
+
+    def _read_adverts(self, poller: select.poll) -> bool:
+        """Read the adverts queued (at every wakeup: one recv each when none is); their sockets go back
+        into the poll set at the first wakeup after ADVERT_QUIET. False if a socket broke."""
+        intact = True
+        for iface, sock in list(self._advert_socks.items()):
+            intact = self._read(iface, sock, poller) and intact
+        if not self._advert_polled and self._clock() >= self._advert_quiet:
+            self._advert_polled = True
+            for sock in self._advert_socks.values():
+                poller.register(sock.fileno(), select.POLLIN)
         return intact
 
     def _poke(self) -> None:
@@ -1252,8 +1315,8 @@ class L2Source(Source):
             self.close()
 
 
-def open_socket(interface: str) -> socket.socket:
-    """A non-blocking AF_PACKET SOCK_RAW socket on `interface`, filtered by `l2_filter`."""
+def open_socket(interface: str, part: str = "all", rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking AF_PACKET SOCK_RAW socket on `interface`, filtered by `l2_filter(part)`."""
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # receives nothing until bound
     except PermissionError:
@@ -1266,7 +1329,9 @@ def open_socket(interface: str) -> socket.socket:
             f"l2: cannot open AF_PACKET socket on {interface}: {exc.strerror or exc}"
         ) from None
     try:
-        _attach_filter(sock, l2_filter())
+        _attach_filter(sock, l2_filter(part))
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)
