@@ -439,6 +439,8 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
     src = L2Source(store, clock=lambda: clock[0])
     src._sync_watches()
+    near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for the capture
+    src._attach("eth0", near, MAC)
     src._publish(100.0)
     first = store.snapshot().l2
     assert first is not None and len(first) == 3
@@ -448,10 +450,10 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     src._publish(100.1)
     assert store.snapshot().l2 is first and one.rec is kept[0]
     one.probe_macs.append(A_MAC)
-    one.close(100.3, 8)  # completed, a first result: nothing a verdict reads moved, no rebuild
+    one.close(100.3, 8)  # completed, a first result: its record alone (unknown: unobserved time moves)
     src._publish(100.3)
     assert store.snapshot().l2 is first
-    assert one.rec is kept[0] and two.rec is kept[1] and three.rec is kept[2]
+    assert one.rec is not kept[0] and two.rec is kept[1] and three.rec is kept[2]
     _probe(one, 100.4, A_MAC)  # two agreeing probes: a result a verdict reads
     src._publish(100.6)
     published = store.snapshot().l2
@@ -469,6 +471,8 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     assert refreshed is not None and refreshed[1] is not kept[1] and refreshed[1].observed_seconds >= 0
     assert refreshed[0].probes_sent == 3 and refreshed[0].last_probe == 100.4  # ... and now they show
     assert store.generation == generation  # ... which no verdict reads: the watchdog is not woken
+    near.close()
+    far.close()
 
 
 def test_a_new_keepalived_conf_is_watched_at_once_not_at_the_next_socket_check() -> None:

@@ -339,3 +339,39 @@ def test_the_probe_gap_is_taken_from_the_end_of_the_previous_send(
             w.close(clock[0], 8)
     gaps = [b[0] - a[1] for a, b in pairwise(sends)]
     assert min(gaps) >= src.min_gap - 1e-9, gaps
+
+
+def test_probes_that_only_confirm_still_move_the_time_accounts_cursor(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A probe confirming the published result is not rebuilt into a record at once (the refresh
+    does it), but it is the latest evidence of the count: a change found later is split at the
+    midpoint from it (5.5 s here), not from the last record built (4.0 s: a second too much)."""
+    clock = [0.0]
+    store = Store(clock=lambda: clock[0])
+    src = source(store, clock, ("eth0", 51, "10.9.8.100"))
+    src._attach("eth0", socket_pair[0], MAC)
+    (w,) = src._watches.values()
+
+    def probe(at: float, *answers: bytes) -> None:
+        clock[0] = at
+        w.opened(at, 1.0)
+        w.probe_macs.extend(answers)
+        clock[0] = at + 0.2
+        w.close(at + 0.2, 8)
+        src._publish(at + 0.2)
+
+    probe(1.0, A_MAC)
+    probe(2.0, A_MAC)  # published: one answerer from 1.0
+    built = w.rec
+    for at in (3.0, 4.0, 5.0):
+        probe(at, A_MAC)  # confirmations only
+    assert w.rec is built
+    probe(6.0)
+    probe(7.0)  # nobody answers, twice: published
+    rec = w.rec
+    assert rec is not None and rec.last_probe_answers == 0
+    assert abs(rec.no_answerer_seconds - 1.5) < 1e-9, rec.no_answerer_seconds
+    # one answerer from the first record (1.2 s; unobserved before it) to the midpoint
+    assert abs(rec.one_answerer_seconds - (5.5 - 1.2)) < 1e-9, rec.one_answerer_seconds
+    assert abs(rec.unobserved_seconds - 1.2) < 1e-9

@@ -235,7 +235,7 @@ def test_the_global_probe_rate_cap_holds_on_the_wire() -> None:
         obs = lab.observer
         obs_mac = mac_of(obs.netns)
         wire = WireCount(lab.nodes["a"].netns, obs_mac, 0x0806)
-        out = WireCount(obs.netns, obs_mac, 0x0806, obs.interface)
+        out = WireCount(obs.netns, obs_mac, 0x0003, obs.interface)  # ETH_P_ALL: taps see outgoing
         prefix = lab.vips[0].rsplit(".", 1)[0]
         targets = [(obs.interface, lab.vips[0])] + [(obs.interface, f"{prefix}.{h}") for h in range(150, 179)]
         store = Store()
@@ -251,7 +251,11 @@ def test_the_global_probe_rate_cap_holds_on_the_wire() -> None:
         times = [t for t, f in wire.frames if f[20:22] == b"\x00\x01"]
         assert len(times) >= 40  # it did probe at about the cap (3 s x 20/s), not vacuously below it
         assert_rate(times, 20)
-        left = sorted(t for t, f in out.frames if f[20:22] == b"\x00\x01")
+        left = sorted(
+            t
+            for t, f in out.frames
+            if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x01" and f[28:32] == bytes(4)
+        )
         assert len(left) >= 40
         gaps = [b - a for a, b in itertools.pairwise(left)]
         assert min(gaps) >= 1 / 20, f"two probes {min(gaps) * 1000:.3f} ms apart"

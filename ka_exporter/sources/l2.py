@@ -623,7 +623,13 @@ class L2Source(Source):
         rec = w.rec
         after = changed is not None and w.last_probe is not None and w.last_probe >= changed
         before = rec is None or rec.last_probe is None or changed is None or rec.last_probe < changed
-        w.touch(lazy=not news and not (after and before))
+        key = (w.interface, w.vip)
+        lazy = not news and not (after and before) and rec is not None and self.accounts.steady(key)
+        if lazy and w.confirmed is not None and w.confirmed == w.raw_at:
+            # the time accounts move on now (their cursor is the last evidence of the count: a change
+            # found later is split from here), the record at the refresh
+            self.accounts.advance(key, max(w.confirmed, w.held_changed or 0.0))
+        w.touch(lazy=lazy)
 
     def _due_head(self) -> _Watch | None:
         """The watch whose probe is due first among those that can be probed (a socket on its
