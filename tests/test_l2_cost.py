@@ -14,11 +14,12 @@ from itertools import pairwise
 
 import pytest
 
-from ka_exporter.model import ConfInstance, ConfVip, KeepalivedConfig, VipAnswers
+from ka_exporter.model import ConfInstance, ConfVip, KeepalivedConfig, LocalAddress, VipAnswers
 from ka_exporter.sources.l2 import ROUTER_EXPIRY, ROUTERS_PER_VRID, L2Source, decode
 from ka_exporter.store import Store
 from ka_exporter.testing import wait_until
 from ka_exporter.verdicts.failover import FailoverTracker
+from ka_exporter.verdicts.fused import l2_witness
 from tests.conftest import in_netns
 from tests.test_failover import Router
 
@@ -375,3 +376,54 @@ def test_probes_that_only_confirm_still_move_the_time_accounts_cursor(
     # one answerer from the first record (1.2 s; unobserved before it) to the midpoint
     assert abs(rec.one_answerer_seconds - (5.5 - 1.2)) < 1e-9, rec.one_answerer_seconds
     assert abs(rec.unobserved_seconds - 1.2) < 1e-9
+
+
+def test_a_takeover_here_is_news_once_probes_after_it_agree_even_after_lazy_confirmations(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Node b takes the VIP over a second time while a still answers (a split): the pair of probes
+    after the change is published at once (the watchdog is woken), although the confirmations
+    before it waited for the refresh. Before: "probed after the change" was judged against the
+    previous change, already true, so the flip was not news (bench_l2: 1-3 s instead of 0.1)."""
+    clock = [0.0]
+    store = Store(clock=lambda: clock[0])
+    src = source(store, clock, ("eth0", 51, "10.9.8.100"))
+    src._attach("eth0", socket_pair[0], MAC)
+    (w,) = src._watches.values()
+    held = (LocalAddress("10.9.8.100", 24, "eth0", "inet"),)
+
+    def probe(at: float) -> None:
+        clock[0] = at
+        w.opened(at, 1.0)
+        w.probe_macs.append(A_MAC)
+        clock[0] = at + 0.01
+        src._check_store(store.snapshot())
+        w.close(at + 0.01, 8)
+        src._publish(at + 0.01)
+
+    def split(at: float) -> bool:
+        clock[0] = at
+        store.set_addresses(held)
+        src._check_store(store.snapshot())
+        src._publish(at)
+        generation = store.generation
+        probe(at + 0.1)
+        probe(at + 0.2)
+        snap = store.snapshot()
+        assert snap.l2 is not None
+        return store.generation > generation and l2_witness(
+            snap.l2, frozenset({"10.9.8.100"}), snap.addresses_changed
+        )
+
+    for at in (1.0, 2.0, 3.0, 4.0):
+        probe(at)
+    assert split(5.0)  # the first split
+    for at in (6.0, 7.0):
+        probe(at)
+    clock[0] = 8.0
+    store.set_addresses(())  # healed
+    src._check_store(store.snapshot())
+    for at in (8.1, 8.2, 9.0, 10.0, 11.0):
+        probe(at)
+    src._publish(16.5)  # the refresh: every record current
+    assert split(17.0)  # the second split: news at once too

@@ -943,6 +943,10 @@ class L2Source(Source):
             self._index()
         if moved:
             self._context_gen += 1  # every held VIP's verdict reads the time of the change
+            # ... and what a verdict reads of the records is judged against it from now on (`_decisive`):
+            # judged against an older change, "probed after the change" stayed true across it, and
+            # the real flip a pair of probes later was not news (seconds late with lazy completions)
+            self._changed = changed
         for w in self._watches.values():
             here = w.vip in held
             news = here != w.held or (moved and here)
