@@ -14,12 +14,19 @@ MiB over the window; next to it the same pair with --no-collector.l2, so the wit
    store showing the `l2` witness, judged by a store listener on every change; repeated `rounds`
    times (heal, wait for one holder, split again). p50 / p95 printed per vantage point.
 
+3. The witness's own thread (issue #12): an L2Source in a namespace with N VIPs on one veth, probing
+   at the rate cap (nobody answers), with and without N VRRP adverts a second arriving (a backup's
+   view of a master with N instances): the thread's CPU (schedstat) and wakeups per second.
+
 Run: .venv/bin/python bench/bench_l2.py [seconds] [rounds]
+     .venv/bin/python bench/bench_l2.py witness [VIPs] [seconds]   (part 3 alone; PYTHONPATH picks the code)
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -200,8 +207,99 @@ def detection(lab: Lab, rounds: int) -> dict[str, list[float]]:
     return delays
 
 
+def _advert_frame(vrid: int) -> bytes:
+    vrrp = bytes([0x31, vrid, 200, 1, 0, 100, 0, 0]) + socket.inet_aton(
+        f"10.9.{vrid // 200}.{vrid % 200 + 1}"
+    )
+    ip = bytes([0x45, 0, 0, 20 + len(vrrp), 0, 0, 0, 0, 255, 112, 0, 0])
+    ip += socket.inet_aton("10.9.250.1") + socket.inet_aton("224.0.0.18")
+    return bytes.fromhex("01005e000012") + bytes.fromhex("02aabbccdd01") + b"\x08\x00" + ip + vrrp
+
+
+def witness(n: int, seconds: float, adverts: bool) -> dict[str, float]:
+    """Part 3: the witness thread's CPU and wakeups per second, N VIPs (and N adverts/s)."""
+    from ka_exporter.model import ConfInstance, ConfVip, KeepalivedConfig
+
+    ns = f"bl2w{os.getpid()}"
+    run = lambda *a: subprocess.run(a, check=True)  # noqa: E731
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "link", "set", "peer0", "up")
+        store = Store()
+        vips = [f"10.9.{k // 200}.{k % 200 + 1}" for k in range(n)]
+        insts = tuple(ConfInstance(f"VI_{k}", "eth0", k + 1, vips=(ConfVip(v),)) for k, v in enumerate(vips))
+        store.set_config(KeepalivedConfig(instances=insts))
+        src = L2Source(store)
+        tx = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+        in_netns(ns, lambda: tx.bind(("peer0", 0)))
+        stop = threading.Event()
+        frames = [_advert_frame(k + 1) for k in range(n)]
+
+        def send() -> None:
+            t = time.monotonic()
+            while not stop.is_set():
+                for f in frames:
+                    if stop.is_set():
+                        return
+                    tx.send(f)
+                    t += 1.0 / n
+                    time.sleep(max(0.0, t - time.monotonic()))
+
+        in_netns(ns, src.start)
+        sender = threading.Thread(target=send, daemon=True)
+        if adverts:
+            sender.start()
+        time.sleep(2 * n / src.max_probe_rate + 3)  # the first round: every VIP has a result
+        thread = src._thread
+        if thread is None or thread.native_id is None:
+            raise RuntimeError("the witness's thread did not start")
+        path = f"/proc/self/task/{thread.native_id}/schedstat"
+
+        def cpu() -> float:
+            with open(path) as f:
+                return int(f.read().split()[0]) / 1e6
+
+        c0, t0, s0, w0 = cpu(), time.monotonic(), src.sent, getattr(src, "wakeups", 0)
+        time.sleep(seconds)
+        c1, t1, s1, w1 = cpu(), time.monotonic(), src.sent, getattr(src, "wakeups", 0)
+        stop.set()
+        if adverts:
+            sender.join()
+        src.stop()
+        tx.close()
+        span = t1 - t0
+        return {
+            "cpu_ms_per_s": round((c1 - c0) / span, 2),
+            "probes_per_s": round((s1 - s0) / span, 1),
+            "wakeups_per_s": round((w1 - w0) / span, 1) if hasattr(src, "wakeups") else -1.0,
+        }
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def witness_part(n: int, seconds: float) -> dict[str, dict[str, float]]:
+    out = {"quiet": witness(n, seconds, False), "adverts": witness(n, seconds, True)}
+    print(
+        f"the witness's thread, {n} VIPs probed at the cap, nobody answering, {seconds:g} s (load {common.load():.2f}):"
+    )
+    for k, v in out.items():
+        what = f"+ {n} adverts/s" if k == "adverts" else "no adverts"
+        print(
+            f"  {what:>16}: {v['cpu_ms_per_s']} ms/s CPU, {v['probes_per_s']} probes/s, "
+            f"{v['wakeups_per_s']} wakeups/s (-1: not counted by this version)"
+        )
+    return out
+
+
 def main() -> int:
     common.exit_on_sigterm()
+    if len(sys.argv) > 1 and sys.argv[1] == "witness":
+        n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+        seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 15.0
+        common.result("l2_witness", witness_part(n, seconds), [])
+        return 0
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     workdir = Path(tempfile.mkdtemp(prefix="bench-l2-"))
@@ -209,6 +307,7 @@ def main() -> int:
         on = idle(lab, seconds, workdir, [])
         off = idle(lab, seconds, workdir, ["--no-collector.l2"])
         delays = detection(lab, rounds)
+    own = witness_part(100, 15.0)
     print(f"idle, {seconds:g} s window, scraped every {SCRAPE_EVERY:g} s (load {common.load():.2f}):")
     for name in ("a", "b"):
         print(
@@ -232,7 +331,7 @@ def main() -> int:
         for n, v in delays.items()
         if v
     }
-    common.result("l2", {"on": on, "off": off, "detect_s": delays, "detect": stats}, targets)
+    common.result("l2", {"on": on, "off": off, "detect_s": delays, "detect": stats, "witness": own}, targets)
     return 0
 
 

@@ -472,6 +472,8 @@ class VipAnswers:
     observed_seconds: float = 0.0
     unobserved_seconds: float = 0.0
     vrids: tuple[int, ...] = ()  # the VRIDs of the instances configuring this VIP (keepalived.conf)
+    # ... and those instances as (interface, family, vrid), the wire's key: the announce join's key
+    instances: tuple[tuple[str, str, int], ...] = ()
     # (time, MAC): the first frame of each burst of gratuitous ARPs / unsolicited NAs per MAC, oldest first
     announcements: tuple[tuple[float, str], ...] = ()
     # (vrid, router address, source MAC, kernel time of the first advert of its current run), others' adverts

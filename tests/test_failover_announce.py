@@ -182,10 +182,15 @@ def test_decode_advert_reads_family_vrid_source_mac_priority_interval() -> None:
 def test_the_witness_keeps_the_first_frame_of_each_burst_per_mac() -> None:
     import socket
 
+    from ka_exporter.model import ConfInstance, ConfVip, KeepalivedConfig
     from ka_exporter.sources.l2 import L2Source, _Watch
     from ka_exporter.store import Store
 
-    source = L2Source(Store(), targets=[("eth0", VIP)], probe=False)
+    store = Store()
+    store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=(ConfVip(VIP),)),)))
+    source = L2Source(store, probe=False)
+    source._sync_watches()
+    source._check_store(store.snapshot())  # the configured VRIDs: only theirs are learnt
     w = _Watch(VIP, "eth0", "inet", socket.inet_aton(VIP))
     a, b = bytes.fromhex("02000000000a"), bytes.fromhex("02000000000b")
     frames = [(0.0, a), (0.001, a), (0.002, b), (0.5, a), (5.0, b), (5.001, b), (9.0, a)]
@@ -194,8 +199,8 @@ def test_the_witness_keeps_the_first_frame_of_each_burst_per_mac() -> None:
     assert list(w.bursts) == [(0.0, a), (0.002, b), (5.0, b), (9.0, a)]
     # the run start of a router's adverts: a new run after RUN_GAP intervals of silence or priority 0
     for at, prio in [(1.0, 100), (2.0, 100), (3.0, 100), (9.0, 100), (10.0, 0), (10.6, 100)]:
-        source._advert(("inet", 51, "10.0.0.2", b, prio, 1.0), at)
-    assert source._routers[("inet", 51)]["10.0.0.2"][3] == 10.6
+        source._advert("eth0", ("inet", 51, "10.0.0.2", b, prio, 1.0), at)
+    assert source._routers[("eth0", "inet", 51)]["10.0.0.2"][3] == 10.6
 
 
 def test_collector_series_and_promtool() -> None:

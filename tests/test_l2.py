@@ -430,14 +430,17 @@ def test_this_node_and_another_answerer_need_a_probe_after_the_local_address_cha
 
 def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdict_news() -> None:
     """Per wakeup the witness costs what moved, not the number of VIPs (issue #12: every step rebuilt
-    all records, 2.8 ms at 100 VIPs): a completed probe rebuilds its VIP's record and publishes nothing
-    (counters wait for the refresh); a probe result a verdict reads is published at once."""
+    all records, 2.8 ms at 100 VIPs): a completed probe that changes no published result rebuilds
+    nothing (its counters and time accounts wait for the refresh); a probe result a verdict reads is
+    rebuilt and published at once, its VIP's record alone."""
     clock = [100.0]
     store = Store(clock=lambda: clock[0])
     vips = tuple(ConfVip(f"10.9.8.{100 + k}") for k in range(3))
     store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
     src = L2Source(store, clock=lambda: clock[0])
     src._sync_watches()
+    near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for the capture
+    src._attach("eth0", near, MAC)
     src._publish(100.0)
     first = store.snapshot().l2
     assert first is not None and len(first) == 3
@@ -447,7 +450,7 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     src._publish(100.1)
     assert store.snapshot().l2 is first and one.rec is kept[0]
     one.probe_macs.append(A_MAC)
-    one.close(100.3, 8)  # completed: its record is rebuilt, not the others; no verdict moved yet
+    one.close(100.3, 8)  # completed, a first result: its record alone (unknown: unobserved time moves)
     src._publish(100.3)
     assert store.snapshot().l2 is first
     assert one.rec is not kept[0] and two.rec is kept[1] and three.rec is kept[2]
@@ -455,13 +458,21 @@ def test_a_wakeup_rebuilds_only_the_records_that_moved_and_publishes_only_verdic
     src._publish(100.6)
     published = store.snapshot().l2
     assert published is not None and published[0].last_probe_answers == 1
+    assert published[0].probes_sent == 2 and published[0].last_probe == 100.1
     assert published[1] is kept[1] and published[2] is kept[2]
+    again = published[0]
+    _probe(one, 101.6, A_MAC)  # it agrees again: counters only, they wait for the refresh
+    src._publish(101.8)
+    assert store.snapshot().l2 is published and one.rec is again
     clock[0] = 106.0
     generation = store.generation
     src._publish(106.0)  # the refresh: every record again (counters, time accounts)
     refreshed = store.snapshot().l2
     assert refreshed is not None and refreshed[1] is not kept[1] and refreshed[1].observed_seconds >= 0
+    assert refreshed[0].probes_sent == 3 and refreshed[0].last_probe == 100.4  # ... and now they show
     assert store.generation == generation  # ... which no verdict reads: the watchdog is not woken
+    near.close()
+    far.close()
 
 
 def test_a_new_keepalived_conf_is_watched_at_once_not_at_the_next_socket_check() -> None:
@@ -491,10 +502,14 @@ def test_a_window_ending_just_before_the_next_probe_is_closed_in_that_probes_wak
     store.set_config(KeepalivedConfig(instances=(ConfInstance("VI_1", "eth0", 51, vips=vips),)))
     src = L2Source(store, clock=lambda: clock[0], refresh=60.0)
     src._sync_watches()
+    near, _far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for the capture
+    src._attach("eth0", near, MAC)
     one, two = src._watches.values()
-    one.probe_at, one.probe_macs = 100.0, []  # its window (0.2 s) ends at 100.2
-    two.next_probe = 99.0  # due, but the rate cap holds it until 100.205
+    one.opened(100.0, 1.0)  # its window (0.2 s) ends at 100.2
+    assert two.next_probe < 100.0  # due, but the rate cap holds it until 100.205
     src._last_probe_sent = 100.205 - src.min_gap
     assert abs(src._next_wake(100.1) - 0.105) < 1e-9
     src._last_probe_sent = 100.5 - src.min_gap  # the next probe much later: the window's end wakes
     assert abs(src._next_wake(100.1) - 0.1) < 1e-9
+    near.close()
+    _far.close()

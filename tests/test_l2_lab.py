@@ -8,6 +8,7 @@ dumps mode, and use_vmac's interface label (item 8), both through the real expor
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -103,14 +104,14 @@ class Witnesses:
 class WireCount:
     """An independent capture (plain AF_PACKET, no filter) in `netns`: frames sent by `mac`."""
 
-    def __init__(self, netns: str, mac: bytes, ethertype: int) -> None:
+    def __init__(self, netns: str, mac: bytes, ethertype: int, interface: str = "eth0") -> None:
         self.frames: list[tuple[float, bytes]] = []
         self._mac = mac
         self._sock: socket.socket = in_netns(
             netns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         )
         self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        in_netns(netns, lambda: self._sock.bind(("eth0", ethertype)))
+        in_netns(netns, lambda: self._sock.bind((interface, ethertype)))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -226,12 +227,15 @@ def test_ipv4_one_two_and_no_answerer_and_the_probes_on_the_wire() -> None:
 
 
 def test_the_global_probe_rate_cap_holds_on_the_wire() -> None:
-    """30 VIPs at a 0.1 s interval would be 300 probes/s; the cap of 20/s holds in every second."""
+    """30 VIPs at a 0.1 s interval would be 300 probes/s; the cap of 20/s holds in every second, and
+    between any two probes as they leave the observer (its own capture: the kernel's stamps of its
+    outgoing frames), never closer than 1/20 s."""
     need_lab()
     with Lab(profile="fast") as lab:
         obs = lab.observer
         obs_mac = mac_of(obs.netns)
         wire = WireCount(lab.nodes["a"].netns, obs_mac, 0x0806)
+        out = WireCount(obs.netns, obs_mac, 0x0003, obs.interface)  # ETH_P_ALL: taps see outgoing
         prefix = lab.vips[0].rsplit(".", 1)[0]
         targets = [(obs.interface, lab.vips[0])] + [(obs.interface, f"{prefix}.{h}") for h in range(150, 179)]
         store = Store()
@@ -243,9 +247,18 @@ def test_the_global_probe_rate_cap_holds_on_the_wire() -> None:
             src.stop()
             time.sleep(0.3)
             wire.close()
+            out.close()
         times = [t for t, f in wire.frames if f[20:22] == b"\x00\x01"]
         assert len(times) >= 40  # it did probe at about the cap (3 s x 20/s), not vacuously below it
         assert_rate(times, 20)
+        left = sorted(
+            t
+            for t, f in out.frames
+            if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x01" and f[28:32] == bytes(4)
+        )
+        assert len(left) >= 40
+        gaps = [b - a for a, b in itertools.pairwise(left)]
+        assert min(gaps) >= 1 / 20, f"two probes {min(gaps) * 1000:.3f} ms apart"
         assert len(times) <= src.sent
         rec = next(r for r in store.snapshot().l2 or () if r.vip == lab.vips[0])
         assert rec.last_probe_answers == 1

@@ -55,16 +55,29 @@ Announcements, for the failover accounts (verdicts/failover.py, the announce del
 first frame of each burst of gratuitous ARPs / unsolicited NAs per MAC (a frame within BURST_GAP of
 the same MAC's previous one continues its burst; the latest ANNOUNCEMENTS kept), and, per VRID of the
 VIP, the source MAC of the other routers' VRRP adverts (the same socket accepts unauthenticated VRRP
-too, one frame per advert interval and router: the wire capture has no link header). keepalived sends
+too, one frame per advert interval and router: the wire capture has no link header), learnt at the
+start of each router's run, only for the VRIDs keepalived.conf configures on the interface they are
+heard on, at most ROUTERS_PER_VRID routers per VRID, forgotten ROUTER_EXPIRY seconds after their last
+advert (`_advert`: a spoofed flood neither grows the table nor evicts a known router). keepalived sends
 adverts from its interface's MAC, or from the virtual MAC 00:00:5e:00:01:VRID (IPv6 00:00:5e:00:02:VRID)
 with use_vmac, and its gratuitous ARPs from the same MAC, so a router's announcements are told by it.
 An IPv6 answer to this witness's own DAD probe looks unsolicited (RFC 4861: no solicited flag to ::),
-so an NA within a probe's answer window is an answer, never an announcement. The wire source's
-failover tracker reads the published records (`announce_feed`).
+and keepalived's unsolicited NAs after a takeover often land in a probe's answer window (the takeover's
+news set that probe off): an NA in a probe's window counts as an announcement as well as an answer,
+unless it is what an answer looks like (the first NA of that probe from a MAC that answered the
+latest one), as a gratuitous ARP counts whenever it comes. The wire source's failover tracker reads
+the published records (`announce_feed`) and joins them by the instance's (interface, family, VRID).
 
 Bounds: at most `max_vips` VIPs watched (the first in configuration order), at most `max_macs` MACs
 per VIP (the most recently heard kept). A MAC counts as an answerer while it was heard within
-`window` seconds (default three probe intervals).
+`window` seconds (default three probe spacings: the probe interval, or VIPs / max_probe_rate when
+the rate cap stretches it).
+
+Cost: what moved, not the number of VIPs. The loop wakes for the next due probe (a heap; a VIP whose
+interface has no socket is not scheduled), the oldest open answer window, the first MAC expiry and the
+store's news; it reads every frame queued on a socket in one wakeup, rebuilds only the records whose
+watch changed, and never sends two probes closer than 1 / max_probe_rate (from the moment the
+previous send returned).
 
 The store gets `VipAnswers` records (`Store.set_l2`) at once when what a verdict reads changes (the
 answerer set, a probe's answer count, whether the latest agreeing probes came after the last change
@@ -76,7 +89,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import ipaddress
+import itertools
 import logging
 import os
 import select
@@ -125,7 +140,11 @@ VRRP = 112  # IP protocol / IPv6 next header
 #: sends garp_master_repeat frames garp_interval apart, default 0).
 BURST_GAP = 1.0
 ANNOUNCEMENTS = 16  # bursts kept per VIP, the latest
-MAX_ROUTERS = 256  # advert source MACs kept (bounded: the network chooses the sources)
+#: Advert source MACs are learnt only for the VRIDs keepalived.conf configures on the interface they
+#: are heard on, at most this many routers per VRID (a spoofed flood cannot grow the table or evict
+#: the routers already known), each forgotten ROUTER_EXPIRY seconds after its last advert.
+ROUTERS_PER_VRID = 8
+ROUTER_EXPIRY = 60.0
 RUN_GAP = (
     2.5  # intervals of silence after which a router's adverts start a new run (as verdicts.wire.RUN_GAP)
 )
@@ -141,6 +160,12 @@ QUICK = 4
 STORE_CHECK = 0.05
 CLOSE_LATE = 0.02  # seconds a probe may be closed late, in the wakeup of the next probe (_next_wake)
 CHECK = 5.0  # seconds between two checks of healthy sockets (an interface deleted and re-created)
+#: Adverts (their MACs, for the announce join) are read in batches: after a wakeup for them, their
+#: socket is left out of the poll set for at least this long (they are read at every wakeup the
+#: loop has anyway, with their kernel stamps). Before, with 100 instances a backup's witness woke
+#: for each advert, ~108 times a second.
+ADVERT_QUIET = 0.25
+ADVERT_RCVBUF = 1 << 20  # the kernel caps it at net.core.rmem_max (at least ~200 frames)
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 
@@ -153,19 +178,23 @@ AdvertFrame = tuple[str, int, str, bytes, int, float]  # family, VRID, source, M
 Targets = Callable[[], Iterable[VipTarget]] | Iterable[VipTarget] | None
 
 
-def l2_filter() -> list[tuple[int, int, int, int]]:
-    """Classic BPF over Ethernet frames from others: ARP replies, gratuitous ARP requests, ICMPv6 NAs,
-    and VRRP adverts (their source MACs)."""
-    return _assemble(
-        [
-            (None, _LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),  # A = skb->pkt_type
-            (None, _JEQ_K, "drop", 0, PACKET_OUTGOING),  # this host's own frames: not an answerer
-            (None, _LD_H_ABS, 0, 0, 12),  # A = ethertype
-            (None, _JEQ_K, "arp", 0, ETH_P_ARP),
-            (None, _JEQ_K, "v6", 0, ETH_P_IPV6),
-            (None, _JEQ_K, 0, "drop", ETH_P_IP),
-            (None, _LD_B_ABS, 0, 0, 23),  # A = IPv4 protocol
-            (None, _JEQ_K, "accept", "drop", VRRP),
+def l2_filter(part: str = "all") -> list[tuple[int, int, int, int]]:
+    """Classic BPF over Ethernet frames from others: ARP replies, gratuitous ARP requests, ICMPv6 NAs
+    (`part` "answers"), VRRP adverts, for their source MACs ("adverts"), or both ("all")."""
+    answers, adverts = part != "adverts", part != "answers"
+    vrrp = "accept" if adverts else "drop"
+    program: list[tuple[str | None, int, str | int, str | int, int]] = [
+        (None, _LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),  # A = skb->pkt_type
+        (None, _JEQ_K, "drop", 0, PACKET_OUTGOING),  # this host's own frames: not an answerer
+        (None, _LD_H_ABS, 0, 0, 12),  # A = ethertype
+        (None, _JEQ_K, "arp" if answers else "drop", 0, ETH_P_ARP),
+        (None, _JEQ_K, "v6", 0, ETH_P_IPV6),
+        (None, _JEQ_K, 0, "drop", ETH_P_IP),
+        (None, _LD_B_ABS, 0, 0, 23),  # A = IPv4 protocol
+        (None, _JEQ_K, vrrp, "drop", VRRP),
+    ]
+    if answers:
+        program += [
             ("arp", _LD_H_ABS, 0, 0, 20),  # A = ARP opcode
             (None, _JEQ_K, "accept", 0, ARP_REPLY),
             (None, _JEQ_K, 0, "drop", ARP_REQUEST),
@@ -174,14 +203,14 @@ def l2_filter() -> list[tuple[int, int, int, int]]:
             (None, _LD_W_ABS, 0, 0, 28),  # A = sender IP
             (None, _JEQ_X, "accept", "drop", 0),  # gratuitous: sender IP == target IP
             ("v6", _LD_B_ABS, 0, 0, 20),  # A = IPv6 next header
-            (None, _JEQ_K, "accept", 0, VRRP),
+            (None, _JEQ_K, vrrp, 0, VRRP),
             (None, _JEQ_K, 0, "drop", ICMPV6),
             (None, _LD_B_ABS, 0, 0, 54),  # A = ICMPv6 type
             (None, _JEQ_K, "accept", "drop", ND_NA),
-            ("accept", _RET_K, 0, 0, SNAPLEN),
-            ("drop", _RET_K, 0, 0, 0),
         ]
-    )
+    else:
+        program += [("v6", _LD_B_ABS, 0, 0, 20), (None, _JEQ_K, "accept", "drop", VRRP)]
+    return _assemble([*program, ("accept", _RET_K, 0, 0, SNAPLEN), ("drop", _RET_K, 0, 0, 0)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,12 +398,40 @@ class _Watch:
     rec: VipAnswers | None = None
     dirty: bool = True
     decisive: tuple[object, ...] | None = None
+    # the source that schedules this watch (L2Source: its due heap, open probes and dirty set follow
+    # every change made here), and the time of this watch's live entry in its due heap
+    owner: Any = field(default=None, repr=False, compare=False)
+    sched: float | None = field(default=None, repr=False, compare=False)
+    frame: tuple[bytes, bytes] | None = field(default=None, repr=False, compare=False)  # (MAC, probe)
+
+    @property
+    def key(self) -> tuple[str, bytes]:
+        return (self.interface, self.packed)
+
+    def touch(self, lazy: bool = False) -> None:
+        """Something in this watch's record may have moved: rebuild it at the next publish, or if
+        `lazy` (counters and timestamps only, nothing a verdict reads) at the next refresh."""
+        self.dirty = True
+        if self.owner is not None:
+            self.owner._dirtied(self, lazy)
+
+    def probe_frame(self, mac: bytes) -> bytes:
+        """The probe frame for this VIP from `mac` (built once per MAC)."""
+        if self.frame is None or self.frame[0] != mac:
+            probe = dad_probe(mac, self.packed) if self.family == "inet6" else arp_probe(mac, self.packed)
+            self.frame = (mac, probe)
+        return self.frame[1]
+
+    def _moved(self) -> None:
+        if self.owner is not None:
+            self.owner._reschedule(self)
 
     def trigger(self, now: float, at: float | None = None) -> None:
         """News about this VIP: probe it now (rate cap permitting), and quickly until a pair agrees."""
         self.hurry = now if at is None else at
         self.quick = QUICK
         self.next_probe = min(self.next_probe, now)
+        self._moved()
 
     def opened(self, now: float, interval: float) -> None:
         """A probe of this VIP went out at `now`."""
@@ -383,6 +440,8 @@ class _Watch:
             self.quick = QUICK  # a periodic probe: its result may be settled by quick ones again
         self.probe_at, self.probe_macs = now, []
         self.next_probe = self.due = now + interval
+        if self.owner is not None:
+            self.owner._opened(self)
 
     def enough(self) -> bool:
         """The open probe's outcome is known already: two holders (answers, plus this node)."""
@@ -400,11 +459,12 @@ class _Watch:
         self.raw, self.raw_at = raw, sent
         self.probe_at, self.probe_macs = None, []
         self.dirty = True
-        changed = False
+        changed = news = False
         if agreed and first is not None:
             self.confirmed = sent
             result = tuple(macs[: max_macs * 4])
             changed = (self.last_probe_macs, self.last_probe) != (result, first)
+            news = result != self.last_probe_macs
             self.last_probe, self.last_probe_macs = first, result
             if self.hurry is not None and first >= self.hurry:
                 self.hurry = None  # a pair sent after the news agreed: back to the periodic round
@@ -412,6 +472,9 @@ class _Watch:
         if settle and self.quick > 0:
             self.quick -= 1
             self.next_probe = now
+        if self.owner is not None:
+            self.owner._closed(self, news)
+        self._moved()
         return changed
 
     def answerers(self, probing: bool, now: float, window: float) -> tuple[bytes, ...]:
@@ -459,7 +522,7 @@ class L2Source(Source):
         # Linux answers a probe at once; the window only has to cover the round trip, and the kernel
         # receive timestamp (SO_TIMESTAMPNS) is what is compared, so a busy exporter misses nothing.
         self.answer_window = answer_window if answer_window is not None else min(0.2, probe_interval / 2)
-        self.window = window if window is not None else 3 * probe_interval
+        self._window = window  # None: three probe spacings (see `window`)
         self.max_vips = max_vips
         self.max_macs = max_macs
         self.retry_interval = retry_interval
@@ -468,7 +531,11 @@ class L2Source(Source):
         self._watches: dict[tuple[str, bytes], _Watch] = {}  # (interface, packed VIP)
         self._synced: object = _UNSYNCED  # what the watches were made from (see _sync_watches)
         self._resync = False
-        self._socks: dict[str, socket.socket] = {}
+        self._socks: dict[str, socket.socket] = {}  # interface -> its answers' socket (ARP, NA)
+        self._advert_socks: dict[str, socket.socket] = {}  # interface -> its adverts' socket (VRRP)
+        self._fds: dict[int, tuple[str, bool]] = {}  # fd -> (interface, an adverts' socket)
+        self._advert_quiet = float("-inf")  # adverts' sockets out of the poll set until then
+        self._advert_polled = True
         self._macs: dict[str, bytes] = {}  # interface -> its own MAC
         self._ifindex: dict[str, int] = {}  # interface -> ifindex when opened (re-created: re-open)
         self._since: dict[str, float] = {}  # interface -> listening since
@@ -477,6 +544,7 @@ class L2Source(Source):
         self._changed: float | None = None
         self._capped = False
         self.sent = 0  # probes sent (all VIPs), for tests and the bench
+        self.send_failures = 0  # probes the kernel refused (link down, queue full)
         # the store's news (`_check_store`): a listener writes one byte to a pipe the loop polls
         self._wake_r, self._wake_w = -1, -1
         self._wake_lock = threading.Lock()
@@ -488,16 +556,100 @@ class L2Source(Source):
         self._vrids: dict[str, set[tuple[str, str, int]]] = {}
         self._masters: dict[str, frozenset[str]] = {}
         self.accounts = L2Accounts()  # per-VIP time accounts (verdicts.l2), fed at every publish
-        # (family, vrid) -> source -> [MAC, last advert, its priority, first advert of the run]
-        self._routers: dict[tuple[str, int], dict[str, list[Any]]] = {}
-        self._router_count = 0
+        # (interface, family, vrid) -> source -> [MAC, last advert, its priority, first advert of the
+        # run]: configured VRIDs only, ROUTERS_PER_VRID each (see `_advert`)
+        self._routers: dict[tuple[str, str, int], dict[str, list[Any]]] = {}
+        self._by_vrid: dict[tuple[str, str, int], list[_Watch]] = {}  # configured VRID -> its VIPs' watches
+        self._indexed: tuple[object, object] | None = None  # (config, watches) `_by_vrid` was made from
+        self.adverts_ignored = 0  # adverts for a VRID not configured on the interface they came in on
+        self.adverts_refused = 0  # adverts from a new router of a VRID already tracking ROUTERS_PER_VRID
+        # scheduling (costs what moved, not the number of VIPs): probes due (a heap of (time, seq,
+        # watch), entries checked against the watch when they come up), probes open in send order,
+        # probes whose outcome an answer settled, watches with something to rebuild, watches with
+        # MACs heard (and when the first of those expires)
+        self._due: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._open_probes: dict[tuple[str, bytes], _Watch] = {}
+        self._settled: list[_Watch] = []
+        self._dirty: dict[tuple[str, bytes], _Watch] = {}
+        self._lazy: dict[tuple[str, bytes], _Watch] = {}  # ... and records that can wait for the refresh
+        self._hearing: dict[tuple[str, bytes], _Watch] = {}
+        self._expiry_due = float("inf")
+        self.wakeups = 0  # loop steps (for tests and the bench)
         # what every record depends on besides its own watch (sockets, config, routers, this node's
         # addresses): a change of it rebuilds them all (see _publish)
         self._context_gen = 0
-        self._context: tuple[object, ...] | None = None
+        self._context: int | None = None
         self._watches_gen = 0  # moves when the set of watched VIPs does
         self._published_gen = -1  # ... as it was at the last publication
         self.published: tuple[VipAnswers, ...] = ()  # the records last given to the store
+
+    @property
+    def window(self) -> float:
+        """A MAC counts as heard this long after its last frame: the `window` given, else three probe
+        spacings (the rate cap stretches them: 100 VIPs at 10 probes/s are probed every 10 s, and a
+        3 s window let every VIP's answerer expire between two probes, news each time)."""
+        if self._window is not None:
+            return self._window
+        return 3 * max(self.probe_interval, len(self._watches) / self.max_probe_rate)
+
+    # -- scheduling (called by the watches) ----------------------------------------------------------
+
+    def _dirtied(self, w: _Watch, lazy: bool = False) -> None:
+        if lazy and w.rec is not None:
+            self._lazy[w.key] = w
+        else:
+            self._dirty[w.key] = w
+
+    def _reschedule(self, w: _Watch) -> None:
+        """`w`'s next probe moved: one live entry in the due heap (older ones no longer match)."""
+        if w.probe_at is None and w.sched != w.next_probe:
+            w.sched = w.next_probe
+            heapq.heappush(self._due, (w.next_probe, next(self._seq), w))
+
+    def _opened(self, w: _Watch) -> None:
+        w.sched = None
+        self._open_probes.pop(w.key, None)
+        self._open_probes[w.key] = w  # send order: all answer windows are one length
+
+    def _closed(self, w: _Watch, news: bool) -> None:
+        """`w`'s probe completed; `news`: its published answerers changed. A completion that only
+        confirms the published result moves counters, timestamps and the time accounts: its record
+        waits for the refresh (rebuilt then with the others, not one at a time in every wakeup),
+        unless it is the first probe after this node's addresses changed (a verdict reads that)."""
+        self._open_probes.pop(w.key, None)
+        seen = (self._changed, self._addresses_seen)
+        changed = max((t for t in seen if t is not None), default=None)
+        rec = w.rec
+        after = changed is not None and w.last_probe is not None and w.last_probe >= changed
+        before = rec is None or rec.last_probe is None or changed is None or rec.last_probe < changed
+        key = (w.interface, w.vip)
+        lazy = not news and not (after and before) and rec is not None and self.accounts.steady(key)
+        if lazy and w.confirmed is not None and w.confirmed == w.raw_at:
+            # the time accounts move on now (their cursor is the last evidence of the count: a change
+            # found later is split from here), the record at the refresh
+            self.accounts.advance(key, max(w.confirmed, w.held_changed or 0.0))
+        w.touch(lazy=lazy)
+
+    def _due_head(self) -> _Watch | None:
+        """The watch whose probe is due first among those that can be probed (a socket on its
+        interface); entries that no longer match their watch are dropped on the way. A VIP whose
+        interface has no socket is not scheduled until one opens (`_open`): before, its probe stayed
+        due, the loop's wait was 0, and the thread spun until the next socket check."""
+        due = self._due
+        while due:
+            t, _, w = due[0]
+            if (
+                w.probe_at is None
+                and w.sched == t == w.next_probe
+                and w.interface in self._socks
+                and self._watches.get(w.key) is w
+            ):
+                return w
+            heapq.heappop(due)
+            if w.sched == t:
+                w.sched = None  # unscheduled until its interface has a socket again
+        return None
 
     # -- watching -------------------------------------------------------------------------------------
 
@@ -527,14 +679,34 @@ class L2Source(Source):
             except ValueError:
                 continue
             key = (iface, addr.packed)
-            keep[key] = self._watches.get(key) or _Watch(
-                canonical_ip(vip), iface, "inet6" if addr.version == 6 else "inet", addr.packed
-            )
+            w = self._watches.get(key)
+            if w is None:
+                w = _Watch(canonical_ip(vip), iface, "inet6" if addr.version == 6 else "inet", addr.packed)
+                w.owner = self
+            keep[key] = w
         if keep.keys() != self._watches.keys():
             self.accounts.forget((w.interface, w.vip) for w in keep.values())
             self._context_gen += 1
             self._watches_gen += 1
         self._watches = keep
+        for w in keep.values():
+            self._reschedule(w)
+        self._index()
+
+    def _index(self) -> None:
+        """The watches of each configured VRID (interface, family, vrid), for `_advert`; routers of a
+        VRID no longer configured are forgotten."""
+        basis = (self._vrids_of, self._watches)
+        if self._indexed is not None and self._indexed[0] is basis[0] and self._indexed[1] is basis[1]:
+            return
+        self._indexed = basis
+        by_vrid: dict[tuple[str, str, int], list[_Watch]] = {}
+        for w in self._watches.values():
+            for key in self._vrids.get(w.vip, ()):
+                by_vrid.setdefault(key, []).append(w)
+        self._by_vrid = by_vrid
+        for key in [k for k in self._routers if k not in by_vrid]:
+            del self._routers[key]
 
     # -- sockets --------------------------------------------------------------------------------------
 
@@ -550,27 +722,68 @@ class L2Source(Source):
         errors: list[str] = []
         for iface in sorted(wanted - set(self._socks)):
             try:
-                sock = open_socket(iface)
+                sock = open_socket(iface, "answers")
+                try:
+                    adverts = open_socket(iface, "adverts", ADVERT_RCVBUF)
+                except CaptureError:
+                    sock.close()
+                    raise
             except CaptureError as exc:
                 errors.append(str(exc))
                 continue
-            self._socks[iface] = sock
-            self._macs[iface] = sock.getsockname()[4][:6]
             with contextlib.suppress(OSError):
                 self._ifindex[iface] = socket.if_nametoindex(iface)
-            self._since[iface] = self._clock()
+            self._attach(iface, sock, sock.getsockname()[4][:6], adverts)
             poller.register(sock.fileno(), select.POLLIN)
+            if self._advert_polled:
+                poller.register(adverts.fileno(), select.POLLIN)
         return errors
+
+    def _attach(
+        self, iface: str, sock: socket.socket, mac: bytes, adverts: socket.socket | None = None
+    ) -> None:
+        """`sock` (this node's MAC `mac`) listens and probes on `iface` from now, `adverts` reads its
+        VRRP adverts: its VIPs are scheduled."""
+        self._socks[iface] = sock
+        self._fds[sock.fileno()] = (iface, False)
+        if adverts is not None:
+            self._advert_socks[iface] = adverts
+            self._fds[adverts.fileno()] = (iface, True)
+        self._macs[iface] = mac
+        self._since[iface] = self._clock()
+        self._context_gen += 1
+        for w in self._watches.values():
+            if w.interface == iface:
+                w.sched = None
+                self._reschedule(w)
+
+    def _link_down(self, iface: str, sock: socket.socket) -> bool:
+        """A socket error on `iface`'s capture that only says its link went down (ENETDOWN on the same
+        interface, which a socket bound to a down link also gets at once): the error is read (which
+        clears it) and the socket kept, as the kernel resumes it when the link comes up; probes fail
+        meanwhile (`_send_probes`). Before, the socket was closed and opened again at once, got the
+        same error, and so on: ~70 sockets a second while a link was down (the FAULT case)."""
+        try:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            same = socket.if_nametoindex(iface) == self._ifindex.get(iface)
+        except OSError:
+            return False
+        return same and err in (0, errno.ENETDOWN)
 
     def _close(self, iface: str, poller: select.poll | None) -> None:
         sock = self._socks.pop(iface, None)
         self._since.pop(iface, None)
         if sock is None:
             return
-        if poller is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                poller.unregister(sock.fileno())
-        sock.close()
+        self._context_gen += 1
+        for s in (sock, self._advert_socks.pop(iface, None)):
+            if s is None:
+                continue
+            self._fds.pop(s.fileno(), None)
+            if poller is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    poller.unregister(s.fileno())
+            s.close()
 
     def close(self) -> None:
         """Close the sockets; while the background loop runs, it does so itself on its way out
@@ -580,6 +793,7 @@ class L2Source(Source):
             return
         for iface in list(self._socks):
             self._close(iface, None)
+        self._advert_polled = True  # a new run's poll set starts with them
 
     # -- packets --------------------------------------------------------------------------------------
 
@@ -595,7 +809,7 @@ class L2Source(Source):
                 continue
             advert = decode_advert(frame)
             if advert is not None:
-                self._advert(advert, _kernel_time(anc) or self._clock())
+                self._advert(iface, advert, _kernel_time(anc) or self._clock())
                 continue
             ans = decode(frame, own)
             if ans is None:
@@ -609,10 +823,18 @@ class L2Source(Source):
         """One frame naming a watched VIP, received at `at` (the kernel's time)."""
         w.answers += 1
         w.last_answer = at
-        w.dirty = True
+        announce = ans.announce
         if ans.to_probe and w.probe_at is not None and at - w.probe_at <= self.answer_window:
+            # IPv6: an unsolicited NA in a probe's window is also an announcement (keepalived's burst
+            # after a takeover lands in the window of the probe that takeover's news set off), unless
+            # it is what a probe answer looks like: the first NA of this probe from a MAC that answered
+            # the latest probe. IPv4 answers are replies, never announcements.
+            known = (w.raw is not None and ans.mac in w.raw[1]) or ans.mac in (w.last_probe_macs or ())
+            announce = announce and (ans.mac in w.probe_macs or (not known and w.raw is not None))
             w.probe_macs.append(ans.mac)
-        elif ans.announce:
+            if w.enough():
+                self._settled.append(w)
+        if announce:
             self._announced(w, ans.mac, at)
             if self.probe:
                 # A gratuitous ARP / unsolicited NA: someone announces a takeover. keepalived sends them
@@ -627,6 +849,11 @@ class L2Source(Source):
                     w.trigger(self._clock())
         if ans.mac not in w.heard and len(w.heard) >= self.max_macs:
             del w.heard[min(w.heard, key=w.heard.__getitem__)]
+        if not w.heard:
+            self._hearing[w.key] = w
+            self._expiry_due = min(self._expiry_due, at + self.window)
+        # a MAC heard already, saying nothing new: counters and timestamps, for the refresh
+        w.touch(lazy=ans.mac in w.heard and not announce)
         w.heard[ans.mac] = at
 
     def _announced(self, w: _Watch, mac: bytes, at: float) -> None:
@@ -638,36 +865,65 @@ class L2Source(Source):
             del w.burst_last[min(w.burst_last, key=w.burst_last.__getitem__)]
         w.burst_last[mac] = at
 
-    def _advert(self, advert: AdvertFrame, at: float) -> None:
-        """A VRRP advert from another router at `at` (kernel time): remember the MAC it came from and
-        when its current run began, by the wire table's rule (after RUN_GAP intervals of silence or a
-        priority-0 advert), bounded."""
+    def _advert(self, iface: str, advert: AdvertFrame, at: float) -> None:
+        """A VRRP advert from another router, heard on `iface` at `at` (kernel time): remember the MAC
+        its current run comes from and when that run began, by the wire table's rule (after RUN_GAP
+        intervals of silence or a priority-0 advert).
+
+        O(1) per advert, bounded whatever the network sends: only VRIDs keepalived.conf configures on
+        `iface` are learnt; at most ROUTERS_PER_VRID routers per VRID (a new one beyond them is
+        refused, unless one of them was silent for ROUTER_EXPIRY); the MAC is learnt at the start of a
+        run (an advert in the middle of a run with another MAC changes nothing). Only the start of a
+        run rebuilds records, and only those of the VRID's VIPs."""
         family, vrid, source, mac, priority, interval = advert
-        routers = self._routers.setdefault((family, vrid), {})
+        key = (iface, family, vrid)
+        watches = self._by_vrid.get(key)
+        if watches is None:
+            self.adverts_ignored += 1
+            return
+        routers = self._routers.setdefault(key, {})
         r = routers.get(source)
         if r is None:
-            if self._router_count >= MAX_ROUTERS:
+            if len(routers) >= ROUTERS_PER_VRID and not self._expire_routers(key, at):
+                self.adverts_refused += 1
                 return
-            self._router_count += 1
-            r = routers[source] = [mac, at, priority, at]
-            self._context_gen += 1
-            return
-        if r[2] == 0 or at - r[1] > RUN_GAP * max(interval, 0.01):
-            r[3] = at
-            self._context_gen += 1
-        if r[0] != mac:
-            self._context_gen += 1
-        r[0], r[1], r[2] = mac, at, priority
+            routers[source] = [mac, at, priority, at]
+        else:
+            new_run = r[2] == 0 or at - r[1] > RUN_GAP * max(interval, 0.01)
+            r[1], r[2] = at, priority
+            if not new_run:
+                return
+            r[0], r[3] = mac, at
+        for w in watches:
+            w.touch()
+
+    def _expire_routers(self, key: tuple[str, str, int], now: float) -> bool:
+        """Forget the routers of VRID `key` silent for ROUTER_EXPIRY; True if any was."""
+        routers = self._routers.get(key, {})
+        gone = [src for src, r in routers.items() if now - r[1] > ROUTER_EXPIRY]
+        for src in gone:
+            del routers[src]
+        if gone:
+            for w in self._by_vrid.get(key, ()):
+                w.touch()
+        return bool(gone)
 
     def announce_feed(self) -> tuple[VipAnswers, ...]:
         """The records last published (the wire's failover tracker joins them with master changes)."""
         return self.published
 
     def _close_probes(self, now: float) -> None:
-        """Complete the probes whose answer window is over, or whose outcome is known (`_Watch.enough`)."""
-        for w in self._watches.values():
-            if w.probe_at is not None and (now - w.probe_at >= self.answer_window or w.enough()):
+        """Complete the probes whose outcome an answer made known (`_Watch.enough`), and those whose
+        answer window is over (the oldest first: the open probes are kept in send order)."""
+        for w in self._settled:
+            if w.probe_at is not None and w.enough():
                 w.close(now, self.max_macs)
+        self._settled.clear()
+        window = self.answer_window
+        for w in list(self._open_probes.values()):
+            if w.probe_at is None or now - w.probe_at < window:
+                break
+            w.close(now, self.max_macs)
 
     def _check_store(self, snap: Snapshot) -> None:
         """Probe at once what the store's news concerns (see the module docstring): VIPs whose holding
@@ -684,13 +940,22 @@ class L2Source(Source):
             self._vrids_of, self._vrids = config, vip_vrids(config)
             self._context_gen += 1
             self._resync = True  # the loop re-reads the VIPs to watch now, not at its next check
+            self._index()
+        if moved:
+            self._context_gen += 1  # every held VIP's verdict reads the time of the change
+            # ... and what a verdict reads of the records is judged against it from now on (`_decisive`):
+            # judged against an older change, "probed after the change" stayed true across it, and
+            # the real flip a pair of probes later was not news (seconds late with lazy completions)
+            self._changed = changed
         for w in self._watches.values():
             here = w.vip in held
             news = here != w.held or (moved and here)
             if here != w.held:  # netlink's time of the add/remove (the accounts' rule 2, verdicts.l2)
                 w.held_changed = changed if changed is not None else now
-                w.dirty = True
-            w.held = here
+                w.held = here
+                w.touch()
+                if w.probe_at is not None and w.enough():
+                    self._settled.append(w)
             seen = frozenset(s for key in self._vrids.get(w.vip, ()) for s in masters.get(key, ()))
             if seen != self._masters.get(w.vip, seen):
                 news = True
@@ -699,60 +964,74 @@ class L2Source(Source):
                 w.trigger(now, changed if moved and changed is not None else now)
 
     def _send_probes(self, now: float) -> None:
-        """Send the due probes, never two closer than 1 / max_probe_rate seconds."""
-        if not self.probe or self._clock() - self._last_probe_sent < self.min_gap:
+        """Send the due probes, never two closer than 1 / max_probe_rate seconds: the gap is taken from
+        the moment the previous send returned (the kernel stamps and queues the frame inside it), so
+        on the wire too no two probes are closer than 1 / max_probe_rate. A send that fails (link
+        down, queue full) counts against the rate and is tried again a retry interval later: the
+        loop never spins on it."""
+        if not self.probe:
             return
-        due = sorted((w for w in self._watches.values() if w.probe_at is None and w.next_probe <= now),
-                     key=lambda w: w.next_probe)  # fmt: skip
-        for w in due:
+        while True:
             now = self._clock()
             if now - self._last_probe_sent < self.min_gap:
                 return
-            sock = self._socks.get(w.interface)
-            mac = self._macs.get(w.interface)
-            if sock is None or mac is None:
-                continue
-            frame = dad_probe(mac, w.packed) if w.family == "inet6" else arp_probe(mac, w.packed)
+            w = self._due_head()
+            if w is None or w.next_probe > now:
+                return
+            heapq.heappop(self._due)
+            w.sched = None
+            frame = w.probe_frame(self._macs.get(w.interface, ZERO_MAC))
             try:
-                sock.send(frame)
+                self._socks[w.interface].send(frame)
             except OSError as exc:
+                self._last_probe_sent = self._clock()
+                self.send_failures += 1
+                w.next_probe = now + min(self.probe_interval, self.retry_interval)
+                self._reschedule(w)
                 if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.ENETDOWN):
                     raise
                 continue
-            self._last_probe_sent = now
+            self._last_probe_sent = self._clock()
             self.sent += 1
             w.opened(now, self.probe_interval)
 
     def _expire(self, now: float) -> None:
-        for w in self._watches.values():
+        """Forget MACs not heard within the window (only watches that heard any, only when the first
+        of them is due; silent routers are forgotten at each refresh, `_publish`)."""
+        if now < self._expiry_due:
+            return
+        window = self.window
+        soonest = float("inf")
+        for key, w in list(self._hearing.items()):
+            for m in [m for m, t in w.heard.items() if now - t > window]:
+                del w.heard[m]
+                w.touch()
             if w.heard:
-                for m in [m for m, t in w.heard.items() if now - t > self.window]:
-                    del w.heard[m]
-                    w.dirty = True
+                soonest = min(soonest, min(w.heard.values()) + window)
+            else:
+                del self._hearing[key]
+        self._expiry_due = soonest
 
     def _next_wake(self, now: float) -> float:
         """Seconds until something is due: a probe, an answer window's end, a MAC's expiry."""
-        # one pass, no list: it runs at every wakeup (~20/s with 100 VIPs at the rate cap)
+        # no pass over the VIPs: the heads of the due heap and of the open probes, the expiry's time
         soon = now + self.refresh
         if self._poked:
             soon = min(soon, self._store_read + self._store_gap)
         inf = float("inf")
-        probe, closing, heard = inf, inf, inf
-        for w in self._watches.values():
-            if w.probe_at is not None:
-                closing = min(closing, w.probe_at)
-            elif w.next_probe < probe:
-                probe = w.next_probe
-            if w.heard:
-                heard = min(heard, *w.heard.values())
-        send = max(probe, self._last_probe_sent + self.min_gap) if self.probe and probe < inf else inf
+        head = self._due_head() if self.probe else None
+        send = inf if head is None else max(head.next_probe, self._last_probe_sent + self.min_gap)
+        first = next(iter(self._open_probes.values()), None)
+        closing = first.probe_at if first is not None and first.probe_at is not None else inf
+        if self._settled:
+            closing = -inf  # an answer settled a probe: close it now
         close = closing + self.answer_window
         if 0.0 < send - close <= CLOSE_LATE:
             # At the rate cap a probe's answer window ends just before the probe two gaps later is due
             # (the gaps drift by the loop's own delay): close it then, one wakeup for both, not two a
             # few milliseconds apart. Answers are matched by kernel time, so closing late loses none.
             close = send
-        soon = min(soon, send, close, heard + self.window)
+        soon = min(soon, send, close, self._expiry_due)
         return max(0.0, soon - now)
 
     # -- publishing -----------------------------------------------------------------------------------
@@ -774,6 +1053,7 @@ class L2Source(Source):
         probing = self.probe and w.interface in self._socks
         probe_macs = w.last_probe_macs
         answering = w.answerers(probing, now, self.window)
+        instances = tuple(sorted(self._vrids.get(w.vip, ())))
         rec = VipAnswers(
             vip=w.vip,
             interface=w.interface,
@@ -789,12 +1069,13 @@ class L2Source(Source):
             heard=tuple(sorted(mac_text(m) for m in w.heard)),
             confirmed=w.confirmed,
             announced=w.announced if w.announced > float("-inf") else None,
-            vrids=(vrids := tuple(sorted({k[2] for k in self._vrids.get(w.vip, ())}))),
+            vrids=tuple(sorted({k[2] for k in instances})),
+            instances=instances,
             announcements=tuple((t, mac_text(m)) for t, m in w.bursts),
             advert_macs=tuple(
-                (vrid, src, mac_text(r[0]), r[3])
-                for vrid in vrids
-                for src, r in sorted(self._routers.get((w.family, vrid), {}).items())
+                (key[2], src, mac_text(r[0]), r[3])
+                for key in instances
+                for src, r in sorted(self._routers.get(key, {}).items())
             ),
         )
         v = judge(rec, (w.vip,) if w.held else (), True, self._addresses_seen)
@@ -817,6 +1098,14 @@ class L2Source(Source):
             unobserved_seconds=a.unobserved,
         )
 
+    def _moving(self, w: _Watch, now: float, stale: float) -> bool:
+        """Whether `w`'s record, not rebuilt since its watch last changed, would come out different
+        now: its time accounts are unknown (the unobserved seconds grow with the clock), or its
+        evidence has just gone stale (they stop growing where they were)."""
+        if w.rec is None or not self.accounts.steady((w.interface, w.vip)):
+            return True
+        return now - max(w.confirmed or 0.0, w.held_changed or 0.0) > stale
+
     def _decisive(self, r: VipAnswers) -> tuple[object, ...]:
         """What a verdict reads of a record: a change of it is published at once."""
         changed = self._changed
@@ -829,17 +1118,29 @@ class L2Source(Source):
 
         Per wakeup this costs what moved, not the number of VIPs: a record is rebuilt only when its
         watch changed (a probe sent or completed, a frame heard, a MAC expired, this node's holding of
-        the VIP) or when what every record depends on did (sockets, config, routers, this node's
-        addresses: `_context`). Measured before: every loop step rebuilt all of them, 2.8 ms per step
-        at 100 VIPs, ~15 ms/s of an idle exporter."""
+        the VIP: `_dirty`) or when what every record depends on did (sockets, config, this node's
+        addresses: `_context_gen`). Measured before: every loop step rebuilt all of them, 2.8 ms per
+        step at 100 VIPs, ~15 ms/s of an idle exporter. The refresh (every `refresh` seconds) rebuilds
+        only the records time alone moves (`_moving`): the rest would come out the same."""
         watches = self._watches.values()
-        context = (self._context_gen, self._addresses_seen, tuple(self._socks), tuple(self._since.items()))
-        full = force or context != self._context or now - self._published_at >= self.refresh
-        todo = list(watches) if full else [w for w in watches if w.dirty]
-        if not todo:
-            return
-        self._context = context
         stale = self._stale()
+        refresh = now - self._published_at >= self.refresh
+        if refresh:
+            for key in list(self._routers):
+                self._expire_routers(key, now)
+        if force or self._context_gen != self._context:
+            todo = list(watches)
+        elif refresh:
+            dirty, lazy = self._dirty, self._lazy
+            todo = [w for w in watches if w.key in dirty or w.key in lazy or self._moving(w, now, stale)]
+        else:
+            todo = [w for w in self._dirty.values() if self._watches.get(w.key) is w]
+        self._dirty.clear()
+        if len(todo) == len(watches) or refresh:
+            self._lazy.clear()
+        if not todo and not refresh:
+            return
+        self._context = self._context_gen
         probed = False
         for w in todo:
             before = w.rec
@@ -852,6 +1153,9 @@ class L2Source(Source):
             changed = self.store.addresses_changed()
             if changed != self._changed:
                 self._changed = changed
+                for w in self._lazy.values():  # their records are older than their watches
+                    w.rec = self._record(w, now, stale)
+                self._lazy.clear()
                 todo = list(watches)  # every record's "probed after the change"
         news = self._published_gen != self._watches_gen
         for w in todo:
@@ -859,7 +1163,7 @@ class L2Source(Source):
             if decisive != w.decisive:
                 w.decisive = decisive
                 news = True
-        if force or news or now - self._published_at >= self.refresh:
+        if force or news or refresh:
             self._published_at = now
             self._published_gen = self._watches_gen
             self.published = tuple(w.rec for w in watches if w.rec is not None)
@@ -907,24 +1211,27 @@ class L2Source(Source):
         """Wait for frames or the next due time (at most `limit` s), read, probe; False if a socket broke."""
         now = self._clock()
         intact = True
+        self.wakeups += 1
         for fd, ev in poller.poll(max(0.0, min(self._next_wake(now), limit, 1.0)) * 1000):
             if fd == self._wake_r:
                 with contextlib.suppress(OSError):
                     os.read(fd, 4096)
                 continue
-            iface = next((i for i, s in self._socks.items() if s.fileno() == fd), None)
-            if iface is None:
+            iface, adverts = self._fds.get(fd, ("", False))
+            sock = (self._advert_socks if adverts else self._socks).get(iface)
+            if sock is None:
                 continue
-            if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+            if ev & (select.POLLHUP | select.POLLNVAL) or (
+                ev & select.POLLERR and not self._link_down(iface, sock)
+            ):
                 self._close(iface, poller)
                 intact = False
                 continue
-            try:
-                self._drain(iface, self._socks[iface])
-            except OSError as exc:
-                self.fail(f"l2: capture on {iface} failed: {exc.strerror or exc}")
-                self._close(iface, poller)
-                intact = False
+            if adverts:
+                self._quiet_adverts(poller)  # read below, with the others
+                continue
+            intact = self._read(iface, sock, poller) and intact
+        intact = self._read_adverts(poller) and intact
         now = self._clock()
         if self._poked and now >= self._store_read + self._store_gap:
             self._poked = False  # before reading: a change during the read pokes again
@@ -938,6 +1245,37 @@ class L2Source(Source):
         except OSError as exc:
             self.fail(f"l2: probing failed: {exc.strerror or exc}")
         self._expire(now)
+        return intact
+
+    def _read(self, iface: str, sock: socket.socket, poller: select.poll) -> bool:
+        """`_drain` one socket; False (and `iface` closed) if it broke."""
+        try:
+            self._drain(iface, sock)
+        except OSError as exc:
+            self.fail(f"l2: capture on {iface} failed: {exc.strerror or exc}")
+            self._close(iface, poller)
+            return False
+        return True
+
+    def _quiet_adverts(self, poller: select.poll) -> None:
+        """Adverts woke the loop: leave their sockets out of the poll set for ADVERT_QUIET."""
+        if self._advert_polled:
+            self._advert_polled = False
+            for sock in self._advert_socks.values():
+                with contextlib.suppress(KeyError, ValueError):
+                    poller.unregister(sock.fileno())
+            self._advert_quiet = self._clock() + ADVERT_QUIET
+
+    def _read_adverts(self, poller: select.poll) -> bool:
+        """Read the adverts queued (at every wakeup: one recv each when none is); their sockets go back
+        into the poll set at the first wakeup after ADVERT_QUIET. False if a socket broke."""
+        intact = True
+        for iface, sock in list(self._advert_socks.items()):
+            intact = self._read(iface, sock, poller) and intact
+        if not self._advert_polled and self._clock() >= self._advert_quiet:
+            self._advert_polled = True
+            for sock in self._advert_socks.values():
+                poller.register(sock.fileno(), select.POLLIN)
         return intact
 
     def _poke(self) -> None:
@@ -987,8 +1325,8 @@ class L2Source(Source):
             self.close()
 
 
-def open_socket(interface: str) -> socket.socket:
-    """A non-blocking AF_PACKET SOCK_RAW socket on `interface`, filtered by `l2_filter`."""
+def open_socket(interface: str, part: str = "all", rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking AF_PACKET SOCK_RAW socket on `interface`, filtered by `l2_filter(part)`."""
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # receives nothing until bound
     except PermissionError:
@@ -1001,7 +1339,9 @@ def open_socket(interface: str) -> socket.socket:
             f"l2: cannot open AF_PACKET socket on {interface}: {exc.strerror or exc}"
         ) from None
     try:
-        _attach_filter(sock, l2_filter())
+        _attach_filter(sock, l2_filter(part))
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)

@@ -239,19 +239,21 @@ class FailoverTracker:
         if not fresh and not self._pending:
             return  # the common case, on every tick
         self._joined = records
-        by_vrid: dict[tuple[str, int], list[VipAnswers]] = {}
+        # Keyed by the instance's (interface, family, vrid), as the wire's: one VRID on two interfaces
+        # is two instances, and a failover on one says nothing of the other's VIPs.
+        by_vrid: dict[VridKey, list[VipAnswers]] = {}
         for r in records:
-            for vrid in r.vrids:
-                by_vrid.setdefault((r.family, vrid), []).append(r)
+            for key in r.instances or tuple((r.interface, r.family, vrid) for vrid in r.vrids):
+                by_vrid.setdefault(key, []).append(r)
         if fresh:
             for key, v in self._vrids.items():
-                for r in by_vrid.get((key[1], key[2]), ()):
+                for r in by_vrid.get(key, ()):
                     v.announce.setdefault(r.vip, (Histogram(), 0))
         for p in list(self._pending):
             key = p.event.key
             v = self._vrids[key]
             late = now - p.event.at > ANNOUNCE_BOUND
-            for r in by_vrid.get((key[1], key[2]), ()):
+            for r in by_vrid.get(key, ()):
                 if r.vip in p.done:
                     continue
                 if r.listening_since is None or r.listening_since > p.event.at:
@@ -266,7 +268,7 @@ class FailoverTracker:
                 else:
                     continue
                 p.done.add(r.vip)
-            vips = {r.vip for r in by_vrid.get((key[1], key[2]), ())}
+            vips = {r.vip for r in by_vrid.get(key, ())}
             if late or (vips and vips <= p.done):
                 self._pending.remove(p)
 

@@ -207,6 +207,21 @@ class L2Accounts:
             acc.cursor = evidence
         return self._account(acc)
 
+    def advance(self, key: tuple[str, str], evidence: float) -> None:
+        """New evidence of `key`'s known count, unchanged (a probe confirmed the published result):
+        account up to it, as `observe` would with the same count (the witness skips building the
+        look for such probes; a change found later is then split from this evidence on)."""
+        acc = self._accs.get(key)
+        if acc is not None and acc.state is not None and evidence > acc.cursor:
+            acc.add(acc.state, acc.cursor, evidence)
+            acc.cursor = evidence
+
+    def steady(self, key: tuple[str, str]) -> bool:
+        """Whether `key`'s account is known (not growing unobserved time with the clock): looked at
+        again with the same evidence, it would not move."""
+        acc = self._accs.get(key)
+        return acc is not None and acc.state is not None
+
     @staticmethod
     def _account(acc: _Acc) -> L2Account:
         return L2Account(acc.times[0], acc.times[1], acc.times[2], acc.unobserved)
