@@ -66,10 +66,11 @@ SETTLE = 0.05  # seconds: packets stamped just before a look may not be in the t
 MAX_VRIDS = 256  # bounded: VRIDs are keyed by what the network sends (a spoofer's count as well)
 HISTORY_SPANS = 256  # per VRID: the latest stretches of one state (the status page draws the last hour)
 ANNOUNCE_BOUND = 30.0  # seconds: a new master that sent no gratuitous ARP / NA by then "did not announce"
-# The wire stamps an advert when recv returns (user space), the L2 witness a frame in the kernel: a
-# gratuitous ARP sent right after the first advert can read up to a few ms earlier than the wire's
-# stamp. So the delay is taken from the witness's own kernel stamp of that advert when it has one
-# within ANNOUNCE_SLACK of the wire's, and frames from ANNOUNCE_SLACK before it are considered.
+# Both the wire and the L2 witness stamp frames in the kernel, on different sockets (the wire's
+# advert may sit up to its batch window, sources.wire.BATCH_WINDOW, before it is published, but keeps its
+# kernel stamp): the two stamps of one advert can still differ slightly. So the delay is taken from
+# the witness's own stamp of that advert when it has one within ANNOUNCE_SLACK of the wire's, and
+# frames from ANNOUNCE_SLACK before it are considered.
 ANNOUNCE_SLACK = 0.05
 MAX_PENDING = 256  # master changes waiting for their announcements (bounded like the VRIDs)
 
