@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,4 +278,67 @@ def test_clients_that_never_read_their_response_are_bounded(tmp_path: Path) -> N
     finally:
         for s in stalled:
             s.close()
+        srv.stop()
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP response off `sock`: (head, body), by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of a body"
+        body += chunk
+    return head, body
+
+
+def test_a_shared_render_answers_each_request_with_its_own_connection_header() -> None:
+    """Scrapers waiting on one render each get their own framing: one asking `Connection: close` is
+    closed, the kept-alive one beside it is not (it once got the other's `Connection: close`)."""
+    release = threading.Event()
+    entered = threading.Event()
+    renders: list[int] = []
+    looked_up: list[int] = []
+
+    def render(_accept: str, _encoding: str) -> tuple[bytes, str, str | None]:
+        renders.append(1)
+        entered.set()
+        assert release.wait(10)
+        return b"ka_test_value 7.0\n", "text/plain; version=0.0.4; charset=utf-8", None
+
+    def cached(_accept: str, _encoding: str) -> None:
+        looked_up.append(1)  # called on the loop just before a scrape joins (or starts) a render
+
+    srv = HttpServer("127.0.0.1", 0, App(render=render, cached=cached), limits=SHORT)
+    srv.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", srv.port), timeout=5) as closing,
+            socket.create_connection(("127.0.0.1", srv.port), timeout=5) as kept,
+        ):
+            closing.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert entered.wait(5)
+            kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_until(lambda: len(looked_up) == 2, 5)  # the second joined the running render
+            release.set()
+            head_c, body_c = _read_response(closing)
+            head_k, body_k = _read_response(kept)
+            assert body_c == body_k == b"ka_test_value 7.0\n"
+            assert len(renders) == 1  # one render answered both
+            assert b"Connection: close" in head_c
+            assert closing.recv(1) == b""  # and it was closed
+            assert b"Connection: close" not in head_k
+            # The kept-alive connection still serves: a second request on it is answered.
+            kept.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = _read_response(kept)
+            assert head.startswith(b"HTTP/1.1 200 ") and body == b"OK\n"
+    finally:
+        release.set()
         srv.stop()

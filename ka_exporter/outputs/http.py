@@ -368,14 +368,14 @@ class _Conn(asyncio.Protocol):
             resp = _text(500, close=True)
         if self.state == CLOSED:
             return
-        conn = req.headers.get("connection", "").lower()
-        if (req.version == "HTTP/1.0" and "keep-alive" not in conn) or "close" in conn:
-            resp.close = True
+        # The response may be shared (one render answers every scrape that waited for it): this
+        # request's own framing is decided here, never written into the shared response.
+        close = resp.close or wants_close(req)
         if resp.status == 200:
             self.completed = True
             self.server.touch(self)
-        self._send(_encode(resp, self.guard.headers, head_only=req.method == "HEAD"))
-        if resp.close:
+        self._send(_encode(resp, self.guard.headers, head_only=req.method == "HEAD", close=close))
+        if close:
             self.close()
             return
         self.state = IDLE
@@ -474,7 +474,14 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-def _encode(resp: _Response, headers: Mapping[str, str], head_only: bool) -> bytes:
+def wants_close(req: _Request) -> bool:
+    """Whether the client asked to close after this response (`Connection` tokens; HTTP/1.0 closes
+    unless it asks for keep-alive)."""
+    tokens = {t.strip() for t in req.headers.get("connection", "").lower().split(",")}
+    return "close" in tokens or (req.version == "HTTP/1.0" and "keep-alive" not in tokens)
+
+
+def _encode(resp: _Response, headers: Mapping[str, str], head_only: bool, close: bool | None = None) -> bytes:
     lines = [
         f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
         "Server: ka-exporter",
@@ -486,7 +493,7 @@ def _encode(resp: _Response, headers: Mapping[str, str], head_only: bool) -> byt
     ]
     if resp.encoding:
         lines.append(f"Content-Encoding: {resp.encoding}")
-    if resp.close:
+    if resp.close if close is None else close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head if head_only else head + resp.body
