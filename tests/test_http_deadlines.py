@@ -282,21 +282,22 @@ def test_clients_that_never_read_their_response_are_bounded(tmp_path: Path) -> N
 
 
 def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One HTTP response off `sock`: (head, body), by its Content-Length."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before a response: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    """One HTTP response off `sock`: (head, body), by its Content-Length; nothing past it is read."""
+    reader = sock.makefile("rb", buffering=0)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = reader.read(1)
+        assert byte, f"closed before a response: {head!r}"
+        head += byte
     length = int(
         next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
     )
+    body = b""
     while len(body) < length:
-        chunk = sock.recv(65536)
+        chunk = reader.read(length - len(body))
         assert chunk, "closed in the middle of a body"
         body += chunk
-    return head, body
+    return head.removesuffix(b"\r\n\r\n"), body
 
 
 def test_a_shared_render_answers_each_request_with_its_own_connection_header() -> None:
@@ -341,4 +342,32 @@ def test_a_shared_render_answers_each_request_with_its_own_connection_header() -
             assert head.startswith(b"HTTP/1.1 200 ") and body == b"OK\n"
     finally:
         release.set()
+        srv.stop()
+
+
+def test_a_pipelining_client_that_does_not_read_holds_at_most_one_response() -> None:
+    """50 pipelined scrapes of a 1 MB body, none read: the server answers the next one only once the
+    last is out, so it holds one response for that client (not 50 MB), and all 50 come once it reads."""
+    body = b"x" * 1_000_000
+    answer = (body, "text/plain; version=0.0.4; charset=utf-8", None)
+    srv = HttpServer(
+        "127.0.0.1", 0, App(render=lambda _a, _e: answer, cached=lambda _a, _e: answer), limits=SHORT
+    )
+    srv.start()
+
+    def held() -> int:
+        return sum(c._pending for c in list(srv._server.fresh) + list(srv._server.kept))
+
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+            assert wait_until(lambda: held() > 0, 5)  # the first answer is waiting for the client
+            assert not wait_until(lambda: held() > len(body) + 1024, 1.0)
+            s.settimeout(10)
+            for _ in range(50):
+                head, got = _read_response(s)
+                assert head.startswith(b"HTTP/1.1 200 ") and got == body
+    finally:
         srv.stop()
