@@ -371,3 +371,29 @@ def test_a_pipelining_client_that_does_not_read_holds_at_most_one_response() -> 
                 assert head.startswith(b"HTTP/1.1 200 ") and got == body
     finally:
         srv.stop()
+
+
+def test_tls_bodies_larger_than_the_socket_buffers_arrive_whole_on_a_kept_alive_connection(
+    certs: Certs,  # noqa: F811
+) -> None:
+    """A 6 MB body goes out over several writes (what the kernel takes, then the rest as it reads),
+    twice on one kept-alive TLS connection, intact both times."""
+    body = bytes(range(256)) * 24_000
+    answer = (body, "text/plain; version=0.0.4; charset=utf-8", None)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    app = App(render=lambda _a, _e: answer, cached=lambda _a, _e: answer)
+    srv = HttpServer("127.0.0.1", 0, app, tls=ctx, limits=SHORT)
+    srv.start()
+    try:
+        client = ssl.create_default_context(cafile=str(certs.ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=client, timeout=10)
+        for _ in range(2):
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.getheader("Connection") is None
+            assert resp.read() == body
+        conn.close()
+    finally:
+        srv.stop()
