@@ -53,12 +53,16 @@ IDLE_SECONDS = 5.0
 
 @contextlib.contextmanager
 def exported_tree(rev: str) -> Iterator[Path]:
-    """REV's files (`git archive`) in a temporary directory, removed afterwards.
+    """REV's files (`git archive`) in a temporary directory, removed afterwards; REV may also name a
+    directory holding a tree already (used as it is).
 
     No worktree is registered (others may work in this repository at the same time). Run what comes
     from it with that directory as the working directory or first on PYTHONPATH: `python -m` puts the
     cwd first, so a tree run from here would import this tree's ka_exporter instead.
     """
+    if Path(rev).is_dir():  # a tree already exported (or another checkout): used as it is
+        yield Path(rev).resolve()
+        return
     commit = subprocess.run(
         ["git", "-C", str(common.REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
         check=True,
@@ -271,8 +275,8 @@ def main() -> int:
     ap.add_argument(
         "--baseline",
         metavar="REV",
-        help="also run REV's exporter (git archive of REV in a temporary directory, run from there), "
-        "scraped in the same rotation",
+        help="also run REV's exporter (git archive of REV in a temporary directory, run from there; "
+        "or a directory holding a tree), scraped in the same rotation",
     )
     ap.add_argument(
         "--quiet", action="store_true", help="no progress lines and no in-process render costs: the table"
