@@ -228,6 +228,7 @@ def print_rows(rows: list[dict[str, Any]], baseline: str | None = None) -> list[
     )
     servers = [("exporter", "ka-exporter")]
     if baseline is not None:
+        baseline = Path(baseline).name if Path(baseline).is_dir() else baseline
         servers.append(("baseline", f"base {baseline}"[:14]))
     servers.append(("reference", "C reference"))
     targets: list[Target] = []

@@ -256,7 +256,9 @@ def main() -> int:
             f"{'':>5} ka-exporter / C: median {ka['median_us'] / c['median_us']:.2f}x, cpu "
             f"{ka['cpu_us_per_request'] / max(c['cpu_us_per_request'], 1e-9):.2f}x"
             + (
-                f"; / baseline {args.baseline}: median {ka['median_us'] / row['baseline']['median_us']:.2f}x"
+                f"; / baseline {Path(args.baseline).name}: median "
+                f"{ka['median_us'] / row['baseline']['median_us']:.2f}x, cpu "
+                f"{ka['cpu_us_per_request'] / max(row['baseline']['cpu_us_per_request'], 1e-9):.2f}x"
                 if "baseline" in row
                 else ""
             )
