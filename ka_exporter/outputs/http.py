@@ -527,17 +527,28 @@ class _Conn:
         if resp is None:  # a render, the landing page or a bcrypt check: off the loop
             self._disarm()
             self._pause_reading()
-            self.loop.create_task(self._serve(parsed, allowed))
+            if allowed is None:
+                self.loop.create_task(self._authorize(parsed))
+            else:
+                self.server.render_for(self, parsed)
             return False
         self._answer(parsed, resp)
         return self.state == IDLE
 
-    async def _serve(self, req: _Request, allowed: bool | None) -> None:
+    async def _authorize(self, req: _Request) -> None:
+        """bcrypt off the loop, then the request is answered as any other."""
         try:
-            resp = await self.server.respond(req, self.guard, allowed)
+            resp = await self.server.authorize(req, self.guard)
+            if resp is None:
+                self.server.render_for(self, req)
+                return
         except Exception:
             log.exception("serving %s failed", req.target[:200])
             resp = _text(500, close=True)
+        self.answered(req, resp)
+
+    def answered(self, req: _Request, resp: _Response) -> None:
+        """The answer to a request that waited (a render, bcrypt), when it is there."""
         if self.state == CLOSED:
             return
         self._answer(req, resp)
@@ -704,7 +715,8 @@ class _AsyncServer:
             limits.render_workers, thread_name_prefix="http-render"
         )
         self.auth_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="http-auth")
-        self.renders: dict[tuple[str, str, str], asyncio.Future[_Response]] = {}
+        # Renders running, by what they render: the requests waiting for each.
+        self.renders: dict[tuple[str, str, str], list[tuple[_Conn, _Request]]] = {}
         self.auth_pending = 0
         self.throttle = Throttle(per_second=2.0, burst=20)
         self._accepting = False
@@ -830,45 +842,59 @@ class _AsyncServer:
             return _Response(200, b"OK\n")
         return _text(404)
 
-    async def respond(self, req: _Request, guard: Guard, allowed: bool | None) -> _Response:
-        """The answer that `route_now` could not give: after a bcrypt check (`allowed` None), a
-        render or the landing page."""
-        if allowed is None:
-            if self.auth_pending >= self.limits.max_auth_pending:
-                return _text(429, close=True, extra=(("Retry-After", "1"),))
-            self.auth_pending += 1
-            try:
-                header = req.headers.get("authorization")
-                allowed = await self.loop.run_in_executor(self.auth_pool, guard.authorize, header)
-            finally:
-                self.auth_pending -= 1
-            resp = self.route_now(req, allowed)
-            if resp is not None:
-                return resp
+    async def authorize(self, req: _Request, guard: Guard) -> _Response | None:
+        """The bcrypt check (one at a time, at most `max_auth_pending` waiting), then `route_now`."""
+        if self.auth_pending >= self.limits.max_auth_pending:
+            return _text(429, close=True, extra=(("Retry-After", "1"),))
+        self.auth_pending += 1
+        try:
+            header = req.headers.get("authorization")
+            allowed = await self.loop.run_in_executor(self.auth_pool, guard.authorize, header)
+        finally:
+            self.auth_pending -= 1
+        return self.route_now(req, allowed)
+
+    def render_for(self, conn: _Conn, req: _Request) -> None:
+        """What `route_now` could not give (a render of /metrics, the landing page), made in the pool
+        and handed to `conn` when done. Requests that arrive while the same render is running share
+        it: one loop callback answers them all."""
         if _path(req.target) == self.app.telemetry_path:
             accept, accept_encoding = req.headers.get("accept", ""), req.headers.get("accept-encoding", "")
+            key = ("m", accept, accept_encoding)
 
             def job() -> _Response:
                 body, content_type, encoding = self.app.render(accept, accept_encoding)
                 return _Response(200, body, content_type, encoding)
 
-            return await self._render_in_pool(("m", accept, accept_encoding), job)
-        return await self._render_in_pool(("/", "", ""), self._landing)
+        else:
+            key, job = ("/", "", ""), self._landing
+        waiting = self.renders.get(key)
+        if waiting is None:
+            if len(self.renders) >= self.limits.max_renders:
+                conn.answered(req, _text(503, extra=(("Retry-After", "1"),)))
+                return
+            waiting = self.renders[key] = []
+            self.render_pool.submit(job).add_done_callback(lambda done: self._posted(key, done))
+        waiting.append((conn, req))
+
+    def _posted(self, key: tuple[str, str, str], done: concurrent.futures.Future[_Response]) -> None:
+        """In the render thread: the loop takes it from here (nothing when it has stopped)."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._rendered, key, done)
+
+    def _rendered(self, key: tuple[str, str, str], done: concurrent.futures.Future[_Response]) -> None:
+        waiting = self.renders.pop(key, [])
+        try:
+            resp = done.result()
+        except Exception:
+            log.exception("serving %s failed", "/metrics" if key[0] == "m" else "/")
+            resp = _text(500, close=True)
+        for conn, req in waiting:
+            conn.answered(req, resp)
 
     def _landing(self) -> _Response:
         page = self.app.landing() if self.app.landing else "<html><body>ka-exporter</body></html>"
         return _Response(200, page.encode(), "text/html; charset=utf-8")
-
-    async def _render_in_pool(self, key: tuple[str, str, str], job: Callable[[], _Response]) -> _Response:
-        # Scrapes that arrive while the same render is running share its result.
-        running = self.renders.get(key)
-        if running is None:
-            if len(self.renders) >= self.limits.max_renders:
-                return _text(503, extra=(("Retry-After", "1"),))
-            running = asyncio.ensure_future(self.loop.run_in_executor(self.render_pool, job))
-            self.renders[key] = running
-            running.add_done_callback(lambda _f: self.renders.pop(key, None))
-        return await asyncio.shield(running)
 
     # -- logging
 
