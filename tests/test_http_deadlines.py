@@ -397,3 +397,28 @@ def test_tls_bodies_larger_than_the_socket_buffers_arrive_whole_on_a_kept_alive_
         conn.close()
     finally:
         srv.stop()
+
+
+def test_the_landing_page_is_made_off_the_loop_and_served_on_a_kept_alive_connection(
+    registry: CollectorRegistry,
+) -> None:
+    made: list[str] = []
+
+    def landing() -> str:
+        made.append(threading.current_thread().name)
+        return "<html><body>the page</body></html>"
+
+    srv = HttpServer("127.0.0.1", 0, App(registry, landing=landing), limits=SHORT)
+    srv.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        for _ in range(2):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.getheader("Content-Type") == "text/html; charset=utf-8"
+            assert resp.read() == b"<html><body>the page</body></html>"
+        conn.close()
+        assert len(made) == 2 and all(name.startswith("http-render") for name in made)
+    finally:
+        srv.stop()
