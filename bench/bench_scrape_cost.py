@@ -18,18 +18,26 @@ exporter's own background cost in the same time (sniffing 64 adverts/s, polling)
 the scrapes and printed too ("idle ms/s"), not subtracted. The machine is shared: the load average is
 printed with each row.
 
-Run: .venv/bin/python bench/bench_scrape_cost.py [--sizes 1,100,255,1000] [--scrapes N]
+With `--baseline REV` (e.g. main), REV's exporter runs beside this tree's, from a copy of REV's
+files (git archive) in a temporary directory, and is scraped in the same rotation: both measured in
+one run, on the same wire and the same dumps.
+
+Run: .venv/bin/python bench/bench_scrape_cost.py [--sizes 1,100,255,1000] [--scrapes N] [--baseline REV]
+     [--quiet]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,34 @@ RSS_MIB = 64.0
 IDLE_SECONDS = 5.0
 
 
+@contextlib.contextmanager
+def exported_tree(rev: str) -> Iterator[Path]:
+    """REV's files (`git archive`) in a temporary directory, removed afterwards; REV may also name a
+    directory holding a tree already (used as it is).
+
+    No worktree is registered (others may work in this repository at the same time). Run what comes
+    from it with that directory as the working directory or first on PYTHONPATH: `python -m` puts the
+    cwd first, so a tree run from here would import this tree's ka_exporter instead.
+    """
+    if Path(rev).is_dir():  # a tree already exported (or another checkout): used as it is
+        yield Path(rev).resolve()
+        return
+    commit = subprocess.run(
+        ["git", "-C", str(common.REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix=f"ka-bench-{rev.replace('/', '_')}-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(common.REPO), "archive", "--format=tar", commit],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
 def build_reference(workdir: Path) -> Path:
     exe = workdir / "refserver"
     cc = shutil.which("gcc") or shutil.which("cc")
@@ -52,35 +88,55 @@ def build_reference(workdir: Path) -> Path:
     return exe
 
 
-def measure(n: int, scrapes: int, netns: str, workdir: Path, ref: Path) -> dict[str, Any]:
+def measure(  # noqa: PLR0917 - the bench's own call
+    n: int, scrapes: int, netns: str, workdir: Path, ref: Path, baseline: Path | None = None
+) -> dict[str, Any]:
+    """One size: this tree's exporter (and `baseline`'s, a tree run from its own directory) against
+    the reference serving this tree's bytes, scraped in rotation."""
     dumps = common.write_dumps(workdir / f"dumps-{n}", n)
-    port = common.free_port()
-    with Process(exporter_argv(port, netns, dumps), workdir / f"exporter-{n}.log") as exporter:
-        common.wait_http(port, exporter)
-        wait_complete(port, exporter, n, timeout=60.0)
+    with contextlib.ExitStack() as stack:
+        exporters: dict[str, tuple[Process, int]] = {}
+        trees = {"exporter": None} | ({"baseline": baseline} if baseline is not None else {})
+        for name, tree in trees.items():
+            port = common.free_port()
+            # `python -m` puts the cwd first on the path: a baseline runs from its own tree.
+            where = {} if tree is None else {"cwd": tree, "env": {**os.environ, "PYTHONPATH": str(tree)}}
+            proc = stack.enter_context(
+                Process(exporter_argv(port, netns, dumps), workdir / f"{name}-{n}.log", **where)
+            )
+            exporters[name] = (proc, port)
+        for proc, port in exporters.values():
+            common.wait_http(port, proc)
+            wait_complete(port, proc, n, timeout=60.0)
+        port = exporters["exporter"][1]
         body = common.get(port)[1]
         (workdir / f"body-{n}.prom").write_bytes(body)
         ref_port = common.free_port()
-        with Process([str(ref), str(ref_port), str(workdir / f"body-{n}.prom")], workdir / "ref.log") as refp:
-            common.wait_http(ref_port, refp)
-            if common.get(ref_port)[1] != body:
-                raise RuntimeError("the reference does not serve the exporter's bytes")
-            targets = {"exporter": (exporter, port), "reference": (refp, ref_port)}
-            # The exporter's background cost (64 adverts/s, polls) with no scrape, for comparison.
-            c0, t0 = common.cpu_seconds(exporter.pid), time.monotonic()
-            time.sleep(IDLE_SECONDS)
-            idle = (common.cpu_seconds(exporter.pid) - c0) * 1000.0 / (time.monotonic() - t0)
-            for _ in range(5):  # warm up
-                for _proc, p in targets.values():
-                    common.get(p)
-            hashes = [hash(body)]  # of the exporter's bodies: a change is a re-render (advert, poll)
+        refp = stack.enter_context(
+            Process([str(ref), str(ref_port), str(workdir / f"body-{n}.prom")], workdir / "ref.log")
+        )
+        common.wait_http(ref_port, refp)
+        if common.get(ref_port)[1] != body:
+            raise RuntimeError("the reference does not serve the exporter's bytes")
+        targets = {**exporters, "reference": (refp, ref_port)}
+        # The exporters' background cost (64 adverts/s, polls) with no scrape, for comparison.
+        c0 = {name: common.cpu_seconds(proc.pid) for name, (proc, _p) in exporters.items()}
+        t0 = time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle = {
+            name: round((common.cpu_seconds(proc.pid) - c0[name]) * 1000.0 / (time.monotonic() - t0), 2)
+            for name, (proc, _p) in exporters.items()
+        }
+        for _ in range(5):  # warm up
+            for _proc, p in targets.values():
+                common.get(p)
+        hashes = [hash(body)]  # of the exporter's bodies: a change is a re-render (advert, poll)
 
-            def on_body(name: str, got: bytes) -> None:
-                if name == "exporter":
-                    hashes.append(hash(got))
+        def on_body(name: str, got: bytes) -> None:
+            if name == "exporter":
+                hashes.append(hash(got))
 
-            run = common.rotate_scrapes(targets, scrapes, on_body)
-    names = list(targets)
+        run = common.rotate_scrapes(targets, scrapes, on_body)
     changed = sum(a != b for a, b in itertools.pairwise(hashes))
     row: dict[str, Any] = {
         "instances": n,
@@ -91,9 +147,11 @@ def measure(n: int, scrapes: int, netns: str, workdir: Path, ref: Path) -> dict[
         "bodies_changed": changed,
         "seconds": round(run.seconds, 1),
         "load": round(common.load(), 2),
-        "idle_cpu_ms_per_s": round(idle, 2),
+        "idle_cpu_ms_per_s": idle["exporter"],
     }
-    for k in names:
+    if baseline is not None:
+        row["baseline_idle_cpu_ms_per_s"] = idle["baseline"]
+    for k in targets:
         row[k] = run.figures(k)
     return row
 
@@ -162,18 +220,23 @@ COLUMNS = (  # (title, width, format, row figure)
 )
 
 
-def print_rows(rows: list[dict[str, Any]]) -> list[Target]:
+def print_rows(rows: list[dict[str, Any]], baseline: str | None = None) -> list[Target]:
     print(f"/metrics, {ROUTERS} wire routers; one client, a new connection per scrape, plain text")
     print(
-        f"{'instances':>9} {'KiB':>6} {'n':>5} {'server':<12} "
+        f"{'instances':>9} {'KiB':>6} {'n':>5} {'server':<14} "
         + " ".join(f"{t:>{w}}" for t, w, _f, _k in COLUMNS)
     )
+    servers = [("exporter", "ka-exporter")]
+    if baseline is not None:
+        baseline = Path(baseline).name if Path(baseline).is_dir() else baseline
+        servers.append(("baseline", f"base {baseline}"[:14]))
+    servers.append(("reference", "C reference"))
     targets: list[Target] = []
     for r in rows:
         n = r["instances"]
-        for k, label in (("exporter", "ka-exporter"), ("reference", "C reference")):
+        for k, label in servers:
             cells = " ".join(f"{r[k][key]:>{w}{f}}" for _t, w, f, key in COLUMNS)
-            print(f"{n:>9} {r['body_kib']:>6.0f} {r['scrapes']:>5} {label:<12} {cells}")
+            print(f"{n:>9} {r['body_kib']:>6.0f} {r['scrapes']:>5} {label:<14} {cells}")
         ex, ref = r["exporter"], r["reference"]
         cpu_ratio = ex["cpu_ms_per_scrape"] / max(ref["cpu_ms_per_scrape"], 1e-9)
         print(
@@ -181,6 +244,14 @@ def print_rows(rows: list[dict[str, Any]]) -> list[Target]:
             f"{cpu_ratio:.2f}x; exporter idle {r['idle_cpu_ms_per_s']} ms/s; bodies changed "
             f"{r['bodies_changed']}; failed {r['errors']}; load {r['load']}"
         )
+        if baseline is not None:
+            base = r["baseline"]
+            print(
+                f"{'':>9} ka-exporter / {baseline}: median {ex['median_ms'] / base['median_ms']:.2f}x, p99 "
+                f"{ex['p99_ms'] / base['p99_ms']:.2f}x, cpu per scrape "
+                f"{ex['cpu_ms_per_scrape'] / max(base['cpu_ms_per_scrape'], 1e-9):.2f}x; "
+                f"{baseline} idle {r['baseline_idle_cpu_ms_per_s']} ms/s"
+            )
         targets += [
             Target(f"{n} instances: p99 ms <= reference", ex["p99_ms"], "<=", ref["p99_ms"]),
             Target(
@@ -202,33 +273,50 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scrapes", type=int, default=None, help="scrapes per server and size")
     ap.add_argument("--sizes", default="1,100,255,1000", help="instance counts, comma-separated")
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run REV's exporter (git archive of REV in a temporary directory, run from there; "
+        "or a directory holding a tree), scraped in the same rotation",
+    )
+    ap.add_argument(
+        "--quiet", action="store_true", help="no progress lines and no in-process render costs: the table"
+    )
     args = ap.parse_args()
     common.exit_on_sigterm()
+    sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="ka-bench-cost-"))
     rows: list[dict[str, Any]] = []
     try:
         ref = build_reference(workdir)
-        with (
-            common.veth_pair("kbc") as (tx, rx),
-            common.start_sender(tx, "vx", common.adverts(ROUTERS), 1.0, workdir / "sender.log"),
-        ):
-            for n in (int(s) for s in args.sizes.split(",")):
-                rows.append(measure(n, args.scrapes or DEFAULT_SCRAPES.get(n, 500), rx, workdir, ref))
-                print(
-                    f"  ({n} instances: {rows[-1]['scrapes']} x 2 scrapes, {rows[-1]['seconds']} s)",
-                    flush=True,
-                )
+        with contextlib.ExitStack() as stack:
+            baseline = stack.enter_context(exported_tree(args.baseline)) if args.baseline else None
+            tx, rx = stack.enter_context(common.veth_pair("kbc"))
+            stack.enter_context(
+                common.start_sender(tx, "vx", common.adverts(ROUTERS), 1.0, workdir / "sender.log")
+            )
+            for n in sizes:
+                scrapes = args.scrapes or DEFAULT_SCRAPES.get(n, 500)
+                rows.append(measure(n, scrapes, rx, workdir, ref, baseline))
+                if not args.quiet:
+                    servers = 3 if baseline is not None else 2
+                    print(
+                        f"  ({n} instances: {scrapes} x {servers} scrapes, {rows[-1]['seconds']} s)",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    costs = {n: render_costs(n) for n in (int(s) for s in args.sizes.split(","))}
-    targets = print_rows(rows)
-    print(
-        "Renderer.render in-process, median ms: unchanged state / after one advert / after one instance changed"
-    )
-    for n, c in costs.items():
-        print(f"{n:>9} instances: {c['cached']:.3f} / {c['advert']:.3f} / {c['instance']:.3f}")
+    costs = {} if args.quiet else {n: render_costs(n) for n in sizes}
+    targets = print_rows(rows, args.baseline)
+    if costs:
+        print(
+            "Renderer.render in-process, median ms: unchanged state / after one advert / after one "
+            "instance changed"
+        )
+        for n, c in costs.items():
+            print(f"{n:>9} instances: {c['cached']:.3f} / {c['advert']:.3f} / {c['instance']:.3f}")
     print(f"load {common.load():.2f} (a shared 2-core machine)")
-    common.result("scrape_cost", {"rows": rows, "render_ms": costs}, targets)
+    common.result("scrape_cost", {"rows": rows, "render_ms": costs, "baseline": args.baseline}, targets)
     return 0
 
 

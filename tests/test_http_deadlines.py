@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,4 +278,147 @@ def test_clients_that_never_read_their_response_are_bounded(tmp_path: Path) -> N
     finally:
         for s in stalled:
             s.close()
+        srv.stop()
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP response off `sock`: (head, body), by its Content-Length; nothing past it is read."""
+    reader = sock.makefile("rb", buffering=0)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = reader.read(1)
+        assert byte, f"closed before a response: {head!r}"
+        head += byte
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    body = b""
+    while len(body) < length:
+        chunk = reader.read(length - len(body))
+        assert chunk, "closed in the middle of a body"
+        body += chunk
+    return head.removesuffix(b"\r\n\r\n"), body
+
+
+def test_a_shared_render_answers_each_request_with_its_own_connection_header() -> None:
+    """Scrapers waiting on one render each get their own framing: one asking `Connection: close` is
+    closed, the kept-alive one beside it is not (it once got the other's `Connection: close`)."""
+    release = threading.Event()
+    entered = threading.Event()
+    renders: list[int] = []
+    looked_up: list[int] = []
+
+    def render(_accept: str, _encoding: str) -> tuple[bytes, str, str | None]:
+        renders.append(1)
+        entered.set()
+        assert release.wait(10)
+        return b"ka_test_value 7.0\n", "text/plain; version=0.0.4; charset=utf-8", None
+
+    def cached(_accept: str, _encoding: str) -> None:
+        looked_up.append(1)  # called on the loop just before a scrape joins (or starts) a render
+
+    srv = HttpServer("127.0.0.1", 0, App(render=render, cached=cached), limits=SHORT)
+    srv.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", srv.port), timeout=5) as closing,
+            socket.create_connection(("127.0.0.1", srv.port), timeout=5) as kept,
+        ):
+            closing.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert entered.wait(5)
+            kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_until(lambda: len(looked_up) == 2, 5)  # the second joined the running render
+            release.set()
+            head_c, body_c = _read_response(closing)
+            head_k, body_k = _read_response(kept)
+            assert body_c == body_k == b"ka_test_value 7.0\n"
+            assert len(renders) == 1  # one render answered both
+            assert b"Connection: close" in head_c
+            assert closing.recv(1) == b""  # and it was closed
+            assert b"Connection: close" not in head_k
+            # The kept-alive connection still serves: a second request on it is answered.
+            kept.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = _read_response(kept)
+            assert head.startswith(b"HTTP/1.1 200 ") and body == b"OK\n"
+    finally:
+        release.set()
+        srv.stop()
+
+
+def test_a_pipelining_client_that_does_not_read_holds_at_most_one_response() -> None:
+    """50 pipelined scrapes of a 1 MB body, none read: the server answers the next one only once the
+    last is out, so it holds one response for that client (not 50 MB), and all 50 come once it reads."""
+    body = b"x" * 1_000_000
+    answer = (body, "text/plain; version=0.0.4; charset=utf-8", None)
+    srv = HttpServer(
+        "127.0.0.1", 0, App(render=lambda _a, _e: answer, cached=lambda _a, _e: answer), limits=SHORT
+    )
+    srv.start()
+
+    def held() -> int:
+        return sum(c._pending for c in list(srv._server.fresh) + list(srv._server.kept))
+
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+            assert wait_until(lambda: held() > 0, 5)  # the first answer is waiting for the client
+            assert not wait_until(lambda: held() > len(body) + 1024, 1.0)
+            s.settimeout(10)
+            for _ in range(50):
+                head, got = _read_response(s)
+                assert head.startswith(b"HTTP/1.1 200 ") and got == body
+    finally:
+        srv.stop()
+
+
+def test_tls_bodies_larger_than_the_socket_buffers_arrive_whole_on_a_kept_alive_connection(
+    certs: Certs,  # noqa: F811
+) -> None:
+    """A 6 MB body goes out over several writes (what the kernel takes, then the rest as it reads),
+    twice on one kept-alive TLS connection, intact both times."""
+    body = bytes(range(256)) * 24_000
+    answer = (body, "text/plain; version=0.0.4; charset=utf-8", None)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    app = App(render=lambda _a, _e: answer, cached=lambda _a, _e: answer)
+    srv = HttpServer("127.0.0.1", 0, app, tls=ctx, limits=SHORT)
+    srv.start()
+    try:
+        client = ssl.create_default_context(cafile=str(certs.ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=client, timeout=10)
+        for _ in range(2):
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.getheader("Connection") is None
+            assert resp.read() == body
+        conn.close()
+    finally:
+        srv.stop()
+
+
+def test_the_landing_page_is_made_off_the_loop_and_served_on_a_kept_alive_connection(
+    registry: CollectorRegistry,
+) -> None:
+    made: list[str] = []
+
+    def landing() -> str:
+        made.append(threading.current_thread().name)
+        return "<html><body>the page</body></html>"
+
+    srv = HttpServer("127.0.0.1", 0, App(registry, landing=landing), limits=SHORT)
+    srv.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        for _ in range(2):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.getheader("Content-Type") == "text/html; charset=utf-8"
+            assert resp.read() == b"<html><body>the page</body></html>"
+        conn.close()
+        assert len(made) == 2 and all(name.startswith("http-render") for name in made)
+    finally:
         srv.stop()

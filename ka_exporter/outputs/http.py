@@ -7,6 +7,12 @@ connect and stay silent, or trickle a request byte by byte (slowloris):
   never a thread. Rendering (and the landing page) runs off the loop in a small bounded pool, bcrypt
   in one more thread; so the exporter's thread count does not grow with its clients. A scrape of a
   state already rendered (`App.cached`, which never blocks) is answered on the loop itself.
+- The bytes out: each connection is its own non-blocking socket on the loop's selector (no asyncio
+  transport or task per connection or request). A request answered without waiting (a cached
+  scrape, /-/healthy, a refusal) is answered in the callback that read it, right after the accept
+  when the request is already there, headers and body in one sendmsg; what the kernel does not
+  take waits as views of the response's own bytes (a cached body is never copied), and a pipelined
+  request is read only once the answer before it is out (a client that never reads holds one).
 - Deadlines: the TLS handshake and a whole request's headers must each complete within their own
   deadline (not a timeout per read), a kept-alive connection may idle for `idle_timeout`, and a
   response the client does not read is dropped after `write_timeout`.
@@ -31,13 +37,14 @@ import contextlib
 import email.utils
 import errno
 import gzip
+import itertools
 import logging
 import resource
 import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,6 +66,11 @@ Render = Callable[[str, str], tuple[bytes, str, str | None]]
 Cached = Callable[[str, str], tuple[bytes, str, str | None] | None]
 
 FD_RESERVE = 256  # descriptors kept for the sources, dumps, hooks and accept batches
+RECV_SIZE = 65536
+# Output the kernel has not taken beyond which a client counts as not reading (and its write
+# deadline runs), and below which it reads again: asyncio's transports' defaults.
+WRITE_HIGH = 65536
+WRITE_LOW = 16384
 
 
 class ServeError(Exception):
@@ -212,52 +224,170 @@ def parse_request(head: bytes) -> _Request | int:
     return _Request(method, target, version, headers)
 
 
-class _Conn(asyncio.Protocol):
-    """One client connection: optional TLS on memory BIOs, HTTP/1.1 keep-alive, deadlines."""
+class _Conn:
+    """One client connection on its own non-blocking socket, driven by the loop's selector (no
+    asyncio transport): optional TLS on memory BIOs, HTTP/1.1 keep-alive, deadlines.
 
-    def __init__(self, server: _AsyncServer, guard: Guard) -> None:
+    A request answered without waiting (a cached scrape, /-/healthy, a refusal) is answered in the
+    same loop callback that read it, headers and body in one sendmsg; only a render, the landing page
+    or a bcrypt check goes through a task. Output the kernel does not take at once waits as views of
+    the response's own bytes (a cached body is never copied), and the next pipelined request is read
+    only once it is out, so a client that asks and never reads holds at most one response.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_closing",
+        "_in",
+        "_out",
+        "_paused_writing",
+        "_pending",
+        "_reading",
+        "_timer",
+        "_tls",
+        "_tls_out",
+        "_writing",
+        "completed",
+        "fd",
+        "guard",
+        "loop",
+        "peer",
+        "server",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, server: _AsyncServer, sock: socket.socket, peer: str, guard: Guard) -> None:
         self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.fd = sock.fileno()
         self.guard = guard
         self.state = HANDSHAKE
         self.completed = False  # has served at least one authorized request
-        self.peer = "?"
-        self._transport: asyncio.Transport | None = None
+        self.peer = peer
         self._buf = bytearray()
         self._timer: asyncio.TimerHandle | None = None
         self._tls: ssl.SSLObject | None = None
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
+        self._in: ssl.MemoryBIO | None = None
+        self._tls_out: ssl.MemoryBIO | None = None
+        self._out: deque[memoryview] = deque()  # what the kernel has not taken yet
+        self._pending = 0  # its bytes
         self._paused_writing = False
+        self._reading = False
+        self._writing = False
+        self._closing = False  # closed: the socket goes once the output is out
 
-    # -- transport callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):  # pragma: no cover - a stream socket's
-            raise TypeError("a stream transport is needed")
-        self._transport = transport
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.peer = f"{peer[0]}:{peer[1]}"
+    def start(self) -> None:
         self.server.register(self)
         ctx = self.guard.ssl_context()
         if ctx is not None:
-            self._tls = ctx.wrap_bio(self._in, self._out, server_side=True)
+            self._in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self._tls = ctx.wrap_bio(self._in, self._tls_out, server_side=True)
             self._arm(self.server.limits.handshake_timeout)
         else:
             self.state = HEADERS
             self._arm(self.server.limits.header_timeout)
+            # A scraper sends its request right after connecting: it is often there already, and
+            # reading it now saves a turn of the loop (a recv that finds nothing costs less).
+            self._readable()
+        if self.state in (HANDSHAKE, HEADERS) or (self.state == IDLE and not self._out):
+            self._resume_reading()
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - Protocol's signature
-        self.state = CLOSED
-        self._disarm()
-        self.server.unregister(self)
+    # -- the socket
 
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-        self._arm(self.server.limits.write_timeout)
-        self.server.stalled_writer(self)
+    def _resume_reading(self) -> None:
+        if not self._reading and self.state != CLOSED:
+            self.loop.add_reader(self.fd, self._readable)
+            self._reading = True
 
-    def resume_writing(self) -> None:
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.server.client_error("connection lost", self.peer, exc)
+            self.abort()
+            return
+        if not data:
+            self.close()  # the client's end: close ours too, after what is still to go out
+            return
+        self.data_received(data)
+
+    def _write(self, parts: list[bytes]) -> None:
+        """Send `parts` (in one sendmsg); keep views of what the kernel did not take."""
+        if self._closing or self.fd < 0:
+            return
+        if self._out:
+            for part in parts:
+                self._queue(memoryview(part))
+            return
+        sent = self._sendmsg(parts)
+        if sent is None:
+            return
+        for part in parts:
+            if sent >= len(part):
+                sent -= len(part)
+                continue
+            self._queue(memoryview(part)[sent:])
+            sent = 0
+        if self._out and not self._writing:
+            self.loop.add_writer(self.fd, self._writable)
+            self._writing = True
+
+    def _sendmsg(self, parts: list[bytes] | list[memoryview]) -> int | None:
+        """What the kernel took of `parts` (0: nothing now); None: the connection is gone."""
+        try:
+            return self.sock.sendmsg(parts) if len(parts) > 1 else self.sock.send(parts[0])
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self.server.client_error("connection lost", self.peer, exc)
+            self.abort()
+            return None
+
+    def _queue(self, view: memoryview) -> None:
+        self._out.append(view)
+        self._pending += len(view)
+        if not self._paused_writing and self._pending > WRITE_HIGH:
+            self._paused_writing = True
+            self._arm(self.server.limits.write_timeout)
+            self.server.stalled_writer(self)
+
+    def _writable(self) -> None:
+        out = self._out
+        sent = self._sendmsg(list(itertools.islice(out, 64)))
+        if sent is None:
+            return
+        self._pending -= sent
+        while sent:
+            head = out[0]
+            if sent >= len(head):
+                sent -= len(head)
+                out.popleft()
+            else:
+                out[0] = head[sent:]
+                sent = 0
+        if self._paused_writing and self._pending <= WRITE_LOW:
+            self._resume_writing()
+        if out:
+            return
+        self.loop.remove_writer(self.fd)
+        self._writing = False
+        if self._closing:
+            self._finish()
+        elif self.state == IDLE:
+            self._resume_reading()  # the next request of a pipelining client, now that this one is out
+            if self._buf:
+                self._plain(b"")
+
+    def _resume_writing(self) -> None:
         self._paused_writing = False
         self.server.stalled.pop(self, None)
         if self.state == IDLE:
@@ -265,16 +395,20 @@ class _Conn(asyncio.Protocol):
         elif self.state == BUSY:
             self._disarm()
 
+    # -- TLS
+
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        if self._tls is None:
+        tls = self._tls
+        if tls is None:
             self._plain(data)
             return
+        assert self._in is not None  # noqa: S101 - set with _tls
         self._in.write(data)
         if self.state == HANDSHAKE:
             try:
-                self._tls.do_handshake()
+                tls.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush()
                 return
@@ -284,8 +418,8 @@ class _Conn(asyncio.Protocol):
                 self.abort()
                 return
             self._flush()
-            check = getattr(self._tls.context, "check_peer", None)  # webconfig.ServerContext
-            problem = check(self._tls.getpeercert()) if callable(check) else None
+            check = getattr(tls.context, "check_peer", None)  # webconfig.ServerContext
+            problem = check(tls.getpeercert()) if callable(check) else None
             if problem:
                 self.server.client_error("TLS client refused", self.peer, problem)
                 self.abort()
@@ -295,7 +429,7 @@ class _Conn(asyncio.Protocol):
         chunks = []
         while True:
             try:
-                chunk = self._tls.read(65536)
+                chunk = tls.read(65536)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -313,78 +447,132 @@ class _Conn(asyncio.Protocol):
         if chunks:
             self._plain(b"".join(chunks))
 
-    def eof_received(self) -> bool | None:
-        return False  # close our side too
+    def _flush(self) -> None:
+        if self._tls_out is not None and self._tls_out.pending:
+            self._write([self._tls_out.read()])
+
+    def _send(self, parts: list[bytes]) -> None:
+        if self.state == CLOSED:
+            return
+        if self._tls is None:
+            self._write(parts)
+            return
+        try:
+            for part in parts:
+                self._tls.write(part)
+        except (ssl.SSLError, OSError) as exc:
+            self.server.client_error("TLS error", self.peer, exc)
+            self.abort()
+            return
+        self._flush()
 
     # -- HTTP
 
     def _plain(self, data: bytes) -> None:
         self._buf += data
-        if self.state == BUSY:
-            if len(self._buf) > self.server.limits.max_header_bytes:
-                self.abort()  # pipelining without reading the answers
-            return
-        if self.state == IDLE:
-            if not self._buf.strip(b"\r\n"):
-                self._buf.clear()
+        limit = self.server.limits.max_header_bytes
+        while True:
+            if self.state == BUSY:
+                if len(self._buf) > limit:
+                    self.abort()  # pipelining without reading the answers
                 return
-            self.state = HEADERS
-            self._arm(self.server.limits.header_timeout)
-        self._next_request()
+            if self.state == IDLE:
+                if not self._buf.strip(b"\r\n"):
+                    self._buf.clear()
+                    return
+                if self._out:
+                    self._pause_reading()  # the last answer is not out yet: this one waits for it
+                    return
+                self.state = HEADERS
+                self._arm(self.server.limits.header_timeout)
+            if self.state != HEADERS or not self._next_request():
+                return
 
-    def _next_request(self) -> None:
-        while self._buf[:2] == b"\r\n":
-            del self._buf[:2]
-        end = self._buf.find(b"\r\n\r\n")
+    def _next_request(self) -> bool:
+        """Take one request off the buffer and answer it (or start to); False: its headers are not
+        all there yet, or the connection is done."""
+        buf = self._buf
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
         sep = 4
         if end < 0:
-            end = self._buf.find(b"\n\n")
+            end = buf.find(b"\n\n")
             sep = 2
         limit = self.server.limits.max_header_bytes
         if end < 0 or end > limit:
-            if len(self._buf) > limit or end > limit:
+            if len(buf) > limit or end > limit:
                 self._respond_now(_text(431, close=True))
-            return
-        head = bytes(self._buf[:end])
-        del self._buf[: end + sep]
+            return False
+        head = bytes(buf[:end])
+        del buf[: end + sep]
         self.state = BUSY
-        self._disarm()
-        if self._transport is not None:
-            self._transport.pause_reading()
         parsed = parse_request(head)
         if isinstance(parsed, int):
             self._respond_now(_text(parsed, close=True))
-            return
-        self.server.loop.create_task(self._serve(parsed))
-
-    async def _serve(self, req: _Request) -> None:
+            return False
+        # Users and headers as the web config says now (re-read), as exporter-toolkit checks them
+        # per request; the TLS context stays the one this connection was made with.
         try:
-            # Users and headers as the web config says now (re-read), as exporter-toolkit checks them
-            # per request; the TLS context stays the one this connection was made with.
-            self.guard = self.server.guard()
-            resp = await self.server.respond(req, self.guard)
+            self.guard = guard = self.server.guard()
+            resp = self.server.refuse(parsed)
+            allowed = None
+            if resp is None:
+                allowed = guard.quick_authorize(parsed.headers.get("authorization"))
+                if allowed is not None:
+                    resp = self.server.route_now(parsed, allowed)
+        except Exception:
+            log.exception("serving %s failed", parsed.target[:200])
+            resp = _text(500, close=True)
+        if resp is None:  # a render, the landing page or a bcrypt check: off the loop
+            self._disarm()
+            self._pause_reading()
+            if allowed is None:
+                self.loop.create_task(self._authorize(parsed))
+            else:
+                self.server.render_for(self, parsed)
+            return False
+        self._answer(parsed, resp)
+        return self.state == IDLE
+
+    async def _authorize(self, req: _Request) -> None:
+        """bcrypt off the loop, then the request is answered as any other."""
+        try:
+            resp = await self.server.authorize(req, self.guard)
+            if resp is None:
+                self.server.render_for(self, req)
+                return
         except Exception:
             log.exception("serving %s failed", req.target[:200])
             resp = _text(500, close=True)
+        self.answered(req, resp)
+
+    def answered(self, req: _Request, resp: _Response) -> None:
+        """The answer to a request that waited (a render, bcrypt), when it is there."""
         if self.state == CLOSED:
             return
-        conn = req.headers.get("connection", "").lower()
-        if (req.version == "HTTP/1.0" and "keep-alive" not in conn) or "close" in conn:
-            resp.close = True
+        self._answer(req, resp)
+        if self.state == IDLE and not self._out:
+            self._resume_reading()
+            if self._buf:
+                self._plain(b"")
+
+    def _answer(self, req: _Request, resp: _Response) -> None:
+        # The response may be shared (one render answers every scrape that waited for it): this
+        # request's own framing is decided here, never written into the shared response.
+        close = resp.close or wants_close(req)
         if resp.status == 200:
             self.completed = True
             self.server.touch(self)
-        self._send(_encode(resp, self.guard.headers, head_only=req.method == "HEAD"))
-        if resp.close:
+        self._send(_encode(resp, self.guard.headers, head_only=req.method == "HEAD", close=close))
+        if self.state == CLOSED:
+            return  # the send failed
+        if close:
             self.close()
             return
         self.state = IDLE
         limits = self.server.limits
         self._arm(limits.write_timeout if self._paused_writing else limits.idle_timeout)
-        if self._transport is not None:
-            self._transport.resume_reading()
-        if self._buf:
-            self._plain(b"")
 
     def _respond_now(self, resp: _Response) -> None:
         self.state = BUSY
@@ -392,29 +580,11 @@ class _Conn(asyncio.Protocol):
         self._send(_encode(resp, self.guard.headers, head_only=False))
         self.close()
 
-    # -- output and closing
-
-    def _send(self, data: bytes) -> None:
-        if self._transport is None or self.state == CLOSED:
-            return
-        if self._tls is None:
-            self._transport.write(data)
-            return
-        try:
-            self._tls.write(data)
-        except (ssl.SSLError, OSError) as exc:
-            self.server.client_error("TLS error", self.peer, exc)
-            self.abort()
-            return
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._transport is not None and self._out.pending:
-            self._transport.write(self._out.read())
+    # -- closing
 
     def close(self) -> None:
         """Close after what was written has been sent (TLS: with a close_notify)."""
-        if self._transport is None or self.state == CLOSED:
+        if self.state == CLOSED:
             return
         if self._tls is not None and self.state != HANDSHAKE:
             with contextlib.suppress(ssl.SSLError, OSError, ValueError):
@@ -422,23 +592,38 @@ class _Conn(asyncio.Protocol):
             self._flush()
         self.state = CLOSED
         self._disarm()
+        self._pause_reading()
+        if not self._out:
+            self._finish()
+            return
+        self._closing = True
         self._arm_abort(self.server.limits.write_timeout)
-        self._transport.close()
 
     def abort(self) -> None:
         self.state = CLOSED
+        self._finish()
+
+    def _finish(self) -> None:
+        """The socket goes, now (what was not sent with it)."""
         self._disarm()
-        if self._transport is not None:
-            self._transport.abort()
+        if self.fd >= 0:
+            self._pause_reading()
+            if self._writing:
+                self.loop.remove_writer(self.fd)
+                self._writing = False
+            self.sock.close()
+            self.fd = -1
+            self._out.clear()
+            self.server.unregister(self)
 
     # -- deadlines
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
-        self._timer = self.server.loop.call_later(seconds, self._expired)
+        self._timer = self.loop.call_later(seconds, self._expired)
 
     def _arm_abort(self, seconds: float) -> None:
-        self._timer = self.server.loop.call_later(seconds, self.abort)
+        self._timer = self.loop.call_later(seconds, self.abort)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -474,7 +659,24 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-def _encode(resp: _Response, headers: Mapping[str, str], head_only: bool) -> bytes:
+def _path(target: str) -> str:
+    """The path of a request target (an origin-form target without a query is its own path)."""
+    if "?" not in target and "#" not in target and target[:1] == "/":
+        return target
+    return urlsplit(target).path
+
+
+def wants_close(req: _Request) -> bool:
+    """Whether the client asked to close after this response (`Connection` tokens; HTTP/1.0 closes
+    unless it asks for keep-alive)."""
+    tokens = {t.strip() for t in req.headers.get("connection", "").lower().split(",")}
+    return "close" in tokens or (req.version == "HTTP/1.0" and "keep-alive" not in tokens)
+
+
+def _encode(
+    resp: _Response, headers: Mapping[str, str], head_only: bool, close: bool | None = None
+) -> list[bytes]:
+    """The response as [head, body] (or [head]): written with one sendmsg, the body never copied."""
     lines = [
         f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
         "Server: ka-exporter",
@@ -486,10 +688,10 @@ def _encode(resp: _Response, headers: Mapping[str, str], head_only: bool) -> byt
     ]
     if resp.encoding:
         lines.append(f"Content-Encoding: {resp.encoding}")
-    if resp.close:
+    if resp.close if close is None else close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + resp.body
+    return [head] if head_only or not resp.body else [head, resp.body]
 
 
 class _AsyncServer:
@@ -508,13 +710,13 @@ class _AsyncServer:
         self.fresh: OrderedDict[_Conn, None] = OrderedDict()  # no request completed yet, oldest first
         self.kept: OrderedDict[_Conn, None] = OrderedDict()  # completed one, least recently used first
         self.stalled: OrderedDict[_Conn, None] = OrderedDict()  # not reading their response
-        self.pending_accepts = 0
         self.evicted = 0
         self.render_pool = concurrent.futures.ThreadPoolExecutor(
             limits.render_workers, thread_name_prefix="http-render"
         )
         self.auth_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="http-auth")
-        self.renders: dict[tuple[str, str, str], asyncio.Future[_Response]] = {}
+        # Renders running, by what they render: the requests waiting for each.
+        self.renders: dict[tuple[str, str, str], list[tuple[_Conn, _Request]]] = {}
         self.auth_pending = 0
         self.throttle = Throttle(per_second=2.0, burst=20)
         self._accepting = False
@@ -560,23 +762,17 @@ class _AsyncServer:
                 return True
         return False
 
-    def _make_room(self) -> bool | None:
-        """True: there is room (maybe after evicting); None: wait for accepts in flight; False: full."""
-        if self.connections + self.pending_accepts < self.max_connections:
+    def _make_room(self) -> bool:
+        """True: there is room (maybe after evicting the oldest unfinished, else the least recently
+        used kept-alive connection); False: every connection is busy."""
+        if self.connections < self.max_connections:
             return True
-        if self._evict(self.fresh):
-            return True
-        if self.pending_accepts:
-            return None  # they become evictable once attached; never evict a kept one for them
-        return self._evict(self.kept)
+        return self._evict(self.fresh) or self._evict(self.kept)
 
     def _accept(self) -> None:
         for _ in range(64):
-            room = self._make_room()
-            if room is None:
-                return  # the listening socket stays readable: called again on the next iteration
             try:
-                sock, _addr = self.sock.accept()
+                sock, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -586,30 +782,23 @@ class _AsyncServer:
                 self.client_error("accept failed", "-", exc)
                 self._pause_accepting(0.1)
                 return
-            if not room:
+            if not self._make_room():
                 sock.close()
                 self.client_error("connection refused", "-", "every connection is busy")
                 continue
-            sock.setblocking(False)
-            # No Nagle: TLS writes its session tickets and then the response as two small segments,
-            # and the second would wait for the client's delayed ACK (40 ms).
-            with contextlib.suppress(OSError):
+            try:
+                sock.setblocking(False)
+                # No Nagle: TLS writes its session tickets and then the response as two small
+                # segments, and the second would wait for the client's delayed ACK (40 ms).
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.pending_accepts += 1
-            self.loop.create_task(self._attach(sock))
-
-    async def _attach(self, sock: socket.socket) -> None:
-        try:
-            guard = self.guard()
-            await self.loop.connect_accepted_socket(lambda: _Conn(self, guard), sock)
-        except OSError as exc:
-            self.client_error("connection lost", "-", exc)
-            sock.close()
-        except Exception:
-            log.exception("cannot serve a new connection")
-            sock.close()
-        finally:
-            self.pending_accepts -= 1
+                peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else "?"
+                _Conn(self, sock, peer, self.guard()).start()
+            except OSError as exc:
+                self.client_error("connection lost", "-", exc)
+                sock.close()
+            except Exception:
+                log.exception("cannot serve a new connection")
+                sock.close()
 
     def _pause_accepting(self, seconds: float) -> None:
         if self._accepting:
@@ -624,61 +813,88 @@ class _AsyncServer:
 
     # -- requests
 
-    async def respond(self, req: _Request, guard: Guard) -> _Response:
+    def refuse(self, req: _Request) -> _Response | None:
+        """The answer to a request no path serves (method, body), else None."""
         if req.method not in ("GET", "HEAD"):
             return _text(405, extra=(("Allow", "GET, HEAD"),))
         if req.headers.get("transfer-encoding") or req.headers.get("content-length", "0") != "0":
             return _text(400, close=True)  # GET with a body: nothing to read it for
-        header = req.headers.get("authorization")
-        allowed = guard.quick_authorize(header)
-        if allowed is None:
-            if self.auth_pending >= self.limits.max_auth_pending:
-                return _text(429, close=True, extra=(("Retry-After", "1"),))
-            self.auth_pending += 1
-            try:
-                allowed = await self.loop.run_in_executor(self.auth_pool, guard.authorize, header)
-            finally:
-                self.auth_pending -= 1
+        return None
+
+    def route_now(self, req: _Request, allowed: bool) -> _Response | None:
+        """The answer if it is there without waiting (a cached scrape, /-/healthy, 401, 404); None: a
+        render or the landing page is needed (`respond`). Called on the loop: never blocks."""
         if not allowed:
             self.client_error("unauthorized", "-", req.target[:100])
             return _text(401, close=True, extra=(("WWW-Authenticate", 'Basic realm="ka-exporter"'),))
-        path = urlsplit(req.target).path
+        path = _path(req.target)
         if path == self.app.telemetry_path:
-            return await self._render(req.headers.get("accept", ""), req.headers.get("accept-encoding", ""))
+            if self.app.cached is not None:
+                # A body already made for a state that has not moved: the bytes, straight from the
+                # loop (a hand-off to a render thread and back costs more than the scrape itself).
+                hit = self.app.cached(req.headers.get("accept", ""), req.headers.get("accept-encoding", ""))
+                if hit is not None:
+                    return _Response(200, hit[0], hit[1], hit[2])
+            return None
         if path == "/":
-            return await self._render_in_pool(("/", "", ""), self._landing)
+            return None
         if path in ("/-/healthy", "/-/ready"):
             return _Response(200, b"OK\n")
         return _text(404)
 
+    async def authorize(self, req: _Request, guard: Guard) -> _Response | None:
+        """The bcrypt check (one at a time, at most `max_auth_pending` waiting), then `route_now`."""
+        if self.auth_pending >= self.limits.max_auth_pending:
+            return _text(429, close=True, extra=(("Retry-After", "1"),))
+        self.auth_pending += 1
+        try:
+            header = req.headers.get("authorization")
+            allowed = await self.loop.run_in_executor(self.auth_pool, guard.authorize, header)
+        finally:
+            self.auth_pending -= 1
+        return self.route_now(req, allowed)
+
+    def render_for(self, conn: _Conn, req: _Request) -> None:
+        """What `route_now` could not give (a render of /metrics, the landing page), made in the pool
+        and handed to `conn` when done. Requests that arrive while the same render is running share
+        it: one loop callback answers them all."""
+        if _path(req.target) == self.app.telemetry_path:
+            accept, accept_encoding = req.headers.get("accept", ""), req.headers.get("accept-encoding", "")
+            key = ("m", accept, accept_encoding)
+
+            def job() -> _Response:
+                body, content_type, encoding = self.app.render(accept, accept_encoding)
+                return _Response(200, body, content_type, encoding)
+
+        else:
+            key, job = ("/", "", ""), self._landing
+        waiting = self.renders.get(key)
+        if waiting is None:
+            if len(self.renders) >= self.limits.max_renders:
+                conn.answered(req, _text(503, extra=(("Retry-After", "1"),)))
+                return
+            waiting = self.renders[key] = []
+            self.render_pool.submit(job).add_done_callback(lambda done: self._posted(key, done))
+        waiting.append((conn, req))
+
+    def _posted(self, key: tuple[str, str, str], done: concurrent.futures.Future[_Response]) -> None:
+        """In the render thread: the loop takes it from here (nothing when it has stopped)."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._rendered, key, done)
+
+    def _rendered(self, key: tuple[str, str, str], done: concurrent.futures.Future[_Response]) -> None:
+        waiting = self.renders.pop(key, [])
+        try:
+            resp = done.result()
+        except Exception:
+            log.exception("serving %s failed", "/metrics" if key[0] == "m" else "/")
+            resp = _text(500, close=True)
+        for conn, req in waiting:
+            conn.answered(req, resp)
+
     def _landing(self) -> _Response:
         page = self.app.landing() if self.app.landing else "<html><body>ka-exporter</body></html>"
         return _Response(200, page.encode(), "text/html; charset=utf-8")
-
-    async def _render(self, accept: str, accept_encoding: str) -> _Response:
-        if self.app.cached is not None:
-            # A body already made for a state that has not moved: the bytes, straight from the loop
-            # (a hand-off to a render thread and back costs more than the scrape itself).
-            hit = self.app.cached(accept, accept_encoding)
-            if hit is not None:
-                return _Response(200, hit[0], hit[1], hit[2])
-
-        def job() -> _Response:
-            body, content_type, encoding = self.app.render(accept, accept_encoding)
-            return _Response(200, body, content_type, encoding)
-
-        return await self._render_in_pool(("m", accept, accept_encoding), job)
-
-    async def _render_in_pool(self, key: tuple[str, str, str], job: Callable[[], _Response]) -> _Response:
-        # Scrapes that arrive while the same render is running share its result.
-        running = self.renders.get(key)
-        if running is None:
-            if len(self.renders) >= self.limits.max_renders:
-                return _text(503, extra=(("Retry-After", "1"),))
-            running = asyncio.ensure_future(self.loop.run_in_executor(self.render_pool, job))
-            self.renders[key] = running
-            running.add_done_callback(lambda _f: self.renders.pop(key, None))
-        return await asyncio.shield(running)
 
     # -- logging
 
