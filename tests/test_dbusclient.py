@@ -24,6 +24,7 @@ from ka_exporter.linux.dbusclient import (
     Call,
     DBusError,
 )
+from ka_exporter.testing import unix_accepts
 from tests.conftest import wait_until
 
 DBUS_DAEMON = shutil.which("dbus-daemon")
@@ -49,22 +50,13 @@ def bus(tmp_path: Path) -> Iterator[Bus]:
     )
     try:
         # The socket file exists from bind(); connections are refused until listen(): wait for one.
-        assert wait_until(lambda: _accepts(sock), 10)
+        assert wait_until(lambda: unix_accepts(sock), 10)
         yield Bus(proc, sock)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)  # a test may have frozen it
             proc.terminate()
         proc.wait(10)
-
-
-def _accepts(sock: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(sock))
-        except OSError:
-            return False
-    return True
 
 
 def list_names() -> Call:

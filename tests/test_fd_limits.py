@@ -20,6 +20,7 @@ from ka_exporter.linux import fdwait
 from ka_exporter.linux.dbusclient import BUS_NAME, BUS_PATH, BusClient, Call
 from ka_exporter.sources.vips import VipSource
 from ka_exporter.store import Store
+from ka_exporter.testing import unix_accepts
 from tests.conftest import in_netns, sh, wait_until
 
 HIGH = 1100
@@ -98,7 +99,7 @@ def test_bus_client_talks_over_a_socket_above_1023(tmp_path: Path, low_fds_taken
     conf.write_text(bus_config(sock))
     proc = subprocess.Popen([daemon, f"--config-file={conf}", "--nofork"], stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(sock.exists, 10)
+        assert wait_until(lambda: unix_accepts(sock), 10)  # the file exists from bind(), before listen()
         with BusClient(f"unix:path={sock}", timeout=5.0) as bus:
             assert bus._sock.fileno() > 1023
             names = bus.call(Call(BUS_NAME, BUS_PATH, BUS_NAME, "ListNames"))[0]

@@ -52,6 +52,17 @@ def wait_until(pred: Callable[[], object], timeout: float = 5.0, step: float = 0
 # -- processes -------------------------------------------------------------------------------------------
 
 
+def unix_accepts(path: Path) -> bool:
+    """True once a server accepts connections on the Unix socket at `path`. Its file exists from
+    bind(), before listen(): connecting in between is refused (a private dbus-daemon starting)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL and reap. A no-op for a process already gone."""
     if proc.poll() is None:
