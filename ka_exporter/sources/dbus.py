@@ -437,20 +437,22 @@ class DbusSource(Source):
             saved: dict[str, InstanceView] = {}
             early = False
             until = time.monotonic() + _MAX_DEFER
+            unseen = False  # a signal named an instance we have not seen
             while nxt is not None and self._is_status_change(nxt):
                 batch, nxt = self._run(client, nxt, defer=True)
                 got = self._show(batch, saved)
-                if got is None:  # an instance we have not seen: read the whole tree again
-                    self._confirm_shown(client, shown, saved, early)
-                    self._refresh_or_report(client)
-                    self._changed()
-                    return
+                if got is None:
+                    unseen = True
+                    break
                 shown.extend(got[0])
                 early = got[1] or early
                 left = until - time.monotonic()
                 if nxt is None and left > 0:
                     nxt = client.next_signal(timeout=min(_QUIET, left))
             self._confirm_shown(client, shown, saved, early)
+            if unseen:  # read the whole tree again; the signal behind the run is still handled
+                self._refresh_or_report(client)
+                self._changed()
 
     def _run(
         self, client: BusClient, first: Signal, defer: bool = False
