@@ -3,9 +3,12 @@ run modes (serve, --once, status / check). The watchdog's loop is outputs/watchd
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -248,6 +251,29 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def sleep_until_signalled(stop: threading.Event) -> None:
+    """Sleep in the main thread until `stop_on_signals`'s handler has set `stop`, with no timeout.
+
+    Not in stop.wait(): the Python handler runs in this thread, between two bytecodes, and its
+    stop.set() takes the event's lock, which this thread holds inside wait() for a moment around each
+    sleep: a SIGTERM landing there deadlocked the exporter (a test saw it not stop within 10 s of a
+    SIGTERM sent as it started). The thread sleeps in select() on a pipe that the signal's C handler
+    writes to (signal.set_wakeup_fd), so no signal is lost between the check and the sleep, and it
+    does not wake every second for nothing.
+    """
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = signal.set_wakeup_fd(w)
+    try:
+        while not stop.is_set():
+            select.select([r], [], [])
+            with contextlib.suppress(BlockingIOError):
+                os.read(r, 512)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+
+
 def settle() -> None:
     """Tune the process for serving, once everything built at start is in place."""
     # A scrape waits for the GIL whenever a source thread runs Python (a poll, a burst of adverts):
@@ -275,10 +301,7 @@ def serve(settings: Settings) -> int:
     host, _port = parse_listen_address(settings.web_listen_address)
     log.info("listening on %s:%d%s", host or "*", server.port, settings.web_telemetry_path)
     WatchdogLoop(settings, exporter.store, exporter.watchdog_stats).start(stop)
-    # Asleep until SIGTERM/SIGINT, with no timeout: the wait is a lock acquire, which a signal
-    # interrupts (Python runs the handler, whose stop.set() ends the wait), so the main thread does
-    # not wake every second for nothing.
-    stop.wait()
+    sleep_until_signalled(stop)
     server.stop()
     exporter.stop()
     return 0

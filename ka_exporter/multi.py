@@ -23,7 +23,13 @@ import logging
 import sys
 from dataclasses import replace
 
-from ka_exporter.daemon import SWITCH_INTERVAL, build_parts, server_for, stop_on_signals
+from ka_exporter.daemon import (
+    SWITCH_INTERVAL,
+    build_parts,
+    server_for,
+    sleep_until_signalled,
+    stop_on_signals,
+)
 from ka_exporter.outputs.http import App
 from ka_exporter.outputs.merge import MergedRenderer
 from ka_exporter.settings import Settings, parse_listen_address
@@ -112,8 +118,7 @@ def serve(settings: Settings) -> int:
         settings.web_telemetry_path,
         len(multi.fleet),
     )
-    while not stop.wait(1.0):
-        pass
+    sleep_until_signalled(stop)
     server.stop()
     multi.stop()
     return 0

@@ -1,5 +1,5 @@
 """The serving daemon's main thread sleeps until a signal: no periodic wakeup, and SIGTERM/SIGINT
-still stop it cleanly (the wait is a lock acquire, which the signal interrupts)."""
+still stop it cleanly (it sleeps on the pipe the signal wakes: daemon.sleep_until_signalled)."""
 
 from __future__ import annotations
 
